@@ -1,0 +1,84 @@
+/* Settings: OUTBOX_* environment variables and --kebab-case flags, validated. */
+#ifndef OUTBOX_RELAY_CONFIG_H
+#define OUTBOX_RELAY_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "outbox_relay/log.h"
+
+/* What the command line asks the program to do. */
+enum config_action {
+    CONFIG_RUN,          /* run the relay */
+    CONFIG_HELP,         /* print the settings and exit 0 */
+    CONFIG_VERSION,      /* print the version and exit 0 */
+    CONFIG_CHECK,        /* validate, connect both ends, verify table and stream, exit */
+    CONFIG_REQUEUE_DEAD, /* put dead rows back to pending, print how many, exit */
+};
+
+struct relay_config {
+    enum config_action action;
+
+    char *pg_url;          /* libpq conninfo or URI; "" = libpq defaults / PG* env */
+    char *nats_url;        /* comma-separated server list */
+    char *table;           /* [schema.]table, validated identifier(s) */
+    char *channel;         /* LISTEN channel */
+    char *stream;          /* stream to create when missing; "" = don't manage */
+    char *stream_subjects; /* comma-separated subjects for a created stream */
+
+    int batch_size;          /* rows per claim query */
+    int max_inflight;        /* rows held by the relay (publishing or waiting on their key) */
+    int poll_interval_ms;    /* fallback scan when no notification arrives */
+    int publish_timeout_ms;  /* PubAck wait per message */
+    int retry_base_ms;       /* backoff for the first retry */
+    int retry_max_ms;        /* backoff cap */
+    int max_attempts;        /* attempts before a row goes dead */
+    bool dead_holds_key;     /* a dead row keeps holding later rows of its ordering_key */
+    int shutdown_timeout_ms; /* how long SIGTERM waits for in-flight acks */
+    int stall_timeout_ms;    /* /healthz fails when due work made no progress this long */
+    int leader_retry_ms;     /* how often a standby tries to become leader */
+    int nats_lost_ms;        /* a leader without NATS this long gives up leadership */
+    int pg_timeout_ms;       /* connect and query deadline on PostgreSQL */
+    int reconnect_max_ms;    /* cap of the reconnect backoff */
+    int metrics_interval_ms; /* how often pending count / oldest age are sampled */
+
+    char *http_addr; /* [host]:port for /healthz /readyz /metrics; "" disables */
+    enum log_level log_level;
+    enum log_format log_format;
+
+    char *nats_creds;           /* path of a .creds file (JWT + nkey seed) */
+    char *nats_nkey_seed;       /* path of a file holding an nkey seed */
+    char *nats_user;            /* user name; password from nats_password_file */
+    char *nats_password_file;   /* path of a file holding the password */
+    char *nats_token_file;      /* path of a file holding a token */
+    char *nats_tls_ca;          /* CA bundle; setting any TLS option enables TLS */
+    char *nats_tls_cert;        /* client certificate */
+    char *nats_tls_key;         /* client key */
+    char *nats_tls_server_name; /* expected server name, when it differs from the URL host */
+};
+
+/*
+ * Fill cfg from defaults, then OUTBOX_* variables, then flags (flags win),
+ * and validate. On error, writes one line naming the setting into err and
+ * returns -1. cfg must be released with config_free() either way.
+ */
+int config_load(struct relay_config *cfg, int argc, char **argv, char *err, size_t errlen);
+void config_free(struct relay_config *cfg);
+
+/* --help: every setting with its variable, flag, default and meaning. */
+void config_print_help(FILE *out);
+
+/* The table name quoted for SQL ("schema"."table"), into buf. */
+void config_table_sql(const struct relay_config *cfg, char *buf, size_t len);
+
+/*
+ * A connection string with any password replaced by "***": libpq URIs and
+ * key=value strings, and nats://user:pass@host lists. For logs.
+ */
+void config_redact(const char *conn, char *buf, size_t len);
+
+/* Reads a secret file's first line (trailing newline removed). NULL + err on failure. */
+char *config_read_secret(const char *path, char *err, size_t errlen);
+
+#endif

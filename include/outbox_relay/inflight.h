@@ -1,0 +1,92 @@
+/*
+ * The rows the relay holds, and the per-key ordering decisions. Loop thread only.
+ *
+ * A row enters when claimed and leaves when its outcome is committed to the
+ * table. Rows sharing an ordering_key form a queue in claim (id) order; only
+ * the head of a queue is published, so one key has at most one publish in
+ * flight and a failure can never let a later row of the key overtake it.
+ * Rows without a key are independent.
+ */
+#ifndef OUTBOX_RELAY_INFLIGHT_H
+#define OUTBOX_RELAY_INFLIGHT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <nats/nats.h>
+
+enum row_state {
+    ROW_WAITING,    /* claimed; not yet sent (behind its key's head, or about to be sent) */
+    ROW_PUBLISHING, /* handed to nats.c; waiting for the PubAck or its timeout */
+    ROW_MARKING,    /* outcome known; waiting for the UPDATE that records it */
+};
+
+struct key_queue;
+
+struct outbox_row {
+    int64_t id;
+    char *ordering_key;  /* NULL: no ordering constraint */
+    int attempts;        /* publish attempts before this one */
+    double created_at;   /* epoch seconds, for the delivery latency */
+    natsMsg *msg;        /* the built message while WAITING; NULL once sent, or if invalid */
+    char *invalid;       /* why the row can never be published (then msg is NULL) */
+    const natsMsg *sent; /* identity of the message nats.c holds, to match its ack */
+    enum row_state state;
+    bool holds_key; /* MARKING a failure: later rows of the key stay held until it is recorded */
+
+    struct outbox_row *key_next; /* next row of the same key */
+    struct key_queue *key;
+    struct outbox_row *id_next, *msg_next;  /* hash chains */
+    struct outbox_row *all_prev, *all_next; /* every row, for drops */
+};
+
+struct inflight;
+
+struct inflight *inflight_create(size_t max_rows);
+void inflight_destroy(struct inflight *t);
+
+size_t inflight_count(const struct inflight *t);
+size_t inflight_publishing(const struct inflight *t);
+struct outbox_row *inflight_find(const struct inflight *t, int64_t id);
+
+/*
+ * Takes ownership of row (id not yet held). Returns true when the row may be
+ * published now (no key, or first of its key), false when it waits behind an
+ * earlier row of its key.
+ */
+bool inflight_add(struct inflight *t, struct outbox_row *row);
+
+/* The row's message was handed to nats.c (row->msg is now NULL). */
+void inflight_sent(struct inflight *t, struct outbox_row *row, const natsMsg *sent);
+
+/* The row whose message is msg, or NULL (an ack for a row no longer held). */
+struct outbox_row *inflight_by_msg(struct inflight *t, const natsMsg *msg);
+
+/*
+ * The row was acknowledged: it moves to MARKING and leaves its key queue.
+ * Returns the next row of the key, now first and WAITING, to publish; or NULL.
+ */
+struct outbox_row *inflight_acked(struct inflight *t, struct outbox_row *row);
+
+/*
+ * The row failed: it moves to MARKING and keeps heading its key queue, so
+ * later rows of the key (already held or claimed before the failure is
+ * recorded) wait.
+ */
+void inflight_failed(struct inflight *t, struct outbox_row *row);
+
+/*
+ * The row's outcome is committed: it leaves the table and is freed. If it
+ * held its key, the rows waiting behind it are dropped too (the table now
+ * holds them back, or a later scan re-claims them); returns how many.
+ */
+size_t inflight_recorded(struct inflight *t, struct outbox_row *row);
+
+/* Drops every WAITING row that heads no publish (shutdown, lost leadership). */
+size_t inflight_drop_waiting(struct inflight *t);
+
+/* Frees a row that was never added. */
+void outbox_row_free(struct outbox_row *row);
+
+#endif

@@ -1,0 +1,41 @@
+/*
+ * The pipeline: claim due rows, publish them, record each outcome.
+ *
+ * Owns the loop-side state: leadership, the scan cursor, the held rows and
+ * the outcome batches. Everything runs on the libev loop; nats.c results
+ * reach it through the ack_queue.
+ */
+#ifndef OUTBOX_RELAY_RELAY_H
+#define OUTBOX_RELAY_RELAY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <ev.h>
+
+#include "outbox_relay/config.h"
+#include "outbox_relay/metrics.h"
+
+struct relay;
+
+struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg, char *err,
+                           size_t errlen);
+/* Connects both ends and starts relaying (as leader or standby). */
+void relay_start(struct relay *r);
+/*
+ * Stops claiming, waits (bounded by OUTBOX_SHUTDOWN_TIMEOUT_MS) for in-flight
+ * acks and their marks, then breaks the loop. A second call breaks it now.
+ */
+void relay_shutdown(struct relay *r);
+void relay_destroy(struct relay *r);
+
+/* 0 after a clean shutdown; non-zero after a fatal error (e.g. unusable table). */
+int relay_exit_code(const struct relay *r);
+
+/* Probes. why gets a short reason when the answer is no. */
+bool relay_healthy(const struct relay *r, char *why, size_t len);
+bool relay_ready(const struct relay *r, char *why, size_t len);
+/* A snapshot of the metrics with the gauges brought up to date. */
+const struct metrics *relay_metrics(struct relay *r);
+
+#endif

@@ -1,0 +1,533 @@
+/* Settings: one table drives defaults, OUTBOX_* variables, flags, validation and --help. */
+#include "outbox_relay/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+enum setting_type {
+    SETTING_STRING,
+    SETTING_INT,
+    SETTING_BOOL,
+    SETTING_LOG_LEVEL,
+    SETTING_LOG_FORMAT
+};
+
+struct setting {
+    const char *env;  /* OUTBOX_PG_URL */
+    const char *flag; /* pg-url */
+    enum setting_type type;
+    size_t offset;
+    const char *def;
+    int min, max; /* for SETTING_INT */
+    const char *help;
+};
+
+#define STR(f)  SETTING_STRING, offsetof(struct relay_config, f)
+#define INT(f)  SETTING_INT, offsetof(struct relay_config, f)
+#define BOOL(f) SETTING_BOOL, offsetof(struct relay_config, f)
+#define DAY_MS  (24 * 3600 * 1000)
+
+static const struct setting settings[] = {
+    {"OUTBOX_PG_URL", "pg-url", STR(pg_url), "", 0, 0,
+     "PostgreSQL connection string or URI (libpq; PG* variables apply). Needs a real session, "
+     "not a transaction-pooled one"},
+    {"OUTBOX_NATS_URL", "nats-url", STR(nats_url), "nats://127.0.0.1:4222", 0, 0,
+     "NATS servers, comma-separated"},
+    {"OUTBOX_TABLE", "table", STR(table), "outbox", 0, 0, "outbox table, may be schema-qualified"},
+    {"OUTBOX_CHANNEL", "channel", STR(channel), "outbox", 0, 0,
+     "LISTEN channel of the NOTIFY trigger"},
+    {"OUTBOX_STREAM", "stream", STR(stream), "", 0, 0,
+     "JetStream stream to create when missing (needs OUTBOX_STREAM_SUBJECTS); empty: not managed"},
+    {"OUTBOX_STREAM_SUBJECTS", "stream-subjects", STR(stream_subjects), "", 0, 0,
+     "subjects of a created stream, comma-separated"},
+    {"OUTBOX_BATCH_SIZE", "batch-size", INT(batch_size), "500", 1, 10000, "rows per claim query"},
+    {"OUTBOX_MAX_INFLIGHT", "max-inflight", INT(max_inflight), "4000", 1, 1000000,
+     "rows held by the relay at once, publishing or waiting on their key (backpressure)"},
+    {"OUTBOX_POLL_INTERVAL_MS", "poll-interval-ms", INT(poll_interval_ms), "1000", 10, DAY_MS,
+     "fallback scan interval when no notification arrives"},
+    {"OUTBOX_PUBLISH_TIMEOUT_MS", "publish-timeout-ms", INT(publish_timeout_ms), "5000", 10, 600000,
+     "how long to wait for a PubAck before the publish counts as failed"},
+    {"OUTBOX_RETRY_BASE_MS", "retry-base-ms", INT(retry_base_ms), "1000", 1, DAY_MS,
+     "backoff before the first retry; doubles per attempt, with jitter"},
+    {"OUTBOX_RETRY_MAX_MS", "retry-max-ms", INT(retry_max_ms), "300000", 1, 7 * DAY_MS,
+     "backoff cap"},
+    {"OUTBOX_MAX_ATTEMPTS", "max-attempts", INT(max_attempts), "10", 1, 1000000,
+     "publish attempts before a row goes dead"},
+    {"OUTBOX_DEAD_HOLDS_KEY", "dead-holds-key", BOOL(dead_holds_key), "false", 0, 0,
+     "true: a dead row keeps holding later rows of its ordering_key until requeued; false: the "
+     "key resumes"},
+    {"OUTBOX_SHUTDOWN_TIMEOUT_MS", "shutdown-timeout-ms", INT(shutdown_timeout_ms), "10000", 0,
+     600000, "on SIGTERM, how long to wait for in-flight acks"},
+    {"OUTBOX_STALL_TIMEOUT_MS", "stall-timeout-ms", INT(stall_timeout_ms), "60000", 1000, DAY_MS,
+     "/healthz fails when due work made no progress for this long"},
+    {"OUTBOX_LEADER_RETRY_MS", "leader-retry-ms", INT(leader_retry_ms), "2000", 100, 600000,
+     "how often a standby tries to take the leader lock"},
+    {"OUTBOX_NATS_LOST_MS", "nats-lost-ms", INT(nats_lost_ms), "30000", 1000, DAY_MS,
+     "a leader cut off from NATS this long releases leadership"},
+    {"OUTBOX_PG_TIMEOUT_MS", "pg-timeout-ms", INT(pg_timeout_ms), "30000", 100, 3600000,
+     "deadline for a PostgreSQL connect or query; past it the connection is dropped and remade"},
+    {"OUTBOX_RECONNECT_MAX_MS", "reconnect-max-ms", INT(reconnect_max_ms), "10000", 10, 600000,
+     "cap of the reconnect backoff"},
+    {"OUTBOX_METRICS_INTERVAL_MS", "metrics-interval-ms", INT(metrics_interval_ms), "5000", 100,
+     DAY_MS, "how often the pending count and oldest pending age are sampled"},
+    {"OUTBOX_HTTP_ADDR", "http-addr", STR(http_addr), ":9841", 0, 0,
+     "[host]:port for /healthz, /readyz, /metrics; empty disables"},
+    {"OUTBOX_LOG_LEVEL", "log-level", SETTING_LOG_LEVEL, offsetof(struct relay_config, log_level),
+     "info", 0, 0, "debug, info, warn or error"},
+    {"OUTBOX_LOG_FORMAT", "log-format", SETTING_LOG_FORMAT,
+     offsetof(struct relay_config, log_format), "json", 0, 0, "json or text"},
+    {"OUTBOX_NATS_CREDS", "nats-creds", STR(nats_creds), "", 0, 0,
+     "path of a NATS .creds file (JWT + nkey seed)"},
+    {"OUTBOX_NATS_NKEY_SEED", "nats-nkey-seed", STR(nats_nkey_seed), "", 0, 0,
+     "path of a file holding an nkey seed"},
+    {"OUTBOX_NATS_USER", "nats-user", STR(nats_user), "", 0, 0,
+     "NATS user (password from OUTBOX_NATS_PASSWORD_FILE)"},
+    {"OUTBOX_NATS_PASSWORD_FILE", "nats-password-file", STR(nats_password_file), "", 0, 0,
+     "path of a file holding the NATS password"},
+    {"OUTBOX_NATS_TOKEN_FILE", "nats-token-file", STR(nats_token_file), "", 0, 0,
+     "path of a file holding a NATS token"},
+    {"OUTBOX_NATS_TLS_CA", "nats-tls-ca", STR(nats_tls_ca), "", 0, 0,
+     "CA bundle to verify the NATS server; any TLS setting turns TLS on"},
+    {"OUTBOX_NATS_TLS_CERT", "nats-tls-cert", STR(nats_tls_cert), "", 0, 0,
+     "client certificate for NATS"},
+    {"OUTBOX_NATS_TLS_KEY", "nats-tls-key", STR(nats_tls_key), "", 0, 0, "client key for NATS"},
+    {"OUTBOX_NATS_TLS_SERVER_NAME", "nats-tls-server-name", STR(nats_tls_server_name), "", 0, 0,
+     "expected name in the server certificate, when it differs from the URL host"},
+};
+#define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
+
+static void fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static void *field(struct relay_config *cfg, const struct setting *s)
+{
+    return (char *)cfg + s->offset;
+}
+
+/* Applies one textual value; `source` names it in errors ("OUTBOX_X" or "--x"). */
+static int setting_apply(struct relay_config *cfg, const struct setting *s, const char *value,
+                         char *err, size_t errlen)
+{
+    switch (s->type) {
+    case SETTING_STRING: {
+        char **slot = field(cfg, s);
+        char *copy = strdup(value);
+        if (copy == NULL) {
+            fail(err, errlen, "%s: out of memory", s->env);
+            return -1;
+        }
+        free(*slot);
+        *slot = copy;
+        return 0;
+    }
+    case SETTING_INT: {
+        char *end;
+        errno = 0;
+        long v = strtol(value, &end, 10);
+        if (value[0] == '\0' || *end != '\0' || errno != 0) {
+            fail(err, errlen, "%s: \"%s\" is not a whole number", s->env, value);
+            return -1;
+        }
+        if (v < s->min || v > s->max) {
+            fail(err, errlen, "%s: %ld is out of range (%d..%d)", s->env, v, s->min, s->max);
+            return -1;
+        }
+        *(int *)field(cfg, s) = (int)v;
+        return 0;
+    }
+    case SETTING_BOOL:
+        if (!strcasecmp(value, "true") || !strcmp(value, "1") || !strcasecmp(value, "yes")) {
+            *(bool *)field(cfg, s) = true;
+        } else if (!strcasecmp(value, "false") || !strcmp(value, "0") || !strcasecmp(value, "no")) {
+            *(bool *)field(cfg, s) = false;
+        } else {
+            fail(err, errlen, "%s: \"%s\" is not true or false", s->env, value);
+            return -1;
+        }
+        return 0;
+    case SETTING_LOG_LEVEL:
+        if (!log_level_parse(value, field(cfg, s))) {
+            fail(err, errlen, "%s: \"%s\" is not one of debug, info, warn, error", s->env, value);
+            return -1;
+        }
+        return 0;
+    case SETTING_LOG_FORMAT:
+        if (!strcmp(value, "json")) {
+            *(enum log_format *)field(cfg, s) = LOG_FORMAT_JSON;
+        } else if (!strcmp(value, "text")) {
+            *(enum log_format *)field(cfg, s) = LOG_FORMAT_TEXT;
+        } else {
+            fail(err, errlen, "%s: \"%s\" is not json or text", s->env, value);
+            return -1;
+        }
+        return 0;
+    }
+    return -1;
+}
+
+/* A SQL identifier the relay accepts unquoted-style: letters, digits, _ and $. */
+static bool identifier_valid(const char *s, size_t n)
+{
+    if (n == 0 || n > 63 || !(isalpha((unsigned char)s[0]) || s[0] == '_'))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!(isalnum(c) || c == '_' || c == '$'))
+            return false;
+    }
+    return true;
+}
+
+static bool table_name_valid(const char *t)
+{
+    const char *dot = strchr(t, '.');
+    if (dot == NULL)
+        return identifier_valid(t, strlen(t));
+    return identifier_valid(t, (size_t)(dot - t)) && identifier_valid(dot + 1, strlen(dot + 1));
+}
+
+/* nats://host:port, tls://host:port, host:port or host, comma-separated. */
+static bool nats_url_valid(const char *list, char *why, size_t whylen)
+{
+    char *copy = strdup(list);
+    bool ok = copy != NULL && list[0] != '\0';
+    char *save = NULL;
+    if (!ok)
+        snprintf(why, whylen, "is empty");
+    for (char *url = copy ? strtok_r(copy, ",", &save) : NULL; ok && url != NULL;
+         url = strtok_r(NULL, ",", &save)) {
+        while (*url == ' ')
+            url++;
+        char *rest = strstr(url, "://");
+        if (rest != NULL) {
+            size_t slen = (size_t)(rest - url);
+            if (!((slen == 4 && !strncmp(url, "nats", 4)) ||
+                  (slen == 3 && !strncmp(url, "tls", 3)))) {
+                snprintf(why, whylen, "\"%.*s\" is not a nats:// or tls:// scheme", (int)slen, url);
+                ok = false;
+                break;
+            }
+            rest += 3;
+        } else {
+            rest = url;
+        }
+        char *at = strrchr(rest, '@');
+        if (at != NULL)
+            rest = at + 1;
+        if (*rest == '\0' || *rest == ':' || strpbrk(rest, " /?#") != NULL) {
+            snprintf(why, whylen, "has a malformed server address");
+            ok = false;
+            break;
+        }
+        char *colon = strrchr(rest, ':');
+        if (colon != NULL && rest[0] != '[') {
+            char *end;
+            long port = strtol(colon + 1, &end, 10);
+            if (*end != '\0' || port < 1 || port > 65535) {
+                snprintf(why, whylen, "has a bad port \"%s\"", colon + 1);
+                ok = false;
+            }
+        }
+    }
+    free(copy);
+    return ok;
+}
+
+static bool readable_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return false;
+    fclose(f);
+    return true;
+}
+
+static int config_validate(struct relay_config *cfg, char *err, size_t errlen)
+{
+    if (!table_name_valid(cfg->table)) {
+        fail(err, errlen,
+             "OUTBOX_TABLE: \"%s\" is not a table name ([schema.]name of letters, digits, _)",
+             cfg->table);
+        return -1;
+    }
+    if (!identifier_valid(cfg->channel, strlen(cfg->channel))) {
+        fail(err, errlen, "OUTBOX_CHANNEL: \"%s\" is not a channel name (letters, digits, _)",
+             cfg->channel);
+        return -1;
+    }
+    if (cfg->pg_url[0] != '\0') {
+        char *perr = NULL;
+        PQconninfoOption *opts = PQconninfoParse(cfg->pg_url, &perr);
+        if (opts == NULL) {
+            /* libpq's message may quote the string: keep only its first line, no secrets. */
+            char first[200] = "malformed";
+            if (perr != NULL) {
+                snprintf(first, sizeof(first), "%s", perr);
+                first[strcspn(first, "\n")] = '\0';
+                if (strstr(first, cfg->pg_url) != NULL)
+                    snprintf(first, sizeof(first), "malformed connection string");
+            }
+            PQfreemem(perr);
+            fail(err, errlen, "OUTBOX_PG_URL: %s", first);
+            return -1;
+        }
+        PQconninfoFree(opts);
+    }
+    char why[160];
+    if (!nats_url_valid(cfg->nats_url, why, sizeof(why))) {
+        fail(err, errlen, "OUTBOX_NATS_URL: %s", why);
+        return -1;
+    }
+    if (cfg->stream[0] != '\0' && cfg->stream_subjects[0] == '\0') {
+        fail(err, errlen, "OUTBOX_STREAM_SUBJECTS: must be set when OUTBOX_STREAM is set");
+        return -1;
+    }
+    if (cfg->stream[0] != '\0' && strpbrk(cfg->stream, " .*>\t") != NULL) {
+        fail(err, errlen, "OUTBOX_STREAM: \"%s\" may not contain spaces, '.', '*' or '>'",
+             cfg->stream);
+        return -1;
+    }
+    if (cfg->retry_max_ms < cfg->retry_base_ms) {
+        fail(err, errlen, "OUTBOX_RETRY_MAX_MS: %d is below OUTBOX_RETRY_BASE_MS %d",
+             cfg->retry_max_ms, cfg->retry_base_ms);
+        return -1;
+    }
+    if (cfg->batch_size > cfg->max_inflight) {
+        fail(err, errlen, "OUTBOX_BATCH_SIZE: %d is above OUTBOX_MAX_INFLIGHT %d", cfg->batch_size,
+             cfg->max_inflight);
+        return -1;
+    }
+    if ((cfg->nats_user[0] != '\0') != (cfg->nats_password_file[0] != '\0')) {
+        fail(err, errlen, "%s: OUTBOX_NATS_USER and OUTBOX_NATS_PASSWORD_FILE go together",
+             cfg->nats_user[0] ? "OUTBOX_NATS_PASSWORD_FILE" : "OUTBOX_NATS_USER");
+        return -1;
+    }
+    if ((cfg->nats_tls_cert[0] != '\0') != (cfg->nats_tls_key[0] != '\0')) {
+        fail(err, errlen, "%s: OUTBOX_NATS_TLS_CERT and OUTBOX_NATS_TLS_KEY go together",
+             cfg->nats_tls_cert[0] ? "OUTBOX_NATS_TLS_KEY" : "OUTBOX_NATS_TLS_CERT");
+        return -1;
+    }
+    /* Files named by a setting must be readable now, not at the first reconnect. */
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        const struct setting *s = &settings[i];
+        size_t n = strlen(s->env);
+        bool is_path =
+            (n > 5 && !strcmp(s->env + n - 5, "_FILE")) || !strcmp(s->env, "OUTBOX_NATS_CREDS") ||
+            !strcmp(s->env, "OUTBOX_NATS_NKEY_SEED") || !strncmp(s->env, "OUTBOX_NATS_TLS_", 16);
+        if (!is_path || !strcmp(s->env, "OUTBOX_NATS_TLS_SERVER_NAME"))
+            continue;
+        const char *path = *(char **)field(cfg, s);
+        if (path[0] != '\0' && !readable_file(path)) {
+            fail(err, errlen, "%s: cannot read \"%s\": %s", s->env, path, strerror(errno));
+            return -1;
+        }
+    }
+    int auth = (cfg->nats_creds[0] != '\0') + (cfg->nats_nkey_seed[0] != '\0') +
+               (cfg->nats_user[0] != '\0') + (cfg->nats_token_file[0] != '\0');
+    if (auth > 1) {
+        fail(err, errlen,
+             "OUTBOX_NATS_CREDS: set only one of OUTBOX_NATS_CREDS, OUTBOX_NATS_NKEY_SEED, "
+             "OUTBOX_NATS_USER, OUTBOX_NATS_TOKEN_FILE");
+        return -1;
+    }
+    return 0;
+}
+
+static const struct setting *setting_by_flag(const char *name, size_t n)
+{
+    for (size_t i = 0; i < NSETTINGS; i++)
+        if (strlen(settings[i].flag) == n && !strncmp(settings[i].flag, name, n))
+            return &settings[i];
+    return NULL;
+}
+
+int config_load(struct relay_config *cfg, int argc, char **argv, char *err, size_t errlen)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->action = CONFIG_RUN;
+    for (size_t i = 0; i < NSETTINGS; i++)
+        if (setting_apply(cfg, &settings[i], settings[i].def, err, errlen) < 0)
+            return -1;
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        const char *v = getenv(settings[i].env);
+        if (v != NULL && setting_apply(cfg, &settings[i], v, err, errlen) < 0)
+            return -1;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
+            cfg->action = CONFIG_HELP;
+            return 0;
+        }
+        if (!strcmp(arg, "--version") || !strcmp(arg, "-V")) {
+            cfg->action = CONFIG_VERSION;
+            return 0;
+        }
+        if (!strcmp(arg, "--check")) {
+            cfg->action = CONFIG_CHECK;
+            continue;
+        }
+        if (!strcmp(arg, "--requeue-dead")) {
+            cfg->action = CONFIG_REQUEUE_DEAD;
+            continue;
+        }
+        if (strncmp(arg, "--", 2) != 0) {
+            fail(err, errlen, "unexpected argument \"%s\" (see --help)", arg);
+            return -1;
+        }
+        const char *name = arg + 2;
+        const char *eq = strchr(name, '=');
+        size_t n = eq ? (size_t)(eq - name) : strlen(name);
+        const struct setting *s = setting_by_flag(name, n);
+        if (s == NULL) {
+            fail(err, errlen, "unknown option \"--%.*s\" (see --help)", (int)n, name);
+            return -1;
+        }
+        const char *value = eq ? eq + 1 : NULL;
+        if (value == NULL) {
+            if (s->type == SETTING_BOOL) {
+                value = "true";
+            } else if (i + 1 < argc) {
+                value = argv[++i];
+            } else {
+                fail(err, errlen, "%s: --%s needs a value", s->env, s->flag);
+                return -1;
+            }
+        }
+        if (setting_apply(cfg, s, value, err, errlen) < 0)
+            return -1;
+    }
+    return config_validate(cfg, err, errlen);
+}
+
+void config_free(struct relay_config *cfg)
+{
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        if (settings[i].type == SETTING_STRING) {
+            char **slot = field(cfg, &settings[i]);
+            free(*slot);
+            *slot = NULL;
+        }
+    }
+}
+
+void config_print_help(FILE *out)
+{
+    fprintf(out, "Usage: outbox-relay [--check | --requeue-dead | --help | --version] "
+                 "[--setting=value ...]\n\n"
+                 "Relays rows of a PostgreSQL outbox table to NATS JetStream.\n\n"
+                 "  --check         validate settings, connect to PostgreSQL and NATS, verify "
+                 "the table\n"
+                 "                  (and stream), then exit 0 or 1 with the reason\n"
+                 "  --requeue-dead  put every dead row back to pending, print the count, exit\n\n"
+                 "Settings (environment variable, flag, default; flags win):\n");
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        const struct setting *s = &settings[i];
+        fprintf(out, "  %-28s --%-22s default: %s\n      %s\n", s->env, s->flag,
+                s->def[0] ? s->def : "(empty)", s->help);
+    }
+}
+
+/* Appends `"ident"` to buf (identifiers are validated, so no quotes to double). */
+void config_table_sql(const struct relay_config *cfg, char *buf, size_t len)
+{
+    const char *dot = strchr(cfg->table, '.');
+    if (dot == NULL)
+        snprintf(buf, len, "\"%s\"", cfg->table);
+    else
+        snprintf(buf, len, "\"%.*s\".\"%s\"", (int)(dot - cfg->table), cfg->table, dot + 1);
+}
+
+/* Replaces the password part of URI userinfo ("user:secret@") in place. */
+static void redact_uri_userinfo(char *s)
+{
+    char *p = s;
+    while ((p = strstr(p, "://")) != NULL) {
+        p += 3;
+        char *end = p + strcspn(p, "/,?# ");
+        char *at = NULL;
+        for (char *q = p; q < end; q++)
+            if (*q == '@')
+                at = q;
+        if (at == NULL)
+            continue;
+        char *colon = memchr(p, ':', (size_t)(at - p));
+        if (colon == NULL || colon + 1 == at)
+            continue;
+        memmove(colon + 4, at, strlen(at) + 1);
+        memcpy(colon + 1, "***", 3);
+    }
+}
+
+void config_redact(const char *conn, char *buf, size_t len)
+{
+    /* Work on a copy with room to grow: "***" may be longer than a short secret. */
+    size_t n = strlen(conn ? conn : "");
+    char *tmp = malloc(n * 4 + 16);
+    if (tmp == NULL) {
+        snprintf(buf, len, "(redacted)");
+        return;
+    }
+    memcpy(tmp, conn ? conn : "", n + 1);
+    redact_uri_userinfo(tmp);
+    /* key=value form and URI query parameters: password=..., sslpassword=... */
+    const char *keys[] = {"password=", "sslpassword="};
+    for (size_t k = 0; k < 2; k++) {
+        char *p = tmp;
+        while ((p = strstr(p, keys[k])) != NULL) {
+            if (p != tmp && isalnum((unsigned char)p[-1])) {
+                p += strlen(keys[k]);
+                continue;
+            }
+            char *v = p + strlen(keys[k]);
+            char *end;
+            if (*v == '\'') {
+                end = v + 1;
+                while (*end && *end != '\'')
+                    end += (*end == '\\' && end[1]) ? 2 : 1;
+                if (*end)
+                    end++;
+            } else {
+                end = v + strcspn(v, " &");
+            }
+            memmove(v + 3, end, strlen(end) + 1);
+            memcpy(v, "***", 3);
+            p = v + 3;
+        }
+    }
+    snprintf(buf, len, "%s", tmp);
+    free(tmp);
+}
+
+char *config_read_secret(const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        fail(err, errlen, "cannot read \"%s\": %s", path, strerror(errno));
+        return NULL;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n = getline(&line, &cap, f);
+    fclose(f);
+    if (n <= 0) {
+        free(line);
+        fail(err, errlen, "\"%s\" is empty", path);
+        return NULL;
+    }
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        line[--n] = '\0';
+    return line;
+}

@@ -1,0 +1,277 @@
+/* The held rows: hash tables by id and by message, and per-key FIFO queues. */
+#include "outbox_relay/inflight.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct key_queue {
+    char *key;
+    struct outbox_row *head, *tail;
+    struct key_queue *next; /* hash chain */
+};
+
+struct inflight {
+    size_t nbuckets; /* power of two, at least twice the row cap: chains stay short */
+    struct outbox_row **by_id;
+    struct outbox_row **by_msg;
+    struct key_queue **by_key;
+    struct outbox_row *all; /* doubly linked list of every row */
+    size_t count, publishing;
+};
+
+static size_t hash_u64(uint64_t x, size_t nbuckets)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    return (size_t)x & (nbuckets - 1);
+}
+
+static size_t hash_str(const char *s, size_t nbuckets)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return hash_u64(h, nbuckets);
+}
+
+struct inflight *inflight_create(size_t max_rows)
+{
+    struct inflight *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return NULL;
+    t->nbuckets = 64;
+    while (t->nbuckets < max_rows * 2)
+        t->nbuckets *= 2;
+    t->by_id = calloc(t->nbuckets, sizeof(*t->by_id));
+    t->by_msg = calloc(t->nbuckets, sizeof(*t->by_msg));
+    t->by_key = calloc(t->nbuckets, sizeof(*t->by_key));
+    if (!t->by_id || !t->by_msg || !t->by_key) {
+        inflight_destroy(t);
+        return NULL;
+    }
+    return t;
+}
+
+void outbox_row_free(struct outbox_row *row)
+{
+    if (row == NULL)
+        return;
+    natsMsg_Destroy(row->msg);
+    free(row->invalid);
+    free(row->ordering_key);
+    free(row);
+}
+
+static void remove_from_key(struct inflight *t, struct outbox_row *row);
+static void remove_row(struct inflight *t, struct outbox_row *row);
+
+void inflight_destroy(struct inflight *t)
+{
+    if (t == NULL)
+        return;
+    while (t->all != NULL) {
+        struct outbox_row *row = t->all;
+        remove_from_key(t, row);
+        remove_row(t, row);
+        outbox_row_free(row);
+    }
+    free(t->by_id);
+    free(t->by_msg);
+    free(t->by_key);
+    free(t);
+}
+
+size_t inflight_count(const struct inflight *t)
+{
+    return t->count;
+}
+
+size_t inflight_publishing(const struct inflight *t)
+{
+    return t->publishing;
+}
+
+struct outbox_row *inflight_find(const struct inflight *t, int64_t id)
+{
+    for (struct outbox_row *r = t->by_id[hash_u64((uint64_t)id, t->nbuckets)]; r; r = r->id_next)
+        if (r->id == id)
+            return r;
+    return NULL;
+}
+
+static struct key_queue **key_slot(struct inflight *t, const char *key)
+{
+    struct key_queue **slot = &t->by_key[hash_str(key, t->nbuckets)];
+    while (*slot != NULL && strcmp((*slot)->key, key) != 0)
+        slot = &(*slot)->next;
+    return slot;
+}
+
+bool inflight_add(struct inflight *t, struct outbox_row *row)
+{
+    size_t b = hash_u64((uint64_t)row->id, t->nbuckets);
+    row->id_next = t->by_id[b];
+    t->by_id[b] = row;
+    row->all_prev = NULL;
+    row->all_next = t->all;
+    if (t->all != NULL)
+        t->all->all_prev = row;
+    t->all = row;
+    t->count++;
+    row->state = ROW_WAITING;
+    row->key = NULL;
+    row->key_next = NULL;
+    if (row->ordering_key == NULL)
+        return true;
+
+    struct key_queue **slot = key_slot(t, row->ordering_key);
+    if (*slot != NULL) {
+        (*slot)->tail->key_next = row;
+        (*slot)->tail = row;
+        row->key = *slot;
+        return false;
+    }
+    struct key_queue *q = calloc(1, sizeof(*q));
+    if (q == NULL) {
+        /* Without a queue the row cannot be ordered: hold it back; a later
+         * scan re-claims it. Callers see it as waiting and it is dropped at
+         * the next drop. */
+        return false;
+    }
+    q->key = row->ordering_key; /* borrowed: the queue never outlives its rows */
+    q->head = q->tail = row;
+    *slot = q;
+    row->key = q;
+    return true;
+}
+
+void inflight_sent(struct inflight *t, struct outbox_row *row, const natsMsg *sent)
+{
+    size_t b = hash_u64((uint64_t)(uintptr_t)sent, t->nbuckets);
+    row->sent = sent;
+    row->msg_next = t->by_msg[b];
+    t->by_msg[b] = row;
+    row->state = ROW_PUBLISHING;
+    t->publishing++;
+}
+
+struct outbox_row *inflight_by_msg(struct inflight *t, const natsMsg *msg)
+{
+    struct outbox_row **p = &t->by_msg[hash_u64((uint64_t)(uintptr_t)msg, t->nbuckets)];
+    for (; *p != NULL; p = &(*p)->msg_next) {
+        if ((*p)->sent == msg) {
+            struct outbox_row *row = *p;
+            *p = row->msg_next;
+            row->msg_next = NULL;
+            row->sent = NULL;
+            t->publishing--;
+            return row;
+        }
+    }
+    return NULL;
+}
+
+/* Unlinks row from its key queue (it must be the head) and frees an empty queue. */
+static void remove_from_key(struct inflight *t, struct outbox_row *row)
+{
+    struct key_queue *q = row->key;
+    if (q == NULL)
+        return;
+    row->key = NULL;
+    if (q->head == row) {
+        q->head = row->key_next;
+    } else {
+        struct outbox_row *r = q->head;
+        while (r->key_next != row)
+            r = r->key_next;
+        r->key_next = row->key_next;
+        if (q->tail == row)
+            q->tail = r;
+    }
+    row->key_next = NULL;
+    if (q->head == NULL) {
+        *key_slot(t, q->key) = q->next;
+        free(q);
+    } else if (q->head->ordering_key != q->key) {
+        q->key = q->head->ordering_key; /* the borrowed name must belong to a held row */
+    }
+}
+
+struct outbox_row *inflight_acked(struct inflight *t, struct outbox_row *row)
+{
+    struct key_queue *q = row->key;
+    row->state = ROW_MARKING;
+    remove_from_key(t, row);
+    if (q == NULL || row->ordering_key == NULL)
+        return NULL;
+    struct key_queue **slot = key_slot(t, row->ordering_key);
+    if (*slot == NULL || (*slot)->head->state != ROW_WAITING)
+        return NULL;
+    return (*slot)->head;
+}
+
+void inflight_failed(struct inflight *t, struct outbox_row *row)
+{
+    row->state = ROW_MARKING;
+    row->holds_key = row->key != NULL;
+}
+
+static void remove_row(struct inflight *t, struct outbox_row *row)
+{
+    struct outbox_row **p = &t->by_id[hash_u64((uint64_t)row->id, t->nbuckets)];
+    while (*p != row)
+        p = &(*p)->id_next;
+    *p = row->id_next;
+    if (row->sent != NULL) {
+        p = &t->by_msg[hash_u64((uint64_t)(uintptr_t)row->sent, t->nbuckets)];
+        while (*p != row)
+            p = &(*p)->msg_next;
+        *p = row->msg_next;
+        t->publishing--;
+    }
+    if (row->all_prev != NULL)
+        row->all_prev->all_next = row->all_next;
+    else
+        t->all = row->all_next;
+    if (row->all_next != NULL)
+        row->all_next->all_prev = row->all_prev;
+    t->count--;
+}
+
+size_t inflight_recorded(struct inflight *t, struct outbox_row *row)
+{
+    size_t dropped = 0;
+    if (row->holds_key && row->key != NULL) {
+        /* Everything behind a failed head waits for a later scan, which the
+         * table's per-key hold (or the resumed key) then decides. */
+        while (row->key_next != NULL) {
+            struct outbox_row *next = row->key_next;
+            remove_from_key(t, next);
+            remove_row(t, next);
+            outbox_row_free(next);
+            dropped++;
+        }
+    }
+    remove_from_key(t, row);
+    remove_row(t, row);
+    outbox_row_free(row);
+    return dropped;
+}
+
+size_t inflight_drop_waiting(struct inflight *t)
+{
+    size_t dropped = 0;
+    struct outbox_row *row = t->all;
+    while (row != NULL) {
+        struct outbox_row *next = row->all_next;
+        if (row->state == ROW_WAITING) {
+            remove_from_key(t, row);
+            remove_row(t, row);
+            outbox_row_free(row);
+            dropped++;
+        }
+        row = next;
+    }
+    return dropped;
+}

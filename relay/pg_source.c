@@ -1,0 +1,481 @@
+/* The PostgreSQL connection state machine and its FIFO of asynchronous queries. */
+#include "outbox_relay/pg_source.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "outbox_relay/backoff.h"
+#include "outbox_relay/log.h"
+
+struct pg_query {
+    const char *sql;
+    int nparams;
+    char **params;
+    bool binary;
+    pg_result_fn fn;
+    void *arg;
+    struct pg_query *next;
+};
+
+struct pg_source {
+    ev_io io; /* first member: the callback casts back */
+    ev_timer deadline;
+    ev_timer reconnect;
+    struct ev_loop *loop;
+    const struct relay_config *cfg;
+    struct pg_source_events ev;
+
+    PGconn *conn;
+    enum pg_state state;
+    struct pg_query *head, *tail; /* head is running when `running` */
+    int queued;
+    bool running;
+    PGresult *result; /* first result of the running query */
+    int reconnects;   /* consecutive failures, for the backoff */
+
+    char check_sql[512];
+    char listen_sql[128];
+};
+
+static void pg_lost(struct pg_source *src, const char *why);
+static void pg_send_next(struct pg_source *src);
+
+/* Connection keywords: ours first, then the operator's string, which wins. */
+static int pg_conn_params(const struct relay_config *cfg, const char **keys, const char **vals,
+                          char *tcp_timeout, size_t len)
+{
+    int n = 0;
+    snprintf(tcp_timeout, len, "%d", cfg->pg_timeout_ms);
+    keys[n] = "application_name", vals[n++] = "outbox-relay";
+    /* Keepalives and a TCP user timeout catch a peer that vanished without
+     * a FIN (failover, cut network), which otherwise hangs a read forever. */
+    keys[n] = "keepalives", vals[n++] = "1";
+    keys[n] = "keepalives_idle", vals[n++] = "10";
+    keys[n] = "keepalives_interval", vals[n++] = "5";
+    keys[n] = "keepalives_count", vals[n++] = "3";
+    keys[n] = "tcp_user_timeout", vals[n++] = tcp_timeout;
+    if (cfg->pg_url[0] != '\0')
+        keys[n] = "dbname", vals[n++] = cfg->pg_url;
+    keys[n] = NULL, vals[n] = NULL;
+    return n;
+}
+
+PGconn *pg_source_connect_blocking(const struct relay_config *cfg, char *err, size_t errlen)
+{
+    const char *keys[10], *vals[10];
+    char tcp_timeout[16], connect_timeout[16];
+    int n = pg_conn_params(cfg, keys, vals, tcp_timeout, sizeof(tcp_timeout));
+    /* connect_timeout goes before the operator's string so theirs wins. */
+    memmove(&keys[1], &keys[0], (size_t)(n + 1) * sizeof(keys[0]));
+    memmove(&vals[1], &vals[0], (size_t)(n + 1) * sizeof(vals[0]));
+    snprintf(connect_timeout, sizeof(connect_timeout), "%d", (cfg->pg_timeout_ms + 999) / 1000);
+    keys[0] = "connect_timeout", vals[0] = connect_timeout;
+    PGconn *conn = PQconnectdbParams(keys, vals, 1);
+    if (conn == NULL || PQstatus(conn) != CONNECTION_OK) {
+        snprintf(err, errlen, "%s", conn ? PQerrorMessage(conn) : "out of memory");
+        err[strcspn(err, "\n")] = '\0';
+        PQfinish(conn);
+        return NULL;
+    }
+    return conn;
+}
+
+static void pg_watch(struct pg_source *src, int events)
+{
+    int fd = PQsocket(src->conn);
+    if (ev_is_active(&src->io) && src->io.fd == fd &&
+        (src->io.events & (EV_READ | EV_WRITE)) == events)
+        return;
+    ev_io_stop(src->loop, &src->io);
+    ev_io_set(&src->io, fd, events);
+    ev_io_start(src->loop, &src->io);
+}
+
+static void pg_deadline_arm(struct pg_source *src)
+{
+    ev_timer_stop(src->loop, &src->deadline);
+    ev_timer_set(&src->deadline, src->cfg->pg_timeout_ms / 1000.0, 0.);
+    ev_timer_start(src->loop, &src->deadline);
+}
+
+static void pg_query_free(struct pg_query *q)
+{
+    for (int i = 0; i < q->nparams; i++)
+        free(q->params[i]);
+    free(q->params);
+    free(q);
+}
+
+static struct pg_query *pg_query_new(const char *sql, int nparams, char **params, bool binary,
+                                     pg_result_fn fn, void *arg)
+{
+    struct pg_query *q = calloc(1, sizeof(*q));
+    if (q == NULL) {
+        for (int i = 0; i < nparams; i++)
+            free(params[i]);
+        return NULL;
+    }
+    q->sql = sql;
+    q->nparams = nparams;
+    if (nparams > 0) {
+        q->params = malloc((size_t)nparams * sizeof(char *));
+        if (q->params == NULL) {
+            q->nparams = 0;
+            for (int i = 0; i < nparams; i++)
+                free(params[i]);
+            free(q);
+            return NULL;
+        }
+        memcpy(q->params, params, (size_t)nparams * sizeof(char *));
+    }
+    q->binary = binary;
+    q->fn = fn;
+    q->arg = arg;
+    return q;
+}
+
+static void pg_enqueue(struct pg_source *src, struct pg_query *q)
+{
+    if (src->tail != NULL)
+        src->tail->next = q;
+    else
+        src->head = q;
+    src->tail = q;
+    src->queued++;
+}
+
+/* ---- setup: table check, then LISTEN ---- */
+
+static void pg_on_listen(void *arg, PGresult *res)
+{
+    struct pg_source *src = arg;
+    if (res == NULL)
+        return;
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        pg_lost(src, PQresultErrorMessage(res));
+        return;
+    }
+    src->state = PG_READY;
+    src->reconnects = 0;
+    if (src->ev.connected)
+        src->ev.connected(src->ev.arg);
+}
+
+static void pg_on_table_check(void *arg, PGresult *res)
+{
+    struct pg_source *src = arg;
+    if (res == NULL)
+        return;
+    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+        struct pg_query *q = pg_query_new(src->listen_sql, 0, NULL, false, pg_on_listen, src);
+        if (q == NULL) {
+            pg_lost(src, "out of memory");
+            return;
+        }
+        pg_enqueue(src, q);
+        return;
+    }
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    char why[512];
+    snprintf(why, sizeof(why), "OUTBOX_TABLE: table %s is not usable: %s", src->cfg->table,
+             PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+    /* Missing table, column or schema, or no privilege: no reconnect fixes it. */
+    if (state != NULL && (!strcmp(state, "42P01") || !strcmp(state, "42703") ||
+                          !strcmp(state, "3F000") || !strcmp(state, "42501"))) {
+        if (src->ev.fatal)
+            src->ev.fatal(src->ev.arg, why);
+        pg_lost(src, why);
+        return;
+    }
+    pg_lost(src, why);
+}
+
+static void pg_begin_setup(struct pg_source *src)
+{
+    src->state = PG_SETUP;
+    struct pg_query *q = pg_query_new(src->check_sql, 0, NULL, false, pg_on_table_check, src);
+    if (q == NULL) {
+        pg_lost(src, "out of memory");
+        return;
+    }
+    /* Setup runs before anything an earlier session left queued (nothing, as
+     * pg_lost fails the queue, but keep the order explicit). */
+    q->next = src->head;
+    src->head = q;
+    if (src->tail == NULL)
+        src->tail = q;
+    src->queued++;
+    pg_send_next(src);
+}
+
+/* ---- connecting ---- */
+
+static void pg_connect_poll(struct pg_source *src)
+{
+    switch (PQconnectPoll(src->conn)) {
+    case PGRES_POLLING_READING:
+        pg_watch(src, EV_READ);
+        break;
+    case PGRES_POLLING_WRITING:
+        pg_watch(src, EV_WRITE);
+        break;
+    case PGRES_POLLING_OK:
+        if (PQsetnonblocking(src->conn, 1) != 0) {
+            pg_lost(src, PQerrorMessage(src->conn));
+            return;
+        }
+        pg_watch(src, EV_READ);
+        ev_timer_stop(src->loop, &src->deadline);
+        pg_begin_setup(src);
+        break;
+    default:
+        pg_lost(src, PQerrorMessage(src->conn));
+        break;
+    }
+}
+
+static void pg_connect_begin(struct pg_source *src)
+{
+    const char *keys[10], *vals[10];
+    char tcp_timeout[16];
+    pg_conn_params(src->cfg, keys, vals, tcp_timeout, sizeof(tcp_timeout));
+    src->conn = PQconnectStartParams(keys, vals, 1);
+    if (src->conn == NULL) {
+        pg_lost(src, "out of memory");
+        return;
+    }
+    if (PQstatus(src->conn) == CONNECTION_BAD) {
+        pg_lost(src, PQerrorMessage(src->conn));
+        return;
+    }
+    src->state = PG_CONNECTING;
+    pg_deadline_arm(src);
+    pg_watch(src, EV_WRITE);
+}
+
+static void pg_on_reconnect(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct pg_source *src = (struct pg_source *)((char *)w - offsetof(struct pg_source, reconnect));
+    pg_connect_begin(src);
+}
+
+static void pg_on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct pg_source *src = (struct pg_source *)((char *)w - offsetof(struct pg_source, deadline));
+    char why[128];
+    snprintf(why, sizeof(why), "%s did not finish within %d ms (OUTBOX_PG_TIMEOUT_MS)",
+             src->state == PG_CONNECTING ? "connect" : "query", src->cfg->pg_timeout_ms);
+    pg_lost(src, why);
+}
+
+/* ---- queries ---- */
+
+static void pg_send_next(struct pg_source *src)
+{
+    if (src->running || src->head == NULL || src->conn == NULL)
+        return;
+    struct pg_query *q = src->head;
+    if (!PQsendQueryParams(src->conn, q->sql, q->nparams, NULL, (const char *const *)q->params,
+                           NULL, NULL, q->binary ? 1 : 0)) {
+        pg_lost(src, PQerrorMessage(src->conn));
+        return;
+    }
+    /* libpq copied the parameters into its output buffer. */
+    for (int i = 0; i < q->nparams; i++) {
+        free(q->params[i]);
+        q->params[i] = NULL;
+    }
+    src->running = true;
+    pg_deadline_arm(src);
+    int r = PQflush(src->conn);
+    if (r < 0)
+        pg_lost(src, PQerrorMessage(src->conn));
+    else
+        pg_watch(src, r == 1 ? EV_READ | EV_WRITE : EV_READ);
+}
+
+/* The running query returned its last result: hand it over, start the next. */
+static void pg_complete(struct pg_source *src)
+{
+    struct pg_query *q = src->head;
+    PGresult *res = src->result;
+    src->head = q->next;
+    if (src->head == NULL)
+        src->tail = NULL;
+    src->queued--;
+    src->running = false;
+    src->result = NULL;
+    ev_timer_stop(src->loop, &src->deadline);
+    if (res == NULL)
+        res = PQmakeEmptyPGresult(src->conn, PGRES_FATAL_ERROR);
+    q->fn(q->arg, res);
+    PQclear(res);
+    pg_query_free(q);
+    pg_send_next(src);
+}
+
+static void pg_on_io(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct pg_source *src = (struct pg_source *)w;
+    if (src->state == PG_CONNECTING) {
+        pg_connect_poll(src);
+        return;
+    }
+    if (revents & EV_WRITE) {
+        int r = PQflush(src->conn);
+        if (r < 0) {
+            pg_lost(src, PQerrorMessage(src->conn));
+            return;
+        }
+        if (r == 0)
+            pg_watch(src, EV_READ);
+    }
+    if (!(revents & EV_READ))
+        return;
+    if (!PQconsumeInput(src->conn)) {
+        pg_lost(src, PQerrorMessage(src->conn));
+        return;
+    }
+    bool notified = false;
+    PGnotify *n;
+    while ((n = PQnotifies(src->conn)) != NULL) {
+        notified = true;
+        PQfreemem(n);
+    }
+    while (src->conn != NULL && src->running && !PQisBusy(src->conn)) {
+        PGresult *res = PQgetResult(src->conn);
+        if (res == NULL) {
+            pg_complete(src);
+        } else if (src->result == NULL) {
+            src->result = res;
+        } else {
+            PQclear(res);
+        }
+    }
+    if (src->conn != NULL && PQstatus(src->conn) == CONNECTION_BAD) {
+        pg_lost(src, PQerrorMessage(src->conn));
+        return;
+    }
+    if (notified && src->conn != NULL && src->ev.notified)
+        src->ev.notified(src->ev.arg);
+}
+
+/* ---- losing the connection ---- */
+
+static void pg_lost(struct pg_source *src, const char *why)
+{
+    if (src->state == PG_DISCONNECTED && src->conn == NULL)
+        return;
+    enum pg_state was = src->state;
+    char reason[512];
+    snprintf(reason, sizeof(reason), "%s", why ? why : "connection lost");
+    reason[strcspn(reason, "\n")] = '\0';
+
+    ev_io_stop(src->loop, &src->io);
+    ev_timer_stop(src->loop, &src->deadline);
+    PQclear(src->result);
+    src->result = NULL;
+    PQfinish(src->conn);
+    src->conn = NULL;
+    src->state = PG_DISCONNECTED;
+    src->running = false;
+
+    /* Fail every queued query; their owners decide what to retry. */
+    struct pg_query *q = src->head;
+    src->head = src->tail = NULL;
+    src->queued = 0;
+    while (q != NULL) {
+        struct pg_query *next = q->next;
+        q->fn(q->arg, NULL);
+        pg_query_free(q);
+        q = next;
+    }
+
+    src->reconnects++;
+    double delay =
+        backoff_delay_ms(src->reconnects, 100, src->cfg->reconnect_max_ms, backoff_random()) /
+        1000.0;
+    log_warn("postgresql connection lost", "{s:s, s:f}", "reason", reason, "retry_in_s", delay);
+    if (was == PG_SETUP || was == PG_READY) {
+        if (src->ev.disconnected)
+            src->ev.disconnected(src->ev.arg, reason);
+    }
+    if (src->state == PG_DISCONNECTED && !ev_is_active(&src->reconnect)) {
+        ev_timer_set(&src->reconnect, delay, 0.);
+        ev_timer_start(src->loop, &src->reconnect);
+    }
+}
+
+void pg_source_reset(struct pg_source *src, const char *why)
+{
+    pg_lost(src, why);
+}
+
+/* ---- public ---- */
+
+struct pg_source *pg_source_create(struct ev_loop *loop, const struct relay_config *cfg,
+                                   struct pg_source_events events)
+{
+    struct pg_source *src = calloc(1, sizeof(*src));
+    if (src == NULL)
+        return NULL;
+    src->loop = loop;
+    src->cfg = cfg;
+    src->ev = events;
+    src->state = PG_DISCONNECTED;
+    ev_init(&src->io, pg_on_io);
+    ev_init(&src->deadline, pg_on_deadline);
+    ev_init(&src->reconnect, pg_on_reconnect);
+    char table[160];
+    config_table_sql(cfg, table, sizeof(table));
+    snprintf(src->check_sql, sizeof(src->check_sql),
+             "SELECT id, event_id, subject, payload, headers, ordering_key, created_at, status, "
+             "attempts, next_attempt_at, last_error, published_at, stream_seq FROM %s LIMIT 0",
+             table);
+    snprintf(src->listen_sql, sizeof(src->listen_sql), "LISTEN \"%s\"", cfg->channel);
+    return src;
+}
+
+void pg_source_start(struct pg_source *src)
+{
+    pg_connect_begin(src);
+}
+
+void pg_source_destroy(struct pg_source *src)
+{
+    if (src == NULL)
+        return;
+    ev_timer_stop(src->loop, &src->reconnect);
+    src->ev.disconnected = NULL;
+    src->ev.fatal = NULL;
+    pg_lost(src, "shutting down");
+    ev_timer_stop(src->loop, &src->reconnect);
+    free(src);
+}
+
+enum pg_state pg_source_state(const struct pg_source *src)
+{
+    return src->state;
+}
+
+int pg_source_busy(const struct pg_source *src)
+{
+    return src->queued;
+}
+
+bool pg_source_query(struct pg_source *src, const char *sql, int nparams, char **params,
+                     bool binary, pg_result_fn fn, void *arg)
+{
+    if (src->state != PG_READY) {
+        for (int i = 0; i < nparams; i++)
+            free(params[i]);
+        return false;
+    }
+    struct pg_query *q = pg_query_new(sql, nparams, params, binary, fn, arg);
+    if (q == NULL)
+        return false;
+    pg_enqueue(src, q);
+    pg_send_next(src);
+    return true;
+}

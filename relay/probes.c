@@ -1,0 +1,45 @@
+/* /healthz (progress), /readyz (both ends connected), /metrics (Prometheus text). */
+#include "outbox_relay/probes.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void probes_text(struct http_reply *reply, bool ok, const char *why)
+{
+    reply->status = ok ? 200 : 503;
+    reply->content_type = "text/plain; charset=utf-8";
+    if (asprintf(&reply->body, "%s\n", ok ? "ok" : why) < 0)
+        reply->body = NULL;
+    reply->body_len = reply->body ? strlen(reply->body) : 0;
+}
+
+static void probes_healthz(void *arg, struct http_reply *reply)
+{
+    char why[200] = "";
+    bool ok = relay_healthy(arg, why, sizeof(why));
+    probes_text(reply, ok, why);
+}
+
+static void probes_readyz(void *arg, struct http_reply *reply)
+{
+    char why[200] = "";
+    bool ok = relay_ready(arg, why, sizeof(why));
+    probes_text(reply, ok, why);
+}
+
+static void probes_metrics(void *arg, struct http_reply *reply)
+{
+    size_t len = 0;
+    reply->body = metrics_render(relay_metrics(arg), OUTBOX_RELAY_VERSION, &len);
+    reply->status = reply->body ? 200 : 500;
+    reply->content_type = "text/plain; version=0.0.4; charset=utf-8";
+    reply->body_len = reply->body ? len : 0;
+}
+
+void probes_routes(struct relay *r, struct http_route *routes)
+{
+    routes[0] = (struct http_route){"/healthz", probes_healthz, r};
+    routes[1] = (struct http_route){"/readyz", probes_readyz, r};
+    routes[2] = (struct http_route){"/metrics", probes_metrics, r};
+}

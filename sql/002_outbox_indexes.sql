@@ -1,0 +1,18 @@
+-- Indexes that keep the relay's queries cheap however large the table grows.
+
+-- The claim query walks due rows in id order. Only unfinished rows are in
+-- this index, so its size follows the backlog, not the table.
+CREATE INDEX IF NOT EXISTS outbox_unfinished_idx
+    ON outbox (id)
+    WHERE status IN ('pending', 'failed');
+
+-- Per-key hold: "is there an earlier failed (or dead) row with this key?"
+-- Failed and dead rows are few, so this index stays tiny.
+CREATE INDEX IF NOT EXISTS outbox_held_keys_idx
+    ON outbox (ordering_key, id)
+    WHERE status IN ('failed', 'dead') AND ordering_key IS NOT NULL;
+
+-- Pruning finds old published rows without a sequential scan.
+CREATE INDEX IF NOT EXISTS outbox_published_at_idx
+    ON outbox (published_at)
+    WHERE status = 'published';
