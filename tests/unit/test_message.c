@@ -1,0 +1,591 @@
+/* Unit tests for subject and header validation, message building and error classification. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "outbox_relay/message.h"
+
+#define ARRAY_LEN(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+/* ---- subjects ---------------------------------------------------------- */
+
+static const struct {
+    const char *subject;
+    bool valid;
+    const char *err; /* exact text when given, else only "invalid subject" is required */
+} subject_cases[] = {
+    {"orders", true, NULL},
+    {"orders.created", true, NULL},
+    {"a.b.c.d.e", true, NULL},
+    {"orders.eu-west_1.$v2", true, NULL},
+    {"a*", true, NULL},   /* a star inside a token is a literal */
+    {"a.b>", true, NULL}, /* likewise '>' */
+    {"caf\xc3\xa9.created", true, NULL},
+    {"a.*.b", false, "invalid subject \"a.*.b\": wildcard token \"*\""},
+    {"a.>", false, "invalid subject \"a.>\": wildcard token \">\""},
+    {">", false, "invalid subject \">\": wildcard token \">\""},
+    {"*", false, "invalid subject \"*\": wildcard token \"*\""},
+    {"*.a", false, NULL},
+    {"a b", false, "invalid subject \"a b\": contains whitespace or a control character"},
+    {"a\tb", false, "invalid subject \"a\\tb\": contains whitespace or a control character"},
+    {"a\nb", false, "invalid subject \"a\\nb\": contains whitespace or a control character"},
+    {"a.b\r", false, "invalid subject \"a.b\\r\": contains whitespace or a control character"},
+    {" a", false, NULL},
+    {"a ", false, NULL},
+    {"a\x01"
+     "b",
+     false, "invalid subject \"a\\x01b\": contains whitespace or a control character"},
+    {"a\x7f", false, NULL},
+    {"", false, "invalid subject \"\": empty"},
+    {".a", false, "invalid subject \".a\": empty token"},
+    {"a.", false, "invalid subject \"a.\": empty token"},
+    {"a..b", false, "invalid subject \"a..b\": empty token"},
+    {".", false, "invalid subject \".\": empty token"},
+};
+
+START_TEST(test_subject_table)
+{
+    char err[512] = "untouched";
+    bool got = message_subject_valid(subject_cases[_i].subject, err, sizeof(err));
+    ck_assert_msg(got == subject_cases[_i].valid, "subject \"%s\": got %s",
+                  subject_cases[_i].subject, got ? "valid" : err);
+    if (!subject_cases[_i].valid) {
+        if (subject_cases[_i].err != NULL)
+            ck_assert_str_eq(err, subject_cases[_i].err);
+        else
+            ck_assert_msg(strncmp(err, "invalid subject \"", 17) == 0, "err: %s", err);
+    }
+}
+END_TEST
+
+START_TEST(test_subject_null_and_small_err_buffer)
+{
+    char err[64];
+    ck_assert(!message_subject_valid(NULL, err, sizeof(err)));
+    ck_assert_str_eq(err, "invalid subject \"\": empty");
+
+    /* a short buffer truncates but stays terminated */
+    char tiny[8];
+    ck_assert(!message_subject_valid("a..b", tiny, sizeof(tiny)));
+    ck_assert_uint_eq(strlen(tiny), sizeof(tiny) - 1);
+    /* and no buffer at all is allowed */
+    ck_assert(!message_subject_valid("a..b", NULL, 0));
+    ck_assert(message_subject_valid("a.b", NULL, 0));
+}
+END_TEST
+
+START_TEST(test_subject_too_long)
+{
+    /* A subject longer than the server's control line would close the connection. */
+    size_t n = 8000;
+    char *s = malloc(n + 1);
+    memset(s, 'x', n);
+    s[n] = '\0';
+    char err[512];
+    ck_assert(!message_subject_valid(s, err, sizeof(err)));
+    ck_assert_msg(strstr(err, "longer than") != NULL, "err: %s", err);
+    /* the error quotes a prefix, not 8000 bytes */
+    ck_assert_uint_lt(strlen(err), 200);
+
+    s[1000] = '\0';
+    ck_assert(message_subject_valid(s, err, sizeof(err)));
+    free(s);
+}
+END_TEST
+
+START_TEST(test_subject_error_is_valid_utf8)
+{
+    /* last_error is a text column: a cut must never split a UTF-8 character. */
+    char subject[512] = "a";
+    for (int i = 0; i < 100; i++)
+        strcat(subject, "\xc3\xa9"); /* é */
+    strcat(subject, " x");
+    char err[512];
+    ck_assert(!message_subject_valid(subject, err, sizeof(err)));
+    json_t *j = json_string(err); /* NULL unless valid UTF-8 */
+    ck_assert_msg(j != NULL, "err: %s", err);
+    json_decref(j);
+    ck_assert_ptr_nonnull(strstr(err, "...\": contains whitespace"));
+
+    /* a short buffer that cuts the é after its first byte */
+    char tiny[19];
+    ck_assert(!message_subject_valid("\xc3\xa9..", tiny, sizeof(tiny)));
+    ck_assert_str_eq(tiny, "invalid subject \"?");
+}
+END_TEST
+
+/* ---- headers ----------------------------------------------------------- */
+
+/* "Name: value\r\n" */
+#define LINE(name_len, value_len) ((name_len) + 2 + (value_len) + 2)
+/* "NATS/1.0\r\n" ... "\r\n" */
+#define BLOCK(lines) (10 + (lines) + 2)
+
+static const struct {
+    const char *json;
+    enum message_result want;
+    size_t wire;     /* when MESSAGE_OK */
+    const char *err; /* MESSAGE_INVALID: exact text, or a prefix ending in '*' */
+} header_cases[] = {
+    /* no headers */
+    {NULL, MESSAGE_OK, 0, NULL},
+    {"", MESSAGE_OK, 0, NULL},
+    {"{}", MESSAGE_OK, 0, NULL},
+    {" { } ", MESSAGE_OK, 0, NULL},
+    {"{\"a\":[]}", MESSAGE_OK, 0, NULL},
+    /* strings and arrays of strings */
+    {"{\"a\":\"b\"}", MESSAGE_OK, BLOCK(LINE(1, 1)), NULL},
+    {"{\"x-trace\":\"abc\",\"Tenant\":\"t1\"}", MESSAGE_OK, BLOCK(LINE(7, 3) + LINE(6, 2)), NULL},
+    {"{\"x-trace\":[\"1\",\"22\"]}", MESSAGE_OK, BLOCK(LINE(7, 1) + LINE(7, 2)), NULL},
+    {"{\"a\":\"\"}", MESSAGE_OK, BLOCK(LINE(1, 0)), NULL},
+    {"{\"a\":\"caf\\u00e9\"}", MESSAGE_OK, BLOCK(LINE(1, 5)), NULL}, /* bytes, not characters */
+    {"{\"a\":\"tab\\there\"}", MESSAGE_OK, BLOCK(LINE(1, 8)), NULL},
+    {"{\"a\":[],\"b\":\"c\"}", MESSAGE_OK, BLOCK(LINE(1, 1)), NULL},
+    {"{\"Nat\":\"x\",\"NATS\":\"y\"}", MESSAGE_OK, BLOCK(LINE(3, 1) + LINE(4, 1)), NULL},
+    /* values of the wrong type */
+    {"{\"a\":{\"b\":\"c\"}}", MESSAGE_INVALID, 0,
+     "headers: value of \"a\" is not a string or array of strings"},
+    {"{\"x-trace\":1}", MESSAGE_INVALID, 0,
+     "headers: value of \"x-trace\" is not a string or array of strings"},
+    {"{\"a\":1.5}", MESSAGE_INVALID, 0, "headers: value of \"a\" is not a string*"},
+    {"{\"a\":true}", MESSAGE_INVALID, 0, "headers: value of \"a\" is not a string*"},
+    {"{\"a\":null}", MESSAGE_INVALID, 0, "headers: value of \"a\" is not a string*"},
+    {"{\"a\":[\"x\",1]}", MESSAGE_INVALID, 0, "headers: value of \"a\" is not a string*"},
+    {"{\"a\":[[\"x\"]]}", MESSAGE_INVALID, 0, "headers: value of \"a\" is not a string*"},
+    {"{\"a\":[{}]}", MESSAGE_INVALID, 0, "headers: value of \"a\" is not a string*"},
+    /* not an object */
+    {"[]", MESSAGE_INVALID, 0, "headers: not a JSON object"},
+    {"[\"a\",\"b\"]", MESSAGE_INVALID, 0, "headers: not a JSON object"},
+    {"\"a\"", MESSAGE_INVALID, 0, "headers: not a JSON object"},
+    {"42", MESSAGE_INVALID, 0, "headers: not a JSON object"},
+    {"null", MESSAGE_INVALID, 0, "headers: not a JSON object"},
+    {"true", MESSAGE_INVALID, 0, "headers: not a JSON object"},
+    /* malformed */
+    {"{", MESSAGE_INVALID, 0, "headers: not valid JSON*"},
+    {"{\"a\":\"b\",}", MESSAGE_INVALID, 0, "headers: not valid JSON*"},
+    {"{'a':'b'}", MESSAGE_INVALID, 0, "headers: not valid JSON*"},
+    {"not json", MESSAGE_INVALID, 0, "headers: not valid JSON*"},
+    {"   ", MESSAGE_INVALID, 0, "headers: not valid JSON*"},
+    {"{} {}", MESSAGE_INVALID, 0, "headers: not valid JSON*"},
+    {"{\"a\":\"x\\u0000y\"}", MESSAGE_INVALID, 0, "headers: not valid JSON*"},
+    /* reserved names */
+    {"{\"Nats-Msg-Id\":\"x\"}", MESSAGE_INVALID, 0,
+     "headers: name \"Nats-Msg-Id\" is reserved (the \"Nats-\" prefix is interpreted by "
+     "JetStream)"},
+    {"{\"nats-expected-stream\":\"s\"}", MESSAGE_INVALID, 0,
+     "headers: name \"nats-expected-stream\" is reserved*"},
+    {"{\"NATS-ROLLUP\":\"all\"}", MESSAGE_INVALID, 0, "headers: name \"NATS-ROLLUP\" is reserved*"},
+    {"{\"ok\":\"1\",\"nAtS-TTL\":\"1s\"}", MESSAGE_INVALID, 0, "headers: name \"nAtS-TTL\"*"},
+    /* CR / LF in values */
+    {"{\"a\":\"x\\r\\ny\"}", MESSAGE_INVALID, 0, "headers: value of \"a\" contains CR or LF"},
+    {"{\"a\":\"x\\ny\"}", MESSAGE_INVALID, 0, "headers: value of \"a\" contains CR or LF"},
+    {"{\"a\":\"x\\r\"}", MESSAGE_INVALID, 0, "headers: value of \"a\" contains CR or LF"},
+    {"{\"a\":[\"ok\",\"x\\ny\"]}", MESSAGE_INVALID, 0, "headers: value of \"a\" contains CR or LF"},
+    /* bad names */
+    {"{\"a:b\":\"x\"}", MESSAGE_INVALID, 0,
+     "headers: name \"a:b\" must be printable ASCII without spaces or ':'"},
+    {"{\"a b\":\"x\"}", MESSAGE_INVALID, 0, "headers: name \"a b\" must be printable*"},
+    {"{\"a\\tb\":\"x\"}", MESSAGE_INVALID, 0, "headers: name \"a\\tb\" must be printable*"},
+    {"{\"a\\nb\":\"x\"}", MESSAGE_INVALID, 0, "headers: name \"a\\nb\" must be printable*"},
+    {"{\"caf\\u00e9\":\"x\"}", MESSAGE_INVALID, 0, "headers: name*must be printable*"},
+    {"{\"\":\"x\"}", MESSAGE_INVALID, 0, "headers: empty header name"},
+};
+
+/* err matches want exactly, or, when want ends in '*', each '*'-separated piece in order. */
+static bool err_matches(const char *err, const char *want)
+{
+    size_t wl = strlen(want);
+    if (wl == 0 || want[wl - 1] != '*')
+        return strcmp(err, want) == 0;
+    char buf[512];
+    snprintf(buf, sizeof(buf), "%s", want);
+    const char *at = err;
+    bool first = true;
+    for (char *piece = strtok(buf, "*"); piece != NULL; piece = strtok(NULL, "*")) {
+        const char *hit = strstr(at, piece);
+        if (hit == NULL || (first && hit != err))
+            return false;
+        at = hit + strlen(piece);
+        first = false;
+    }
+    return true;
+}
+
+START_TEST(test_headers_table)
+{
+    char err[512] = "";
+    size_t wire = 12345;
+    enum message_result got =
+        message_headers_apply(NULL, header_cases[_i].json, &wire, err, sizeof(err));
+    ck_assert_msg(got == header_cases[_i].want, "headers %s: got %d (%s), want %d",
+                  header_cases[_i].json ? header_cases[_i].json : "NULL", got, err,
+                  header_cases[_i].want);
+    if (got == MESSAGE_OK) {
+        ck_assert_msg(wire == header_cases[_i].wire, "headers %s: wire %zu, want %zu",
+                      header_cases[_i].json ? header_cases[_i].json : "NULL", wire,
+                      header_cases[_i].wire);
+    } else {
+        ck_assert_msg(err_matches(err, header_cases[_i].err), "headers %s: err \"%s\", want \"%s\"",
+                      header_cases[_i].json, err, header_cases[_i].err);
+    }
+}
+END_TEST
+
+START_TEST(test_headers_added_to_message)
+{
+    natsMsg *msg = NULL;
+    ck_assert_int_eq(natsMsg_Create(&msg, "a.b", NULL, "x", 1), NATS_OK);
+    char err[256];
+    size_t wire = 0;
+    ck_assert_int_eq(message_headers_apply(msg, "{\"x-trace\":[\"1\",\"2\"],\"Tenant\":\"t1\"}",
+                                           &wire, err, sizeof(err)),
+                     MESSAGE_OK);
+    ck_assert_uint_eq(wire, BLOCK(LINE(7, 1) + LINE(7, 1) + LINE(6, 2)));
+
+    const char **values = NULL;
+    int count = 0;
+    ck_assert_int_eq(natsMsgHeader_Values(msg, "x-trace", &values, &count), NATS_OK);
+    ck_assert_int_eq(count, 2);
+    ck_assert_str_eq(values[0], "1");
+    ck_assert_str_eq(values[1], "2");
+    free((void *)values);
+    ck_assert_int_eq(natsMsgHeader_Values(msg, "Tenant", &values, &count), NATS_OK);
+    ck_assert_int_eq(count, 1);
+    ck_assert_str_eq(values[0], "t1");
+    free((void *)values);
+    natsMsg_Destroy(msg);
+}
+END_TEST
+
+START_TEST(test_headers_all_or_nothing)
+{
+    /* A bad header after good ones must not leave the good ones on the message. */
+    natsMsg *msg = NULL;
+    ck_assert_int_eq(natsMsg_Create(&msg, "a.b", NULL, NULL, 0), NATS_OK);
+    char err[256];
+    ck_assert_int_eq(message_headers_apply(msg, "{\"good\":\"1\",\"also\":[\"2\"],\"bad\":3}", NULL,
+                                           err, sizeof(err)),
+                     MESSAGE_INVALID);
+    const char **keys = NULL;
+    int count = 0;
+    ck_assert_int_eq(natsMsgHeader_Keys(msg, &keys, &count), NATS_NOT_FOUND);
+    ck_assert_int_eq(count, 0);
+    natsMsg_Destroy(msg);
+}
+END_TEST
+
+/* ---- message_build ----------------------------------------------------- */
+
+/*
+ * The header block as nats.c will put it on the wire, rebuilt from what the
+ * message actually holds: "NATS/1.0\r\n", "Name: value\r\n" per value, "\r\n".
+ */
+static size_t wire_header_bytes(natsMsg *msg)
+{
+    const char **keys = NULL;
+    int nkeys = 0;
+    if (natsMsgHeader_Keys(msg, &keys, &nkeys) != NATS_OK)
+        return 0;
+    size_t total = 10 + 2;
+    for (int k = 0; k < nkeys; k++) {
+        const char **values = NULL;
+        int nvalues = 0;
+        ck_assert_int_eq(natsMsgHeader_Values(msg, keys[k], &values, &nvalues), NATS_OK);
+        for (int v = 0; v < nvalues; v++)
+            total += strlen(keys[k]) + 2 + strlen(values[v]) + 2;
+        free((void *)values);
+    }
+    free((void *)keys);
+    return total;
+}
+
+static void assert_header(natsMsg *msg, const char *name, int count, const char *first)
+{
+    const char **values = NULL;
+    int n = 0;
+    ck_assert_int_eq(natsMsgHeader_Values(msg, name, &values, &n), NATS_OK);
+    ck_assert_int_eq(n, count);
+    ck_assert_str_eq(values[0], first);
+    free((void *)values);
+}
+
+START_TEST(test_build_payload_exact_with_nul_bytes)
+{
+    static const char payload[] = {'a', '\0', 'b', '\0', '\0', 'c', '\xff', '\0'};
+    natsMsg *msg = NULL;
+    char err[256];
+    ck_assert_int_eq(message_build(&msg, "orders.created", "evt-1", NULL, payload, sizeof(payload),
+                                   1024 * 1024, err, sizeof(err)),
+                     MESSAGE_OK);
+    ck_assert_ptr_nonnull(msg);
+    ck_assert_str_eq(natsMsg_GetSubject(msg), "orders.created");
+    ck_assert_ptr_null(natsMsg_GetReply(msg));
+    ck_assert_int_eq(natsMsg_GetDataLength(msg), (int)sizeof(payload));
+    ck_assert_mem_eq(natsMsg_GetData(msg), payload, sizeof(payload));
+    assert_header(msg, "Nats-Msg-Id", 1, "evt-1");
+    natsMsg_Destroy(msg);
+}
+END_TEST
+
+START_TEST(test_build_empty_payload)
+{
+    char err[256];
+    natsMsg *msg = NULL;
+    ck_assert_int_eq(message_build(&msg, "a.b", "e", "{}", "", 0, 100, err, sizeof(err)),
+                     MESSAGE_OK);
+    ck_assert_int_eq(natsMsg_GetDataLength(msg), 0);
+    natsMsg_Destroy(msg);
+
+    msg = NULL;
+    ck_assert_int_eq(message_build(&msg, "a.b", "e", NULL, NULL, 0, 0, err, sizeof(err)),
+                     MESSAGE_OK);
+    ck_assert_int_eq(natsMsg_GetDataLength(msg), 0);
+    assert_header(msg, "Nats-Msg-Id", 1, "e");
+    natsMsg_Destroy(msg);
+
+    /* a length without data is a caller bug, never a crash */
+    msg = NULL;
+    ck_assert_int_eq(message_build(&msg, "a.b", "e", NULL, NULL, 5, 0, err, sizeof(err)),
+                     MESSAGE_INVALID);
+    ck_assert_ptr_null(msg);
+}
+END_TEST
+
+START_TEST(test_build_headers_present)
+{
+    char err[256];
+    natsMsg *msg = NULL;
+    ck_assert_int_eq(message_build(&msg, "a.b", "0b7e2a1c-9f7d-4a1e-8c55-3d0f1e2a4b6c",
+                                   "{\"x-trace\":[\"t1\",\"t2\"],\"Tenant\":\"acme\",\"empty\":[]}",
+                                   "{}", 2, 0, err, sizeof(err)),
+                     MESSAGE_OK);
+    assert_header(msg, "Nats-Msg-Id", 1, "0b7e2a1c-9f7d-4a1e-8c55-3d0f1e2a4b6c");
+    assert_header(msg, "Tenant", 1, "acme");
+    const char **values = NULL;
+    int n = 0;
+    ck_assert_int_eq(natsMsgHeader_Values(msg, "x-trace", &values, &n), NATS_OK);
+    ck_assert_int_eq(n, 2);
+    ck_assert_str_eq(values[0], "t1");
+    ck_assert_str_eq(values[1], "t2");
+    free((void *)values);
+    ck_assert_int_eq(natsMsgHeader_Values(msg, "empty", &values, &n), NATS_NOT_FOUND);
+
+    const char **keys = NULL;
+    ck_assert_int_eq(natsMsgHeader_Keys(msg, &keys, &n), NATS_OK);
+    ck_assert_int_eq(n, 3);
+    free((void *)keys);
+    natsMsg_Destroy(msg);
+}
+END_TEST
+
+START_TEST(test_build_rejects_bad_rows)
+{
+    static const struct {
+        const char *subject, *event_id, *headers, *err;
+    } bad[] = {
+        {"a..b", "e", NULL, "invalid subject \"a..b\": empty token"},
+        {"a.>", "e", NULL, "invalid subject \"a.>\": wildcard token \">\""},
+        {"", "e", NULL, "invalid subject \"\": empty"},
+        {NULL, "e", NULL, "invalid subject \"\": empty"},
+        {"a.b", "", NULL, "invalid event_id: empty"},
+        {"a.b", NULL, NULL, "invalid event_id: empty"},
+        {"a.b", "x\r\ny", NULL, "invalid event_id \"x\\r\\ny\": contains CR or LF"},
+        {"a.b", "e", "{\"Nats-Msg-Id\":\"other\"}",
+         "headers: name \"Nats-Msg-Id\" is reserved (the \"Nats-\" prefix is interpreted by "
+         "JetStream)"},
+        {"a.b", "e", "{\"x-trace\":{\"a\":1}}",
+         "headers: value of \"x-trace\" is not a string or array of strings"},
+        {"a.b", "e", "[1]", "headers: not a JSON object"},
+    };
+    for (int i = 0; i < ARRAY_LEN(bad); i++) {
+        natsMsg *msg = (natsMsg *)&bad; /* must be reset to NULL */
+        char err[512] = "";
+        ck_assert_int_eq(message_build(&msg, bad[i].subject, bad[i].event_id, bad[i].headers, "p",
+                                       1, 0, err, sizeof(err)),
+                         MESSAGE_INVALID);
+        ck_assert_ptr_null(msg);
+        ck_assert_str_eq(err, bad[i].err);
+    }
+}
+END_TEST
+
+START_TEST(test_build_max_payload_boundary)
+{
+    static const struct {
+        const char *event_id, *headers;
+    } rows[] = {
+        {"evt-1", NULL},
+        {"evt-1", "{}"},
+        {"0b7e2a1c-9f7d-4a1e-8c55-3d0f1e2a4b6c", "{\"a\":\"b\"}"},
+        {"k", "{\"x-trace\":[\"1\",\"22\",\"333\"],\"Tenant\":\"acme\"}"},
+    };
+    const int64_t max_payload = 4096;
+    char *payload = calloc(1, (size_t)max_payload + 1);
+
+    for (int i = 0; i < ARRAY_LEN(rows); i++) {
+        /* Find the header size from a build without a limit, as nats.c will count it. */
+        natsMsg *msg = NULL;
+        char err[512];
+        ck_assert_int_eq(message_build(&msg, "a.b", rows[i].event_id, rows[i].headers, payload, 1,
+                                       0, err, sizeof(err)),
+                         MESSAGE_OK);
+        size_t hdr = wire_header_bytes(msg);
+        natsMsg_Destroy(msg);
+        ck_assert_uint_gt(hdr, 12);
+
+        /* exactly at the limit: fine */
+        size_t fit = (size_t)max_payload - hdr;
+        msg = NULL;
+        ck_assert_int_eq(message_build(&msg, "a.b", rows[i].event_id, rows[i].headers, payload, fit,
+                                       max_payload, err, sizeof(err)),
+                         MESSAGE_OK);
+        ck_assert_int_eq(natsMsg_GetDataLength(msg), (int)fit);
+        natsMsg_Destroy(msg);
+
+        /* one byte over: permanent, with the arithmetic spelled out */
+        msg = NULL;
+        ck_assert_int_eq(message_build(&msg, "a.b", rows[i].event_id, rows[i].headers, payload,
+                                       fit + 1, max_payload, err, sizeof(err)),
+                         MESSAGE_INVALID);
+        ck_assert_ptr_null(msg);
+        char want[512];
+        snprintf(want, sizeof(want),
+                 "message too large: %zu bytes (payload %zu + headers %zu) exceeds the server's "
+                 "max_payload 4096",
+                 (size_t)max_payload + 1, fit + 1, hdr);
+        ck_assert_str_eq(err, want);
+    }
+    free(payload);
+}
+END_TEST
+
+START_TEST(test_build_too_large_message_text)
+{
+    /* 12 + Nats-Msg-Id line (51) + one 61-byte header line = 124 bytes of headers */
+    const size_t payload_len = 1048576;
+    char *payload = calloc(1, payload_len);
+    char headers[128];
+    snprintf(headers, sizeof(headers), "{\"x-trace\":\"%050d\"}", 0);
+    natsMsg *msg = NULL;
+    char err[512];
+    ck_assert_int_eq(message_build(&msg, "a.b", "0b7e2a1c-9f7d-4a1e-8c55-3d0f1e2a4b6c", headers,
+                                   payload, payload_len, 1048576, err, sizeof(err)),
+                     MESSAGE_INVALID);
+    ck_assert_str_eq(err, "message too large: 1048700 bytes (payload 1048576 + headers 124) "
+                          "exceeds the server's max_payload 1048576");
+    ck_assert_ptr_null(msg);
+
+    /* 0 = unchecked */
+    ck_assert_int_eq(message_build(&msg, "a.b", "0b7e2a1c-9f7d-4a1e-8c55-3d0f1e2a4b6c", headers,
+                                   payload, payload_len, 0, err, sizeof(err)),
+                     MESSAGE_OK);
+    ck_assert_int_eq(natsMsg_GetDataLength(msg), (int)payload_len);
+    natsMsg_Destroy(msg);
+    free(payload);
+}
+END_TEST
+
+/* ---- error classification --------------------------------------------- */
+
+static const struct {
+    natsStatus status;
+    int js_err_code;
+    bool permanent;
+} error_cases[] = {
+    /* the message itself can never be accepted */
+    {NATS_MAX_PAYLOAD, 0, true},
+    {NATS_INVALID_SUBJECT, 0, true},
+    {NATS_INVALID_ARG, 0, true},
+    {NATS_ERR, JSStreamMessageExceedsMaximumErr, true},
+    {NATS_OK, JSStreamMessageExceedsMaximumErr, true},
+    /* the network, the server or the stream may come back */
+    {NATS_TIMEOUT, 0, false},
+    {NATS_NO_RESPONDERS, 0, false},
+    {NATS_CONNECTION_CLOSED, 0, false},
+    {NATS_CONNECTION_DISCONNECTED, 0, false},
+    {NATS_NOT_YET_CONNECTED, 0, false},
+    {NATS_STALE_CONNECTION, 0, false},
+    {NATS_IO_ERROR, 0, false},
+    {NATS_NO_SERVER, 0, false},
+    {NATS_DRAINING, 0, false},
+    {NATS_NO_MEMORY, 0, false},
+    {NATS_ERR, JSStreamNotFoundErr, false},
+    {NATS_ERR, JSNotEnabledErr, false},
+    {NATS_ERR, JSNotEnabledForAccountErr, false},
+    {NATS_ERR, JSClusterNotAvailErr, false},
+    {NATS_ERR, JSStreamOfflineErr, false},
+    {NATS_ERR, JSStreamStoreFailedErr, false},
+    {NATS_ERR, JSInsufficientResourcesErr, false},
+    {NATS_ERR, JSStorageResourcesExceededErr, false},
+    /* unknown: retry, the attempt limit ends it */
+    {NATS_ERR, 0, false},
+    {NATS_ERR, 99999, false},
+    {(natsStatus)9999, 0, false},
+    {NATS_OK, 0, false},
+};
+
+START_TEST(test_error_classification_table)
+{
+    bool got = message_error_is_permanent(error_cases[_i].status, error_cases[_i].js_err_code);
+    ck_assert_msg(got == error_cases[_i].permanent, "status %d (%s), js %d: got %s",
+                  error_cases[_i].status, natsStatus_GetText(error_cases[_i].status),
+                  error_cases[_i].js_err_code, got ? "permanent" : "transient");
+}
+END_TEST
+
+/* natsMsg_Destroy needs the library open; per test so it works with and without fork. */
+static void nats_setup(void)
+{
+    ck_assert_int_eq(nats_Open(-1), NATS_OK);
+}
+
+static void nats_teardown(void)
+{
+    nats_CloseAndWait(5000);
+}
+
+static Suite *message_suite(void)
+{
+    Suite *s = suite_create("message");
+
+    TCase *tc = tcase_create("subject");
+    tcase_add_loop_test(tc, test_subject_table, 0, ARRAY_LEN(subject_cases));
+    tcase_add_test(tc, test_subject_null_and_small_err_buffer);
+    tcase_add_test(tc, test_subject_too_long);
+    tcase_add_test(tc, test_subject_error_is_valid_utf8);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("headers");
+    tcase_add_checked_fixture(tc, nats_setup, nats_teardown);
+    tcase_add_loop_test(tc, test_headers_table, 0, ARRAY_LEN(header_cases));
+    tcase_add_test(tc, test_headers_added_to_message);
+    tcase_add_test(tc, test_headers_all_or_nothing);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("build");
+    tcase_add_checked_fixture(tc, nats_setup, nats_teardown);
+    tcase_add_test(tc, test_build_payload_exact_with_nul_bytes);
+    tcase_add_test(tc, test_build_empty_payload);
+    tcase_add_test(tc, test_build_headers_present);
+    tcase_add_test(tc, test_build_rejects_bad_rows);
+    tcase_add_test(tc, test_build_max_payload_boundary);
+    tcase_add_test(tc, test_build_too_large_message_text);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("errors");
+    tcase_add_loop_test(tc, test_error_classification_table, 0, ARRAY_LEN(error_cases));
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(message_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
