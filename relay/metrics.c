@@ -1,0 +1,202 @@
+/* Relay counters, gauges and the delivery latency histogram, in Prometheus text format 0.0.4. */
+#include "outbox_relay/metrics.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const double metrics_latency_bounds[METRICS_LATENCY_BUCKETS] = {
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60,
+};
+
+void metrics_init(struct metrics *m)
+{
+    memset(m, 0, sizeof(*m));
+}
+
+/*
+ * created_at comes from the database clock and the ack time from ours, so a
+ * small skew can make a latency negative: count it as 0 rather than lose it.
+ * A non-finite value would poison _sum for good, so it is dropped.
+ */
+void metrics_observe_latency(struct metrics *m, double seconds)
+{
+    if (!isfinite(seconds))
+        return;
+    if (seconds < 0)
+        seconds = 0;
+    /* Prometheus buckets are "less than or equal": a value on a bound belongs to it. */
+    for (size_t k = 0; k < METRICS_LATENCY_BUCKETS; k++) {
+        if (seconds <= metrics_latency_bounds[k]) {
+            m->latency_buckets[k]++;
+            break;
+        }
+    }
+    m->latency_count++; /* past the last bound: only +Inf, which is the count */
+    m->latency_sum += seconds;
+}
+
+struct textbuf {
+    char *data;
+    size_t len, cap;
+    bool failed; /* an allocation failed; later appends are no-ops */
+};
+
+static void textbuf_append(struct textbuf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void textbuf_append(struct textbuf *b, const char *fmt, ...)
+{
+    if (b->failed)
+        return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->data + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->failed = true;
+            return;
+        }
+        if ((size_t)n < b->cap - b->len) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap * 2;
+        while (cap - b->len <= (size_t)n)
+            cap *= 2;
+        char *data = realloc(b->data, cap);
+        if (data == NULL) {
+            b->failed = true;
+            return;
+        }
+        b->data = data;
+        b->cap = cap;
+    }
+}
+
+/* The shortest %g form that reads back as the same double: "0.001", not "0.00100000000000000002".
+ */
+static void format_double(char *out, size_t outlen, double v)
+{
+    if (isnan(v)) {
+        snprintf(out, outlen, "NaN");
+        return;
+    }
+    if (isinf(v)) {
+        snprintf(out, outlen, v > 0 ? "+Inf" : "-Inf");
+        return;
+    }
+    /* %g would write 10 as "1e+01"; le labels are matched as strings, so keep integers plain. */
+    if (fabs(v) >= 1 && fabs(v) < 1e15 && v == trunc(v)) {
+        snprintf(out, outlen, "%.0f", v);
+        return;
+    }
+    for (int precision = 1; precision <= 17; precision++) {
+        snprintf(out, outlen, "%.*g", precision, v);
+        if (strtod(out, NULL) == v)
+            return;
+    }
+}
+
+static void family(struct textbuf *b, const char *name, const char *type, const char *help)
+{
+    textbuf_append(b, "# HELP outbox_relay_%s %s\n# TYPE outbox_relay_%s %s\n", name, help, name,
+                   type);
+}
+
+static void counter(struct textbuf *b, const char *name, uint64_t value, const char *help)
+{
+    family(b, name, "counter", help);
+    textbuf_append(b, "outbox_relay_%s %" PRIu64 "\n", name, value);
+}
+
+static void gauge_int(struct textbuf *b, const char *name, int64_t value, const char *help)
+{
+    family(b, name, "gauge", help);
+    textbuf_append(b, "outbox_relay_%s %" PRId64 "\n", name, value);
+}
+
+static void gauge_double(struct textbuf *b, const char *name, double value, const char *help)
+{
+    char num[32];
+    format_double(num, sizeof(num), value);
+    family(b, name, "gauge", help);
+    textbuf_append(b, "outbox_relay_%s %s\n", name, num);
+}
+
+/* Label values escape backslash, double quote and newline (text format 0.0.4). */
+static void label_value(struct textbuf *b, const char *value)
+{
+    for (const char *p = value; *p; p++) {
+        if (*p == '\\')
+            textbuf_append(b, "\\\\");
+        else if (*p == '"')
+            textbuf_append(b, "\\\"");
+        else if (*p == '\n')
+            textbuf_append(b, "\\n");
+        else
+            textbuf_append(b, "%c", *p);
+    }
+}
+
+char *metrics_render(const struct metrics *m, const char *version, size_t *len)
+{
+    /* Smaller than a full exposition on purpose: the growth path runs on every render. */
+    struct textbuf b = {.data = malloc(1024), .len = 0, .cap = 1024, .failed = false};
+    if (b.data == NULL)
+        return NULL;
+    b.data[0] = '\0';
+
+    counter(&b, "published_total", m->published_total,
+            "Rows marked published after their PubAck (a duplicate ack counts).");
+    counter(&b, "failed_total", m->failed_total,
+            "Publish attempts that failed and were scheduled for a retry.");
+    counter(&b, "dead_total", m->dead_total, "Rows marked dead.");
+    counter(&b, "claimed_total", m->claimed_total, "Rows claimed from the outbox table.");
+    counter(&b, "pg_reconnects_total", m->pg_reconnects_total,
+            "Reconnections to PostgreSQL after a lost session.");
+    counter(&b, "nats_reconnects_total", m->nats_reconnects_total,
+            "Reconnections to NATS after a lost connection.");
+    gauge_int(&b, "inflight", m->inflight, "Rows held by the relay and not yet marked.");
+    gauge_int(&b, "pending", m->pending, "Pending and failed rows in the outbox table (sampled).");
+    gauge_double(&b, "oldest_pending_age_seconds", m->oldest_pending_age_seconds,
+                 "Age of the oldest pending or failed row (sampled); 0 when there is none.");
+    gauge_int(&b, "leader", m->leader ? 1 : 0, "1 when this relay holds the table's leader lock.");
+    gauge_int(&b, "pg_connected", m->pg_connected ? 1 : 0, "1 when PostgreSQL is connected.");
+    gauge_int(&b, "nats_connected", m->nats_connected ? 1 : 0, "1 when NATS is connected.");
+
+    family(&b, "delivery_latency_seconds", "histogram",
+           "Time from a row's created_at to its PubAck.");
+    uint64_t cumulative = 0;
+    for (size_t k = 0; k < METRICS_LATENCY_BUCKETS; k++) {
+        char le[32];
+        format_double(le, sizeof(le), metrics_latency_bounds[k]);
+        cumulative += m->latency_buckets[k];
+        textbuf_append(&b, "outbox_relay_delivery_latency_seconds_bucket{le=\"%s\"} %" PRIu64 "\n",
+                       le, cumulative);
+    }
+    char sum[32];
+    format_double(sum, sizeof(sum), m->latency_sum);
+    textbuf_append(&b,
+                   "outbox_relay_delivery_latency_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n"
+                   "outbox_relay_delivery_latency_seconds_sum %s\n"
+                   "outbox_relay_delivery_latency_seconds_count %" PRIu64 "\n",
+                   m->latency_count, sum, m->latency_count);
+
+    family(&b, "build_info", "gauge", "Build information; the value is always 1.");
+    textbuf_append(&b, "outbox_relay_build_info{version=\"");
+    label_value(&b, version ? version : "unknown");
+    textbuf_append(&b, "\"} 1\n");
+
+    if (b.failed) {
+        free(b.data);
+        return NULL;
+    }
+    if (len)
+        *len = b.len;
+    return b.data;
+}
