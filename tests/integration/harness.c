@@ -1,0 +1,1286 @@
+/* Integration-test harness: throw-away PostgreSQL and nats-server, the relay binary, a reader. */
+/* _GNU_SOURCE comes from the build. */
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <grp.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef RELAY_BINARY
+#error "RELAY_BINARY must be defined (tests/CMakeLists.txt does)"
+#endif
+#ifndef SOURCE_DIR
+#error "SOURCE_DIR must be defined (tests/CMakeLists.txt does)"
+#endif
+
+#define PG_BIN        "/usr/lib/postgresql/15/bin"
+#define IT_DB         "outbox_it"
+#define IT_MAX_RELAYS 64
+#define IT_MAX_LIVE   128
+
+extern char **environ;
+
+/* Processes to stop in an emergency (signal handler): pid + the signal that stops it cleanly. */
+static volatile pid_t live_pid[IT_MAX_LIVE];
+static volatile int live_sig[IT_MAX_LIVE];
+
+static struct {
+    pid_t owner;          /* the process that ran it_setup(); 0 = not set up */
+    char dir[128];        /* short: it holds the PostgreSQL unix socket (108-byte limit) */
+    bool drop_privileges; /* running as root: servers run as server_uid/gid */
+    uid_t server_uid;
+    gid_t server_gid;
+    int janitor_fd; /* socket to the janitor process, -1 if none */
+    pid_t janitor_pid;
+
+    bool pg_initialized;
+    int pg_port;
+    pid_t pg_pid;
+    char pg_url[256];
+
+    bool nats_initialized;
+    int nats_port;
+    pid_t nats_pid;
+    char nats_url[64];
+
+    struct it_relay *relays[IT_MAX_RELAYS];
+    int nrelays;
+
+    natsConnection *nc;
+    jsCtx *js;
+} it = {.janitor_fd = -1};
+
+/* ---- small utilities ---- */
+
+int64_t it_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void it_sleep_ms(int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+static void it_check_relays_alive(void);
+
+bool it_wait_until(bool (*cond)(void *arg), void *arg, int timeout_ms)
+{
+    int64_t deadline = it_now_ms() + timeout_ms;
+    for (;;) {
+        if (cond(arg))
+            return true;
+        if (it_now_ms() >= deadline)
+            return false;
+        /* A relay that died on its own would make the test wait for nothing. */
+        it_check_relays_alive();
+        it_sleep_ms(25);
+    }
+}
+
+int it_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_msg(fd >= 0, "socket: %s", strerror(errno));
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = 0};
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_msg(bind(fd, (struct sockaddr *)&addr, sizeof addr) == 0, "bind: %s",
+                  strerror(errno));
+    socklen_t len = sizeof addr;
+    ck_assert_msg(getsockname(fd, (struct sockaddr *)&addr, &len) == 0, "getsockname: %s",
+                  strerror(errno));
+    close(fd);
+    return ntohs(addr.sin_port);
+}
+
+/* The whole file, NUL-terminated (malloc'd), or NULL. No Check calls: the janitor uses it. */
+static char *it_slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    size_t cap = 65536, len = 0, n;
+    char *buf = malloc(cap);
+    while (buf && (n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
+        len += n;
+        if (len + 1 == cap) {
+            char *bigger = realloc(buf, cap *= 2);
+            if (!bigger)
+                free(buf);
+            buf = bigger;
+        }
+    }
+    fclose(f);
+    if (buf)
+        buf[len] = '\0';
+    return buf;
+}
+
+static char *it_read_file(const char *path)
+{
+    char *text = it_slurp(path);
+    if (!text)
+        text = strdup("");
+    ck_assert_ptr_nonnull(text);
+    return text;
+}
+
+/* Writes the last `lines` lines of a file to stderr, framed with its name. */
+static void it_dump_tail(const char *title, const char *path, int lines)
+{
+    char *text = it_slurp(path);
+    if (!text) {
+        fprintf(stderr, "---- %s: %s (missing) ----\n", title, path);
+        return;
+    }
+    size_t n = strlen(text);
+    const char *p = text + n;
+    if (p > text && p[-1] == '\n')
+        p--;
+    int count = 0;
+    while (p > text && !(p[-1] == '\n' && ++count == lines))
+        p--;
+    fprintf(stderr, "---- %s: %s (last %d lines) ----\n%s%s---- end of %s ----\n", title, path,
+            lines, p, n > 0 && text[n - 1] != '\n' ? "\n" : "", title);
+    free(text);
+}
+
+static int it_rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    remove(path);
+    return 0;
+}
+
+static void it_rm_tree(const char *path)
+{
+    nftw(path, it_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* ---- process tracking ---- */
+
+static void it_track(pid_t pid, int stop_sig)
+{
+    for (int i = 0; i < IT_MAX_LIVE; i++)
+        if (live_pid[i] == 0) {
+            live_sig[i] = stop_sig;
+            live_pid[i] = pid;
+            break;
+        }
+    if (it.janitor_fd >= 0) {
+        char line[64];
+        int n = snprintf(line, sizeof line, "P %d %d\n", (int)pid, stop_sig);
+        send(it.janitor_fd, line, (size_t)n, MSG_NOSIGNAL);
+    }
+}
+
+static void it_untrack(pid_t pid)
+{
+    for (int i = 0; i < IT_MAX_LIVE; i++)
+        if (live_pid[i] == pid)
+            live_pid[i] = 0;
+    if (it.janitor_fd >= 0) {
+        char line[64];
+        int n = snprintf(line, sizeof line, "R %d\n", (int)pid);
+        send(it.janitor_fd, line, (size_t)n, MSG_NOSIGNAL);
+    }
+}
+
+static void it_kill_live(void)
+{
+    for (int i = 0; i < IT_MAX_LIVE; i++)
+        if (live_pid[i] > 0)
+            kill(live_pid[i], live_sig[i]);
+}
+
+static void it_on_fatal_signal(int sig)
+{
+    it_kill_live();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+/*
+ * Starts argv[0] with stdout+stderr appended to log_path. Servers run as the
+ * unprivileged server user when we are root (PostgreSQL refuses root). The
+ * child dies with us (PR_SET_PDEATHSIG): Check ends a failed test with
+ * _exit(), which skips both the teardown and atexit handlers.
+ */
+static pid_t it_spawn(const char *const *argv, char *const *envp, const char *log_path,
+                      bool as_server_user, int death_sig)
+{
+    pid_t parent = getpid();
+    int logfd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    ck_assert_msg(logfd >= 0, "open %s: %s", log_path, strerror(errno));
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_msg(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_RDONLY);
+        dup2(devnull, 0);
+        dup2(logfd, 1);
+        dup2(logfd, 2);
+        close_range(3, ~0U, 0);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        int defaults[] = {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD, SIGALRM};
+        for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++)
+            signal(defaults[i], SIG_DFL);
+        if (as_server_user && it.drop_privileges) {
+            if (setgroups(0, NULL) < 0 || setgid(it.server_gid) < 0 || setuid(it.server_uid) < 0) {
+                dprintf(2, "harness: dropping privileges: %s\n", strerror(errno));
+                _exit(126);
+            }
+        }
+        /* After setuid: a credential change clears the death signal. */
+        prctl(PR_SET_PDEATHSIG, death_sig);
+        if (getppid() != parent)
+            _exit(125);
+        execve(argv[0], (char *const *)argv, envp ? envp : environ);
+        dprintf(2, "harness: exec %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    close(logfd);
+    it_track(pid, death_sig);
+    return pid;
+}
+
+/* Waits up to timeout_ms for pid to exit; true (and *wstatus) once reaped. */
+static bool it_reap(pid_t pid, int timeout_ms, int *wstatus)
+{
+    int64_t deadline = it_now_ms() + timeout_ms;
+    for (;;) {
+        int st = 0;
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid || (r < 0 && errno == ECHILD)) {
+            if (wstatus)
+                *wstatus = r == pid ? st : 0;
+            it_untrack(pid);
+            return true;
+        }
+        if (it_now_ms() >= deadline)
+            return false;
+        it_sleep_ms(10);
+    }
+}
+
+/* Sends sig, waits up to timeout_ms, then SIGKILLs. */
+static void it_stop_process(pid_t pid, int sig, int timeout_ms)
+{
+    if (pid <= 0)
+        return;
+    kill(pid, sig);
+    if (!it_reap(pid, timeout_ms, NULL)) {
+        kill(pid, SIGKILL);
+        it_reap(pid, 60000, NULL);
+    }
+}
+
+static const char *it_describe_status(int st, char *buf, size_t len)
+{
+    if (WIFEXITED(st))
+        snprintf(buf, len, "exit code %d", WEXITSTATUS(st));
+    else if (WIFSIGNALED(st))
+        snprintf(buf, len, "killed by signal %d", WTERMSIG(st));
+    else
+        snprintf(buf, len, "status 0x%x", st);
+    return buf;
+}
+
+/* Runs a short-lived tool to completion; fails the test (showing its log) unless it exits 0. */
+static void it_run_tool(const char *const *argv, const char *log_path, bool as_server_user,
+                        int timeout_ms)
+{
+    pid_t pid = it_spawn(argv, NULL, log_path, as_server_user, SIGKILL);
+    int st = 0;
+    if (!it_reap(pid, timeout_ms, &st)) {
+        it_stop_process(pid, SIGKILL, 0);
+        it_dump_tail(argv[0], log_path, 60);
+        ck_abort_msg("%s did not finish within %d ms", argv[0], timeout_ms);
+    }
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        char why[64];
+        it_dump_tail(argv[0], log_path, 60);
+        ck_abort_msg("%s failed: %s", argv[0], it_describe_status(st, why, sizeof why));
+    }
+}
+
+/* ---- the janitor ---- */
+
+/*
+ * A process outside the test's process group that outlives it. The test
+ * reports every process it starts and reaps; when the test process ends
+ * without a clean teardown (a failed check: Check calls _exit()), the
+ * janitor shows the relay logs, stops what is left and removes the temp dir.
+ */
+static void it_janitor_main(int fd, pid_t test_pid)
+{
+    pid_t pids[IT_MAX_LIVE] = {0};
+    int sigs[IT_MAX_LIVE] = {0};
+    char *logs[IT_MAX_RELAYS] = {0};
+    int nlogs = 0;
+    bool clean = false, keep = false;
+    char buf[8192];
+    size_t used = 0;
+
+    setsid();
+    signal(SIGINT, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGPIPE, SIG_IGN);
+    int devnull = open("/dev/null", O_RDONLY);
+    dup2(devnull, 0);
+    dup2(2, 1);
+    for (int i = 3; i < 1024; i++)
+        if (i != fd)
+            close(i);
+
+    for (;;) {
+        ssize_t n = read(fd, buf + used, sizeof buf - used - 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        used += (size_t)n;
+        buf[used] = '\0';
+        char *line = buf, *nl;
+        while ((nl = strchr(line, '\n')) != NULL) {
+            *nl = '\0';
+            int pid, sig;
+            if (sscanf(line, "P %d %d", &pid, &sig) == 2) {
+                for (int i = 0; i < IT_MAX_LIVE; i++)
+                    if (pids[i] == 0) {
+                        pids[i] = pid;
+                        sigs[i] = sig;
+                        break;
+                    }
+            } else if (sscanf(line, "R %d", &pid) == 1) {
+                for (int i = 0; i < IT_MAX_LIVE; i++)
+                    if (pids[i] == pid)
+                        pids[i] = 0;
+            } else if (strncmp(line, "L ", 2) == 0 && nlogs < IT_MAX_RELAYS) {
+                logs[nlogs++] = strdup(line + 2);
+            } else if (strcmp(line, "D") == 0) {
+                clean = true;
+            } else if (strcmp(line, "K") == 0) {
+                keep = true;
+            }
+            line = nl + 1;
+        }
+        used = strlen(line);
+        memmove(buf, line, used);
+    }
+    if (clean)
+        _exit(0);
+
+    fprintf(stderr,
+            "harness: test process %d ended before its teardown (a failed check?); "
+            "stopping its servers\n",
+            (int)test_pid);
+    for (int i = 0; i < nlogs; i++)
+        it_dump_tail("relay log", logs[i], 100);
+    for (int i = 0; i < IT_MAX_LIVE; i++)
+        if (pids[i] > 0)
+            kill(pids[i], sigs[i]);
+    /* Wait until they are gone (or zombies nobody reaps), then SIGKILL the rest. */
+    int64_t deadline = it_now_ms() + 10000;
+    for (int i = 0; i < IT_MAX_LIVE; i++) {
+        while (pids[i] > 0 && kill(pids[i], 0) == 0) {
+            char path[64], stat[256] = {0};
+            snprintf(path, sizeof path, "/proc/%d/stat", pids[i]);
+            FILE *f = fopen(path, "r");
+            if (f) {
+                size_t n = fread(stat, 1, sizeof stat - 1, f);
+                stat[n] = '\0';
+                fclose(f);
+            }
+            char *paren = strrchr(stat, ')');
+            if (paren && paren[1] == ' ' && paren[2] == 'Z')
+                break;
+            if (it_now_ms() >= deadline) {
+                kill(pids[i], SIGKILL);
+                break;
+            }
+            it_sleep_ms(20);
+        }
+    }
+    if (keep)
+        fprintf(stderr, "harness: IT_KEEP set, keeping %s\n", it.dir);
+    else
+        it_rm_tree(it.dir);
+    _exit(0);
+}
+
+static void it_janitor_start(void)
+{
+    int sv[2];
+    ck_assert_msg(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0, "socketpair: %s",
+                  strerror(errno));
+    pid_t test_pid = getpid();
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_msg(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        close(sv[0]);
+        it_janitor_main(sv[1], test_pid);
+    }
+    close(sv[1]);
+    it.janitor_fd = sv[0];
+    it.janitor_pid = pid;
+}
+
+static void it_janitor_send(const char *line)
+{
+    if (it.janitor_fd >= 0)
+        send(it.janitor_fd, line, strlen(line), MSG_NOSIGNAL);
+}
+
+/* ---- lifecycle ---- */
+
+static void it_at_exit(void)
+{
+    if (it.owner == getpid())
+        it_teardown();
+}
+
+/* Removes temp dirs of earlier runs whose test process no longer exists. */
+static void it_remove_stale_dirs(const char *base)
+{
+    DIR *d = opendir(base);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        int pid;
+        if (sscanf(e->d_name, "outbox-it-%d-", &pid) != 1 || pid <= 0)
+            continue;
+        if (kill(pid, 0) == 0 || errno != ESRCH)
+            continue;
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/%s", base, e->d_name);
+        it_rm_tree(path);
+    }
+    closedir(d);
+}
+
+void it_setup(void)
+{
+    if (it.owner == getpid())
+        return;
+    static bool hooks_installed;
+    memset(&it, 0, sizeof it);
+    it.janitor_fd = -1;
+    it.owner = getpid();
+    if (!hooks_installed) {
+        atexit(it_at_exit);
+        hooks_installed = true;
+    }
+    struct sigaction sa = {.sa_handler = it_on_fatal_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    /* The relay and servers are our children; their deaths are reaped explicitly. */
+    signal(SIGPIPE, SIG_IGN);
+
+    const char *base = getenv("TMPDIR");
+    if (!base || !*base || strlen(base) > 60)
+        base = "/tmp";
+    it_remove_stale_dirs(base);
+    snprintf(it.dir, sizeof it.dir, "%s/outbox-it-%d-XXXXXX", base, (int)getpid());
+    ck_assert_msg(mkdtemp(it.dir) != NULL, "mkdtemp %s: %s", it.dir, strerror(errno));
+
+    if (geteuid() == 0) {
+        /* PostgreSQL refuses to run as root: servers run as `postgres` (or `nobody`). */
+        struct passwd *pw = getpwnam("postgres");
+        if (!pw)
+            pw = getpwnam("nobody");
+        ck_assert_msg(pw != NULL, "running as root and neither postgres nor nobody exists");
+        it.drop_privileges = true;
+        it.server_uid = pw->pw_uid;
+        it.server_gid = pw->pw_gid;
+        ck_assert_msg(chown(it.dir, it.server_uid, it.server_gid) == 0, "chown %s: %s", it.dir,
+                      strerror(errno));
+    }
+    it_janitor_start();
+    const char *keep = getenv("IT_KEEP");
+    if (keep && *keep && strcmp(keep, "0") != 0)
+        it_janitor_send("K\n");
+}
+
+void it_start_servers(void)
+{
+    it_setup();
+    it_pg_start();
+    it_nats_start();
+}
+
+const char *it_dir(void)
+{
+    return it.dir;
+}
+
+void it_teardown(void)
+{
+    if (it.owner != getpid())
+        return;
+    for (int i = 0; i < it.nrelays; i++) {
+        struct it_relay *r = it.relays[i];
+        if (!r->exited)
+            it_stop_process(r->pid, SIGKILL, 0);
+        free(r);
+    }
+    it.nrelays = 0;
+    if (it.js)
+        jsCtx_Destroy(it.js);
+    if (it.nc)
+        natsConnection_Destroy(it.nc);
+    it.js = NULL;
+    it.nc = NULL;
+    /* The data is thrown away: no need for graceful shutdowns. */
+    it_stop_process(it.nats_pid, SIGKILL, 0);
+    it.nats_pid = 0;
+    /* Immediate shutdown: the postmaster stops its backends and releases shared memory. */
+    it_stop_process(it.pg_pid, SIGQUIT, 10000);
+    it.pg_pid = 0;
+
+    const char *keep = getenv("IT_KEEP");
+    if (keep && *keep && strcmp(keep, "0") != 0)
+        fprintf(stderr, "harness: IT_KEEP set, keeping %s\n", it.dir);
+    else if (it.dir[0])
+        it_rm_tree(it.dir);
+    it_janitor_send("D\n");
+    if (it.janitor_fd >= 0) {
+        close(it.janitor_fd);
+        /* After "D" and the end of its input it exits at once. */
+        waitpid(it.janitor_pid, NULL, 0);
+    }
+    it.janitor_fd = -1;
+    it.janitor_pid = 0;
+    it.owner = 0;
+    it.dir[0] = '\0';
+}
+
+/* ---- PostgreSQL ---- */
+
+static bool it_pg_ready(void *arg)
+{
+    char conninfo[256];
+    snprintf(conninfo, sizeof conninfo,
+             "host=127.0.0.1 port=%d user=postgres dbname=postgres connect_timeout=2", it.pg_port);
+    return PQping(conninfo) == PQPING_OK;
+}
+
+static int it_sql_file_cmp(const struct dirent **a, const struct dirent **b)
+{
+    return strcmp((*a)->d_name, (*b)->d_name);
+}
+
+static int it_sql_file_filter(const struct dirent *e)
+{
+    size_t n = strlen(e->d_name);
+    return n > 4 && strcmp(e->d_name + n - 4, ".sql") == 0;
+}
+
+static void it_pg_migrate(void)
+{
+    char port[16], log_path[PATH_MAX];
+    snprintf(port, sizeof port, "%d", it.pg_port);
+    snprintf(log_path, sizeof log_path, "%s/migrate.log", it.dir);
+    struct dirent **files;
+    int n = scandir(SOURCE_DIR "/sql", &files, it_sql_file_filter, it_sql_file_cmp);
+    ck_assert_msg(n > 0, "no migrations in %s/sql", SOURCE_DIR);
+    for (int i = 0; i < n; i++) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/sql/%s", SOURCE_DIR, files[i]->d_name);
+        const char *argv[] = {PG_BIN "/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h",
+                              "127.0.0.1",    "-p", port, "-U", "postgres",        "-d",
+                              IT_DB,          "-f", path, NULL};
+        it_run_tool(argv, log_path, false, 60000);
+        free(files[i]);
+    }
+    free(files);
+}
+
+void it_pg_start(void)
+{
+    it_setup();
+    if (it.pg_pid > 0)
+        return;
+    char data[PATH_MAX], log_path[PATH_MAX], port[16];
+    snprintf(data, sizeof data, "%s/pgdata", it.dir);
+    snprintf(log_path, sizeof log_path, "%s/postgres.log", it.dir);
+    if (!it.pg_initialized) {
+        char initdb_log[PATH_MAX];
+        snprintf(initdb_log, sizeof initdb_log, "%s/initdb.log", it.dir);
+        const char *argv[] = {PG_BIN "/initdb",
+                              "-D",
+                              data,
+                              "-A",
+                              "trust",
+                              "-U",
+                              "postgres",
+                              "-E",
+                              "UTF8",
+                              "--locale=C",
+                              "--no-sync",
+                              "--no-instructions",
+                              NULL};
+        it_run_tool(argv, initdb_log, true, 120000);
+        it.pg_port = it_free_port();
+        snprintf(it.pg_url, sizeof it.pg_url, "postgresql://postgres@127.0.0.1:%d/%s", it.pg_port,
+                 IT_DB);
+    }
+    snprintf(port, sizeof port, "%d", it.pg_port);
+    char sockdir[PATH_MAX + 32];
+    snprintf(sockdir, sizeof sockdir, "unix_socket_directories=%s", it.dir);
+    /*
+     * fsync=off and full_page_writes=off for speed: the tests crash the
+     * relay and restart PostgreSQL cleanly, never the operating system, so
+     * durability against power loss is not what they measure.
+     */
+    const char *argv[] = {PG_BIN "/postgres",
+                          "-D",
+                          data,
+                          "-p",
+                          port,
+                          "-c",
+                          "listen_addresses=127.0.0.1",
+                          "-c",
+                          sockdir,
+                          "-c",
+                          "fsync=off",
+                          "-c",
+                          "full_page_writes=off",
+                          "-c",
+                          "max_connections=50",
+                          "-c",
+                          "max_wal_size=1GB",
+                          NULL};
+    it.pg_pid = it_spawn(argv, NULL, log_path, true, SIGQUIT);
+    int64_t deadline = it_now_ms() + 30000;
+    while (!it_pg_ready(NULL)) {
+        int st;
+        if (waitpid(it.pg_pid, &st, WNOHANG) == it.pg_pid) {
+            char why[64];
+            it_untrack(it.pg_pid);
+            it.pg_pid = 0;
+            it_dump_tail("postgres log", log_path, 40);
+            ck_abort_msg("postgres exited at start: %s", it_describe_status(st, why, sizeof why));
+        }
+        if (it_now_ms() >= deadline) {
+            it_dump_tail("postgres log", log_path, 40);
+            ck_abort_msg("postgres not ready on port %d within 30 s", it.pg_port);
+        }
+        it_sleep_ms(20);
+    }
+    if (!it.pg_initialized) {
+        char conninfo[256];
+        snprintf(conninfo, sizeof conninfo, "host=127.0.0.1 port=%d user=postgres dbname=postgres",
+                 it.pg_port);
+        PGconn *c = PQconnectdb(conninfo);
+        ck_assert_msg(PQstatus(c) == CONNECTION_OK, "connect: %s", PQerrorMessage(c));
+        it_pg_exec(c, "CREATE DATABASE " IT_DB);
+        PQfinish(c);
+        it_pg_migrate();
+        it.pg_initialized = true;
+    }
+}
+
+void it_pg_stop(void)
+{
+    if (it.pg_pid <= 0)
+        return;
+    /* SIGINT = fast shutdown: clients are disconnected, a checkpoint is written. */
+    it_stop_process(it.pg_pid, SIGINT, 60000);
+    it.pg_pid = 0;
+}
+
+void it_pg_restart(void)
+{
+    it_pg_stop();
+    it_pg_start();
+}
+
+int it_pg_port(void)
+{
+    return it.pg_port;
+}
+
+const char *it_pg_url(void)
+{
+    return it.pg_url;
+}
+
+PGconn *it_pg_connect(void)
+{
+    ck_assert_msg(it.pg_initialized, "PostgreSQL not started");
+    PGconn *c = PQconnectdb(it.pg_url);
+    ck_assert_msg(PQstatus(c) == CONNECTION_OK, "connect %s: %s", it.pg_url, PQerrorMessage(c));
+    return c;
+}
+
+static PGresult *it_pg_vquery(PGconn *conn, const char *fmt, va_list ap)
+{
+    char *sql = NULL;
+    ck_assert_msg(vasprintf(&sql, fmt, ap) >= 0, "out of memory");
+    PGresult *res = PQexec(conn, sql);
+    ExecStatusType st = PQresultStatus(res);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_COPY_IN)
+        ck_abort_msg("SQL failed: %s  in: %.300s", PQresultErrorMessage(res), sql);
+    free(sql);
+    return res;
+}
+
+void it_pg_exec(PGconn *conn, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    PGresult *res = it_pg_vquery(conn, fmt, ap);
+    va_end(ap);
+    PQclear(res);
+}
+
+PGresult *it_pg_query(PGconn *conn, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    PGresult *res = it_pg_vquery(conn, fmt, ap);
+    va_end(ap);
+    return res;
+}
+
+int64_t it_pg_int(PGconn *conn, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    PGresult *res = it_pg_vquery(conn, fmt, ap);
+    va_end(ap);
+    ck_assert_msg(PQntuples(res) == 1 && PQnfields(res) == 1 && !PQgetisnull(res, 0, 0),
+                  "expected one non-NULL value from: %s", fmt);
+    int64_t v = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    return v;
+}
+
+struct it_pg_wait {
+    PGconn *conn;
+    const char *sql;
+    int64_t want;
+    int64_t last;
+};
+
+static bool it_pg_wait_cond(void *arg)
+{
+    struct it_pg_wait *w = arg;
+    w->last = it_pg_int(w->conn, "%s", w->sql);
+    return w->last == w->want;
+}
+
+int64_t it_pg_wait_int(PGconn *conn, const char *sql, int64_t want, int timeout_ms)
+{
+    struct it_pg_wait w = {.conn = conn, .sql = sql, .want = want, .last = -1};
+    it_wait_until(it_pg_wait_cond, &w, timeout_ms);
+    return w.last;
+}
+
+/* ---- nats-server ---- */
+
+static const char *it_nats_binary(void)
+{
+    static char found[PATH_MAX];
+    const char *path = getenv("PATH");
+    char dirs[8192];
+    snprintf(dirs, sizeof dirs, "%s:/usr/sbin:/usr/bin:/usr/local/bin:/usr/local/sbin",
+             path ? path : "");
+    for (char *save = NULL, *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+        snprintf(found, sizeof found, "%s/nats-server", d);
+        if (access(found, X_OK) == 0)
+            return found;
+    }
+    ck_abort_msg("nats-server not found (install the nats-server package)");
+    return NULL;
+}
+
+/* True once the server accepts a connection and sends its INFO line. */
+static bool it_nats_ready(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)it.nats_port)};
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bool ok = false;
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        char buf[8] = {0};
+        if (poll(&p, 1, 2000) == 1 && recv(fd, buf, 5, MSG_WAITALL) == 5)
+            ok = memcmp(buf, "INFO ", 5) == 0;
+    }
+    close(fd);
+    return ok;
+}
+
+void it_nats_start(void)
+{
+    it_setup();
+    if (it.nats_pid > 0)
+        return;
+    char store[PATH_MAX], log_path[PATH_MAX], port[16];
+    snprintf(store, sizeof store, "%s/nats", it.dir);
+    snprintf(log_path, sizeof log_path, "%s/nats.log", it.dir);
+    if (!it.nats_initialized) {
+        it.nats_port = it_free_port();
+        snprintf(it.nats_url, sizeof it.nats_url, "nats://127.0.0.1:%d", it.nats_port);
+        it.nats_initialized = true;
+    }
+    snprintf(port, sizeof port, "%d", it.nats_port);
+    const char *argv[] = {it_nats_binary(), "-js", "-sd", store, "-a",
+                          "127.0.0.1",      "-p",  port,  NULL};
+    it.nats_pid = it_spawn(argv, NULL, log_path, false, SIGKILL);
+    int64_t deadline = it_now_ms() + 20000;
+    while (!it_nats_ready()) {
+        int st;
+        if (waitpid(it.nats_pid, &st, WNOHANG) == it.nats_pid) {
+            char why[64];
+            it_untrack(it.nats_pid);
+            it.nats_pid = 0;
+            it_dump_tail("nats-server log", log_path, 40);
+            ck_abort_msg("nats-server exited at start: %s",
+                         it_describe_status(st, why, sizeof why));
+        }
+        if (it_now_ms() >= deadline) {
+            it_dump_tail("nats-server log", log_path, 40);
+            ck_abort_msg("nats-server not ready on port %d within 20 s", it.nats_port);
+        }
+        it_sleep_ms(20);
+    }
+}
+
+void it_nats_stop(void)
+{
+    if (it.nats_pid <= 0)
+        return;
+    it_stop_process(it.nats_pid, SIGTERM, 30000);
+    it.nats_pid = 0;
+}
+
+void it_nats_restart(void)
+{
+    it_nats_stop();
+    it_nats_start();
+}
+
+void it_nats_kill(void)
+{
+    if (it.nats_pid <= 0)
+        return;
+    it_stop_process(it.nats_pid, SIGKILL, 0);
+    it.nats_pid = 0;
+}
+
+int it_nats_port(void)
+{
+    return it.nats_port;
+}
+
+const char *it_nats_url(void)
+{
+    return it.nats_url;
+}
+
+/* ---- the relay ---- */
+
+/* Sets "KEY=VALUE" in a NULL-terminated env array, replacing an entry with the same key. */
+static void it_env_put(char **env, int *n, const char *entry)
+{
+    const char *eq = strchr(entry, '=');
+    size_t keylen = eq ? (size_t)(eq - entry) + 1 : strlen(entry);
+    for (int i = 0; i < *n; i++)
+        if (strncmp(env[i], entry, keylen) == 0) {
+            env[i] = (char *)entry;
+            return;
+        }
+    env[(*n)++] = (char *)entry;
+    env[*n] = NULL;
+}
+
+struct it_relay *it_relay_start(const char *const *env, const char *const *args)
+{
+    it_setup();
+    ck_assert_msg(access(RELAY_BINARY, X_OK) == 0,
+                  "relay binary %s is missing (build the outbox-relay target)", RELAY_BINARY);
+    ck_assert_msg(it.nrelays < IT_MAX_RELAYS, "too many relays in one test");
+
+    size_t nenv = 0, nextra = 0, nargs = 0;
+    while (environ[nenv])
+        nenv++;
+    while (env && env[nextra])
+        nextra++;
+    while (args && args[nargs])
+        nargs++;
+    char **envp = calloc(nenv + nextra + 8, sizeof *envp);
+    ck_assert_ptr_nonnull(envp);
+    int n = 0;
+    /* The test's own OUTBOX_* variables must not leak into the relay under test. */
+    for (size_t i = 0; i < nenv; i++)
+        if (strncmp(environ[i], "OUTBOX_", 7) != 0)
+            envp[n++] = environ[i];
+    char pg[300], nats[100];
+    if (it.pg_initialized) {
+        snprintf(pg, sizeof pg, "OUTBOX_PG_URL=%s", it.pg_url);
+        it_env_put(envp, &n, pg);
+    }
+    if (it.nats_initialized) {
+        snprintf(nats, sizeof nats, "OUTBOX_NATS_URL=%s", it.nats_url);
+        it_env_put(envp, &n, nats);
+    }
+    it_env_put(envp, &n, "OUTBOX_HTTP_ADDR=");
+    for (size_t i = 0; i < nextra; i++)
+        it_env_put(envp, &n, env[i]);
+
+    const char **argv = calloc(nargs + 2, sizeof *argv);
+    ck_assert_ptr_nonnull(argv);
+    argv[0] = RELAY_BINARY;
+    for (size_t i = 0; i < nargs; i++)
+        argv[i + 1] = args[i];
+
+    struct it_relay *r = calloc(1, sizeof *r);
+    ck_assert_ptr_nonnull(r);
+    snprintf(r->log_path, sizeof r->log_path, "%s/relay-%d.log", it.dir, it.nrelays + 1);
+    char line[sizeof r->log_path + 4];
+    snprintf(line, sizeof line, "L %s\n", r->log_path);
+    it_janitor_send(line);
+    r->pid = it_spawn(argv, envp, r->log_path, false, SIGKILL);
+    it.relays[it.nrelays++] = r;
+    free(argv);
+    free(envp);
+    return r;
+}
+
+void it_relay_signal(struct it_relay *relay, int sig)
+{
+    ck_assert_msg(!relay->exited, "relay %d already exited", (int)relay->pid);
+    relay->stopping = true;
+    kill(relay->pid, sig);
+}
+
+static void it_check_relays_alive(void)
+{
+    for (int i = 0; i < it.nrelays; i++) {
+        struct it_relay *r = it.relays[i];
+        if (r->exited || r->stopping)
+            continue;
+        int st;
+        if (waitpid(r->pid, &st, WNOHANG) != r->pid)
+            continue;
+        r->exited = true;
+        r->wstatus = st;
+        it_untrack(r->pid);
+        char why[64];
+        ck_abort_msg("the relay (pid %d) ended on its own while the test waited: %s", (int)r->pid,
+                     it_describe_status(st, why, sizeof why));
+    }
+}
+
+bool it_relay_wait(struct it_relay *relay, int timeout_ms)
+{
+    relay->stopping = true;
+    if (relay->exited)
+        return true;
+    if (it_reap(relay->pid, timeout_ms, &relay->wstatus))
+        relay->exited = true;
+    return relay->exited;
+}
+
+int it_relay_exit_code(const struct it_relay *relay)
+{
+    if (!relay->exited)
+        return -1000;
+    if (WIFEXITED(relay->wstatus))
+        return WEXITSTATUS(relay->wstatus);
+    if (WIFSIGNALED(relay->wstatus))
+        return -WTERMSIG(relay->wstatus);
+    return -999;
+}
+
+char *it_relay_log(const struct it_relay *relay)
+{
+    return it_read_file(relay->log_path);
+}
+
+bool it_relay_log_contains(const struct it_relay *relay, const char *needle)
+{
+    char *log = it_relay_log(relay);
+    bool found = strstr(log, needle) != NULL;
+    free(log);
+    return found;
+}
+
+void it_relay_dump_log(const struct it_relay *relay)
+{
+    it_dump_tail("relay log", relay->log_path, 200);
+}
+
+int it_relay_run(const char *const *env, const char *const *args, int timeout_ms, char **output)
+{
+    struct it_relay *r = it_relay_start(env, args);
+    if (!it_relay_wait(r, timeout_ms)) {
+        kill(r->pid, SIGKILL);
+        it_relay_wait(r, 60000);
+        ck_abort_msg("relay still running after %d ms", timeout_ms);
+    }
+    if (output)
+        *output = it_relay_log(r);
+    if (!WIFEXITED(r->wstatus)) {
+        char why[64];
+        ck_abort_msg("relay ended abnormally: %s", it_describe_status(r->wstatus, why, sizeof why));
+    }
+    return WEXITSTATUS(r->wstatus);
+}
+
+/* ---- JetStream reader ---- */
+
+jsCtx *it_js(void)
+{
+    if (it.js)
+        return it.js;
+    ck_assert_msg(it.nats_initialized, "nats-server not started");
+    natsOptions *opts = NULL;
+    natsStatus s = natsOptions_Create(&opts);
+    if (s == NATS_OK)
+        s = natsOptions_SetURL(opts, it.nats_url);
+    if (s == NATS_OK)
+        s = natsOptions_SetTimeout(opts, 5000);
+    /* Tests restart nats-server under the reader: keep reconnecting, quickly. */
+    if (s == NATS_OK)
+        s = natsOptions_SetMaxReconnect(opts, -1);
+    if (s == NATS_OK)
+        s = natsOptions_SetReconnectWait(opts, 100);
+    if (s == NATS_OK)
+        s = natsConnection_Connect(&it.nc, opts);
+    natsOptions_Destroy(opts);
+    ck_assert_msg(s == NATS_OK, "connect %s: %s", it.nats_url, natsStatus_GetText(s));
+    s = natsConnection_JetStream(&it.js, it.nc, NULL);
+    ck_assert_msg(s == NATS_OK, "JetStream context: %s", natsStatus_GetText(s));
+    return it.js;
+}
+
+void it_js_add_stream(const char *name, const char *const *subjects)
+{
+    jsStreamConfig cfg;
+    jsStreamConfig_Init(&cfg);
+    int n = 0;
+    while (subjects[n])
+        n++;
+    cfg.Name = name;
+    cfg.Subjects = (const char **)subjects;
+    cfg.SubjectsLen = n;
+    cfg.Storage = js_FileStorage;
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_AddStream(&si, it_js(), &cfg, NULL, &jerr);
+    ck_assert_msg(s == NATS_OK, "add stream %s: %s (%d: %s)", name, natsStatus_GetText(s),
+                  (int)jerr, nats_GetLastError(NULL));
+    jsStreamInfo_Destroy(si);
+}
+
+static jsStreamInfo *it_js_stream_info(const char *name, natsStatus *status)
+{
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    *status = js_GetStreamInfo(&si, it_js(), name, NULL, &jerr);
+    return si;
+}
+
+bool it_js_stream_exists(const char *name)
+{
+    natsStatus s;
+    jsStreamInfo *si = it_js_stream_info(name, &s);
+    ck_assert_msg(s == NATS_OK || s == NATS_NOT_FOUND, "stream info %s: %s", name,
+                  natsStatus_GetText(s));
+    jsStreamInfo_Destroy(si);
+    return s == NATS_OK;
+}
+
+uint64_t it_js_stream_msgs(const char *name)
+{
+    natsStatus s;
+    jsStreamInfo *si = it_js_stream_info(name, &s);
+    ck_assert_msg(s == NATS_OK, "stream info %s: %s", name, natsStatus_GetText(s));
+    uint64_t n = si->State.Msgs;
+    jsStreamInfo_Destroy(si);
+    return n;
+}
+
+static char *it_strdup(const char *s)
+{
+    char *d = strdup(s ? s : "");
+    ck_assert_ptr_nonnull(d);
+    return d;
+}
+
+static void it_msg_copy(struct it_msg *out, natsMsg *m, uint64_t seq)
+{
+    memset(out, 0, sizeof *out);
+    out->seq = natsMsg_GetSequence(m) ? natsMsg_GetSequence(m) : seq;
+    out->subject = it_strdup(natsMsg_GetSubject(m));
+    out->len = natsMsg_GetDataLength(m);
+    out->data = malloc((size_t)out->len + 1);
+    ck_assert_ptr_nonnull(out->data);
+    if (out->len > 0)
+        memcpy(out->data, natsMsg_GetData(m), (size_t)out->len);
+
+    const char **keys = NULL;
+    int nkeys = 0;
+    natsStatus s = natsMsgHeader_Keys(m, &keys, &nkeys);
+    if (s == NATS_NOT_FOUND)
+        return;
+    ck_assert_msg(s == NATS_OK, "header keys of seq %llu: %s", (unsigned long long)seq,
+                  natsStatus_GetText(s));
+    out->headers = calloc((size_t)nkeys, sizeof *out->headers);
+    ck_assert_ptr_nonnull(out->headers);
+    out->nheaders = nkeys;
+    for (int i = 0; i < nkeys; i++) {
+        struct it_header *h = &out->headers[i];
+        h->key = it_strdup(keys[i]);
+        const char **values = NULL;
+        int nvalues = 0;
+        s = natsMsgHeader_Values(m, keys[i], &values, &nvalues);
+        ck_assert_msg(s == NATS_OK, "header %s of seq %llu: %s", keys[i], (unsigned long long)seq,
+                      natsStatus_GetText(s));
+        h->values = calloc((size_t)nvalues + 1, sizeof *h->values);
+        ck_assert_ptr_nonnull(h->values);
+        h->nvalues = nvalues;
+        for (int j = 0; j < nvalues; j++)
+            h->values[j] = it_strdup(values[j]);
+        free((void *)values);
+        if (strcmp(h->key, "Nats-Msg-Id") == 0 && nvalues > 0)
+            out->msg_id = h->values[0];
+    }
+    free((void *)keys);
+}
+
+void it_js_read_stream(const char *name, struct it_msgs *out)
+{
+    memset(out, 0, sizeof *out);
+    natsStatus s;
+    jsStreamInfo *si = it_js_stream_info(name, &s);
+    ck_assert_msg(s == NATS_OK, "stream info %s: %s", name, natsStatus_GetText(s));
+    uint64_t first = si->State.FirstSeq, last = si->State.LastSeq, msgs = si->State.Msgs;
+    jsStreamInfo_Destroy(si);
+    if (msgs == 0)
+        return;
+    out->msgs = calloc(last - first + 1, sizeof *out->msgs);
+    ck_assert_ptr_nonnull(out->msgs);
+    for (uint64_t seq = first; seq <= last; seq++) {
+        natsMsg *m = NULL;
+        jsErrCode jerr = 0;
+        s = js_GetMsg(&m, it_js(), name, seq, NULL, &jerr);
+        if (s == NATS_NOT_FOUND)
+            continue; /* deleted */
+        ck_assert_msg(s == NATS_OK, "get %s seq %llu: %s (%d)", name, (unsigned long long)seq,
+                      natsStatus_GetText(s), (int)jerr);
+        it_msg_copy(&out->msgs[out->count++], m, seq);
+        natsMsg_Destroy(m);
+    }
+}
+
+void it_msgs_free(struct it_msgs *msgs)
+{
+    for (size_t i = 0; i < msgs->count; i++) {
+        struct it_msg *m = &msgs->msgs[i];
+        for (int h = 0; h < m->nheaders; h++) {
+            for (int v = 0; v < m->headers[h].nvalues; v++)
+                free(m->headers[h].values[v]);
+            free(m->headers[h].values);
+            free(m->headers[h].key);
+        }
+        free(m->headers);
+        free(m->subject);
+        free(m->data);
+    }
+    free(msgs->msgs);
+    free(msgs->by_id);
+    memset(msgs, 0, sizeof *msgs);
+}
+
+static int it_msg_id_cmp(const void *a, const void *b)
+{
+    const struct it_msg *x = *(struct it_msg *const *)a, *y = *(struct it_msg *const *)b;
+    int c = strcmp(x->msg_id ? x->msg_id : "", y->msg_id ? y->msg_id : "");
+    if (c != 0)
+        return c;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static void it_msgs_index(struct it_msgs *msgs)
+{
+    if (msgs->by_id || msgs->count == 0)
+        return;
+    msgs->by_id = malloc(msgs->count * sizeof *msgs->by_id);
+    ck_assert_ptr_nonnull(msgs->by_id);
+    for (size_t i = 0; i < msgs->count; i++)
+        msgs->by_id[i] = &msgs->msgs[i];
+    qsort(msgs->by_id, msgs->count, sizeof *msgs->by_id, it_msg_id_cmp);
+}
+
+const struct it_msg *it_msgs_find(struct it_msgs *msgs, const char *msg_id)
+{
+    it_msgs_index(msgs);
+    size_t lo = 0, hi = msgs->count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const char *id = msgs->by_id[mid]->msg_id ? msgs->by_id[mid]->msg_id : "";
+        int c = strcmp(id, msg_id);
+        if (c == 0)
+            return msgs->by_id[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+size_t it_msgs_duplicate_ids(struct it_msgs *msgs)
+{
+    it_msgs_index(msgs);
+    size_t dups = 0;
+    for (size_t i = 1; i < msgs->count; i++) {
+        const char *a = msgs->by_id[i - 1]->msg_id, *b = msgs->by_id[i]->msg_id;
+        if (strcmp(a ? a : "", b ? b : "") == 0)
+            dups++;
+    }
+    return dups;
+}
+
+const struct it_header *it_msg_header(const struct it_msg *msg, const char *key)
+{
+    for (int i = 0; i < msg->nheaders; i++)
+        if (strcmp(msg->headers[i].key, key) == 0)
+            return &msg->headers[i];
+    return NULL;
+}

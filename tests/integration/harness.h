@@ -1,0 +1,172 @@
+/* Integration-test harness: throw-away PostgreSQL and nats-server, the relay binary, a reader. */
+#ifndef OUTBOX_RELAY_IT_HARNESS_H
+#define OUTBOX_RELAY_IT_HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <libpq-fe.h>
+#include <nats/nats.h>
+
+/*
+ * Lifecycle. Every process the harness starts is a child of the calling
+ * process (with Check's fork mode: of the test's own process), tracked by
+ * pid and stopped by it_teardown(). A failed check ends the test process
+ * with _exit(): no teardown, no atexit. So every child also dies with its
+ * parent (PR_SET_PDEATHSIG; SIGQUIT for PostgreSQL, an immediate shutdown),
+ * and a janitor process, outside the test's process group, notices the test
+ * process is gone, prints the relay logs, stops what is left and removes the
+ * temp dir. SIGTERM/SIGINT/SIGHUP stop the children too. IT_KEEP=1 in the
+ * environment keeps the temp dir for debugging.
+ *
+ * State belongs to the process that called it_setup(): use checked fixtures
+ * (they run in the test's process), never unchecked ones.
+ * Typical use: tcase_add_checked_fixture(tc, it_start_servers, it_teardown).
+ */
+void it_setup(void);         /* temp dir and cleanup hooks only, no servers */
+void it_start_servers(void); /* it_setup + PostgreSQL (migrated) + nats-server -js */
+void it_teardown(void);      /* stop everything, remove the temp dir */
+const char *it_dir(void);    /* the test's temp dir */
+
+/* A free loopback TCP port (bound to 127.0.0.1:0, read, closed). */
+int it_free_port(void);
+
+/* Milliseconds on the monotonic clock. */
+int64_t it_now_ms(void);
+
+/*
+ * Calls cond(arg) every 25 ms until it returns true (→ true) or timeout_ms
+ * passes (→ false, after one last call). Fails the test at once if a relay
+ * ends on its own meanwhile (one that was neither signalled with
+ * it_relay_signal nor waited for with it_relay_wait).
+ */
+bool it_wait_until(bool (*cond)(void *arg), void *arg, int timeout_ms);
+
+/* ---- PostgreSQL 15 ---- */
+
+/*
+ * First call: initdb, start on 127.0.0.1 and a free port, create the
+ * database, apply the migrations of SOURCE_DIR/sql in lexical order. Later
+ * calls (after it_pg_stop) start the same cluster on the same port.
+ */
+void it_pg_start(void);
+void it_pg_stop(void); /* fast shutdown (SIGINT), waits for the postmaster */
+void it_pg_restart(void);
+int it_pg_port(void);
+const char *it_pg_url(void); /* URI of the test database, for OUTBOX_PG_URL */
+
+PGconn *it_pg_connect(void); /* to the test database; fails the test on error */
+
+/* Runs SQL (printf-style); fails the test unless it succeeds. */
+void it_pg_exec(PGconn *conn, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Runs a query and returns its result (caller PQclear()s); fails the test on error. */
+PGresult *it_pg_query(PGconn *conn, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* A query returning one non-NULL integer (e.g. a count); fails the test otherwise. */
+int64_t it_pg_int(PGconn *conn, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * Waits until the one-integer query `sql` returns `want`; returns the last
+ * value seen (== want unless the deadline passed).
+ */
+int64_t it_pg_wait_int(PGconn *conn, const char *sql, int64_t want, int timeout_ms);
+
+/* ---- nats-server 2.9 with JetStream ---- */
+
+/* First call: a store dir and a free port; later calls: the same store dir and port. */
+void it_nats_start(void);
+void it_nats_stop(void); /* graceful (SIGTERM), waits for exit */
+void it_nats_restart(void);
+void it_nats_kill(void); /* SIGKILL, reaped */
+int it_nats_port(void);
+const char *it_nats_url(void); /* nats://127.0.0.1:port, for OUTBOX_NATS_URL */
+
+/* ---- the relay (RELAY_BINARY) ---- */
+
+struct it_relay {
+    pid_t pid;
+    char log_path[4096]; /* stdout + stderr */
+    bool exited;
+    int wstatus;   /* waitpid() status once exited */
+    bool stopping; /* signalled or waited for: its exit is expected */
+};
+
+/*
+ * Spawns the relay. The environment is the test's, without any OUTBOX_*
+ * variable, plus OUTBOX_PG_URL and OUTBOX_NATS_URL of the running servers,
+ * OUTBOX_HTTP_ADDR="", then `env` ("KEY=VALUE", NULL-terminated, may be
+ * NULL; a later entry replaces an earlier one with the same key). `args`
+ * (NULL-terminated, may be NULL) follow the program name. The harness owns
+ * the result; it is killed (if running) and freed at teardown.
+ */
+struct it_relay *it_relay_start(const char *const *env, const char *const *args);
+void it_relay_signal(struct it_relay *relay, int sig);
+
+/* Waits up to timeout_ms for the relay to exit; true once it has (see wstatus). */
+bool it_relay_wait(struct it_relay *relay, int timeout_ms);
+
+/* Exit code if it exited normally, -signal if a signal ended it, -1000 if still running. */
+int it_relay_exit_code(const struct it_relay *relay);
+
+char *it_relay_log(const struct it_relay *relay); /* whole log, malloc'd, never NULL */
+bool it_relay_log_contains(const struct it_relay *relay, const char *needle);
+void it_relay_dump_log(const struct it_relay *relay); /* to stderr */
+
+/*
+ * Runs the relay to completion (e.g. --check, or a bad setting) and returns
+ * its exit code; fails the test if it is still running after timeout_ms or
+ * dies of a signal. *output (if not NULL) receives its stdout + stderr.
+ */
+int it_relay_run(const char *const *env, const char *const *args, int timeout_ms, char **output);
+
+/* ---- JetStream reader (nats.c) ---- */
+
+/* The test's JetStream context, connected on first use. */
+jsCtx *it_js(void);
+
+/* Creates a file-storage stream over `subjects` (NULL-terminated). */
+void it_js_add_stream(const char *name, const char *const *subjects);
+
+/* Messages currently in the stream (stream info State.Msgs); fails the test if it is missing. */
+uint64_t it_js_stream_msgs(const char *name);
+bool it_js_stream_exists(const char *name);
+
+struct it_header {
+    char *key;
+    char **values; /* in the order they were sent */
+    int nvalues;
+};
+
+struct it_msg {
+    uint64_t seq; /* stream sequence */
+    char *subject;
+    char *msg_id; /* Nats-Msg-Id, NULL if absent */
+    unsigned char *data;
+    int len;
+    struct it_header *headers; /* every header, Nats-Msg-Id included */
+    int nheaders;
+};
+
+struct it_msgs {
+    struct it_msg *msgs; /* stream sequence order */
+    size_t count;
+    struct it_msg **by_id; /* index sorted by msg_id, built by it_msgs_find/duplicates */
+};
+
+/* Reads every message of the stream, in sequence order. Free with it_msgs_free(). */
+void it_js_read_stream(const char *name, struct it_msgs *out);
+void it_msgs_free(struct it_msgs *msgs);
+
+/* The message whose Nats-Msg-Id is msg_id (any one, if duplicated), or NULL. */
+const struct it_msg *it_msgs_find(struct it_msgs *msgs, const char *msg_id);
+
+/* How many messages share their Nats-Msg-Id with an earlier one (0 = all unique). */
+size_t it_msgs_duplicate_ids(struct it_msgs *msgs);
+
+/* The header `key` of a message (exact, case-sensitive), or NULL. */
+const struct it_header *it_msg_header(const struct it_msg *msg, const char *key);
+
+#endif

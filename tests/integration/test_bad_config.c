@@ -1,0 +1,131 @@
+/* Bad settings: the relay exits non-zero at once with a message that names the cause. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+#define DEADLINE_MS 30000
+
+/* Closed loopback ports: nothing listens there, so a relay that tried to connect would fail. */
+static char pg_nowhere[128], nats_nowhere[64];
+
+static void setup_no_servers(void)
+{
+    it_setup();
+    snprintf(pg_nowhere, sizeof pg_nowhere, "OUTBOX_PG_URL=postgresql://postgres@127.0.0.1:%d/x",
+             it_free_port());
+    snprintf(nats_nowhere, sizeof nats_nowhere, "OUTBOX_NATS_URL=nats://127.0.0.1:%d",
+             it_free_port());
+}
+
+static void assert_mentions(const char *output, const char *needle)
+{
+    ck_assert_msg(strstr(output, needle) != NULL, "output does not mention %s:\n%s", needle,
+                  output);
+}
+
+START_TEST(test_non_numeric_batch_size)
+{
+    const char *values[] = {"abc", "12x", "-5", "0"};
+    for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
+        char setting[64];
+        snprintf(setting, sizeof setting, "OUTBOX_BATCH_SIZE=%s", values[i]);
+        const char *env[] = {pg_nowhere, nats_nowhere, setting, NULL};
+        char *output = NULL;
+        int code = it_relay_run(env, NULL, DEADLINE_MS, &output);
+        ck_assert_msg(code == 2, "OUTBOX_BATCH_SIZE=\"%s\": exit code %d, want 2:\n%s", values[i],
+                      code, output);
+        assert_mentions(output, "OUTBOX_BATCH_SIZE");
+        free(output);
+    }
+}
+END_TEST
+
+START_TEST(test_malformed_pg_url)
+{
+    /* The password must not be echoed back, even from a URL that cannot be parsed. */
+    const char *env[] = {"OUTBOX_PG_URL=postgres://relay:s3cret-pw@[::1", nats_nowhere, NULL};
+    char *output = NULL;
+    int code = it_relay_run(env, NULL, DEADLINE_MS, &output);
+    ck_assert_msg(code != 0, "malformed OUTBOX_PG_URL accepted:\n%s", output);
+    assert_mentions(output, "OUTBOX_PG_URL");
+    ck_assert_msg(strstr(output, "s3cret-pw") == NULL, "the password is in the output:\n%s",
+                  output);
+    free(output);
+}
+END_TEST
+
+START_TEST(test_missing_table)
+{
+    const char *env[] = {"OUTBOX_TABLE=no_such_table", NULL};
+    char *output = NULL;
+    int code = it_relay_run(env, NULL, DEADLINE_MS, &output);
+    ck_assert_msg(code != 0, "relay ran without its table:\n%s", output);
+    assert_mentions(output, "no_such_table");
+    free(output);
+}
+END_TEST
+
+START_TEST(test_check_missing_table)
+{
+    const char *env[] = {"OUTBOX_TABLE=no_such_table", NULL};
+    const char *args[] = {"--check", NULL};
+    char *output = NULL;
+    int code = it_relay_run(env, args, DEADLINE_MS, &output);
+    ck_assert_msg(code != 0, "--check passed without the table:\n%s", output);
+    assert_mentions(output, "no_such_table");
+    free(output);
+}
+END_TEST
+
+START_TEST(test_check_unreachable_nats)
+{
+    char nats[64];
+    snprintf(nats, sizeof nats, "OUTBOX_NATS_URL=nats://127.0.0.1:%d", it_free_port());
+    const char *env[] = {nats, NULL};
+    const char *args[] = {"--check", NULL};
+    char *output = NULL;
+    int code = it_relay_run(env, args, DEADLINE_MS, &output);
+    ck_assert_msg(code != 0, "--check passed with NATS unreachable:\n%s", output);
+    ck_assert_msg(strcasestr(output, "nats") != NULL, "the reason does not name NATS:\n%s", output);
+    free(output);
+}
+END_TEST
+
+START_TEST(test_check_healthy)
+{
+    const char *args[] = {"--check", NULL};
+    char *output = NULL;
+    int code = it_relay_run(NULL, args, DEADLINE_MS, &output);
+    ck_assert_msg(code == 0, "--check failed against healthy servers (exit %d):\n%s", code, output);
+    free(output);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *suite = suite_create("bad_config");
+    TCase *offline = tcase_create("offline");
+    tcase_add_checked_fixture(offline, setup_no_servers, it_teardown);
+    tcase_set_timeout(offline, 120);
+    tcase_add_test(offline, test_non_numeric_batch_size);
+    tcase_add_test(offline, test_malformed_pg_url);
+    suite_add_tcase(suite, offline);
+
+    TCase *servers = tcase_create("servers");
+    tcase_add_checked_fixture(servers, it_start_servers, it_teardown);
+    tcase_set_timeout(servers, 120);
+    tcase_add_test(servers, test_missing_table);
+    tcase_add_test(servers, test_check_missing_table);
+    tcase_add_test(servers, test_check_unreachable_nats);
+    tcase_add_test(servers, test_check_healthy);
+    suite_add_tcase(suite, servers);
+
+    SRunner *runner = srunner_create(suite);
+    srunner_run_all(runner, CK_NORMAL);
+    int failed = srunner_ntests_failed(runner);
+    srunner_free(runner);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
