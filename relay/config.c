@@ -83,6 +83,8 @@ static const struct setting settings[] = {
      "info", 0, 0, "debug, info, warn or error"},
     {"OUTBOX_LOG_FORMAT", "log-format", SETTING_LOG_FORMAT,
      offsetof(struct relay_config, log_format), "json", 0, 0, "json or text"},
+    {"OUTBOX_LOG_LEVEL_FILE", "log-level-file", STR(log_level_file), "", 0, 0,
+     "file holding a log level, read again on SIGHUP (e.g. a mounted ConfigMap key)"},
     {"OUTBOX_NATS_CREDS", "nats-creds", STR(nats_creds), "", 0, 0,
      "path of a NATS .creds file (JWT + nkey seed)"},
     {"OUTBOX_NATS_NKEY_SEED", "nats-nkey-seed", STR(nats_nkey_seed), "", 0, 0,

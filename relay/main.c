@@ -19,6 +19,7 @@
 struct signals {
     ev_signal term, intr, hup;
     struct relay *relay;
+    const struct relay_config *cfg;
 };
 
 static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
@@ -32,7 +33,8 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
  * it is read again from OUTBOX_LOG_LEVEL_FILE when that names a file. */
 static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 {
-    const char *path = getenv("OUTBOX_LOG_LEVEL_FILE");
+    const struct signals *s = w->data;
+    const char *path = s->cfg->log_level_file;
     char err[256];
     if (path == NULL || path[0] == '\0') {
         log_info("SIGHUP: nothing to reload (OUTBOX_LOG_LEVEL_FILE is not set)", NULL);
@@ -86,7 +88,7 @@ static int run(const struct relay_config *cfg)
         return 2;
     }
 
-    struct signals sig = {.relay = relay};
+    struct signals sig = {.relay = relay, .cfg = cfg};
     ev_signal_init(&sig.term, on_stop_signal, SIGTERM);
     ev_signal_init(&sig.intr, on_stop_signal, SIGINT);
     ev_signal_init(&sig.hup, on_hup, SIGHUP);

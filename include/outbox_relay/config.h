@@ -46,6 +46,7 @@ struct relay_config {
     char *http_addr; /* [host]:port for /healthz /readyz /metrics; "" disables */
     enum log_level log_level;
     enum log_format log_format;
+    char *log_level_file; /* SIGHUP reads the log level from this file, if set */
 
     char *nats_creds;           /* path of a .creds file (JWT + nkey seed) */
     char *nats_nkey_seed;       /* path of a file holding an nkey seed */

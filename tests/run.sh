@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what is missing (Debian 12), builds, and runs
+# every unit, integration and deploy test through CTest.
+#
+#   bash tests/run.sh
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+
+packages=(cmake gcc make pkg-config libpq-dev libnats-dev libev-dev libjansson-dev check
+          postgresql nats-server openssl curl yamllint systemd podman runc debootstrap)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    echo "installing: ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+cmake -S "$top" -B "$top/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo
+cmake --build "$top/build" -j"$(nproc)"
+ctest --test-dir "$top/build" --output-on-failure -j2 --timeout 900
