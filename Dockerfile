@@ -21,6 +21,7 @@ COPY CMakeLists.txt ./
 COPY include/ include/
 COPY relay/ relay/
 COPY tests/ tests/
+COPY deploy/local/stream-tail.c deploy/local/
 # The default build type is the one the test suite runs; -Werror holds here too.
 RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=RelWithDebInfo \
  && cmake --build /build --target outbox-relay -j"$(nproc)" \
