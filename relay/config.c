@@ -457,6 +457,13 @@ static void redact_uri_userinfo(char *s)
 {
     char *p = s;
     while ((p = strstr(p, "://")) != NULL) {
+        char *scheme = p;
+        while (scheme > s && (isalnum((unsigned char)scheme[-1]) || scheme[-1] == '+'))
+            scheme--;
+        size_t scheme_len = (size_t)(p - scheme);
+        /* nats.c takes a user name without a password for a token: a secret. */
+        bool token_scheme = (scheme_len == 4 && !strncasecmp(scheme, "nats", 4)) ||
+                            (scheme_len == 3 && !strncasecmp(scheme, "tls", 3));
         p += 3;
         char *end = p + strcspn(p, "/,?# ");
         char *at = NULL;
@@ -466,6 +473,11 @@ static void redact_uri_userinfo(char *s)
         if (at == NULL)
             continue;
         char *colon = memchr(p, ':', (size_t)(at - p));
+        if (colon == NULL && token_scheme && at > p) {
+            memmove(p + 3, at, strlen(at) + 1);
+            memcpy(p, "***", 3);
+            continue;
+        }
         if (colon == NULL || colon + 1 == at)
             continue;
         memmove(colon + 4, at, strlen(at) + 1);
@@ -484,16 +496,26 @@ void config_redact(const char *conn, char *buf, size_t len)
     }
     memcpy(tmp, conn ? conn : "", n + 1);
     redact_uri_userinfo(tmp);
-    /* key=value form and URI query parameters: password=..., sslpassword=... */
-    const char *keys[] = {"password=", "sslpassword="};
+    /* key=value form and URI query parameters: password=..., sslpassword=...;
+     * libpq allows blanks around the '=' of a key=value pair. */
+    const char *keys[] = {"password", "sslpassword"};
     for (size_t k = 0; k < 2; k++) {
         char *p = tmp;
         while ((p = strstr(p, keys[k])) != NULL) {
+            char *v = p + strlen(keys[k]);
             if (p != tmp && isalnum((unsigned char)p[-1])) {
-                p += strlen(keys[k]);
+                p = v;
                 continue;
             }
-            char *v = p + strlen(keys[k]);
+            while (*v == ' ' || *v == '\t')
+                v++;
+            if (*v != '=') {
+                p = v;
+                continue;
+            }
+            v++;
+            while (*v == ' ' || *v == '\t')
+                v++;
             char *end;
             if (*v == '\'') {
                 end = v + 1;

@@ -61,6 +61,7 @@ static struct {
     int nats_port;
     pid_t nats_pid;
     char nats_url[64];
+    char nats_conf[PATH_MAX]; /* config file passed with -c, "" = none */
 
     struct it_relay *relays[IT_MAX_RELAYS];
     int nrelays;
@@ -585,6 +586,9 @@ void it_teardown(void)
 
 /* ---- PostgreSQL ---- */
 
+/* Outside `it`: it_setup() clears that, and the choice is made before it. */
+static bool it_pg_durable;
+
 static bool it_pg_ready(void *arg)
 {
     char conninfo[256];
@@ -671,9 +675,9 @@ void it_pg_start(void)
                           "-c",
                           sockdir,
                           "-c",
-                          "fsync=off",
+                          it_pg_durable ? "fsync=on" : "fsync=off",
                           "-c",
-                          "full_page_writes=off",
+                          it_pg_durable ? "full_page_writes=on" : "full_page_writes=off",
                           "-c",
                           "max_connections=50",
                           "-c",
@@ -727,6 +731,16 @@ void it_pg_restart(void)
 int it_pg_port(void)
 {
     return it.pg_port;
+}
+
+pid_t it_pg_pid(void)
+{
+    return it.pg_pid;
+}
+
+void it_pg_set_durable(bool durable)
+{
+    it_pg_durable = durable;
 }
 
 const char *it_pg_url(void)
@@ -857,8 +871,13 @@ void it_nats_start(void)
         it.nats_initialized = true;
     }
     snprintf(port, sizeof port, "%d", it.nats_port);
-    const char *argv[] = {it_nats_binary(), "-js", "-sd", store, "-a",
-                          "127.0.0.1",      "-p",  port,  NULL};
+    const char *argv[] = {
+        it_nats_binary(), "-js", "-sd", store, "-a", "127.0.0.1", "-p", port, NULL, NULL, NULL};
+    if (it.nats_conf[0]) {
+        /* Flags win over the file: port, store dir and address stay the harness's. */
+        argv[8] = "-c";
+        argv[9] = it.nats_conf;
+    }
     it.nats_pid = it_spawn(argv, NULL, log_path, false, SIGKILL);
     int64_t deadline = it_now_ms() + 20000;
     while (!it_nats_ready()) {
@@ -877,6 +896,20 @@ void it_nats_start(void)
         }
         it_sleep_ms(20);
     }
+}
+
+void it_nats_set_config(const char *text)
+{
+    it_setup();
+    if (text == NULL) {
+        it.nats_conf[0] = '\0';
+        return;
+    }
+    snprintf(it.nats_conf, sizeof it.nats_conf, "%s/nats.conf", it.dir);
+    FILE *f = fopen(it.nats_conf, "w");
+    ck_assert_msg(f != NULL, "create %s: %s", it.nats_conf, strerror(errno));
+    fputs(text, f);
+    ck_assert_msg(fclose(f) == 0, "write %s: %s", it.nats_conf, strerror(errno));
 }
 
 void it_nats_stop(void)
@@ -904,6 +937,11 @@ void it_nats_kill(void)
 int it_nats_port(void)
 {
     return it.nats_port;
+}
+
+pid_t it_nats_pid(void)
+{
+    return it.nats_pid;
 }
 
 const char *it_nats_url(void)
@@ -1283,4 +1321,144 @@ const struct it_header *it_msg_header(const struct it_msg *msg, const char *key)
         if (strcmp(msg->headers[i].key, key) == 0)
             return &msg->headers[i];
     return NULL;
+}
+
+/* ---- nats-server freeze ---- */
+
+void it_nats_pause(void)
+{
+    ck_assert_msg(it.nats_pid > 0, "nats-server is not running");
+    ck_assert_msg(kill(it.nats_pid, SIGSTOP) == 0, "SIGSTOP nats-server: %s", strerror(errno));
+}
+
+void it_nats_resume(void)
+{
+    ck_assert_msg(it.nats_pid > 0, "nats-server is not running");
+    ck_assert_msg(kill(it.nats_pid, SIGCONT) == 0, "SIGCONT nats-server: %s", strerror(errno));
+}
+
+/* ---- HTTP client ---- */
+
+/* No Check calls below: the client is used from the tests' own threads too. */
+int it_http_raw(int port, const void *request, size_t len, int timeout_ms, struct it_http *out)
+{
+    memset(out, 0, sizeof *out);
+    int64_t deadline = it_now_ms() + timeout_ms;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
+        close(fd);
+        return -1;
+    }
+    /* A server that answers early (431) may close before taking every byte. */
+    const char *p = request;
+    size_t off = 0;
+    while (off < len) {
+        ssize_t n = send(fd, p + off, len - off, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        off += (size_t)n;
+    }
+    /* Nothing more comes: a server waiting for the rest of a head sees the end at once. */
+    shutdown(fd, SHUT_WR);
+    size_t cap = 4096, got = 0;
+    char *buf = malloc(cap);
+    bool timed_out = false;
+    while (buf != NULL) {
+        if (got + 1 == cap) {
+            char *bigger = realloc(buf, cap *= 2);
+            if (bigger == NULL) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = bigger;
+        }
+        int left = (int)(deadline - it_now_ms());
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (left <= 0 || poll(&pfd, 1, left) == 0) {
+            timed_out = true;
+            break;
+        }
+        ssize_t n = recv(fd, buf + got, cap - got - 1, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break; /* EOF, or a reset after the server closed */
+        got += (size_t)n;
+    }
+    close(fd);
+    if (buf == NULL)
+        return -1;
+    buf[got] = '\0';
+    char *end = strstr(buf, "\r\n\r\n");
+    int status = 0;
+    if (got == 0 || end == NULL || sscanf(buf, "HTTP/1.1 %d ", &status) != 1) {
+        free(buf);
+        out->body = strdup("");
+        out->status = timed_out ? -1 : (got == 0 ? 0 : -2);
+        return out->status;
+    }
+    *end = '\0';
+    out->head = buf;
+    out->body_len = got - (size_t)(end + 4 - buf);
+    out->body = malloc(out->body_len + 1);
+    if (out->body != NULL) {
+        memcpy(out->body, end + 4, out->body_len);
+        out->body[out->body_len] = '\0';
+    }
+    /* A body shorter than its Content-Length is a cut-off answer. */
+    const char *cl = strcasestr(out->head, "\r\nContent-Length:");
+    if (cl == NULL || strtoul(cl + 17, NULL, 10) != out->body_len || out->body == NULL)
+        status = -2;
+    out->status = status;
+    return status;
+}
+
+int it_http_get(int port, const char *path, int timeout_ms, struct it_http *out)
+{
+    char req[1024];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", path);
+    return it_http_raw(port, req, (size_t)n, timeout_ms, out);
+}
+
+int it_http_status(int port, const char *path)
+{
+    struct it_http r;
+    int status = it_http_get(port, path, 5000, &r);
+    it_http_free(&r);
+    return status;
+}
+
+const char *it_http_header(const struct it_http *r, const char *name, char *buf, size_t len)
+{
+    if (r->head == NULL)
+        return NULL;
+    size_t n = strlen(name);
+    for (const char *line = strstr(r->head, "\r\n"); line != NULL;
+         line = strstr(line + 2, "\r\n")) {
+        if (strncasecmp(line + 2, name, n) == 0 && line[2 + n] == ':') {
+            const char *v = line + 3 + n;
+            while (*v == ' ')
+                v++;
+            snprintf(buf, len, "%.*s", (int)strcspn(v, "\r\n"), v);
+            return buf;
+        }
+    }
+    return NULL;
+}
+
+void it_http_free(struct it_http *r)
+{
+    free(r->head);
+    free(r->body);
+    memset(r, 0, sizeof *r);
 }

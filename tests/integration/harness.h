@@ -55,6 +55,13 @@ void it_pg_start(void);
 void it_pg_stop(void); /* fast shutdown (SIGINT), waits for the postmaster */
 void it_pg_restart(void);
 int it_pg_port(void);
+pid_t it_pg_pid(void); /* the postmaster, 0 if stopped */
+
+/*
+ * Before it_pg_start: true runs PostgreSQL with its durable defaults (fsync,
+ * full_page_writes) instead of the fast test settings; for benchmarks.
+ */
+void it_pg_set_durable(bool durable);
 const char *it_pg_url(void); /* URI of the test database, for OUTBOX_PG_URL */
 
 PGconn *it_pg_connect(void); /* to the test database; fails the test on error */
@@ -81,8 +88,46 @@ void it_nats_start(void);
 void it_nats_stop(void); /* graceful (SIGTERM), waits for exit */
 void it_nats_restart(void);
 void it_nats_kill(void); /* SIGKILL, reaped */
+
+/*
+ * nats-server configuration text (e.g. "max_payload: 65536\n") written to a
+ * file in the temp dir and passed with -c from the next it_nats_start() on;
+ * the harness's own flags (port, store dir, address, -js) still win. NULL:
+ * no config file.
+ */
+void it_nats_set_config(const char *text);
 int it_nats_port(void);
+pid_t it_nats_pid(void); /* 0 if stopped */
 const char *it_nats_url(void); /* nats://127.0.0.1:port, for OUTBOX_NATS_URL */
+
+/* SIGSTOP / SIGCONT nats-server: its connections stay open but nothing is answered. */
+void it_nats_pause(void);
+void it_nats_resume(void);
+
+/* ---- HTTP client for the relay's probes and metrics (127.0.0.1 only) ---- */
+
+struct it_http {
+    int status; /* as returned below */
+    char *head; /* status line and headers, without the empty line; NULL without an answer */
+    char *body; /* NUL-terminated, never NULL after a call */
+    size_t body_len;
+};
+
+/*
+ * Connects to 127.0.0.1:port, sends the request bytes as they are, shuts
+ * down its sending side (so an incomplete head ends there), reads
+ * until the server closes or timeout_ms passes. Returns the HTTP status of a
+ * complete answer (a head and exactly Content-Length bytes of body); 0 if the
+ * server closed without sending a byte; -1 if the connect failed or the
+ * deadline passed; -2 for bytes that are not a complete answer. Uses no
+ * Check calls, so threads may use it. Free with it_http_free().
+ */
+int it_http_raw(int port, const void *request, size_t len, int timeout_ms, struct it_http *out);
+int it_http_get(int port, const char *path, int timeout_ms, struct it_http *out);
+int it_http_status(int port, const char *path); /* GET, 5 s timeout, status as above */
+/* A response header's value (first match, case-insensitive name) copied into buf, or NULL. */
+const char *it_http_header(const struct it_http *r, const char *name, char *buf, size_t len);
+void it_http_free(struct it_http *r);
 
 /* ---- the relay (RELAY_BINARY) ---- */
 
