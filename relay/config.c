@@ -88,7 +88,7 @@ static const struct setting settings[] = {
     {"OUTBOX_NATS_CREDS", "nats-creds", STR(nats_creds), "", 0, 0,
      "path of a NATS .creds file (JWT + nkey seed)"},
     {"OUTBOX_NATS_NKEY_SEED", "nats-nkey-seed", STR(nats_nkey_seed), "", 0, 0,
-     "path of a file holding an nkey seed"},
+     "file holding an nkey seed and, on the next line, its public key (nk -gen user -pubout)"},
     {"OUTBOX_NATS_USER", "nats-user", STR(nats_user), "", 0, 0,
      "NATS user (password from OUTBOX_NATS_PASSWORD_FILE)"},
     {"OUTBOX_NATS_PASSWORD_FILE", "nats-password-file", STR(nats_password_file), "", 0, 0,

@@ -187,7 +187,8 @@ static void line_json(struct line *l, const char *ts, enum log_level level, cons
             json_object_set(obj, field_key(key, renamed, sizeof(renamed)), value);
         }
     }
-    if (json_dump_callback(obj, line_dump_cb, l, JSON_COMPACT) != 0)
+    /* Reals with 6 significant digits: "retry_in_s":5.422, not 5.4219999999999997. */
+    if (json_dump_callback(obj, line_dump_cb, l, JSON_COMPACT | JSON_REAL_PRECISION(6)) != 0)
         l->failed = true;
     json_decref(obj);
 }

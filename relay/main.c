@@ -44,7 +44,7 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
     enum log_level level;
     if (name != NULL && log_level_parse(name, &level)) {
         log_set_level(level);
-        log_info("SIGHUP: log level changed", "{s:s}", "level", log_level_name(level));
+        log_info("SIGHUP: log level changed", "{s:s}", "log_level", log_level_name(level));
     } else {
         log_warn("SIGHUP: log level not changed", "{s:s}", "reason",
                  name ? "not one of debug, info, warn, error" : err);

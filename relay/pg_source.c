@@ -235,6 +235,24 @@ static void pg_connect_poll(struct pg_source *src)
     }
 }
 
+/*
+ * Server notices and warnings ("terminating connection due to administrator
+ * command" at a restart) would otherwise go to stderr as raw text through
+ * libpq's default processor, breaking the one-JSON-object-per-line log.
+ */
+static void pg_on_notice(void *arg, const PGresult *res)
+{
+    const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *message = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    if (severity == NULL)
+        severity = PQresultErrorField(res, PG_DIAG_SEVERITY);
+    bool serious =
+        severity != NULL && (!strcmp(severity, "WARNING") || !strcmp(severity, "ERROR") ||
+                             !strcmp(severity, "FATAL") || !strcmp(severity, "PANIC"));
+    log_event(serious ? LOG_WARN : LOG_DEBUG, "postgresql notice", "{s:s, s:s}", "severity",
+              severity ? severity : "?", "message", message ? message : "");
+}
+
 static void pg_connect_begin(struct pg_source *src)
 {
     const char *keys[10], *vals[10];
@@ -245,6 +263,7 @@ static void pg_connect_begin(struct pg_source *src)
         pg_lost(src, "out of memory");
         return;
     }
+    PQsetNoticeReceiver(src->conn, pg_on_notice, src);
     if (PQstatus(src->conn) == CONNECTION_BAD) {
         pg_lost(src, PQerrorMessage(src->conn));
         return;

@@ -21,7 +21,7 @@ enum ack_kind {
     ACK_PUBACK,            /* a publish finished: msg set, ok or status/js_code/error */
     ACK_NATS_DISCONNECTED, /* the NATS connection dropped; nats.c reconnects */
     ACK_NATS_CONNECTED,    /* (re)connected */
-    ACK_NATS_CLOSED,       /* closed for good (only at shutdown) */
+    ACK_NATS_CLOSED,       /* for good: at shutdown, or nats.c gave up (credentials refused) */
 };
 
 struct ack_entry {

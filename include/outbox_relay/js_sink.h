@@ -27,6 +27,19 @@ int js_sink_create(struct js_sink **out, const struct relay_config *cfg, struct 
 void js_sink_destroy(struct js_sink *sink);
 
 bool js_sink_connected(const struct js_sink *sink);
+
+/* Why the connection is not up, readable ("authorization failed (...): ..."); "" if unknown. */
+void js_sink_last_error(struct js_sink *sink, char *buf, size_t len);
+
+/*
+ * nats.c closes a connection for good when a server refuses the same
+ * credentials twice in a row; only a new connection tries again. Loop thread,
+ * after ACK_NATS_CLOSED: reports every publish the old connection still held
+ * as failed (ACK_PUBACK entries), then connects anew with the same options.
+ * 1 = connected now, 0 = retrying in the background (ACK_NATS_CONNECTED
+ * follows), -1 with err on failure.
+ */
+int js_sink_reopen(struct js_sink *sink, char *err, size_t errlen);
 /* The server's max_payload (0 before the first connect). */
 int64_t js_sink_max_payload(const struct js_sink *sink);
 

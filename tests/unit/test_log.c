@@ -124,6 +124,20 @@ START_TEST(test_json_line_with_fields)
 }
 END_TEST
 
+START_TEST(test_json_reals_are_short)
+{
+    log_setup(LOG_INFO, LOG_FORMAT_JSON);
+    struct capture c;
+    capture_begin(&c);
+    log_warn("postgresql connection lost", "{s:f, s:f}", "retry_in_s", 5.422, "tiny", 0.1);
+    char *text = capture_end(&c);
+    /* Six significant digits, as a person reads them; not 5.4219999999999997. */
+    ck_assert_msg(strstr(text, "\"retry_in_s\":5.422,") != NULL, "line: %s", text);
+    ck_assert_msg(strstr(text, "\"tiny\":0.1}") != NULL, "line: %s", text);
+    free(text);
+}
+END_TEST
+
 START_TEST(test_json_line_without_fields)
 {
     log_setup(LOG_DEBUG, LOG_FORMAT_JSON);
@@ -428,6 +442,7 @@ static Suite *log_suite(void)
     TCase *tc = tcase_create("json");
     tcase_add_test(tc, test_json_line_with_fields);
     tcase_add_test(tc, test_json_line_without_fields);
+    tcase_add_test(tc, test_json_reals_are_short);
     tcase_add_test(tc, test_json_escapes_stay_on_one_line);
     tcase_add_test(tc, test_field_cannot_shadow_core_keys);
     tcase_add_test(tc, test_bad_fields_format_keeps_the_event);

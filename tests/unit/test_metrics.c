@@ -1,262 +1,23 @@
-/* Metrics text: checked by a strict line parser for Prometheus text format 0.0.4. */
+/* Metrics text: checked by the strict Prometheus text format 0.0.4 parser of tests/common. */
 #include <check.h>
 #include <float.h>
 #include <inttypes.h>
 #include <math.h>
-#include <regex.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "outbox_relay/metrics.h"
+#include "prom_text.h"
 
-#define MAX_FAMILIES 64
-#define MAX_SAMPLES  128
-#define MAX_LABELS   4
-
-struct family {
-    char name[128];
-    char type[16];
-    bool has_help;
-};
-
-struct sample {
-    char name[128];
-    size_t family; /* index into exposition.families */
-    int nlabels;
-    char label_name[MAX_LABELS][64];
-    char label_value[MAX_LABELS][128];
-    char value_text[64];
-    double value;
-};
-
-struct exposition {
-    struct family families[MAX_FAMILIES];
-    size_t nfamilies;
-    struct sample samples[MAX_SAMPLES];
-    size_t nsamples;
-};
-
-static bool full_match(const char *pattern, const char *text)
-{
-    regex_t re;
-    ck_assert_int_eq(regcomp(&re, pattern, REG_EXTENDED | REG_NOSUB), 0);
-    bool ok = regexec(&re, text, 0, NULL, 0) == 0;
-    regfree(&re);
-    return ok;
-}
-
-static bool is_metric_name(const char *s)
-{
-    return full_match("^[a-zA-Z_:][a-zA-Z0-9_:]*$", s);
-}
-
-static bool parse_value(const char *text, double *out)
-{
-    if (strcmp(text, "+Inf") == 0) {
-        *out = INFINITY;
-        return true;
-    }
-    if (strcmp(text, "-Inf") == 0) {
-        *out = -INFINITY;
-        return true;
-    }
-    if (strcmp(text, "NaN") == 0) {
-        *out = NAN;
-        return true;
-    }
-    if (!full_match("^[-+]?([0-9]+(\\.[0-9]*)?|\\.[0-9]+)([eE][-+]?[0-9]+)?$", text))
-        return false;
-    char *end;
-    *out = strtod(text, &end);
-    return *end == '\0';
-}
-
-static struct family *family_find(struct exposition *e, const char *name)
-{
-    for (size_t k = 0; k < e->nfamilies; k++)
-        if (strcmp(e->families[k].name, name) == 0)
-            return &e->families[k];
-    return NULL;
-}
-
-/* "name rest" after "# HELP " or "# TYPE ": copies name, returns rest. */
-static const char *split_name(const char *line, char *name, size_t cap)
-{
-    const char *sp = strchr(line, ' ');
-    ck_assert_msg(sp != NULL && sp != line, "no metric name in: %s", line);
-    ck_assert_uint_lt((size_t)(sp - line), cap);
-    memcpy(name, line, (size_t)(sp - line));
-    name[sp - line] = '\0';
-    ck_assert_msg(is_metric_name(name), "bad metric name: %s", name);
-    return sp + 1;
-}
-
-/* The family a sample name belongs to, given the family declared last. */
-static bool sample_in_family(const struct family *f, const char *name)
-{
-    size_t n = strlen(f->name);
-    if (strcmp(name, f->name) == 0)
-        return strcmp(f->type, "histogram") != 0;
-    if (strcmp(f->type, "histogram") != 0 || strncmp(name, f->name, n) != 0)
-        return false;
-    const char *suffix = name + n;
-    return strcmp(suffix, "_bucket") == 0 || strcmp(suffix, "_sum") == 0 ||
-           strcmp(suffix, "_count") == 0;
-}
-
-static void parse_sample(struct exposition *e, const char *line)
-{
-    ck_assert_uint_lt(e->nsamples, MAX_SAMPLES);
-    struct sample *s = &e->samples[e->nsamples];
-    memset(s, 0, sizeof(*s));
-
-    size_t n = strcspn(line, "{ ");
-    ck_assert_uint_lt(n, sizeof(s->name));
-    memcpy(s->name, line, n);
-    ck_assert_msg(is_metric_name(s->name), "bad sample name in: %s", line);
-    const char *p = line + n;
-
-    if (*p == '{') {
-        p++;
-        for (;;) {
-            ck_assert_int_lt(s->nlabels, MAX_LABELS);
-            size_t ln = strcspn(p, "=");
-            ck_assert_uint_lt(ln, sizeof(s->label_name[0]));
-            memcpy(s->label_name[s->nlabels], p, ln);
-            ck_assert_msg(full_match("^[a-zA-Z_][a-zA-Z0-9_]*$", s->label_name[s->nlabels]),
-                          "bad label name in: %s", line);
-            p += ln;
-            ck_assert_msg(p[0] == '=' && p[1] == '"', "label without =\" in: %s", line);
-            p += 2;
-            char *v = s->label_value[s->nlabels];
-            size_t vn = 0;
-            for (; *p != '"'; p++) {
-                ck_assert_msg(*p != '\0', "unterminated label value in: %s", line);
-                char c = *p;
-                if (c == '\\') {
-                    p++;
-                    ck_assert_msg(*p == '\\' || *p == '"' || *p == 'n', "bad escape in: %s", line);
-                    c = *p == 'n' ? '\n' : *p;
-                }
-                ck_assert_uint_lt(vn + 1, sizeof(s->label_value[0]));
-                v[vn++] = c;
-            }
-            p++;
-            s->nlabels++;
-            if (*p == ',') {
-                p++;
-                continue;
-            }
-            ck_assert_msg(*p == '}', "labels not closed in: %s", line);
-            p++;
-            break;
-        }
-    }
-    ck_assert_msg(*p == ' ', "no single space before the value in: %s", line);
-    p++;
-    ck_assert_uint_lt(strlen(p), sizeof(s->value_text));
-    strcpy(s->value_text, p);
-    ck_assert_msg(parse_value(s->value_text, &s->value), "bad value in: %s", line);
-
-    ck_assert_msg(e->nfamilies > 0, "sample before any TYPE: %s", line);
-    struct family *f = &e->families[e->nfamilies - 1];
-    ck_assert_msg(sample_in_family(f, s->name), "sample %s outside its family %s", s->name,
-                  f->name);
-    s->family = e->nfamilies - 1;
-    e->nsamples++;
-}
-
-/*
- * Parses the whole exposition strictly: every line is a HELP, a TYPE or a
- * sample; HELP then TYPE open a family once; its samples follow at once.
- */
-static void exposition_parse(const char *text, size_t len, struct exposition *e)
-{
-    memset(e, 0, sizeof(*e));
-    ck_assert_uint_eq(strlen(text), len);
-    ck_assert_msg(len > 0 && text[len - 1] == '\n', "output does not end in a newline");
-    ck_assert_msg(strchr(text, '\r') == NULL, "carriage return in output");
-
-    char *copy = strdup(text);
-    ck_assert_ptr_nonnull(copy);
-    char *save = NULL;
-    bool pending_help = false;
-    char help_name[128] = "";
-    for (char *line = copy; *line; line = save) {
-        char *nl = strchr(line, '\n');
-        *nl = '\0';
-        save = nl + 1;
-        ck_assert_msg(*line != '\0', "empty line in output");
-
-        if (strncmp(line, "# HELP ", 7) == 0) {
-            ck_assert_msg(!pending_help, "two HELP lines in a row");
-            const char *help = split_name(line + 7, help_name, sizeof(help_name));
-            ck_assert_msg(*help != '\0', "empty help for %s", help_name);
-            ck_assert_msg(family_find(e, help_name) == NULL, "family %s declared twice", help_name);
-            pending_help = true;
-        } else if (strncmp(line, "# TYPE ", 7) == 0) {
-            char name[128];
-            const char *type = split_name(line + 7, name, sizeof(name));
-            ck_assert_msg(pending_help && strcmp(name, help_name) == 0,
-                          "TYPE %s without its HELP just before", name);
-            ck_assert_msg(full_match("^(counter|gauge|histogram|summary|untyped)$", type),
-                          "bad type %s", type);
-            ck_assert_uint_lt(e->nfamilies, MAX_FAMILIES);
-            struct family *f = &e->families[e->nfamilies++];
-            snprintf(f->name, sizeof(f->name), "%s", name);
-            snprintf(f->type, sizeof(f->type), "%s", type);
-            f->has_help = true;
-            pending_help = false;
-        } else {
-            ck_assert_msg(line[0] != '#', "unexpected comment: %s", line);
-            ck_assert_msg(!pending_help, "sample after HELP without TYPE: %s", line);
-            parse_sample(e, line);
-        }
-    }
-    ck_assert_msg(!pending_help, "dangling HELP at the end");
-    free(copy);
-}
-
-static void render_parse(const struct metrics *m, const char *version, struct exposition *e)
+static void render_parse(const struct metrics *m, const char *version, struct prom_exposition *e)
 {
     size_t len = 0;
     char *text = metrics_render(m, version, &len);
     ck_assert_ptr_nonnull(text);
-    exposition_parse(text, len, e);
+    prom_parse(text, len, e);
     free(text);
-}
-
-/* The one sample with this name (and label, if given). */
-static const struct sample *sample_get(const struct exposition *e, const char *name,
-                                       const char *label, const char *label_value)
-{
-    const struct sample *found = NULL;
-    for (size_t k = 0; k < e->nsamples; k++) {
-        const struct sample *s = &e->samples[k];
-        if (strcmp(s->name, name) != 0)
-            continue;
-        if (label != NULL) {
-            bool match = false;
-            for (int l = 0; l < s->nlabels; l++)
-                if (strcmp(s->label_name[l], label) == 0 &&
-                    strcmp(s->label_value[l], label_value) == 0)
-                    match = true;
-            if (!match)
-                continue;
-        }
-        ck_assert_msg(found == NULL, "sample %s duplicated", name);
-        found = s;
-    }
-    ck_assert_msg(found != NULL, "sample %s{%s=%s} missing", name, label ? label : "",
-                  label_value ? label_value : "");
-    return found;
-}
-
-static double value_of(const struct exposition *e, const char *name)
-{
-    return sample_get(e, name, NULL, NULL)->value;
 }
 
 static const char *const bucket_labels[METRICS_LATENCY_BUCKETS] = {
@@ -267,13 +28,13 @@ static const char *const bucket_labels[METRICS_LATENCY_BUCKETS] = {
 #define LATENCY "outbox_relay_delivery_latency_seconds"
 
 /* Checks the histogram's shape and returns its cumulative bucket values (+Inf last). */
-static void histogram_get(const struct exposition *e,
+static void histogram_get(const struct prom_exposition *e,
                           double cumulative[METRICS_LATENCY_BUCKETS + 1])
 {
     double previous = 0;
     for (int k = 0; k <= METRICS_LATENCY_BUCKETS; k++) {
         const char *le = k < METRICS_LATENCY_BUCKETS ? bucket_labels[k] : "+Inf";
-        const struct sample *s = sample_get(e, LATENCY "_bucket", "le", le);
+        const struct prom_sample *s = prom_sample_get(e, LATENCY "_bucket", "le", le);
         ck_assert_int_eq(s->nlabels, 1);
         ck_assert_msg(s->value >= previous, "bucket le=%s not cumulative", le);
         previous = cumulative[k] = s->value;
@@ -288,7 +49,7 @@ static void histogram_get(const struct exposition *e,
         seen++;
     }
     ck_assert_uint_eq(seen, METRICS_LATENCY_BUCKETS + 1);
-    ck_assert_double_eq(cumulative[METRICS_LATENCY_BUCKETS], value_of(e, LATENCY "_count"));
+    ck_assert_double_eq(cumulative[METRICS_LATENCY_BUCKETS], prom_value(e, LATENCY "_count"));
 }
 
 START_TEST(test_every_family_named_and_typed)
@@ -313,17 +74,17 @@ START_TEST(test_every_family_named_and_typed)
     };
     struct metrics m;
     metrics_init(&m);
-    static struct exposition e;
+    static struct prom_exposition e;
     render_parse(&m, "0.1.0", &e);
 
     ck_assert_uint_eq(e.nfamilies, sizeof(want) / sizeof(want[0]));
     for (size_t k = 0; k < sizeof(want) / sizeof(want[0]); k++) {
-        struct family *f = family_find(&e, want[k].name);
+        struct prom_family *f = prom_family_find(&e, want[k].name);
         ck_assert_msg(f != NULL, "family %s missing", want[k].name);
         ck_assert_str_eq(f->type, want[k].type);
         ck_assert(f->has_help);
         if (strcmp(want[k].type, "histogram") != 0 && strcmp(want[k].name + 13, "build_info") != 0)
-            ck_assert_double_eq(value_of(&e, want[k].name), 0);
+            ck_assert_double_eq(prom_value(&e, want[k].name), 0);
     }
     /* 12 plain samples, 17 buckets + sum + count, build_info. */
     ck_assert_uint_eq(e.nsamples, 12 + METRICS_LATENCY_BUCKETS + 1 + 2 + 1);
@@ -346,21 +107,22 @@ START_TEST(test_values_rendered)
     m.leader = true;
     m.pg_connected = false;
     m.nats_connected = true;
-    static struct exposition e;
+    static struct prom_exposition e;
     render_parse(&m, "0.1.0", &e);
 
-    ck_assert_double_eq(value_of(&e, "outbox_relay_published_total"), 42);
-    ck_assert_double_eq(value_of(&e, "outbox_relay_failed_total"), 3);
-    ck_assert_double_eq(value_of(&e, "outbox_relay_dead_total"), 1);
-    ck_assert_double_eq(value_of(&e, "outbox_relay_claimed_total"), 100);
-    ck_assert_double_eq(value_of(&e, "outbox_relay_pg_reconnects_total"), 2);
-    ck_assert_double_eq(value_of(&e, "outbox_relay_nats_reconnects_total"), 5);
-    ck_assert_double_eq(value_of(&e, "outbox_relay_inflight"), 7);
-    ck_assert_double_eq(value_of(&e, "outbox_relay_pending"), 12345);
-    ck_assert_double_eq(value_of(&e, "outbox_relay_oldest_pending_age_seconds"), 1.5);
-    ck_assert_str_eq(sample_get(&e, "outbox_relay_leader", NULL, NULL)->value_text, "1");
-    ck_assert_str_eq(sample_get(&e, "outbox_relay_pg_connected", NULL, NULL)->value_text, "0");
-    ck_assert_str_eq(sample_get(&e, "outbox_relay_nats_connected", NULL, NULL)->value_text, "1");
+    ck_assert_double_eq(prom_value(&e, "outbox_relay_published_total"), 42);
+    ck_assert_double_eq(prom_value(&e, "outbox_relay_failed_total"), 3);
+    ck_assert_double_eq(prom_value(&e, "outbox_relay_dead_total"), 1);
+    ck_assert_double_eq(prom_value(&e, "outbox_relay_claimed_total"), 100);
+    ck_assert_double_eq(prom_value(&e, "outbox_relay_pg_reconnects_total"), 2);
+    ck_assert_double_eq(prom_value(&e, "outbox_relay_nats_reconnects_total"), 5);
+    ck_assert_double_eq(prom_value(&e, "outbox_relay_inflight"), 7);
+    ck_assert_double_eq(prom_value(&e, "outbox_relay_pending"), 12345);
+    ck_assert_double_eq(prom_value(&e, "outbox_relay_oldest_pending_age_seconds"), 1.5);
+    ck_assert_str_eq(prom_sample_get(&e, "outbox_relay_leader", NULL, NULL)->value_text, "1");
+    ck_assert_str_eq(prom_sample_get(&e, "outbox_relay_pg_connected", NULL, NULL)->value_text, "0");
+    ck_assert_str_eq(prom_sample_get(&e, "outbox_relay_nats_connected", NULL, NULL)->value_text,
+                     "1");
 }
 END_TEST
 
@@ -371,30 +133,33 @@ START_TEST(test_number_formats)
     m.published_total = UINT64_MAX;
     m.inflight = -1; /* a bookkeeping bug must still render parseably */
     m.oldest_pending_age_seconds = 0.1;
-    static struct exposition e;
+    static struct prom_exposition e;
     render_parse(&m, "0.1.0", &e);
-    ck_assert_str_eq(sample_get(&e, "outbox_relay_published_total", NULL, NULL)->value_text,
+    ck_assert_str_eq(prom_sample_get(&e, "outbox_relay_published_total", NULL, NULL)->value_text,
                      "18446744073709551615");
-    ck_assert_str_eq(sample_get(&e, "outbox_relay_inflight", NULL, NULL)->value_text, "-1");
+    ck_assert_str_eq(prom_sample_get(&e, "outbox_relay_inflight", NULL, NULL)->value_text, "-1");
     /* Shortest exact form, not 0.10000000000000001. */
     ck_assert_str_eq(
-        sample_get(&e, "outbox_relay_oldest_pending_age_seconds", NULL, NULL)->value_text, "0.1");
+        prom_sample_get(&e, "outbox_relay_oldest_pending_age_seconds", NULL, NULL)->value_text,
+        "0.1");
 
     m.oldest_pending_age_seconds = NAN;
     render_parse(&m, "0.1.0", &e);
     ck_assert_str_eq(
-        sample_get(&e, "outbox_relay_oldest_pending_age_seconds", NULL, NULL)->value_text, "NaN");
+        prom_sample_get(&e, "outbox_relay_oldest_pending_age_seconds", NULL, NULL)->value_text,
+        "NaN");
     m.oldest_pending_age_seconds = INFINITY;
     render_parse(&m, "0.1.0", &e);
     ck_assert_str_eq(
-        sample_get(&e, "outbox_relay_oldest_pending_age_seconds", NULL, NULL)->value_text, "+Inf");
+        prom_sample_get(&e, "outbox_relay_oldest_pending_age_seconds", NULL, NULL)->value_text,
+        "+Inf");
 
     static const double awkward[] = {1e-9,   1.0 / 3.0, 123456789.125, 1e15,
                                      2.5e16, -0.75,     DBL_MAX,       5e-324};
     for (size_t k = 0; k < sizeof(awkward) / sizeof(awkward[0]); k++) {
         m.oldest_pending_age_seconds = awkward[k];
         render_parse(&m, "0.1.0", &e);
-        ck_assert_msg(value_of(&e, "outbox_relay_oldest_pending_age_seconds") == awkward[k],
+        ck_assert_msg(prom_value(&e, "outbox_relay_oldest_pending_age_seconds") == awkward[k],
                       "%.17g did not survive rendering", awkward[k]);
     }
 }
@@ -404,14 +169,14 @@ START_TEST(test_histogram_empty)
 {
     struct metrics m;
     metrics_init(&m);
-    static struct exposition e;
+    static struct prom_exposition e;
     render_parse(&m, "0.1.0", &e);
     double cumulative[METRICS_LATENCY_BUCKETS + 1];
     histogram_get(&e, cumulative);
     for (int k = 0; k <= METRICS_LATENCY_BUCKETS; k++)
         ck_assert_double_eq(cumulative[k], 0);
-    ck_assert_str_eq(sample_get(&e, LATENCY "_sum", NULL, NULL)->value_text, "0");
-    ck_assert_str_eq(sample_get(&e, LATENCY "_count", NULL, NULL)->value_text, "0");
+    ck_assert_str_eq(prom_sample_get(&e, LATENCY "_sum", NULL, NULL)->value_text, "0");
+    ck_assert_str_eq(prom_sample_get(&e, LATENCY "_count", NULL, NULL)->value_text, "0");
 }
 END_TEST
 
@@ -440,7 +205,7 @@ START_TEST(test_histogram_observations)
         metrics_observe_latency(&m, seen[k]);
         sum += seen[k];
     }
-    static struct exposition e;
+    static struct prom_exposition e;
     render_parse(&m, "0.1.0", &e);
     double cumulative[METRICS_LATENCY_BUCKETS + 1];
     histogram_get(&e, cumulative);
@@ -454,8 +219,8 @@ START_TEST(test_histogram_observations)
                       want);
     }
     ck_assert_double_eq(cumulative[METRICS_LATENCY_BUCKETS], (double)n);
-    ck_assert_double_eq(value_of(&e, LATENCY "_count"), (double)n);
-    ck_assert_double_eq(value_of(&e, LATENCY "_sum"), sum);
+    ck_assert_double_eq(prom_value(&e, LATENCY "_count"), (double)n);
+    ck_assert_double_eq(prom_value(&e, LATENCY "_sum"), sum);
     ck_assert_uint_eq(m.latency_count, n);
 }
 END_TEST
@@ -466,7 +231,7 @@ START_TEST(test_histogram_value_on_a_bound_goes_into_that_bucket)
     metrics_init(&m);
     for (int k = 0; k < METRICS_LATENCY_BUCKETS; k++)
         metrics_observe_latency(&m, metrics_latency_bounds[k]);
-    static struct exposition e;
+    static struct prom_exposition e;
     render_parse(&m, "0.1.0", &e);
     double cumulative[METRICS_LATENCY_BUCKETS + 1];
     histogram_get(&e, cumulative);
@@ -494,13 +259,13 @@ START_TEST(test_histogram_odd_observations)
     metrics_observe_latency(&m, -0.5); /* clock skew between PostgreSQL and us: counts as 0 */
     metrics_observe_latency(&m, NAN);
     metrics_observe_latency(&m, INFINITY);
-    static struct exposition e;
+    static struct prom_exposition e;
     render_parse(&m, "0.1.0", &e);
     double cumulative[METRICS_LATENCY_BUCKETS + 1];
     histogram_get(&e, cumulative);
     ck_assert_double_eq(cumulative[0], 1);
-    ck_assert_double_eq(value_of(&e, LATENCY "_count"), 1);
-    ck_assert_double_eq(value_of(&e, LATENCY "_sum"), 0);
+    ck_assert_double_eq(prom_value(&e, LATENCY "_count"), 1);
+    ck_assert_double_eq(prom_value(&e, LATENCY "_sum"), 0);
 }
 END_TEST
 
@@ -508,17 +273,18 @@ START_TEST(test_build_info)
 {
     struct metrics m;
     metrics_init(&m);
-    static struct exposition e;
+    static struct prom_exposition e;
     render_parse(&m, "1.2.3", &e);
-    const struct sample *s = sample_get(&e, "outbox_relay_build_info", "version", "1.2.3");
+    const struct prom_sample *s =
+        prom_sample_get(&e, "outbox_relay_build_info", "version", "1.2.3");
     ck_assert_str_eq(s->value_text, "1");
 
     render_parse(&m, "a\"b\\c\nd", &e); /* escaped, and the parser unescapes it back */
-    s = sample_get(&e, "outbox_relay_build_info", "version", "a\"b\\c\nd");
+    s = prom_sample_get(&e, "outbox_relay_build_info", "version", "a\"b\\c\nd");
     ck_assert_double_eq(s->value, 1);
 
     render_parse(&m, NULL, &e);
-    sample_get(&e, "outbox_relay_build_info", "version", "unknown");
+    prom_sample_get(&e, "outbox_relay_build_info", "version", "unknown");
 }
 END_TEST
 
