@@ -146,8 +146,9 @@ bool inflight_add(struct inflight *t, struct outbox_row *row)
     return true;
 }
 
-void inflight_sent(struct inflight *t, struct outbox_row *row, const natsMsg *sent)
+void inflight_sent(struct inflight *t, struct outbox_row *row, const natsMsg *sent, double now)
 {
+    row->sent_at = now;
     size_t b = hash_u64((uint64_t)(uintptr_t)sent, t->nbuckets);
     row->sent = sent;
     row->msg_next = t->by_msg[b];
@@ -257,6 +258,31 @@ size_t inflight_recorded(struct inflight *t, struct outbox_row *row)
     remove_row(t, row);
     outbox_row_free(row);
     return dropped;
+}
+
+size_t inflight_expire(struct inflight *t, double before,
+                       void (*fn)(void *arg, struct outbox_row *row), void *arg)
+{
+    /* Collect first: fn may record a row and drop others behind its key. */
+    size_t n = 0;
+    for (struct outbox_row *row = t->all; row != NULL; row = row->all_next)
+        if (row->state == ROW_PUBLISHING && row->sent != NULL && row->sent_at < before)
+            n++;
+    if (n == 0)
+        return 0;
+    struct outbox_row **expired = malloc(n * sizeof(*expired));
+    if (expired == NULL)
+        return 0; /* try again at the next tick */
+    size_t k = 0;
+    for (struct outbox_row *row = t->all; row != NULL && k < n; row = row->all_next)
+        if (row->state == ROW_PUBLISHING && row->sent != NULL && row->sent_at < before)
+            expired[k++] = row;
+    for (size_t i = 0; i < k; i++) {
+        inflight_by_msg(t, expired[i]->sent);
+        fn(arg, expired[i]);
+    }
+    free(expired);
+    return k;
 }
 
 size_t inflight_drop_waiting(struct inflight *t)

@@ -406,7 +406,7 @@ int js_sink_create(struct js_sink **out, const struct relay_config *cfg, struct 
         return -1;
     }
     jsPubOptions_Init(&sink->pub);
-    sink->pub.MaxWait = cfg->publish_timeout_ms;
+    /* No MaxWait: the relay keeps the PubAck deadline itself (see relay.c). */
     *out = sink;
     return 0;
 }
@@ -447,26 +447,34 @@ void js_sink_last_error(struct js_sink *sink, char *buf, size_t len)
     pthread_mutex_unlock(&sink->failure_mu);
 }
 
+int js_sink_reclaim_pending(struct js_sink *sink, const char *why)
+{
+    /* nats.c will never acknowledge these: report each as a failed publish,
+     * so its row is retried. The messages are ours now and stay valid until
+     * the loop has matched them. */
+    natsMsgList pending = {0};
+    int n = 0;
+    if (sink->js == NULL || !sink->published ||
+        js_PublishAsyncGetPendingList(&pending, sink->js) != NATS_OK)
+        return 0;
+    for (int i = 0; i < pending.Count; i++) {
+        struct ack_entry e = {.kind = ACK_PUBACK,
+                              .msg = pending.Msgs[i],
+                              .at = wall_now(),
+                              .status = NATS_CONNECTION_CLOSED};
+        snprintf(e.error, sizeof(e.error), "%s", why);
+        if (sink->queue == NULL || !ack_queue_push(sink->queue, &e))
+            natsMsg_Destroy(pending.Msgs[i]);
+        pending.Msgs[i] = NULL;
+        n++;
+    }
+    natsMsgList_Destroy(&pending);
+    return n;
+}
+
 int js_sink_reopen(struct js_sink *sink, char *err, size_t errlen)
 {
-    /* What the closed connection still held will never be acknowledged:
-     * report each as a failed publish, so its row is retried. The messages
-     * are ours now and stay valid until the loop has matched them. */
-    natsMsgList pending = {0};
-    if (sink->js != NULL && sink->published &&
-        js_PublishAsyncGetPendingList(&pending, sink->js) == NATS_OK) {
-        for (int i = 0; i < pending.Count; i++) {
-            struct ack_entry e = {.kind = ACK_PUBACK,
-                                  .msg = pending.Msgs[i],
-                                  .at = wall_now(),
-                                  .status = NATS_CONNECTION_CLOSED};
-            snprintf(e.error, sizeof(e.error), "nats connection closed before the PubAck");
-            if (sink->queue == NULL || !ack_queue_push(sink->queue, &e))
-                natsMsg_Destroy(pending.Msgs[i]);
-            pending.Msgs[i] = NULL;
-        }
-        natsMsgList_Destroy(&pending);
-    }
+    js_sink_reclaim_pending(sink, "nats connection closed before the PubAck");
     jsCtx_Destroy(sink->js);
     sink->js = NULL;
     sink->published = false;

@@ -58,6 +58,7 @@ struct relay {
     ev_timer nats_lost;    /* a leader cut off from NATS gives up leadership */
     ev_timer nats_reopen;  /* a new NATS connection after nats.c gave up on one */
     ev_timer shutdown;     /* bound on the drain at SIGTERM */
+    ev_timer ack_deadline; /* fails rows whose PubAck is overdue */
 
     bool leader;
     bool lock_running;
@@ -285,13 +286,42 @@ static void relay_publish_row(struct relay *r, struct outbox_row *row)
     row->msg = NULL;
     natsStatus s = js_sink_publish(r->js, &msg);
     if (s == NATS_OK) {
-        inflight_sent(r->rows, row, identity);
+        inflight_sent(r->rows, row, identity, ev_now(r->loop));
         return;
     }
     natsMsg_Destroy(msg);
     char why[160];
     snprintf(why, sizeof(why), "publish failed: %s", natsStatus_GetText(s));
     relay_row_failed(r, row, why, message_error_is_permanent(s, 0));
+}
+
+/*
+ * The PubAck deadline is the relay's, not nats.c's: nats.c keeps a timeout
+ * record per publish until its deadline even after the ack came, so its
+ * MaxWait costs memory in proportion to rate x timeout (about 20 MB at
+ * 45k msgs/s and 5 s). A late ack for an expired row matches no row and is
+ * dropped; the row was retried and JetStream deduplicates it.
+ */
+static void relay_on_ack_overdue(void *arg, struct outbox_row *row)
+{
+    struct relay *r = arg;
+    char why[96];
+    snprintf(why, sizeof(why), "no PubAck within %d ms (OUTBOX_PUBLISH_TIMEOUT_MS)",
+             r->cfg->publish_timeout_ms);
+    relay_row_failed(r, row, why, false);
+}
+
+static void relay_on_ack_deadline(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct relay *r = RELAY_FROM(w, ack_deadline);
+    if (inflight_publishing(r->rows) == 0)
+        return;
+    size_t n = inflight_expire(r->rows, ev_now(loop) - r->cfg->publish_timeout_ms / 1000.0,
+                               relay_on_ack_overdue, r);
+    if (n > 0)
+        log_warn("publishes timed out", "{s:i, s:i}", "rows", (int)n, "timeout_ms",
+                 r->cfg->publish_timeout_ms);
+    relay_check_drained(r);
 }
 
 static void relay_on_puback(struct relay *r, struct ack_entry *e)
@@ -321,8 +351,11 @@ static void relay_try_lead(struct relay *r);
 static void relay_on_nats_connected(struct relay *r)
 {
     char err[512];
-    if (!r->nats_up && r->nats_seen)
+    if (!r->nats_up && r->nats_seen) {
         r->metrics.nats_reconnects_total++;
+        /* Acks for what was in flight died with the old connection. */
+        js_sink_reclaim_pending(r->js, "nats connection lost before the PubAck");
+    }
     r->nats_up = r->nats_seen = true;
     r->metrics.nats_connected = true;
     r->nats_reopens = 0;
@@ -966,6 +999,10 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
     ev_timer_init(&r->nats_lost, relay_on_nats_lost_timeout, 0., 0.);
     ev_timer_init(&r->nats_reopen, relay_on_nats_reopen, 0., 0.);
     ev_timer_init(&r->shutdown, relay_on_shutdown_timeout, 0., 0.);
+    /* Check deadlines ten times per timeout: a row fails at most 10% late. */
+    double tick = cfg->publish_timeout_ms / 10000.0;
+    tick = tick < 0.01 ? 0.01 : tick > 1.0 ? 1.0 : tick;
+    ev_timer_init(&r->ack_deadline, relay_on_ack_deadline, tick, tick);
     r->last_progress = ev_now(loop);
     return r;
 }
@@ -975,6 +1012,7 @@ void relay_start(struct relay *r)
     ev_prepare_start(r->loop, &r->before_sleep);
     ev_timer_start(r->loop, &r->poll);
     ev_timer_start(r->loop, &r->sample);
+    ev_timer_start(r->loop, &r->ack_deadline);
     pg_source_start(r->pg);
     /* nats.c reports only background connects; an immediate one is ours to see. */
     if (js_sink_connected(r->js))
@@ -1016,6 +1054,7 @@ void relay_destroy(struct relay *r)
     ev_timer_stop(r->loop, &r->sample);
     ev_timer_stop(r->loop, &r->nats_lost);
     ev_timer_stop(r->loop, &r->nats_reopen);
+    ev_timer_stop(r->loop, &r->ack_deadline);
     ev_timer_stop(r->loop, &r->shutdown);
     /* NATS first: its threads stop calling back before the queue goes. */
     js_sink_destroy(r->js);

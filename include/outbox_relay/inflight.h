@@ -32,6 +32,7 @@ struct outbox_row {
     natsMsg *msg;        /* the built message while WAITING; NULL once sent, or if invalid */
     char *invalid;       /* why the row can never be published (then msg is NULL) */
     const natsMsg *sent; /* identity of the message nats.c holds, to match its ack */
+    double sent_at;      /* loop time of the publish, for the PubAck deadline */
     enum row_state state;
     bool holds_key; /* MARKING a failure: later rows of the key stay held until it is recorded */
 
@@ -57,8 +58,15 @@ struct outbox_row *inflight_find(const struct inflight *t, int64_t id);
  */
 bool inflight_add(struct inflight *t, struct outbox_row *row);
 
-/* The row's message was handed to nats.c (row->msg is now NULL). */
-void inflight_sent(struct inflight *t, struct outbox_row *row, const natsMsg *sent);
+/* The row's message was handed to nats.c at loop time now (row->msg is now NULL). */
+void inflight_sent(struct inflight *t, struct outbox_row *row, const natsMsg *sent, double now);
+
+/*
+ * Detaches from their messages the PUBLISHING rows sent before `before` and
+ * passes each to fn (a late ack for them then matches no row). Returns how many.
+ */
+size_t inflight_expire(struct inflight *t, double before,
+                       void (*fn)(void *arg, struct outbox_row *row), void *arg);
 
 /* The row whose message is msg, or NULL (an ack for a row no longer held). */
 struct outbox_row *inflight_by_msg(struct inflight *t, const natsMsg *msg);

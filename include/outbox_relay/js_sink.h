@@ -59,6 +59,13 @@ int js_sink_stream_exists(struct js_sink *sink, const char *stream, char *err, s
  */
 natsStatus js_sink_publish(struct js_sink *sink, natsMsg **msg);
 
+/*
+ * Takes back every message nats.c still waits an ack for and reports each as
+ * a failed ACK_PUBACK with reason why (after a reconnect: those acks died
+ * with the old connection). Returns how many.
+ */
+int js_sink_reclaim_pending(struct js_sink *sink, const char *why);
+
 /* Un-acked messages nats.c still holds (at shutdown). */
 int js_sink_pending(struct js_sink *sink);
 

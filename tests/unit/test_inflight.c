@@ -27,7 +27,7 @@ static struct outbox_row *row_new(int64_t id, const char *key)
 static void send_row(struct inflight *t, struct outbox_row *row, int token)
 {
     ck_assert_int_eq(row->state, ROW_WAITING);
-    inflight_sent(t, row, MSG(token));
+    inflight_sent(t, row, MSG(token), 0.0);
     ck_assert_int_eq(row->state, ROW_PUBLISHING);
 }
 
@@ -260,6 +260,41 @@ START_TEST(test_recorded_while_publishing_leaves_index)
 END_TEST
 
 /* Far more rows than buckets (chains), with real nats.c messages as identities. */
+/* Overdue publishes: only PUBLISHING rows sent before the deadline, detached from their message. */
+static void expire_fail(void *arg, struct outbox_row *row)
+{
+    struct inflight *t = arg;
+    inflight_failed(t, row);
+}
+
+START_TEST(test_expire_overdue_publishes)
+{
+    struct inflight *t = inflight_create(16);
+    ck_assert(inflight_add(t, row_new(1, NULL)));
+    ck_assert(inflight_add(t, row_new(2, "K")));
+    ck_assert(!inflight_add(t, row_new(3, "K")));
+    ck_assert(inflight_add(t, row_new(4, NULL)));
+    inflight_sent(t, inflight_find(t, 1), MSG(1), 10.0);
+    inflight_sent(t, inflight_find(t, 2), MSG(2), 11.0);
+    inflight_sent(t, inflight_find(t, 4), MSG(4), 20.0);
+    /* Rows 1 and 2 were sent before 15; row 3 waits, row 4 is recent. */
+    ck_assert_uint_eq(inflight_expire(t, 15.0, expire_fail, t), 2);
+    ck_assert_int_eq(inflight_find(t, 1)->state, ROW_MARKING);
+    ck_assert_int_eq(inflight_find(t, 2)->state, ROW_MARKING);
+    ck_assert_int_eq(inflight_find(t, 3)->state, ROW_WAITING);
+    ck_assert_int_eq(inflight_find(t, 4)->state, ROW_PUBLISHING);
+    ck_assert_uint_eq(inflight_publishing(t), 1);
+    /* A late ack for an expired row matches nothing. */
+    ck_assert_ptr_null(inflight_by_msg(t, MSG(1)));
+    ck_assert_ptr_nonnull(inflight_by_msg(t, MSG(4)));
+    /* The failed head still holds K: recording it drops row 3. */
+    ck_assert_uint_eq(inflight_recorded(t, inflight_find(t, 2)), 1);
+    ck_assert_ptr_null(inflight_find(t, 3));
+    ck_assert_uint_eq(inflight_expire(t, 100.0, expire_fail, t), 0);
+    inflight_destroy(t);
+}
+END_TEST
+
 START_TEST(test_many_rows_and_real_messages)
 {
     enum { N = 3000 };
@@ -292,7 +327,7 @@ START_TEST(test_many_rows_and_real_messages)
     /* Send every row without a key and look each up by its message. */
     int sent = 0;
     for (int i = 0; i < N; i += 3, sent++)
-        inflight_sent(t, inflight_find(t, i + 1), msgs[i]);
+        inflight_sent(t, inflight_find(t, i + 1), msgs[i], 0.0);
     ck_assert_uint_eq(inflight_publishing(t), (size_t)sent);
     for (int i = N - 3; i >= 0; i -= 3) {
         struct outbox_row *r = inflight_by_msg(t, msgs[i]);
@@ -326,6 +361,7 @@ static Suite *inflight_suite(void)
     tcase_add_test(tc, test_lookup_by_message_once);
     tcase_add_test(tc, test_recorded_while_publishing_leaves_index);
     tcase_add_test(tc, test_many_rows_and_real_messages);
+    tcase_add_test(tc, test_expire_overdue_publishes);
     suite_add_tcase(s, tc);
     return s;
 }
