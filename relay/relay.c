@@ -76,6 +76,9 @@ struct relay {
     bool sweep_wanted;
     bool in_pass;
     bool pass_is_sweep;
+    bool notified;      /* a NOTIFY arrived since the current pass began */
+    bool pass_notified; /* the current pass was started by a NOTIFY */
+    double last_sweep;  /* ev_now when the last sweep began */
     int64_t cursor;
     int64_t high_water;
     /* A key's hold ended (its failed row was published, or went dead and dead
@@ -668,7 +671,7 @@ static void relay_on_claim(void *arg, PGresult *res)
     if (n < r->cfg->batch_size) {
         /* A tail pass that found nothing was woken for a row it cannot see
          * beyond high_water: one committed late, below it. Sweep once. */
-        if (!r->pass_is_sweep && n == 0 && r->high_water > 0)
+        if (!r->pass_is_sweep && r->pass_notified && n == 0 && r->high_water > 0)
             r->scan_wanted = r->sweep_wanted = true;
         r->in_pass = false;
     }
@@ -687,8 +690,11 @@ static void relay_claim(struct relay *r)
         return; /* backpressure: wait for acks and marks to free room */
     if (!r->in_pass) {
         r->pass_is_sweep = r->sweep_wanted;
+        r->pass_notified = r->notified;
         r->cursor = r->sweep_wanted ? 0 : r->high_water;
-        r->sweep_wanted = r->scan_wanted = false;
+        if (r->pass_is_sweep)
+            r->last_sweep = ev_now(r->loop);
+        r->sweep_wanted = r->scan_wanted = r->notified = false;
         r->in_pass = true;
     }
     if (r->rewind < r->cursor)
@@ -830,7 +836,7 @@ static void relay_on_pg_disconnected(void *arg, const char *why)
 static void relay_on_pg_notified(void *arg)
 {
     struct relay *r = arg;
-    r->scan_wanted = true;
+    r->scan_wanted = r->notified = true;
 }
 
 static void relay_on_pg_fatal(void *arg, const char *why)
@@ -847,7 +853,15 @@ static void relay_on_pg_fatal(void *arg, const char *why)
 static void relay_on_poll(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct relay *r = RELAY_FROM(w, poll);
-    r->scan_wanted = r->sweep_wanted = true;
+    /* Each tick looks for new rows (cheap: the index from high_water on). A
+     * sweep from id 0 re-reads every unfinished row the relay holds or must
+     * skip, so it runs at most once a second however short the poll: a
+     * poll-only setup (NOTIFY trigger disabled, poll at 20-50 ms) stays cheap,
+     * and rows that committed late are still found within a second. */
+    double sweep_every = r->cfg->poll_interval_ms < 1000 ? 1.0 : r->cfg->poll_interval_ms / 1000.0;
+    r->scan_wanted = true;
+    if (ev_now(loop) - r->last_sweep >= sweep_every - 0.001)
+        r->sweep_wanted = true;
 }
 
 static void relay_on_retry(struct ev_loop *loop, ev_timer *w, int revents)

@@ -66,6 +66,40 @@ START_TEST(test_late_commit_is_not_skipped)
 }
 END_TEST
 
+/*
+ * Poll-only: with the NOTIFY trigger disabled (it serializes commits; see the
+ * README) and a short poll, new rows and late commits are still published.
+ */
+START_TEST(test_poll_only_without_trigger)
+{
+    const char *subjects[] = {"it.late.>", NULL};
+    it_js_add_stream(STREAM, subjects);
+    PGconn *a = it_pg_connect(), *q = it_pg_connect();
+    it_pg_exec(q, "ALTER TABLE outbox DISABLE TRIGGER outbox_notify_insert");
+    const char *env[] = {"OUTBOX_POLL_INTERVAL_MS=50", NULL};
+    struct it_relay *relay = it_relay_start(env, NULL);
+
+    it_pg_exec(a, "BEGIN");
+    it_pg_exec(a, "INSERT INTO outbox (subject, event_id) VALUES ('it.late.a', 'poll-a')");
+    it_pg_exec(q, "INSERT INTO outbox (subject, event_id)"
+                  " SELECT 'it.late.b', 'poll-b-' || g FROM generate_series(1, 20) g");
+    int64_t got = it_pg_wait_int(
+        q, "SELECT count(*) FROM outbox WHERE status = 'published' AND subject = 'it.late.b'", 20,
+        10000);
+    ck_assert_msg(got == 20, "poll-only: %lld of 20 rows published", (long long)got);
+    it_pg_exec(a, "COMMIT");
+    got = it_pg_wait_int(q, "SELECT count(*) FROM outbox WHERE status = 'published'", 21, 10000);
+    ck_assert_msg(got == 21, "poll-only late commit: %lld of 21 rows published", (long long)got);
+    ck_assert_int_eq(it_js_stream_msgs(STREAM), 21);
+
+    it_relay_signal(relay, SIGTERM);
+    ck_assert_msg(it_relay_wait(relay, 15000), "relay did not stop on SIGTERM");
+    ck_assert_int_eq(it_relay_exit_code(relay), 0);
+    PQfinish(a);
+    PQfinish(q);
+}
+END_TEST
+
 int main(void)
 {
     Suite *suite = suite_create("late_commit");
@@ -73,6 +107,7 @@ int main(void)
     tcase_add_checked_fixture(tc, it_start_servers, it_teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_late_commit_is_not_skipped);
+    tcase_add_test(tc, test_poll_only_without_trigger);
     suite_add_tcase(suite, tc);
     SRunner *runner = srunner_create(suite);
     srunner_run_all(runner, CK_NORMAL);
