@@ -1,0 +1,1347 @@
+/* The benchmark of issue 6: raw JetStream and PostgreSQL limits, then the relay measured against
+ * them. */
+/* _GNU_SOURCE comes from the build. */
+#include <check.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <dirent.h>
+
+#include "harness.h"
+
+#ifndef BENCH_BUILD_TYPE
+#define BENCH_BUILD_TYPE "unknown"
+#endif
+
+#define STREAM      "BENCH"
+#define RAW_STREAM  "BENCH_RAW"
+#define RAW_SUBJECT "raw.bench"
+#define STAMP_DIGITS                                                                               \
+    16 /* created_at in microseconds since the epoch, zero-padded, leads each payload */
+#define MAX_RELAY_ENV 32
+#define MAX_RESULTS   96
+
+/* ---- parameters (flags) ---- */
+
+static struct {
+    const char *csv;
+    const char *latency_out;
+    int payload_bytes;
+    int raw_js_msgs;
+    int js_window;
+    int raw_pg_rows;
+    int mark_batch;
+    int drain_rows;
+    int steady_rate;
+    int steady_seconds;
+    int producers;
+    int notify_seconds;
+    bool notify_relay;
+    int idle_seconds;
+    bool fsync;
+    const char *relay_env[MAX_RELAY_ENV + 1];
+    int nrelay_env;
+    const char *perf_drain;
+    const char *perf_args;
+} opt = {
+    .csv = "bench.csv",
+    .payload_bytes = 256,
+    .raw_js_msgs = 200000,
+    .js_window = 8000,
+    .raw_pg_rows = 200000,
+    .mark_batch = 1000,
+    .drain_rows = 200000,
+    .steady_rate = 2000,
+    .steady_seconds = 30,
+    .producers = 8,
+    .notify_seconds = 10,
+    .notify_relay = true,
+    .idle_seconds = 10,
+    .fsync = true,
+    .perf_args = "-a -g -F 999",
+};
+
+/* ---- results: one CSV row each, printed as the table ---- */
+
+struct result {
+    char section[16];
+    char metric[40];
+    char value[160]; /* formatted number, or text for conditions */
+    char unit[16];
+};
+
+static struct result results[MAX_RESULTS];
+static int nresults;
+
+static void bench_record_text(const char *section, const char *metric, const char *unit,
+                              const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static void bench_record_text(const char *section, const char *metric, const char *unit,
+                              const char *fmt, ...)
+{
+    ck_assert_int_lt(nresults, MAX_RESULTS);
+    struct result *r = &results[nresults++];
+    snprintf(r->section, sizeof r->section, "%s", section);
+    snprintf(r->metric, sizeof r->metric, "%s", metric);
+    snprintf(r->unit, sizeof r->unit, "%s", unit);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->value, sizeof r->value, fmt, ap);
+    va_end(ap);
+    /* CSV without quoting: keep text free of separators. */
+    for (char *p = r->value; *p; p++)
+        if (*p == ',' || *p == '\n' || *p == '"')
+            *p = ';';
+}
+
+static void bench_record(const char *section, const char *metric, const char *unit, double value)
+{
+    int decimals = fabs(value) >= 100 || value == floor(value) ? 0 : fabs(value) >= 1 ? 2 : 4;
+    bench_record_text(section, metric, unit, "%.*f", decimals, value);
+}
+
+/* ---- clocks and /proc ---- */
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int64_t wall_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+static void sleep_until(double mono)
+{
+    struct timespec ts = {.tv_sec = (time_t)mono,
+                          .tv_nsec = (long)((mono - (double)(time_t)mono) * 1e9)};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+        ;
+}
+
+static double clock_tick(void)
+{
+    return (double)sysconf(_SC_CLK_TCK);
+}
+
+/* CPU seconds of a process (all its threads); with_children adds its reaped children. */
+static double proc_cpu_s(pid_t pid, bool with_children, pid_t *ppid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* The command name may hold spaces and parentheses: fields start after the last ')'. */
+    char *p = strrchr(buf, ')');
+    if (!p)
+        return -1;
+    char state;
+    int parent;
+    unsigned long long utime, stime;
+    long long cutime, cstime;
+    if (sscanf(p + 2, "%c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %lld %lld", &state,
+               &parent, &utime, &stime, &cutime, &cstime) != 6)
+        return -1;
+    if (ppid)
+        *ppid = parent;
+    double ticks = (double)(utime + stime);
+    if (with_children)
+        ticks += (double)(cutime + cstime);
+    return ticks / clock_tick();
+}
+
+/* A "Name:   N kB" line of /proc/<pid>/status in MB, or -1. */
+static double proc_status_mb(pid_t pid, const char *name)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    double mb = -1;
+    size_t len = strlen(name);
+    while (fgets(line, sizeof line, f)) {
+        long kb;
+        if (strncmp(line, name, len) == 0 && line[len] == ':' &&
+            sscanf(line + len + 1, "%ld kB", &kb) == 1)
+            mb = kb / 1024.0;
+    }
+    fclose(f);
+    return mb;
+}
+
+/* Peak resident set (VmHWM) in MB: shared library pages included. */
+static double proc_peak_rss_mb(pid_t pid)
+{
+    return proc_status_mb(pid, "VmHWM");
+}
+
+/*
+ * The kernel keeps no peak of the anonymous part (the relay's own memory,
+ * without the ~9 MB of shared libraries VmHWM counts): a thread samples
+ * RssAnon every 10 ms.
+ */
+struct anon_sampler {
+    pthread_t thread;
+    pid_t pid;
+    atomic_bool stop;
+    double peak_mb;
+};
+
+static void *anon_sampler_main(void *arg)
+{
+    struct anon_sampler *a = arg;
+    while (!atomic_load(&a->stop)) {
+        double mb = proc_status_mb(a->pid, "RssAnon");
+        if (mb > a->peak_mb)
+            a->peak_mb = mb;
+        sleep_ms(10);
+    }
+    return NULL;
+}
+
+static void anon_sampler_start(struct anon_sampler *a, pid_t pid)
+{
+    a->pid = pid;
+    a->peak_mb = -1;
+    atomic_store(&a->stop, false);
+    ck_assert_int_eq(pthread_create(&a->thread, NULL, anon_sampler_main, a), 0);
+}
+
+static double anon_sampler_stop(struct anon_sampler *a)
+{
+    atomic_store(&a->stop, true);
+    pthread_join(a->thread, NULL);
+    return a->peak_mb;
+}
+
+/* PostgreSQL as a whole: the postmaster, its reaped children, its live backends. */
+static double postgres_cpu_s(void)
+{
+    pid_t pm = it_pg_pid();
+    double total = proc_cpu_s(pm, true, NULL);
+    DIR *d = opendir("/proc");
+    if (!d)
+        return total;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        int pid = atoi(e->d_name);
+        pid_t parent = 0;
+        if (pid <= 0 || pid == pm)
+            continue;
+        double cpu = proc_cpu_s(pid, false, &parent);
+        if (cpu >= 0 && parent == pm)
+            total += cpu;
+    }
+    closedir(d);
+    return total;
+}
+
+/* Busy CPU seconds of the whole machine (every process, ours and other people's). */
+static double machine_busy_s(void)
+{
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f)
+        return -1;
+    unsigned long long v[8] = {0};
+    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                   &v[4], &v[5], &v[6], &v[7]);
+    fclose(f);
+    if (n != 8)
+        return -1;
+    /* user nice system idle iowait irq softirq steal: idle and iowait are not busy. */
+    return (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / clock_tick();
+}
+
+static double self_cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec / 1e6;
+}
+
+/* Where the CPU went during a phase: the relay, PostgreSQL, nats-server, us, everyone else. */
+struct cpu_split {
+    double relay, postgres, nats, bench, machine;
+};
+
+static void cpu_split_take(struct cpu_split *s, pid_t relay)
+{
+    s->relay = relay > 0 ? proc_cpu_s(relay, false, NULL) : 0;
+    s->postgres = postgres_cpu_s();
+    s->nats = proc_cpu_s(it_nats_pid(), false, NULL);
+    s->bench = self_cpu_s();
+    s->machine = machine_busy_s();
+}
+
+static void cpu_split_record(const char *section, const struct cpu_split *a,
+                             const struct cpu_split *b, double seconds)
+{
+    double relay = b->relay - a->relay, pg = b->postgres - a->postgres, nats = b->nats - a->nats;
+    double bench = b->bench - a->bench, machine = b->machine - a->machine;
+    bench_record(section, "relay_cpu_s", "s", relay);
+    bench_record(section, "postgres_cpu_s", "s", pg);
+    bench_record(section, "nats_server_cpu_s", "s", nats);
+    bench_record(section, "bench_cpu_s", "s", bench);
+    /* The machine is shared: what every other process (and interrupt work) took. */
+    bench_record(section, "others_cpu_s", "s", fmax(0, machine - relay - pg - nats - bench));
+    bench_record(section, "machine_busy_pct", "%",
+                 100.0 * machine / (seconds * sysconf(_SC_NPROCESSORS_ONLN)));
+}
+
+static void text_of_file_line(const char *path, const char *prefix, char *out, size_t len)
+{
+    snprintf(out, len, "unknown");
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    char line[512];
+    size_t plen = strlen(prefix);
+    while (fgets(line, sizeof line, f)) {
+        char *at = strstr(line, prefix);
+        if (at == NULL)
+            continue;
+        char *v = at + plen;
+        while (*v == ' ' || *v == '\t' || *v == ':')
+            v++;
+        v[strcspn(v, "\n")] = '\0';
+        snprintf(out, len, "%s", v);
+        break;
+    }
+    fclose(f);
+}
+
+/* ---- PostgreSQL helpers ---- */
+
+static const char *pg_show(PGconn *conn, const char *setting, char *buf, size_t len)
+{
+    PGresult *res = it_pg_query(conn, "SHOW %s", setting);
+    snprintf(buf, len, "%s", PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "?");
+    PQclear(res);
+    return buf;
+}
+
+/* A payload expression of opt.payload_bytes distinct bytes per row g (generate_series). */
+static void sql_payload_expr(char *buf, size_t len)
+{
+    snprintf(buf, len, "substring(decode(repeat(md5(g::text), %d), 'hex') FROM 1 FOR %d)",
+             opt.payload_bytes / 16 + 1, opt.payload_bytes);
+}
+
+/*
+ * The producers' statement: created_at is clock_timestamp() (what the column
+ * default would give) and the payload starts with the same instant in
+ * microseconds, so a consumer can subtract it from its receipt time. The
+ * rest of the payload ($2) pads it to opt.payload_bytes; $3 is the event id.
+ */
+#define PRODUCER_INSERT_SQL                                                                        \
+    "INSERT INTO outbox (event_id, subject, payload, created_at) "                                 \
+    "SELECT $3::text, $1::text, convert_to(lpad(((extract(epoch FROM t) * "                        \
+    "1000000)::bigint)::text, 16, "                                                                \
+    "'0'), 'UTF8') || $2::bytea, t FROM (SELECT clock_timestamp() AS t) AS now"
+
+/*
+ * Committed transactions in the database so far (the relay runs each query as
+ * one). Backends report at commit with a short delay and at exit: read it
+ * once the relay has exited.
+ */
+static int64_t pg_xact_commits(PGconn *conn)
+{
+    return it_pg_int(conn, "SELECT xact_commit FROM pg_stat_database"
+                           " WHERE datname = current_database()");
+}
+
+static void pg_checkpoint(PGconn *conn)
+{
+    it_pg_exec(conn, "CHECKPOINT");
+}
+
+/* ---- JetStream helpers ---- */
+
+static natsConnection *nats_connect(void)
+{
+    natsOptions *o = NULL;
+    natsConnection *nc = NULL;
+    natsStatus s = natsOptions_Create(&o);
+    if (s == NATS_OK)
+        s = natsOptions_SetURL(o, it_nats_url());
+    if (s == NATS_OK)
+        s = natsOptions_SetTimeout(o, 5000);
+    if (s == NATS_OK)
+        s = natsConnection_Connect(&nc, o);
+    natsOptions_Destroy(o);
+    ck_assert_msg(s == NATS_OK, "connect %s: %s", it_nats_url(), natsStatus_GetText(s));
+    return nc;
+}
+
+/* ---- relay processes ---- */
+
+static bool relay_is_leader(void *arg)
+{
+    return it_relay_log_contains(arg, "became leader");
+}
+
+static struct it_relay *relay_start_leader(void)
+{
+    struct it_relay *relay = it_relay_start(opt.relay_env, NULL);
+    if (!it_wait_until(relay_is_leader, relay, 30000)) {
+        it_relay_dump_log(relay);
+        ck_abort_msg("the relay did not become leader within 30 s");
+    }
+    return relay;
+}
+
+static void relay_stop(struct it_relay *relay)
+{
+    it_relay_signal(relay, SIGTERM);
+    if (!it_relay_wait(relay, 30000)) {
+        it_relay_dump_log(relay);
+        ck_abort_msg("the relay did not exit within 30 s of SIGTERM");
+    }
+    if (it_relay_exit_code(relay) != 0) {
+        it_relay_dump_log(relay);
+        ck_abort_msg("the relay exited with %d after SIGTERM", it_relay_exit_code(relay));
+    }
+}
+
+static void progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void progress(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "bench: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+}
+
+/* ---- 1a. raw JetStream publish rate (J) ---- */
+
+struct raw_acks {
+    atomic_long ok;
+    atomic_long failed;
+};
+
+static void raw_on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+    struct raw_acks *acks = closure;
+    if (pa != NULL)
+        atomic_fetch_add(&acks->ok, 1);
+    else
+        atomic_fetch_add(&acks->failed, 1);
+    natsMsg_Destroy(msg);
+}
+
+static double bench_raw_js(void)
+{
+    const char *subjects[] = {"raw.>", NULL};
+    it_js_add_stream(RAW_STREAM, subjects);
+
+    natsConnection *nc = nats_connect();
+    struct raw_acks acks = {0};
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    /* A full window: past MaxPending a publish waits (StallWait) for room rather than fail. */
+    jo.PublishAsync.MaxPending = opt.js_window;
+    jo.PublishAsync.StallWait = 60000;
+    jo.PublishAsync.AckHandler = raw_on_ack;
+    jo.PublishAsync.AckHandlerClosure = &acks;
+    jsCtx *js = NULL;
+    natsStatus s = natsConnection_JetStream(&js, nc, &jo);
+    ck_assert_msg(s == NATS_OK, "JetStream context: %s", natsStatus_GetText(s));
+
+    unsigned char *payload = malloc((size_t)opt.payload_bytes);
+    ck_assert_ptr_nonnull(payload);
+    for (int i = 0; i < opt.payload_bytes; i++)
+        payload[i] = (unsigned char)(i * 31 + 7);
+    unsigned run = (unsigned)wall_now_us();
+
+    progress("raw JetStream: %d async publishes, window %d", opt.raw_js_msgs, opt.js_window);
+    double t0 = mono_now();
+    for (int i = 0; i < opt.raw_js_msgs; i++) {
+        /* The relay's ids are UUID text: the same length here. */
+        char id[40];
+        snprintf(id, sizeof id, "%08x-0000-4000-8000-%012x", run, (unsigned)i);
+        jsPubOptions po;
+        jsPubOptions_Init(&po);
+        /* No MaxWait, like the relay: it keeps the PubAck deadline itself (nats.c would keep a
+         * timeout record per publish until the deadline, acked or not). */
+        po.MsgId = id;
+        s = js_PublishAsync(js, RAW_SUBJECT, payload, opt.payload_bytes, &po);
+        ck_assert_msg(s == NATS_OK, "publish %d: %s", i, natsStatus_GetText(s));
+    }
+    jsPubOptions done;
+    jsPubOptions_Init(&done);
+    done.MaxWait = 120000;
+    s = js_PublishAsyncComplete(js, &done);
+    double seconds = mono_now() - t0;
+    ck_assert_msg(s == NATS_OK, "waiting for PubAcks: %s", natsStatus_GetText(s));
+    ck_assert_int_eq(atomic_load(&acks.failed), 0);
+    ck_assert_int_eq(atomic_load(&acks.ok), opt.raw_js_msgs);
+    ck_assert_int_eq(it_js_stream_msgs(RAW_STREAM), opt.raw_js_msgs);
+
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    free(payload);
+    jsErrCode jerr = 0;
+    s = js_DeleteStream(it_js(), RAW_STREAM, NULL, &jerr);
+    ck_assert_msg(s == NATS_OK, "delete stream: %s", natsStatus_GetText(s));
+
+    double rate = opt.raw_js_msgs / seconds;
+    bench_record("raw", "js_msgs", "msgs", opt.raw_js_msgs);
+    bench_record("raw", "js_window", "msgs", opt.js_window);
+    bench_record("raw", "J_js_publish_rate", "msgs/s", rate);
+    return rate;
+}
+
+/* ---- 1b. raw PostgreSQL marking rate (M) ---- */
+
+struct strbuf {
+    char *s;
+    size_t n, cap;
+};
+
+static void sb_printf(struct strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void sb_printf(struct strbuf *b, const char *fmt, ...)
+{
+    char tmp[64];
+    va_list ap;
+    va_start(ap, fmt);
+    int len = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (b->n + (size_t)len + 1 > b->cap) {
+        b->cap = (b->cap + (size_t)len + 1) * 2;
+        b->s = realloc(b->s, b->cap);
+        ck_assert_ptr_nonnull(b->s);
+    }
+    memcpy(b->s + b->n, tmp, (size_t)len + 1);
+    b->n += (size_t)len;
+}
+
+static double bench_raw_pg(PGconn *conn)
+{
+    char payload[160];
+    sql_payload_expr(payload, sizeof payload);
+    it_pg_exec(conn, "DROP TABLE IF EXISTS bench_copy");
+    it_pg_exec(conn, "CREATE TABLE bench_copy (LIKE outbox INCLUDING ALL)");
+    it_pg_exec(conn,
+               "INSERT INTO bench_copy (subject, payload) SELECT 'bench.raw', %s"
+               " FROM generate_series(1, %d) AS g",
+               payload, opt.raw_pg_rows);
+    /* The same preparation as the drain's backlog: statistics, hint bits, a clean start. */
+    it_pg_exec(conn, "VACUUM ANALYZE bench_copy");
+    pg_checkpoint(conn);
+    int64_t first = it_pg_int(conn, "SELECT min(id) FROM bench_copy");
+    ck_assert_int_eq(it_pg_int(conn, "SELECT max(id) FROM bench_copy") - first + 1,
+                     opt.raw_pg_rows);
+
+    /* relay.c's mark_published_sql, on the copy. */
+    const char *sql = "UPDATE bench_copy AS o SET status = 'published', "
+                      "published_at = to_timestamp(v.at), "
+                      "stream_seq = v.seq, attempts = o.attempts + 1, next_attempt_at = NULL "
+                      "FROM unnest($1::bigint[], $2::bigint[], $3::float8[]) AS v(id, seq, at) "
+                      "WHERE o.id = v.id AND o.status IN ('pending', 'failed')";
+
+    /* The array literals are built before the clock starts: M is PostgreSQL's part. */
+    int nbatches = (opt.raw_pg_rows + opt.mark_batch - 1) / opt.mark_batch;
+    struct strbuf(*params)[3] = calloc((size_t)nbatches, sizeof *params);
+    ck_assert_ptr_nonnull(params);
+    double at = (double)wall_now_us() / 1e6;
+    for (int b = 0; b < nbatches; b++) {
+        for (int k = 0; k < 3; k++)
+            sb_printf(&params[b][k], "{");
+        for (int i = b * opt.mark_batch; i < (b + 1) * opt.mark_batch && i < opt.raw_pg_rows; i++) {
+            const char *sep = i > b * opt.mark_batch ? "," : "";
+            sb_printf(&params[b][0], "%s%" PRId64, sep, first + i);
+            sb_printf(&params[b][1], "%s%d", sep, i + 1);
+            sb_printf(&params[b][2], "%s%.6f", sep, at + i * 1e-5);
+        }
+        for (int k = 0; k < 3; k++)
+            sb_printf(&params[b][k], "}");
+    }
+
+    progress("raw PostgreSQL: marking %d rows, %d per UPDATE", opt.raw_pg_rows, opt.mark_batch);
+    int64_t marked = 0;
+    double t0 = mono_now();
+    for (int b = 0; b < nbatches; b++) {
+        const char *values[3] = {params[b][0].s, params[b][1].s, params[b][2].s};
+        PGresult *res = PQexecParams(conn, sql, 3, NULL, values, NULL, NULL, 0);
+        ck_assert_msg(PQresultStatus(res) == PGRES_COMMAND_OK, "mark: %s",
+                      PQresultErrorMessage(res));
+        marked += strtoll(PQcmdTuples(res), NULL, 10);
+        PQclear(res);
+    }
+    double seconds = mono_now() - t0;
+    ck_assert_int_eq(marked, opt.raw_pg_rows);
+    for (int b = 0; b < nbatches; b++)
+        for (int k = 0; k < 3; k++)
+            free(params[b][k].s);
+    free(params);
+    it_pg_exec(conn, "DROP TABLE bench_copy");
+
+    double rate = opt.raw_pg_rows / seconds;
+    bench_record("raw", "pg_rows", "rows", opt.raw_pg_rows);
+    bench_record("raw", "mark_batch", "rows", opt.mark_batch);
+    bench_record("raw", "M_pg_mark_rate", "rows/s", rate);
+    return rate;
+}
+
+/* ---- producers (3 and 4) ---- */
+
+/*
+ * Per-row timing of a paced run, slot = producer * per_producer + row: when
+ * the producer sent the INSERT, when its commit came back, and when the
+ * consumer received the message (0: not yet). Event ids carry the slot.
+ */
+struct row_times {
+    int nproducers;
+    size_t per_producer;
+    int64_t *sent_us;
+    int64_t *commit_us;
+    int64_t *receipt_us;
+};
+
+struct producer {
+    pthread_t thread;
+    PGconn *conn;
+    int index;
+    const char *subject;
+    const char *tag;    /* event ids: tag-producer-row, unique in the stream's dedup window */
+    double start, end;  /* monotonic seconds */
+    double interval;    /* paced: seconds between this producer's rows; 0: as fast as it can */
+    double offset;      /* paced: this producer's phase within the common schedule */
+    unsigned char *pad; /* the payload after the timestamp */
+    int pad_len;
+    struct row_times *times; /* NULL: not recorded */
+    int64_t commits;
+    char error[256];
+};
+
+static void *producer_main(void *arg)
+{
+    struct producer *p = arg;
+    char event_id[64];
+    const char *values[3] = {p->subject, (const char *)p->pad, event_id};
+    int lengths[3] = {0, p->pad_len, 0};
+    int formats[3] = {0, 1, 0};
+    for (int64_t k = 0;; k++) {
+        if (p->interval > 0) {
+            /* An absolute schedule: a late row does not push back the ones after it. */
+            double due = p->start + p->offset + (double)k * p->interval;
+            if (due >= p->end)
+                break;
+            sleep_until(due);
+        } else if (mono_now() >= p->end) {
+            break;
+        }
+        snprintf(event_id, sizeof event_id, "%s-%d-%" PRId64, p->tag, p->index, k);
+        int64_t sent = wall_now_us();
+        PGresult *res = PQexecPrepared(p->conn, "bench_insert", 3, values, lengths, formats, 0);
+        int64_t committed = wall_now_us();
+        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+            snprintf(p->error, sizeof p->error, "%s", PQresultErrorMessage(res));
+            PQclear(res);
+            break;
+        }
+        PQclear(res);
+        if (p->times && (size_t)k < p->times->per_producer) {
+            size_t slot = (size_t)p->index * p->times->per_producer + (size_t)k;
+            p->times->sent_us[slot] = sent;
+            p->times->commit_us[slot] = committed;
+        }
+        p->commits++;
+    }
+    return NULL;
+}
+
+/* Runs opt.producers producers for `seconds`, at `rate` rows/s in total (0: unpaced). */
+static int64_t producers_run(const char *tag, const char *subject, double rate, double seconds,
+                             struct row_times *times, double *elapsed)
+{
+    int n = opt.producers;
+    struct producer *ps = calloc((size_t)n, sizeof *ps);
+    ck_assert_ptr_nonnull(ps);
+    int pad_len = opt.payload_bytes - STAMP_DIGITS;
+    unsigned char *pad = malloc((size_t)pad_len + 1);
+    ck_assert_ptr_nonnull(pad);
+    for (int i = 0; i < pad_len; i++)
+        pad[i] = (unsigned char)('a' + i % 26);
+    for (int i = 0; i < n; i++) {
+        ps[i].conn = it_pg_connect();
+        PGresult *res = PQprepare(ps[i].conn, "bench_insert", PRODUCER_INSERT_SQL, 3, NULL);
+        ck_assert_msg(PQresultStatus(res) == PGRES_COMMAND_OK, "prepare: %s",
+                      PQresultErrorMessage(res));
+        PQclear(res);
+    }
+    double start = mono_now() + 0.05;
+    for (int i = 0; i < n; i++) {
+        struct producer *p = &ps[i];
+        p->index = i;
+        p->tag = tag;
+        p->subject = subject;
+        p->start = start;
+        p->end = start + seconds;
+        p->pad = pad;
+        p->pad_len = pad_len;
+        p->times = times;
+        if (rate > 0) {
+            p->interval = n / rate;
+            p->offset = i / rate;
+        }
+        ck_assert_int_eq(pthread_create(&p->thread, NULL, producer_main, p), 0);
+    }
+    int64_t commits = 0;
+    for (int i = 0; i < n; i++) {
+        pthread_join(ps[i].thread, NULL);
+        commits += ps[i].commits;
+    }
+    *elapsed = mono_now() - start;
+    for (int i = 0; i < n; i++) {
+        ck_assert_msg(ps[i].error[0] == '\0', "producer %d: %s", i, ps[i].error);
+        PQfinish(ps[i].conn);
+    }
+    free(pad);
+    free(ps);
+    return commits;
+}
+
+/* ---- 2. drain ---- */
+
+static pid_t perf_start(pid_t relay)
+{
+    /* System-wide (-a) records until SIGINT; otherwise it follows the relay alone. */
+    char cmd[1024], target[32] = "";
+    if (!strstr(opt.perf_args, "-a"))
+        snprintf(target, sizeof target, "-p %d", (int)relay);
+    snprintf(cmd, sizeof cmd, "exec perf record %s %s -o '%s' > '%s.log' 2>&1", opt.perf_args,
+             target, opt.perf_drain, opt.perf_drain);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+static void perf_stop(pid_t pid)
+{
+    /* perf record finishes its file on SIGINT. */
+    kill(pid, SIGINT);
+    waitpid(pid, NULL, 0);
+}
+
+struct stream_wait {
+    uint64_t want, seen;
+};
+
+static bool stream_reached(void *arg)
+{
+    struct stream_wait *w = arg;
+    w->seen = it_js_stream_msgs(STREAM);
+    return w->seen >= w->want;
+}
+
+/* 5. CPU of the relay over opt.idle_seconds with no rows to relay. */
+static void idle_window(struct it_relay *relay, const char *prefix)
+{
+    char metric[40];
+    double cpu0 = proc_cpu_s(relay->pid, false, NULL);
+    double t0 = mono_now();
+    sleep_ms(opt.idle_seconds * 1000); /* the measurement window itself */
+    double cpu = proc_cpu_s(relay->pid, false, NULL) - cpu0;
+    double seconds = mono_now() - t0;
+    snprintf(metric, sizeof metric, "%sseconds", prefix);
+    bench_record("idle", metric, "s", seconds);
+    snprintf(metric, sizeof metric, "%srelay_cpu_s", prefix);
+    bench_record("idle", metric, "s", cpu);
+    snprintf(metric, sizeof metric, "%srelay_cpu_pct", prefix);
+    bench_record("idle", metric, "%", 100.0 * cpu / seconds);
+}
+
+static void bench_drain(PGconn *conn, double limit)
+{
+    char payload[160];
+    sql_payload_expr(payload, sizeof payload);
+    it_pg_exec(conn, "TRUNCATE outbox");
+    it_pg_exec(conn,
+               "INSERT INTO outbox (subject, payload) SELECT 'bench.drain', %s"
+               " FROM generate_series(1, %d) AS g",
+               payload, opt.drain_rows);
+    it_pg_exec(conn, "VACUUM ANALYZE outbox");
+    pg_checkpoint(conn);
+    uint64_t before = it_js_stream_msgs(STREAM);
+
+    progress("drain: %d rows", opt.drain_rows);
+    struct cpu_split c0, c1;
+    cpu_split_take(&c0, 0);
+    double t0 = mono_now();
+    int64_t xacts0 = pg_xact_commits(conn);
+    struct it_relay *relay = it_relay_start(opt.relay_env, NULL);
+    pid_t perf = opt.perf_drain ? perf_start(relay->pid) : 0;
+    struct anon_sampler anon;
+    anon_sampler_start(&anon, relay->pid);
+    int timeout_ms = 120000 + opt.drain_rows / 100;
+    /* Cheap polling first (the stream's message count), then the table: done = all published. */
+    struct stream_wait w = {.want = before + (uint64_t)opt.drain_rows};
+    if (!it_wait_until(stream_reached, &w, timeout_ms))
+        ck_abort_msg("drain: %llu of %d rows reached the stream within %d ms",
+                     (unsigned long long)(w.seen - before), opt.drain_rows, timeout_ms);
+    int64_t published = it_pg_wait_int(
+        conn, "SELECT count(*) FROM outbox WHERE status = 'published'", opt.drain_rows, timeout_ms);
+    double seconds = mono_now() - t0;
+    cpu_split_take(&c1, relay->pid);
+    double peak_anon = anon_sampler_stop(&anon);
+    if (perf)
+        perf_stop(perf);
+    ck_assert_int_eq(published, opt.drain_rows);
+    ck_assert_int_eq(it_pg_int(conn, "SELECT count(*) FROM outbox WHERE status <> 'published'"), 0);
+
+    double rate = opt.drain_rows / seconds;
+    bench_record("drain", "rows", "rows", opt.drain_rows);
+    bench_record("drain", "seconds", "s", seconds);
+    bench_record("drain", "drain_rate", "rows/s", rate);
+    bench_record("drain", "ratio_to_L", "x", rate / limit);
+    bench_record("drain", "relay_peak_rss_mb", "MB", proc_peak_rss_mb(relay->pid));
+    bench_record("drain", "relay_peak_anon_mb", "MB", peak_anon);
+    cpu_split_record("drain", &c0, &c1, seconds);
+
+    /* The same relay right after the drain: nothing left to do in the table; whatever it still
+     * spends is cleanup after the burst. */
+    progress("after the drain: %d s", opt.idle_seconds);
+    idle_window(relay, "after_drain_");
+    relay_stop(relay);
+    /* Includes the relay's few queries while idle and the bench's own polls: approximate. */
+    double xacts = (double)(pg_xact_commits(conn) - xacts0);
+    bench_record("drain", "relay_pg_xacts", "xacts", xacts);
+    bench_record("drain", "rows_per_relay_xact", "rows", opt.drain_rows / xacts);
+}
+
+/* ---- 3. latency under steady load ---- */
+
+struct consumer {
+    pthread_mutex_t mu;
+    double *latency_ms; /* created_at -> receipt */
+    size_t n, cap;
+    int64_t malformed;
+    struct row_times *times;
+};
+
+/* nats.c's delivery thread: receipt time minus the created_at the payload carries. */
+static void consumer_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+    int64_t now = wall_now_us();
+    struct consumer *c = closure;
+    const char *data = natsMsg_GetData(msg);
+    int len = natsMsg_GetDataLength(msg);
+    char stamp[STAMP_DIGITS + 1];
+    bool ok = len >= STAMP_DIGITS;
+    if (ok) {
+        memcpy(stamp, data, STAMP_DIGITS);
+        stamp[STAMP_DIGITS] = '\0';
+        ok = strspn(stamp, "0123456789") == STAMP_DIGITS;
+    }
+    const char *id = NULL;
+    int producer = -1;
+    long long row = -1;
+    if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) != NATS_OK ||
+        sscanf(id, "steady-%d-%lld", &producer, &row) != 2 || producer < 0 ||
+        producer >= c->times->nproducers || row < 0)
+        ok = false;
+    pthread_mutex_lock(&c->mu);
+    if (!ok)
+        c->malformed++;
+    else if (c->n < c->cap)
+        c->latency_ms[c->n++] = (double)(now - strtoll(stamp, NULL, 10)) / 1000.0;
+    if (ok && (size_t)row < c->times->per_producer)
+        c->times->receipt_us[(size_t)producer * c->times->per_producer + (size_t)row] = now;
+    pthread_mutex_unlock(&c->mu);
+    natsMsg_Destroy(msg);
+}
+
+static size_t consumer_count(struct consumer *c)
+{
+    pthread_mutex_lock(&c->mu);
+    size_t n = c->n;
+    pthread_mutex_unlock(&c->mu);
+    return n;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Nearest-rank percentile of sorted values. */
+static double percentile(const double *sorted, size_t n, double p)
+{
+    size_t rank = (size_t)ceil(p / 100.0 * (double)n);
+    return sorted[rank > 0 ? rank - 1 : 0];
+}
+
+static void bench_steady(PGconn *conn)
+{
+    it_pg_exec(conn, "TRUNCATE outbox");
+    pg_checkpoint(conn);
+    int64_t xacts0 = pg_xact_commits(conn);
+    struct it_relay *relay = relay_start_leader();
+
+    struct row_times times = {.nproducers = opt.producers};
+    times.per_producer =
+        (size_t)opt.steady_rate * (size_t)opt.steady_seconds / (size_t)opt.producers + 2;
+    size_t slots = times.per_producer * (size_t)opt.producers;
+    times.sent_us = calloc(slots, sizeof(int64_t));
+    times.commit_us = calloc(slots, sizeof(int64_t));
+    times.receipt_us = calloc(slots, sizeof(int64_t));
+    ck_assert(times.sent_us && times.commit_us && times.receipt_us);
+    struct consumer c = {.mu = PTHREAD_MUTEX_INITIALIZER, .times = &times};
+    c.cap = slots + 1000;
+    c.latency_ms = malloc(c.cap * sizeof *c.latency_ms);
+    ck_assert_ptr_nonnull(c.latency_ms);
+    natsConnection *nc = nats_connect();
+    jsCtx *js = NULL;
+    natsStatus s = natsConnection_JetStream(&js, nc, NULL);
+    ck_assert_msg(s == NATS_OK, "JetStream context: %s", natsStatus_GetText(s));
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = STREAM;
+    so.Config.DeliverPolicy = js_DeliverNew;
+    so.Config.AckPolicy = js_AckNone;
+    natsSubscription *sub = NULL;
+    jsErrCode jerr = 0;
+    s = js_Subscribe(&sub, js, "bench.steady", consumer_on_msg, &c, NULL, &so, &jerr);
+    ck_assert_msg(s == NATS_OK, "subscribe: %s (%d)", natsStatus_GetText(s), (int)jerr);
+    s = natsSubscription_SetPendingLimits(sub, -1, -1);
+    ck_assert_msg(s == NATS_OK, "pending limits: %s", natsStatus_GetText(s));
+
+    /* A leader with an empty table, LISTENing, its timers running: true idle. */
+    progress("idle: %d s", opt.idle_seconds);
+    idle_window(relay, "");
+
+    progress("steady: %d rows/s from %d producers for %d s", opt.steady_rate, opt.producers,
+             opt.steady_seconds);
+    struct cpu_split c0, c1;
+    cpu_split_take(&c0, relay->pid);
+    struct anon_sampler anon;
+    anon_sampler_start(&anon, relay->pid);
+    double elapsed;
+    int64_t rows = producers_run("steady", "bench.steady", opt.steady_rate, opt.steady_seconds,
+                                 &times, &elapsed);
+    int64_t deadline = it_now_ms() + 60000;
+    while ((int64_t)consumer_count(&c) < rows && it_now_ms() < deadline)
+        sleep_ms(20);
+    cpu_split_take(&c1, relay->pid);
+    double peak_rss = proc_peak_rss_mb(relay->pid);
+    double peak_anon = anon_sampler_stop(&anon);
+    natsSubscription_Unsubscribe(sub);
+    natsSubscription_Destroy(sub);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    relay_stop(relay);
+    /* Less the producers' own commits: what the relay ran (approximately: autovacuum too). */
+    double relay_xacts = (double)(pg_xact_commits(conn) - xacts0 - rows);
+
+    size_t n = consumer_count(&c);
+    ck_assert_int_eq(c.malformed, 0);
+    ck_assert_msg((int64_t)n == rows, "steady: %zu of %lld rows received", n, (long long)rows);
+    ck_assert_int_gt(n, 0);
+    /* The stamp in the payload is the row's created_at to the microsecond. */
+    ck_assert_int_eq(it_pg_int(conn,
+                               "SELECT count(*) FROM outbox WHERE subject = 'bench.steady' AND "
+                               "convert_from(substring(payload FROM 1 FOR 16), 'UTF8')::bigint <> "
+                               "(extract(epoch FROM created_at) * 1000000)::bigint"),
+                     0);
+
+    qsort(c.latency_ms, n, sizeof *c.latency_ms, cmp_double);
+    double sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum += c.latency_ms[i];
+    if (opt.latency_out) {
+        FILE *f = fopen(opt.latency_out, "w");
+        ck_assert_msg(f != NULL, "%s: %s", opt.latency_out, strerror(errno));
+        for (size_t i = 0; i < n; i++)
+            fprintf(f, "%.3f\n", c.latency_ms[i]);
+        fclose(f);
+    }
+    bench_record("steady", "target_rate", "rows/s", opt.steady_rate);
+    bench_record("steady", "producers", "conns", opt.producers);
+    bench_record("steady", "seconds", "s", elapsed);
+    bench_record("steady", "rows", "rows", (double)rows);
+    bench_record("steady", "achieved_rate", "rows/s", (double)rows / elapsed);
+    bench_record("steady", "received", "msgs", (double)n);
+    bench_record("steady", "p50_ms", "ms", percentile(c.latency_ms, n, 50));
+    bench_record("steady", "p90_ms", "ms", percentile(c.latency_ms, n, 90));
+    bench_record("steady", "p99_ms", "ms", percentile(c.latency_ms, n, 99));
+    bench_record("steady", "max_ms", "ms", c.latency_ms[n - 1]);
+    bench_record("steady", "mean_ms", "ms", sum / (double)n);
+
+    /* Where the time goes: the producer's INSERT + commit, then commit -> receipt (the relay's
+     * part, with NATS and the consumer). */
+    double *insert_ms = malloc(slots * sizeof(double)), *after_ms = malloc(slots * sizeof(double));
+    ck_assert(insert_ms && after_ms);
+    size_t ni = 0, na = 0;
+    for (size_t i = 0; i < slots; i++) {
+        if (times.commit_us[i] == 0)
+            continue;
+        insert_ms[ni++] = (double)(times.commit_us[i] - times.sent_us[i]) / 1000.0;
+        if (times.receipt_us[i] != 0)
+            after_ms[na++] = (double)(times.receipt_us[i] - times.commit_us[i]) / 1000.0;
+    }
+    ck_assert_int_gt(ni, 0);
+    ck_assert_int_gt(na, 0);
+    qsort(insert_ms, ni, sizeof *insert_ms, cmp_double);
+    qsort(after_ms, na, sizeof *after_ms, cmp_double);
+    bench_record("steady", "insert_commit_p50_ms", "ms", percentile(insert_ms, ni, 50));
+    bench_record("steady", "insert_commit_p99_ms", "ms", percentile(insert_ms, ni, 99));
+    bench_record("steady", "commit_to_recv_p50_ms", "ms", percentile(after_ms, na, 50));
+    bench_record("steady", "commit_to_recv_p90_ms", "ms", percentile(after_ms, na, 90));
+    bench_record("steady", "commit_to_recv_p99_ms", "ms", percentile(after_ms, na, 99));
+    bench_record("steady", "commit_to_recv_max_ms", "ms", after_ms[na - 1]);
+    free(insert_ms);
+    free(after_ms);
+    free(times.sent_us);
+    free(times.commit_us);
+    free(times.receipt_us);
+    bench_record("steady", "relay_pg_xacts_per_row", "xacts", relay_xacts / (double)rows);
+    bench_record("steady", "relay_peak_rss_mb", "MB", peak_rss);
+    bench_record("steady", "relay_peak_anon_mb", "MB", peak_anon);
+    cpu_split_record("steady", &c0, &c1, elapsed);
+    free(c.latency_ms);
+}
+
+/* ---- 4. NOTIFY cost ---- */
+
+static double notify_mode(PGconn *conn, bool trigger, struct it_relay *relay)
+{
+    it_pg_exec(conn, "ALTER TABLE outbox %s TRIGGER outbox_notify_insert",
+               trigger ? "ENABLE" : "DISABLE");
+    pg_checkpoint(conn);
+    progress("notify cost: trigger %s, %d producers unpaced for %d s", trigger ? "on" : "off",
+             opt.producers, opt.notify_seconds);
+    double elapsed;
+    int64_t commits = producers_run(trigger ? "notify-on" : "notify-off", "bench.notify", 0,
+                                    opt.notify_seconds, NULL, &elapsed);
+    if (relay) {
+        /* Each mode starts from an empty backlog; poll-only catches up within its interval. */
+        int64_t left = it_pg_wait_int(
+            conn, "SELECT count(*) FROM outbox WHERE status <> 'published'", 0, 120000);
+        ck_assert_msg(left == 0, "notify cost: %lld rows still pending", (long long)left);
+    }
+    ck_assert_int_gt(commits, 0);
+    return (double)commits / elapsed;
+}
+
+static void bench_notify(PGconn *conn)
+{
+    it_pg_exec(conn, "TRUNCATE outbox");
+    struct it_relay *relay = opt.notify_relay ? relay_start_leader() : NULL;
+    double with = notify_mode(conn, true, relay);
+    double without = notify_mode(conn, false, relay);
+    it_pg_exec(conn, "ALTER TABLE outbox ENABLE TRIGGER outbox_notify_insert");
+    if (relay)
+        relay_stop(relay);
+    it_pg_exec(conn, "TRUNCATE outbox");
+    bench_record_text("notify", "relay_running", "", "%s", opt.notify_relay ? "yes" : "no");
+    bench_record("notify", "producers", "conns", opt.producers);
+    bench_record("notify", "seconds_each", "s", opt.notify_seconds);
+    bench_record("notify", "commit_rate_trigger", "commits/s", with);
+    bench_record("notify", "commit_rate_no_trigger", "commits/s", without);
+    bench_record("notify", "trigger_cost_pct", "%", 100.0 * (without - with) / without);
+}
+
+/* ---- conditions, table, CSV ---- */
+
+static void bench_conditions(PGconn *conn, const char *section_suffix)
+{
+    char buf[256], line[512];
+    if (section_suffix) {
+        FILE *f = fopen("/proc/loadavg", "r");
+        if (f && fgets(line, sizeof line, f))
+            line[strcspn(line, "\n")] = '\0';
+        if (f)
+            fclose(f);
+        bench_record_text("conditions", section_suffix, "", "%s", f ? line : "?");
+        return;
+    }
+    bench_record_text("conditions", "cores", "", "%ld", sysconf(_SC_NPROCESSORS_ONLN));
+    text_of_file_line("/proc/cpuinfo", "model name", buf, sizeof buf);
+    bench_record_text("conditions", "cpu", "", "%s", buf);
+    struct utsname u;
+    uname(&u);
+    bench_record_text("conditions", "kernel", "", "%s %s", u.sysname, u.release);
+    bench_record_text("conditions", "postgresql", "", "%s",
+                      pg_show(conn, "server_version", buf, sizeof buf));
+    snprintf(line, sizeof line, "%s/nats.log", it_dir());
+    text_of_file_line(line, "Version:", buf, sizeof buf);
+    bench_record_text("conditions", "nats_server", "", "%s", buf);
+    bench_record_text("conditions", "nats_c", "", "%s", nats_GetVersion());
+    bench_record_text("conditions", "payload_bytes", "B", "%d", opt.payload_bytes);
+    bench_record_text("conditions", "fsync", "", "%s", pg_show(conn, "fsync", buf, sizeof buf));
+    bench_record_text("conditions", "synchronous_commit", "", "%s",
+                      pg_show(conn, "synchronous_commit", buf, sizeof buf));
+    bench_record_text("conditions", "full_page_writes", "", "%s",
+                      pg_show(conn, "full_page_writes", buf, sizeof buf));
+    bench_record_text("conditions", "nats_storage", "", "file");
+    bench_record_text("conditions", "build", "", "%s", BENCH_BUILD_TYPE);
+    line[0] = '\0';
+    for (int i = 0; i < opt.nrelay_env; i++)
+        snprintf(line + strlen(line), sizeof line - strlen(line), "%s%s", i ? " " : "",
+                 opt.relay_env[i]);
+    bench_record_text("conditions", "relay_env", "", "%s", line[0] ? line : "defaults");
+    bench_record_text("conditions", "perf_during_drain", "", "%s", opt.perf_drain ? "yes" : "no");
+}
+
+static void bench_write_outputs(void)
+{
+    FILE *f = fopen(opt.csv, "w");
+    ck_assert_msg(f != NULL, "%s: %s", opt.csv, strerror(errno));
+    fprintf(f, "section,metric,value,unit\n");
+    printf("\n%-11s %-24s %16s  %s\n", "section", "metric", "value", "unit");
+    /* Grouped by section, sections in the order they first appear. */
+    for (int i = 0; i < nresults; i++) {
+        bool seen = false;
+        for (int j = 0; j < i && !seen; j++)
+            seen = strcmp(results[j].section, results[i].section) == 0;
+        if (seen)
+            continue;
+        for (int k = i; k < nresults; k++) {
+            const struct result *r = &results[k];
+            if (strcmp(r->section, results[i].section) != 0)
+                continue;
+            fprintf(f, "%s,%s,%s,%s\n", r->section, r->metric, r->value, r->unit);
+            printf("%-11s %-24s %16s  %s\n", r->section, r->metric, r->value, r->unit);
+        }
+    }
+    ck_assert_int_eq(fclose(f), 0);
+    printf("\nCSV: %s\n", opt.csv);
+    fflush(stdout);
+}
+
+START_TEST(bench_all)
+{
+    it_pg_set_durable(opt.fsync);
+    it_start_servers();
+    PGconn *conn = it_pg_connect();
+    it_pg_exec(conn, "SET client_min_messages = warning");
+    bench_conditions(conn, NULL);
+    bench_conditions(conn, "loadavg_start");
+    const char *subjects[] = {"bench.>", NULL};
+    it_js_add_stream(STREAM, subjects);
+
+    double j = bench_raw_js();
+    double m = bench_raw_pg(conn);
+    double limit = 1.0 / (1.0 / j + 1.0 / m);
+    bench_record("raw", "L_limit", "rows/s", limit);
+
+    bench_drain(conn, limit);
+    bench_steady(conn);
+    bench_notify(conn);
+    bench_conditions(conn, "loadavg_end");
+    PQfinish(conn);
+    bench_write_outputs();
+    it_teardown();
+}
+END_TEST
+
+/* ---- flags ---- */
+
+static void usage(FILE *out)
+{
+    fprintf(out, "Usage: outbox_bench [flags]\n"
+                 "Starts its own PostgreSQL and nats-server, measures raw limits, then the relay.\n"
+                 "  --csv PATH              results (default bench.csv)\n"
+                 "  --latency-out PATH      every steady-load latency in ms, sorted, one a line\n"
+                 "  --payload-bytes N       payload size (256; at least 32)\n"
+                 "  --raw-js-msgs N         J: async publishes (200000)\n"
+                 "  --js-window N           J: nats.c PublishAsync.MaxPending (8000)\n"
+                 "  --raw-pg-rows N         M: rows marked (200000)\n"
+                 "  --mark-batch N          M: rows per UPDATE (1000)\n"
+                 "  --drain-rows N          backlog drained by the relay (200000)\n"
+                 "  --steady-rate N         rows/s in total during the latency run (2000)\n"
+                 "  --steady-seconds N      length of the latency run (30)\n"
+                 "  --producers N           producer connections (8)\n"
+                 "  --notify-seconds N      length of each NOTIFY-cost run (10)\n"
+                 "  --notify-relay on|off   relay running during the NOTIFY-cost runs (on)\n"
+                 "  --idle-seconds N        idle CPU window (10)\n"
+                 "  --fsync on|off          PostgreSQL fsync/full_page_writes (on: the defaults)\n"
+                 "  --relay-env KEY=VALUE   extra relay setting (repeatable)\n"
+                 "  --perf-drain FILE       perf record during the drain into FILE\n"
+                 "  --perf-args ARGS        perf record options (\"-a -g -F 999\"; without -a: the "
+                 "relay only)\n");
+}
+
+static int parse_int(const char *name, const char *value, int min)
+{
+    char *end;
+    long v = strtol(value, &end, 10);
+    if (*value == '\0' || *end != '\0' || v < min || v > 100000000) {
+        fprintf(stderr, "outbox_bench: --%s: expected an integer >= %d, got \"%s\"\n", name, min,
+                value);
+        exit(2);
+    }
+    return (int)v;
+}
+
+static bool parse_on_off(const char *name, const char *value)
+{
+    if (strcmp(value, "on") == 0)
+        return true;
+    if (strcmp(value, "off") == 0)
+        return false;
+    fprintf(stderr, "outbox_bench: --%s: expected on or off, got \"%s\"\n", name, value);
+    exit(2);
+}
+
+static void parse_flags(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"csv", required_argument, NULL, 'c'},
+        {"latency-out", required_argument, NULL, 'l'},
+        {"payload-bytes", required_argument, NULL, 'b'},
+        {"raw-js-msgs", required_argument, NULL, 'j'},
+        {"js-window", required_argument, NULL, 'w'},
+        {"raw-pg-rows", required_argument, NULL, 'm'},
+        {"mark-batch", required_argument, NULL, 'B'},
+        {"drain-rows", required_argument, NULL, 'd'},
+        {"steady-rate", required_argument, NULL, 'r'},
+        {"steady-seconds", required_argument, NULL, 's'},
+        {"producers", required_argument, NULL, 'p'},
+        {"notify-seconds", required_argument, NULL, 'n'},
+        {"notify-relay", required_argument, NULL, 'N'},
+        {"idle-seconds", required_argument, NULL, 'i'},
+        {"fsync", required_argument, NULL, 'f'},
+        {"relay-env", required_argument, NULL, 'e'},
+        {"perf-drain", required_argument, NULL, 'P'},
+        {"perf-args", required_argument, NULL, 'A'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        const char *name = NULL;
+        for (const struct option *o = longopts; o->name; o++)
+            if (o->val == c)
+                name = o->name;
+        switch (c) {
+        case 'c':
+            opt.csv = optarg;
+            break;
+        case 'l':
+            opt.latency_out = optarg;
+            break;
+        case 'b':
+            opt.payload_bytes = parse_int(name, optarg, 32);
+            break;
+        case 'j':
+            opt.raw_js_msgs = parse_int(name, optarg, 1);
+            break;
+        case 'w':
+            opt.js_window = parse_int(name, optarg, 1);
+            break;
+        case 'm':
+            opt.raw_pg_rows = parse_int(name, optarg, 1);
+            break;
+        case 'B':
+            opt.mark_batch = parse_int(name, optarg, 1);
+            break;
+        case 'd':
+            opt.drain_rows = parse_int(name, optarg, 1);
+            break;
+        case 'r':
+            opt.steady_rate = parse_int(name, optarg, 1);
+            break;
+        case 's':
+            opt.steady_seconds = parse_int(name, optarg, 1);
+            break;
+        case 'p':
+            opt.producers = parse_int(name, optarg, 1);
+            break;
+        case 'n':
+            opt.notify_seconds = parse_int(name, optarg, 1);
+            break;
+        case 'N':
+            opt.notify_relay = parse_on_off(name, optarg);
+            break;
+        case 'i':
+            opt.idle_seconds = parse_int(name, optarg, 1);
+            break;
+        case 'f':
+            opt.fsync = parse_on_off(name, optarg);
+            break;
+        case 'e':
+            if (opt.nrelay_env == MAX_RELAY_ENV || !strchr(optarg, '=')) {
+                fprintf(stderr, "outbox_bench: --relay-env: KEY=VALUE, at most %d\n",
+                        MAX_RELAY_ENV);
+                exit(2);
+            }
+            opt.relay_env[opt.nrelay_env++] = optarg;
+            break;
+        case 'P':
+            opt.perf_drain = optarg;
+            break;
+        case 'A':
+            opt.perf_args = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            exit(2);
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "outbox_bench: unexpected argument \"%s\"\n", argv[optind]);
+        exit(2);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    parse_flags(argc, argv);
+    /* The harness reports failures through Check: the whole run is one Check test, forked. */
+    Suite *suite = suite_create("bench");
+    TCase *tc = tcase_create("bench");
+    tcase_set_timeout(tc, 4 * 3600);
+    tcase_add_test(tc, bench_all);
+    suite_add_tcase(suite, tc);
+    SRunner *sr = srunner_create(suite);
+    srunner_set_fork_status(sr, CK_FORK);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
