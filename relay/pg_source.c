@@ -8,11 +8,14 @@
 #include "outbox_relay/backoff.h"
 #include "outbox_relay/log.h"
 
+#define PG_MAX_STATEMENTS 16
+
 struct pg_query {
     const char *sql;
     int nparams;
     char **params;
     bool binary;
+    int stmt; /* index into pg_source.stmts, or -1: sent unprepared */
     pg_result_fn fn;
     void *arg;
     struct pg_query *next;
@@ -33,6 +36,14 @@ struct pg_source {
     bool running;
     PGresult *result; /* first result of the running query */
     int reconnects;   /* consecutive failures, for the backoff */
+
+    /* Prepared statements, by SQL text pointer (callers pass static
+     * strings). Parsing and planning were most of the relay backend's CPU at
+     * steady load; a statement is prepared once per connection instead. */
+    const char *stmts[PG_MAX_STATEMENTS];
+    bool prepared[PG_MAX_STATEMENTS]; /* on the current connection */
+    int nstmts;
+    bool preparing; /* the running step is the head query's PREPARE */
 
     char check_sql[512];
     char listen_sql[128];
@@ -130,6 +141,7 @@ static struct pg_query *pg_query_new(const char *sql, int nparams, char **params
         memcpy(q->params, params, (size_t)nparams * sizeof(char *));
     }
     q->binary = binary;
+    q->stmt = -1;
     q->fn = fn;
     q->arg = arg;
     return q;
@@ -295,15 +307,30 @@ static void pg_send_next(struct pg_source *src)
     if (src->running || src->head == NULL || src->conn == NULL)
         return;
     struct pg_query *q = src->head;
-    if (!PQsendQueryParams(src->conn, q->sql, q->nparams, NULL, (const char *const *)q->params,
-                           NULL, NULL, q->binary ? 1 : 0)) {
+    char name[16];
+    snprintf(name, sizeof(name), "outbox_%d", q->stmt);
+    int sent;
+    if (q->stmt >= 0 && !src->prepared[q->stmt]) {
+        /* Prepare first; pg_complete then sends the execution. */
+        sent = PQsendPrepare(src->conn, name, q->sql, q->nparams, NULL);
+        src->preparing = true;
+    } else if (q->stmt >= 0) {
+        sent = PQsendQueryPrepared(src->conn, name, q->nparams, (const char *const *)q->params,
+                                   NULL, NULL, q->binary ? 1 : 0);
+    } else {
+        sent = PQsendQueryParams(src->conn, q->sql, q->nparams, NULL,
+                                 (const char *const *)q->params, NULL, NULL, q->binary ? 1 : 0);
+    }
+    if (!sent) {
         pg_lost(src, PQerrorMessage(src->conn));
         return;
     }
-    /* libpq copied the parameters into its output buffer. */
-    for (int i = 0; i < q->nparams; i++) {
-        free(q->params[i]);
-        q->params[i] = NULL;
+    if (!src->preparing) {
+        /* libpq copied the parameters into its output buffer. */
+        for (int i = 0; i < q->nparams; i++) {
+            free(q->params[i]);
+            q->params[i] = NULL;
+        }
     }
     src->running = true;
     pg_deadline_arm(src);
@@ -319,6 +346,20 @@ static void pg_complete(struct pg_source *src)
 {
     struct pg_query *q = src->head;
     PGresult *res = src->result;
+    if (src->preparing) {
+        src->preparing = false;
+        if (res != NULL && PQresultStatus(res) == PGRES_COMMAND_OK) {
+            /* Prepared: the same head query is now executed. */
+            PQclear(res);
+            src->result = NULL;
+            src->running = false;
+            src->prepared[q->stmt] = true;
+            ev_timer_stop(src->loop, &src->deadline);
+            pg_send_next(src);
+            return;
+        }
+        /* The PREPARE failed: its error is the query's answer. */
+    }
     src->head = q->next;
     if (src->head == NULL)
         src->tail = NULL;
@@ -399,6 +440,8 @@ static void pg_lost(struct pg_source *src, const char *why)
     src->conn = NULL;
     src->state = PG_DISCONNECTED;
     src->running = false;
+    src->preparing = false;
+    memset(src->prepared, 0, sizeof(src->prepared));
 
     /* Fail every queued query; their owners decide what to retry. */
     struct pg_query *q = src->head;
@@ -494,6 +537,14 @@ bool pg_source_query(struct pg_source *src, const char *sql, int nparams, char *
     struct pg_query *q = pg_query_new(sql, nparams, params, binary, fn, arg);
     if (q == NULL)
         return false;
+    for (q->stmt = 0; q->stmt < src->nstmts && src->stmts[q->stmt] != sql; q->stmt++)
+        ;
+    if (q->stmt == src->nstmts) {
+        if (src->nstmts < PG_MAX_STATEMENTS)
+            src->stmts[src->nstmts++] = sql;
+        else
+            q->stmt = -1; /* more texts than slots: send it unprepared */
+    }
     pg_enqueue(src, q);
     pg_send_next(src);
     return true;

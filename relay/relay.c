@@ -59,6 +59,10 @@ struct relay {
     ev_timer nats_reopen;  /* a new NATS connection after nats.c gave up on one */
     ev_timer shutdown;     /* bound on the drain at SIGTERM */
     ev_timer ack_deadline; /* fails rows whose PubAck is overdue */
+    /* Messages nats.c still waits an ack for whose rows the relay gave up on
+     * (overdue). They count against nats.c's MaxPending, past which every
+     * publish would block the loop: reclaimed before that. */
+    size_t orphans;
 
     bool leader;
     bool lock_running;
@@ -311,6 +315,7 @@ static void relay_on_ack_overdue(void *arg, struct outbox_row *row)
     char why[96];
     snprintf(why, sizeof(why), "no PubAck within %d ms (OUTBOX_PUBLISH_TIMEOUT_MS)",
              r->cfg->publish_timeout_ms);
+    r->orphans++;
     relay_row_failed(r, row, why, false);
 }
 
@@ -324,6 +329,8 @@ static void relay_on_ack_deadline(struct ev_loop *loop, ev_timer *w, int revents
     if (n > 0)
         log_warn("publishes timed out", "{s:i, s:i}", "rows", (int)n, "timeout_ms",
                  r->cfg->publish_timeout_ms);
+    if (r->orphans + inflight_publishing(r->rows) >= (size_t)r->cfg->max_inflight)
+        js_sink_reclaim_pending(r->js, "no PubAck: nats.c's pending publishes were reclaimed");
     relay_check_drained(r);
 }
 
@@ -332,8 +339,12 @@ static void relay_on_puback(struct relay *r, struct ack_entry *e)
     struct outbox_row *row = inflight_by_msg(r->rows, e->msg);
     natsMsg_Destroy(e->msg);
     e->msg = NULL;
-    if (row == NULL)
+    if (row == NULL) {
+        /* The ack of a row given up on (overdue), now matched. */
+        if (r->orphans > 0)
+            r->orphans--;
         return;
+    }
     if (!e->ok) {
         relay_row_failed(r, row, e->error, message_error_is_permanent(e->status, e->js_code));
         return;

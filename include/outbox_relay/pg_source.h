@@ -52,9 +52,10 @@ int pg_source_busy(const struct pg_source *src);
 
 /*
  * Queues a query. pg_source takes ownership of params[0..nparams) (malloc'ed
- * strings, NULL for SQL NULL) and frees them. sql must outlive the query
- * (a static string). binary: results in binary format. Returns false when
- * not READY (params are freed, fn is not called).
+ * strings, NULL for SQL NULL) and frees them. sql must live as long as the
+ * pg_source: each distinct text (by address) is prepared once per connection
+ * and executed by name after that. binary: results in binary format.
+ * Returns false when not READY (params are freed, fn is not called).
  */
 bool pg_source_query(struct pg_source *src, const char *sql, int nparams, char **params,
                      bool binary, pg_result_fn fn, void *arg);
