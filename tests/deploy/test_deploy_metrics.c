@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "outbox_relay/metrics.h"
+#include "run_suite.h"
 
 #define MAX_NAMES 64
 
@@ -148,9 +149,5 @@ int main(void)
     tcase_add_test(tc, alerts_use_exported_metrics);
     suite_add_tcase(s, tc);
 
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(s);
 }

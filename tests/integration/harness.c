@@ -1018,6 +1018,25 @@ struct it_relay *it_relay_start(const char *const *env, const char *const *args)
     return r;
 }
 
+struct it_relay *it_relay_start_http(const char *const *env, const char *const *args)
+{
+    int port = it_free_port();
+    char addr[64];
+    snprintf(addr, sizeof addr, "OUTBOX_HTTP_ADDR=127.0.0.1:%d", port);
+    size_t n = 0;
+    while (env && env[n])
+        n++;
+    const char **all = calloc(n + 2, sizeof *all);
+    ck_assert_ptr_nonnull(all);
+    all[0] = addr;
+    for (size_t i = 0; i < n; i++)
+        all[i + 1] = env[i];
+    struct it_relay *r = it_relay_start(all, args);
+    free(all);
+    r->http_port = port;
+    return r;
+}
+
 void it_relay_signal(struct it_relay *relay, int sig)
 {
     ck_assert_msg(!relay->exited, "relay %d already exited", (int)relay->pid);
@@ -1461,4 +1480,157 @@ void it_http_free(struct it_http *r)
     free(r->head);
     free(r->body);
     memset(r, 0, sizeof *r);
+}
+
+/* ---- shared checks of the tests ---- */
+
+TCase *it_tcase(Suite *suite, const char *name, void (*setup)(void), double timeout_s)
+{
+    TCase *tc = tcase_create(name);
+    tcase_add_checked_fixture(tc, setup, it_teardown);
+    tcase_set_timeout(tc, timeout_s);
+    suite_add_tcase(suite, tc);
+    return tc;
+}
+
+void it_relay_stop(struct it_relay *relay)
+{
+    it_relay_signal(relay, SIGTERM);
+    ck_assert_msg(it_relay_wait(relay, 15000), "relay did not stop on SIGTERM");
+    ck_assert_int_eq(it_relay_exit_code(relay), 0);
+}
+
+struct it_log_want {
+    struct it_relay *relay;
+    const char *needle;
+    int times;
+};
+
+static bool it_log_has(void *arg)
+{
+    struct it_log_want *w = arg;
+    char *log = it_relay_log(w->relay);
+    int n = 0;
+    for (const char *p = log; n < w->times && (p = strstr(p, w->needle)) != NULL; p++)
+        n++;
+    free(log);
+    return n >= w->times;
+}
+
+bool it_relay_wait_log(struct it_relay *relay, const char *needle, int times, int timeout_ms)
+{
+    struct it_log_want w = {relay, needle, times};
+    return it_wait_until(it_log_has, &w, timeout_ms);
+}
+
+double it_metric(int port, const char *name)
+{
+    struct it_http r;
+    double v = -1;
+    if (it_http_get(port, "/metrics", 2000, &r) == 200) {
+        char needle[160];
+        snprintf(needle, sizeof needle, "\n%s ", name);
+        const char *p = strstr(r.body, needle);
+        if (p != NULL)
+            v = strtod(p + strlen(needle), NULL);
+    }
+    it_http_free(&r);
+    return v;
+}
+
+struct it_metric_want {
+    int port;
+    const char *name;
+    double want;
+};
+
+static bool it_metric_is(void *arg)
+{
+    struct it_metric_want *w = arg;
+    return it_metric(w->port, w->name) == w->want;
+}
+
+bool it_wait_metric(int port, const char *name, double want, int timeout_ms)
+{
+    struct it_metric_want w = {port, name, want};
+    return it_wait_until(it_metric_is, &w, timeout_ms);
+}
+
+#define IT_PUBLISHED_SQL "SELECT count(*) FROM outbox WHERE status = 'published'"
+
+int64_t it_pg_published(PGconn *conn)
+{
+    return it_pg_int(conn, IT_PUBLISHED_SQL);
+}
+
+int64_t it_pg_wait_published(PGconn *conn, int64_t want, int timeout_ms)
+{
+    return it_pg_wait_int(conn, IT_PUBLISHED_SQL, want, timeout_ms);
+}
+
+void it_pg_record_marks(PGconn *conn)
+{
+    it_pg_exec(conn,
+               "CREATE TABLE mark_log (id bigint, status text, attempts int,"
+               " next_attempt_at timestamptz, last_error text, at timestamptz);"
+               "CREATE FUNCTION mark_log_row() RETURNS trigger LANGUAGE plpgsql AS $$"
+               " BEGIN INSERT INTO mark_log VALUES (NEW.id, NEW.status, NEW.attempts,"
+               "   NEW.next_attempt_at, NEW.last_error, clock_timestamp()); RETURN NULL; END $$;"
+               "CREATE TRIGGER mark_log AFTER UPDATE ON outbox"
+               " FOR EACH ROW EXECUTE FUNCTION mark_log_row()");
+}
+
+int64_t it_pg_relay_lock_holders(PGconn *conn)
+{
+    return it_pg_int(conn, "SELECT count(DISTINCT l.pid) FROM pg_locks l"
+                           " JOIN pg_stat_activity a USING (pid)"
+                           " WHERE l.locktype = 'advisory' AND l.granted"
+                           "   AND a.application_name = 'outbox-relay'");
+}
+
+void it_js_read_stream_once(const char *name, size_t want, struct it_msgs *out)
+{
+    ck_assert_int_eq(it_js_stream_msgs(name), want);
+    it_js_read_stream(name, out);
+    ck_assert_int_eq(out->count, want);
+    ck_assert_int_eq(it_msgs_duplicate_ids(out), 0);
+}
+
+void it_assert_each_row_once(PGconn *conn, const char *stream, int64_t rows)
+{
+    ck_assert_int_eq(it_pg_int(conn, "SELECT count(*) FROM outbox"), rows);
+    struct it_msgs msgs;
+    it_js_read_stream_once(stream, (size_t)rows, &msgs);
+    /* Binary results: payloads come back as raw bytes, text columns as text. */
+    PGresult *res = PQexecParams(conn,
+                                 "SELECT id::text, event_id, coalesce(stream_seq::text, ''),"
+                                 " subject, payload FROM outbox ORDER BY id",
+                                 0, NULL, NULL, NULL, NULL, 1);
+    ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "reading the outbox: %s",
+                  PQresultErrorMessage(res));
+    int missing = 0, wrong_seq = 0, wrong_content = 0;
+    for (int i = 0; i < PQntuples(res); i++) {
+        const char *id = PQgetvalue(res, i, 0), *seq = PQgetvalue(res, i, 2);
+        const struct it_msg *m = it_msgs_find(&msgs, PQgetvalue(res, i, 1));
+        if (m == NULL) {
+            if (++missing <= 5)
+                fprintf(stderr, "row %s: no message with Nats-Msg-Id %s\n", id,
+                        PQgetvalue(res, i, 1));
+            continue;
+        }
+        if (strtoull(seq, NULL, 10) != m->seq && ++wrong_seq <= 5)
+            fprintf(stderr, "row %s: stream_seq '%s', its message is at %llu\n", id, seq,
+                    (unsigned long long)m->seq);
+        int len = PQgetlength(res, i, 4);
+        if ((strcmp(m->subject, PQgetvalue(res, i, 3)) != 0 || m->len != len ||
+             memcmp(m->data, PQgetvalue(res, i, 4), (size_t)len) != 0) &&
+            ++wrong_content <= 5)
+            fprintf(stderr, "row %s: its message on %s differs from the row\n", id, m->subject);
+    }
+    PQclear(res);
+    it_msgs_free(&msgs);
+    ck_assert_msg(missing == 0, "%d rows without a message in %s", missing, stream);
+    ck_assert_msg(wrong_seq == 0, "%d rows whose stream_seq holds another message", wrong_seq);
+    ck_assert_msg(wrong_content == 0, "%d rows whose message has another subject or payload",
+                  wrong_content);
 }

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <check.h>
 #include <libpq-fe.h>
 #include <nats/nats.h>
 
@@ -137,6 +138,7 @@ struct it_relay {
     bool exited;
     int wstatus;   /* waitpid() status once exited */
     bool stopping; /* signalled or waited for: its exit is expected */
+    int http_port; /* /healthz, /readyz, /metrics on 127.0.0.1; 0 if not started with it */
 };
 
 /*
@@ -148,6 +150,10 @@ struct it_relay {
  * the result; it is killed (if running) and freed at teardown.
  */
 struct it_relay *it_relay_start(const char *const *env, const char *const *args);
+
+/* it_relay_start with OUTBOX_HTTP_ADDR on a free loopback port (first: `env` may replace it). */
+struct it_relay *it_relay_start_http(const char *const *env, const char *const *args);
+
 void it_relay_signal(struct it_relay *relay, int sig);
 
 /* Waits up to timeout_ms for the relay to exit; true once it has (see wstatus). */
@@ -213,5 +219,61 @@ size_t it_msgs_duplicate_ids(struct it_msgs *msgs);
 
 /* The header `key` of a message (exact, case-sensitive), or NULL. */
 const struct it_header *it_msg_header(const struct it_msg *msg, const char *key);
+
+/* ---- shared checks of the tests ---- */
+
+/*
+ * A test case added to `suite` whose tests each run between setup (e.g.
+ * it_start_servers) and it_teardown, as a checked fixture, with a timeout.
+ */
+TCase *it_tcase(Suite *suite, const char *name, void (*setup)(void), double timeout_s);
+
+/* SIGTERM, then the relay must exit 0 within 15 s. */
+void it_relay_stop(struct it_relay *relay);
+
+/* Waits until the relay's log holds `needle` at least `times` times; true if it does. */
+bool it_relay_wait_log(struct it_relay *relay, const char *needle, int times, int timeout_ms);
+
+/*
+ * The value of the unlabelled sample `name` (e.g. "outbox_relay_leader") of
+ * GET /metrics on 127.0.0.1:port; -1 when the relay does not answer 200 or
+ * the sample is missing.
+ */
+double it_metric(int port, const char *name);
+
+/* Waits until it_metric(port, name) == want; true if it does. */
+bool it_wait_metric(int port, const char *name, double want, int timeout_ms);
+
+/* Rows of the outbox whose status is 'published'. */
+int64_t it_pg_published(PGconn *conn);
+
+/* Waits until `want` rows are published; returns the last count seen. */
+int64_t it_pg_wait_published(PGconn *conn, int64_t want, int timeout_ms);
+
+/*
+ * From now on every UPDATE of an outbox row, as the relay committed it, is
+ * copied into the table mark_log (id, status, attempts, next_attempt_at,
+ * last_error, at = the statement's clock_timestamp()): what each mark said,
+ * even once a later mark has overwritten it.
+ */
+void it_pg_record_marks(PGconn *conn);
+
+/* Sessions of relays (application_name 'outbox-relay') holding a granted advisory lock. */
+int64_t it_pg_relay_lock_holders(PGconn *conn);
+
+/*
+ * Reads the stream and checks it holds exactly `want` messages, no two with
+ * the same Nats-Msg-Id. Free with it_msgs_free().
+ */
+void it_js_read_stream_once(const char *name, size_t want, struct it_msgs *out);
+
+/*
+ * The end state of an at-least-once drain, deduplicated: the outbox table
+ * holds `rows` rows and the stream one message per row (as
+ * it_js_read_stream_once checks); each row's message, found by its
+ * event_id, sits at the row's stream_seq with the row's subject and
+ * payload. Prints the first differences before it fails the test.
+ */
+void it_assert_each_row_once(PGconn *conn, const char *stream, int64_t rows);
 
 #endif

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "harness.h"
+#include "run_suite.h"
 
 #define DEADLINE_MS 30000
 
@@ -107,25 +108,15 @@ END_TEST
 int main(void)
 {
     Suite *suite = suite_create("bad_config");
-    TCase *offline = tcase_create("offline");
-    tcase_add_checked_fixture(offline, setup_no_servers, it_teardown);
-    tcase_set_timeout(offline, 120);
+    TCase *offline = it_tcase(suite, "offline", setup_no_servers, 120);
     tcase_add_test(offline, test_non_numeric_batch_size);
     tcase_add_test(offline, test_malformed_pg_url);
-    suite_add_tcase(suite, offline);
 
-    TCase *servers = tcase_create("servers");
-    tcase_add_checked_fixture(servers, it_start_servers, it_teardown);
-    tcase_set_timeout(servers, 120);
+    TCase *servers = it_tcase(suite, "servers", it_start_servers, 120);
     tcase_add_test(servers, test_missing_table);
     tcase_add_test(servers, test_check_missing_table);
     tcase_add_test(servers, test_check_unreachable_nats);
     tcase_add_test(servers, test_check_healthy);
-    suite_add_tcase(suite, servers);
 
-    SRunner *runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(suite);
 }

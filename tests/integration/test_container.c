@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "run_suite.h"
 
 /* Runs podman with the private, offline setup (cached base image, runc, cgroupfs). */
 #define CONTAINER_ENV      SOURCE_DIR "/tests/deploy/container-env.sh"
@@ -269,8 +270,7 @@ START_TEST(image_relays_rows_and_drains_on_sigterm)
     }
     insert_rows(pg, ROWS / 2 + 1, ROWS);
 
-    int64_t published =
-        it_pg_wait_int(pg, "SELECT count(*) FROM outbox WHERE status = 'published'", ROWS, 120000);
+    int64_t published = it_pg_wait_published(pg, ROWS, 120000);
     if (published != ROWS)
         dump_tail(relay_log);
     ck_assert_int_eq(published, ROWS);
@@ -342,16 +342,9 @@ int main(void)
     }
 
     Suite *s = suite_create("container");
-    TCase *tc = tcase_create("image");
-    tcase_add_checked_fixture(tc, it_start_servers, it_teardown);
     /* A cold run debootstraps the base image and installs the build stage's packages. */
-    tcase_set_timeout(tc, 580);
+    TCase *tc = it_tcase(s, "image", it_start_servers, 580);
     tcase_add_test(tc, image_relays_rows_and_drains_on_sigterm);
-    suite_add_tcase(s, tc);
 
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(s);
 }

@@ -2,12 +2,12 @@
  * marked. */
 #include <check.h>
 #include <jansson.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "harness.h"
+#include "run_suite.h"
 
 #define ROWS   10000
 #define CHUNKS 4
@@ -128,16 +128,12 @@ START_TEST(test_every_row_delivered_exactly)
         insert_rows(conn, c * (ROWS / CHUNKS) + 1, (c + 1) * (ROWS / CHUNKS));
     ck_assert_int_eq(it_pg_int(conn, "SELECT count(*) FROM outbox"), ROWS);
 
-    int64_t published = it_pg_wait_int(
-        conn, "SELECT count(*) FROM outbox WHERE status = 'published'", ROWS, 120000);
+    int64_t published = it_pg_wait_published(conn, ROWS, 120000);
     ck_assert_int_eq(published, ROWS);
     ck_assert_int_eq(it_relay_exit_code(relay), -1000); /* still running */
 
-    ck_assert_int_eq(it_js_stream_msgs(STREAM), ROWS);
     struct it_msgs msgs;
-    it_js_read_stream(STREAM, &msgs);
-    ck_assert_int_eq(msgs.count, ROWS);
-    ck_assert_int_eq(it_msgs_duplicate_ids(&msgs), 0);
+    it_js_read_stream_once(STREAM, ROWS, &msgs);
 
     /* Binary results: payloads come back as raw bytes, text columns as text. */
     PGresult *rows =
@@ -167,9 +163,7 @@ START_TEST(test_every_row_delivered_exactly)
 
     PQclear(rows);
     it_msgs_free(&msgs);
-    it_relay_signal(relay, SIGTERM);
-    ck_assert_msg(it_relay_wait(relay, 15000), "relay did not stop on SIGTERM");
-    ck_assert_int_eq(it_relay_exit_code(relay), 0);
+    it_relay_stop(relay);
     PQfinish(conn);
 }
 END_TEST
@@ -177,14 +171,7 @@ END_TEST
 int main(void)
 {
     Suite *suite = suite_create("delivery");
-    TCase *tc = tcase_create("delivery");
-    tcase_add_checked_fixture(tc, it_start_servers, it_teardown);
-    tcase_set_timeout(tc, 240);
+    TCase *tc = it_tcase(suite, "delivery", it_start_servers, 240);
     tcase_add_test(tc, test_every_row_delivered_exactly);
-    suite_add_tcase(suite, tc);
-    SRunner *runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(suite);
 }

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "run_suite.h"
 
 #define STREAM          "IT_HTTP"
 #define ROWS            20000
@@ -348,7 +349,7 @@ static void *abuse_main(void *arg)
 
 static bool all_published(void *conn)
 {
-    return it_pg_int(conn, "SELECT count(*) FROM outbox WHERE status = 'published'") == ROWS;
+    return it_pg_published(conn) == ROWS;
 }
 
 static bool healthz_ok(void *arg)
@@ -466,16 +467,12 @@ START_TEST(test_listener_survives_abuse_while_relaying)
     /* And it kept relaying: more rows go through, probes are green. */
     it_pg_exec(conn, "INSERT INTO outbox (subject, payload) SELECT 'it.http.after', 'x'"
                      " FROM generate_series(1, 100)");
-    ck_assert_int_eq(it_pg_wait_int(conn, "SELECT count(*) FROM outbox WHERE status = 'published'",
-                                    ROWS + 100, 30000),
-                     ROWS + 100);
+    ck_assert_int_eq(it_pg_wait_published(conn, ROWS + 100, 30000), ROWS + 100);
     ck_assert_int_eq(it_js_stream_msgs(STREAM), ROWS + 100);
     ck_assert_int_eq(it_http_status(http_port, "/readyz"), 200);
     ck_assert_int_eq(it_http_status(http_port, "/healthz"), 200);
 
-    it_relay_signal(relay, SIGTERM);
-    ck_assert_msg(it_relay_wait(relay, 15000), "relay did not stop on SIGTERM");
-    ck_assert_int_eq(it_relay_exit_code(relay), 0);
+    it_relay_stop(relay);
     PQfinish(conn);
 }
 END_TEST
@@ -483,14 +480,7 @@ END_TEST
 int main(void)
 {
     Suite *suite = suite_create("http_robustness");
-    TCase *tc = tcase_create("http_robustness");
-    tcase_add_checked_fixture(tc, it_start_servers, it_teardown);
-    tcase_set_timeout(tc, 240);
+    TCase *tc = it_tcase(suite, "http_robustness", it_start_servers, 240);
     tcase_add_test(tc, test_listener_survives_abuse_while_relaying);
-    suite_add_tcase(suite, tc);
-    SRunner *runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(suite);
 }

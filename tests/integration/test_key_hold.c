@@ -1,11 +1,11 @@
 /* Head-of-line per key: a failing row holds its key's later rows, other keys flow; dead rows. */
 #include <check.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "harness.h"
+#include "run_suite.h"
 
 #define STREAM "IT_HOLD"
 #define K_ROWS 101 /* K's head (id 1) and its 100 later rows */
@@ -97,13 +97,6 @@ static bool l_done_k_retried(void *conn)
            it_pg_int(conn, "SELECT count(*) FROM outbox WHERE id = 1 AND attempts >= 3") == 1;
 }
 
-static void stop_relay(struct it_relay *relay)
-{
-    it_relay_signal(relay, SIGTERM);
-    ck_assert_msg(it_relay_wait(relay, 15000), "relay did not stop on SIGTERM");
-    ck_assert_int_eq(it_relay_exit_code(relay), 0);
-}
-
 START_TEST(test_failing_head_holds_key_until_stream_appears)
 {
     stream_flow_only();
@@ -137,7 +130,7 @@ START_TEST(test_failing_head_holds_key_until_stream_appears)
                   (long long)k, K_ROWS);
     ck_assert_int_eq(it_js_stream_msgs(STREAM), K_ROWS + L_ROWS);
     assert_key_in_order(conn, "K", K_ROWS);
-    stop_relay(relay);
+    it_relay_stop(relay);
     PQfinish(conn);
 }
 END_TEST
@@ -164,7 +157,7 @@ START_TEST(test_head_published_mid_pass_keeps_key_order)
     struct it_relay *first = it_relay_start(env, NULL);
     ck_assert_msg(it_wait_until(l_done_k_retried, conn, 20000),
                   "L did not flow, or K's head was not retried, within 20 s");
-    stop_relay(first);
+    it_relay_stop(first);
 
     /* A backlog: K's rows held behind the failed head, between rows of other keys. */
     it_pg_exec(conn, "INSERT INTO outbox (id, subject, payload, ordering_key)"
@@ -174,15 +167,14 @@ START_TEST(test_head_published_mid_pass_keeps_key_order)
                      " FROM generate_series(2001, 6000) g");
     stream_add_late();
     struct it_relay *second = it_relay_start(env, NULL);
-    int64_t all = it_pg_wait_int(conn, "SELECT count(*) FROM outbox WHERE status = 'published'",
-                                 K_ROWS + L_ROWS + 4000, 30000);
+    int64_t all = it_pg_wait_published(conn, K_ROWS + L_ROWS + 4000, 30000);
     if (all != K_ROWS + L_ROWS + 4000)
         it_relay_dump_log(second);
     ck_assert_int_eq(all, K_ROWS + L_ROWS + 4000);
     assert_key_in_order(conn, "K", K_ROWS + 400);
     assert_key_in_order(conn, "M1", 400);
     assert_key_in_order(conn, "M9", 400);
-    stop_relay(second);
+    it_relay_stop(second);
     PQfinish(conn);
 }
 END_TEST
@@ -216,12 +208,10 @@ START_TEST(test_dead_head_releases_key_by_default)
     stream_add_late();
     ck_assert_int_eq(it_pg_int(conn, "SELECT outbox_requeue_dead()"), 1);
     ck_assert_int_eq(it_pg_int(conn, "SELECT outbox_requeue_dead()"), 0);
-    ck_assert_int_eq(it_pg_wait_int(conn, "SELECT count(*) FROM outbox WHERE status = 'published'",
-                                    K_ROWS + L_ROWS, 10000),
-                     K_ROWS + L_ROWS);
+    ck_assert_int_eq(it_pg_wait_published(conn, K_ROWS + L_ROWS, 10000), K_ROWS + L_ROWS);
     ck_assert_int_eq(it_pg_int(conn, "SELECT attempts FROM outbox WHERE id = 1"), 1);
     ck_assert_int_eq(it_js_stream_msgs(STREAM), K_ROWS + L_ROWS);
-    stop_relay(relay);
+    it_relay_stop(relay);
     PQfinish(conn);
 }
 END_TEST
@@ -279,7 +269,7 @@ START_TEST(test_dead_head_holds_key_until_requeued)
     ck_assert_int_eq(k, K_ROWS);
     ck_assert_int_eq(it_js_stream_msgs(STREAM), K_ROWS + L_ROWS + 1);
     assert_key_in_order(conn, "K", K_ROWS);
-    stop_relay(relay);
+    it_relay_stop(relay);
     PQfinish(conn);
 }
 END_TEST
@@ -287,17 +277,10 @@ END_TEST
 int main(void)
 {
     Suite *suite = suite_create("key_hold");
-    TCase *tc = tcase_create("key_hold");
-    tcase_add_checked_fixture(tc, it_start_servers, it_teardown);
-    tcase_set_timeout(tc, 120);
+    TCase *tc = it_tcase(suite, "key_hold", it_start_servers, 120);
     tcase_add_test(tc, test_failing_head_holds_key_until_stream_appears);
     tcase_add_test(tc, test_head_published_mid_pass_keeps_key_order);
     tcase_add_test(tc, test_dead_head_releases_key_by_default);
     tcase_add_test(tc, test_dead_head_holds_key_until_requeued);
-    suite_add_tcase(suite, tc);
-    SRunner *runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(suite);
 }

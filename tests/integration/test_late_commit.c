@@ -1,10 +1,10 @@
 /* Late commit: a row whose transaction commits after higher ids were published is still published.
  */
 #include <check.h>
-#include <signal.h>
 #include <stdlib.h>
 
 #include "harness.h"
+#include "run_suite.h"
 
 #define STREAM "IT_LATE"
 
@@ -47,18 +47,14 @@ START_TEST(test_late_commit_is_not_skipped)
 
     ck_assert_int_eq(it_pg_int(q, "SELECT count(*) FROM outbox"), 53);
     ck_assert_int_eq(it_pg_int(q, "SELECT count(*) FROM outbox WHERE status <> 'published'"), 0);
-    ck_assert_int_eq(it_js_stream_msgs(STREAM), 53);
     struct it_msgs msgs;
-    it_js_read_stream(STREAM, &msgs);
-    ck_assert_int_eq(it_msgs_duplicate_ids(&msgs), 0);
+    it_js_read_stream_once(STREAM, 53, &msgs);
     ck_assert_ptr_nonnull(it_msgs_find(&msgs, "late-a-1"));
     ck_assert_ptr_nonnull(it_msgs_find(&msgs, "late-a-3"));
     ck_assert_ptr_null(it_msgs_find(&msgs, "late-c-1"));
     it_msgs_free(&msgs);
 
-    it_relay_signal(relay, SIGTERM);
-    ck_assert_msg(it_relay_wait(relay, 15000), "relay did not stop on SIGTERM");
-    ck_assert_int_eq(it_relay_exit_code(relay), 0);
+    it_relay_stop(relay);
     PQfinish(a);
     PQfinish(b);
     PQfinish(c);
@@ -88,13 +84,11 @@ START_TEST(test_poll_only_without_trigger)
         10000);
     ck_assert_msg(got == 20, "poll-only: %lld of 20 rows published", (long long)got);
     it_pg_exec(a, "COMMIT");
-    got = it_pg_wait_int(q, "SELECT count(*) FROM outbox WHERE status = 'published'", 21, 10000);
+    got = it_pg_wait_published(q, 21, 10000);
     ck_assert_msg(got == 21, "poll-only late commit: %lld of 21 rows published", (long long)got);
     ck_assert_int_eq(it_js_stream_msgs(STREAM), 21);
 
-    it_relay_signal(relay, SIGTERM);
-    ck_assert_msg(it_relay_wait(relay, 15000), "relay did not stop on SIGTERM");
-    ck_assert_int_eq(it_relay_exit_code(relay), 0);
+    it_relay_stop(relay);
     PQfinish(a);
     PQfinish(q);
 }
@@ -103,15 +97,8 @@ END_TEST
 int main(void)
 {
     Suite *suite = suite_create("late_commit");
-    TCase *tc = tcase_create("late_commit");
-    tcase_add_checked_fixture(tc, it_start_servers, it_teardown);
-    tcase_set_timeout(tc, 120);
+    TCase *tc = it_tcase(suite, "late_commit", it_start_servers, 120);
     tcase_add_test(tc, test_late_commit_is_not_skipped);
     tcase_add_test(tc, test_poll_only_without_trigger);
-    suite_add_tcase(suite, tc);
-    SRunner *runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(suite);
 }

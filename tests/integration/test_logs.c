@@ -2,7 +2,6 @@
  * payload or header value, through failures, restarts and bad rows. */
 #include <check.h>
 #include <jansson.h>
-#include <regex.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +9,8 @@
 #include <sys/stat.h>
 
 #include "harness.h"
+#include "run_suite.h"
+#include "text_match.h"
 
 #define STREAM         "IT_LOGS"
 #define PG_PASSWORD    "PGPASS-MARKER-91c2"
@@ -22,15 +23,6 @@
 
 static const char *const secrets[] = {PG_PASSWORD,   PG_WRONG,       SSL_PASSWORD,
                                       NATS_PASSWORD, PAYLOAD_MARKER, HEADER_MARKER};
-
-static bool matches(const char *s, const char *pattern)
-{
-    regex_t re;
-    ck_assert_int_eq(regcomp(&re, pattern, REG_EXTENDED | REG_NOSUB), 0);
-    bool ok = regexec(&re, s, 0, NULL, 0) == 0;
-    regfree(&re);
-    return ok;
-}
 
 static void no_secrets(const char *what, const char *text)
 {
@@ -127,24 +119,14 @@ struct relay_http {
 
 static struct relay_http start_relay(const char *pg_url, const char *const *extra)
 {
-    static char addr[8][64];
-    static int n;
-    struct relay_http rh = {.port = it_free_port()};
-    int k = n++ % 8;
-    snprintf(addr[k], sizeof addr[k], "OUTBOX_HTTP_ADDR=127.0.0.1:%d", rh.port);
-    const char *env[24] = {addr[k],
-                           pg_url,
-                           nats_user_env,
-                           nats_password_env,
-                           stream_env,
-                           subjects_env,
-                           "OUTBOX_RECONNECT_MAX_MS=300",
+    const char *env[24] = {pg_url,     nats_user_env, nats_password_env,
+                           stream_env, subjects_env,  "OUTBOX_RECONNECT_MAX_MS=300",
                            NULL};
-    int i = 7;
+    int i = 6;
     for (; extra != NULL && *extra != NULL && i < 23; extra++)
         env[i++] = *extra;
-    rh.relay = it_relay_start(env, NULL);
-    return rh;
+    struct it_relay *relay = it_relay_start_http(env, NULL);
+    return (struct relay_http){.relay = relay, .port = relay->http_port};
 }
 
 static bool ready(void *arg)
@@ -161,28 +143,9 @@ static void wait_ready(struct relay_http *rh)
     }
 }
 
-static void stop_relay(struct relay_http *rh)
-{
-    it_relay_signal(rh->relay, SIGTERM);
-    ck_assert_msg(it_relay_wait(rh->relay, 15000), "relay did not stop on SIGTERM");
-    ck_assert_int_eq(it_relay_exit_code(rh->relay), 0);
-}
-
-struct log_want {
-    struct it_relay *relay;
-    const char *needle;
-};
-
-static bool log_has(void *arg)
-{
-    struct log_want *w = arg;
-    return it_relay_log_contains(w->relay, w->needle);
-}
-
 static void wait_log(struct it_relay *relay, const char *needle)
 {
-    struct log_want w = {relay, needle};
-    if (!it_wait_until(log_has, &w, 15000)) {
+    if (!it_relay_wait_log(relay, needle, 1, 15000)) {
         it_relay_dump_log(relay);
         ck_abort_msg("the log never showed %s", needle);
     }
@@ -209,7 +172,7 @@ static struct levels check_json_lines(const char *log)
         const char *ts = json_string_value(json_object_get(obj, "ts"));
         const char *level = json_string_value(json_object_get(obj, "level"));
         const char *msg = json_string_value(json_object_get(obj, "msg"));
-        ck_assert_msg(ts != NULL && matches(ts, TS_RE), "line %d: bad ts: %s", lines, line);
+        ck_assert_msg(ts != NULL && text_matches(ts, TS_RE), "line %d: bad ts: %s", lines, line);
         ck_assert_msg(msg != NULL && msg[0] != '\0', "line %d: no msg: %s", lines, line);
         ck_assert_msg(level != NULL, "line %d: no level: %s", lines, line);
         if (strcmp(level, "debug") == 0)
@@ -225,7 +188,8 @@ static struct levels check_json_lines(const char *log)
         ck_assert_msg(strncmp(line, "{\"ts\":", 6) == 0, "line %d: ts is not first: %s", lines,
                       line);
         /* Reals are short: "retry_in_s":0.172, not 0.17199999999999999. */
-        ck_assert_msg(!matches(line, "[0-9]\\.[0-9]{8,}"), "line %d: long real: %s", lines, line);
+        ck_assert_msg(!text_matches(line, "[0-9]\\.[0-9]{8,}"), "line %d: long real: %s", lines,
+                      line);
         json_decref(obj);
     }
     ck_assert_int_gt(lines, 0);
@@ -275,10 +239,8 @@ START_TEST(test_json_logs_hold_no_secrets_or_payloads)
     wait_ready(&rh);
     it_pg_exec(conn, "INSERT INTO outbox (subject, payload) SELECT 'it.logs.ok',"
                      " convert_to('" PAYLOAD_MARKER "', 'UTF8') FROM generate_series(1, 5)");
-    ck_assert_int_eq(
-        it_pg_wait_int(conn, "SELECT count(*) FROM outbox WHERE status = 'published'", 25, 20000),
-        25);
-    stop_relay(&rh);
+    ck_assert_int_eq(it_pg_wait_published(conn, 25, 20000), 25);
+    it_relay_stop(rh.relay);
 
     char *log = it_relay_log(rh.relay);
     struct levels seen = check_json_lines(log);
@@ -287,7 +249,7 @@ START_TEST(test_json_logs_hold_no_secrets_or_payloads)
     ck_assert_int_gt(seen.warn, 0);
     ck_assert_msg(strstr(log, "\"msg\":\"row is dead\"") != NULL, "no dead row logged:\n%s", log);
     ck_assert_msg(strstr(log, "\"msg\":\"publish failed\"") != NULL, "no debug failure:\n%s", log);
-    ck_assert_msg(matches(log, "\"retry_in_s\":[0-9]"), "no backoff logged:\n%s", log);
+    ck_assert_msg(text_matches(log, "\"retry_in_s\":[0-9]"), "no backoff logged:\n%s", log);
     /* The startup line: versions of the relay and its libraries, the URL without password. */
     json_t *start = json_loads(log, JSON_DISABLE_EOF_CHECK, NULL);
     ck_assert_ptr_nonnull(start);
@@ -331,17 +293,15 @@ START_TEST(test_text_format_warn_level_and_sighup)
     it_pg_exec(conn, "INSERT INTO outbox (subject, payload, headers) SELECT 'it.logs.text',"
                      " convert_to('" PAYLOAD_MARKER "', 'UTF8'),"
                      " jsonb_build_object('X-T', '" HEADER_MARKER "') FROM generate_series(1, 5)");
-    ck_assert_int_eq(
-        it_pg_wait_int(conn, "SELECT count(*) FROM outbox WHERE status = 'published'", 5, 15000),
-        5);
-    stop_relay(&rh);
+    ck_assert_int_eq(it_pg_wait_published(conn, 5, 15000), 5);
+    it_relay_stop(rh.relay);
     char *log = it_relay_log(rh.relay);
     char *save = NULL;
     int lines = 0;
     for (char *line = strtok_r(log, "\n", &save); line != NULL;
          line = strtok_r(NULL, "\n", &save), lines++)
-        ck_assert_msg(matches(line, "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]{12}Z "
-                                    "(DEBUG|INFO|WARN|ERROR) [^{]"),
+        ck_assert_msg(text_matches(line, "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]{12}Z "
+                                         "(DEBUG|INFO|WARN|ERROR) [^{]"),
                       "not a text line: %s", line);
     ck_assert_int_gt(lines, 3);
     free(log);
@@ -379,7 +339,7 @@ START_TEST(test_text_format_warn_level_and_sighup)
     /* A publish with nowhere to go fails: a debug line now. */
     it_pg_exec(conn, "INSERT INTO outbox (subject, payload) VALUES ('it.nolisten.z', 'p')");
     wait_log(rh.relay, "\"level\":\"debug\",\"msg\":\"publish failed\"");
-    stop_relay(&rh);
+    it_relay_stop(rh.relay);
     log = it_relay_log(rh.relay);
     seen = check_json_lines(log);
     ck_assert_int_gt(seen.debug, 0);
@@ -392,15 +352,8 @@ END_TEST
 int main(void)
 {
     Suite *suite = suite_create("logs");
-    TCase *tc = tcase_create("logs");
-    tcase_add_checked_fixture(tc, it_setup, it_teardown);
-    tcase_set_timeout(tc, 180);
+    TCase *tc = it_tcase(suite, "logs", it_setup, 180);
     tcase_add_test(tc, test_json_logs_hold_no_secrets_or_payloads);
     tcase_add_test(tc, test_text_format_warn_level_and_sighup);
-    suite_add_tcase(suite, tc);
-    SRunner *runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(suite);
 }

@@ -1,6 +1,5 @@
 /* /metrics of a real run: strict Prometheus text 0.0.4, counters equal to the rows' fates. */
 #include <check.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,13 +7,15 @@
 
 #include "harness.h"
 #include "prom_text.h"
+#include "relay_families.h"
+#include "run_suite.h"
 
 #define STREAM  "IT_METRICS"
 #define GOOD    40 /* published */
 #define POISON  5  /* dead at once: bad subject or headers */
 #define NOROUTE 3  /* no stream: one retry, then dead (OUTBOX_MAX_ATTEMPTS=2) */
 #define WAITING 2  /* failed rows retried in an hour: pending, never claimed here */
-#define LATENCY "outbox_relay_delivery_latency_seconds"
+#define LATENCY RELAY_LATENCY
 
 static struct prom_exposition scraped;
 
@@ -39,31 +40,9 @@ static void scrape(struct scrape *s)
     it_http_free(&r);
 }
 
-struct until {
-    struct scrape *s;
-    const char *name;
-    double want;
-};
-
-static bool metric_is(void *arg)
-{
-    struct until *u = arg;
-    struct it_http r;
-    bool ok = false;
-    if (it_http_get(u->s->port, "/metrics", 2000, &r) == 200) {
-        char needle[160];
-        snprintf(needle, sizeof needle, "\n%s ", u->name);
-        const char *p = strstr(r.body, needle);
-        ok = p != NULL && strtod(p + strlen(needle), NULL) == u->want;
-    }
-    it_http_free(&r);
-    return ok;
-}
-
 static void wait_metric(struct scrape *s, const char *name, double want, int timeout_ms)
 {
-    struct until u = {s, name, want};
-    if (!it_wait_until(metric_is, &u, timeout_ms)) {
+    if (!it_wait_metric(s->port, name, want, timeout_ms)) {
         scrape(s);
         ck_abort_msg("%s is %g, want %g", name, prom_value(&scraped, name), want);
     }
@@ -83,17 +62,11 @@ START_TEST(test_counters_match_the_table)
                "        'test', now() - interval '100 seconds' FROM generate_series(1, %d)",
                WAITING);
 
-    struct scrape s = {.port = it_free_port()};
-    char addr[64];
-    snprintf(addr, sizeof addr, "OUTBOX_HTTP_ADDR=127.0.0.1:%d", s.port);
-    const char *env[] = {addr,
-                         "OUTBOX_MAX_ATTEMPTS=2",
-                         "OUTBOX_RETRY_BASE_MS=50",
-                         "OUTBOX_RETRY_MAX_MS=100",
-                         "OUTBOX_METRICS_INTERVAL_MS=100",
-                         "OUTBOX_PUBLISH_TIMEOUT_MS=2000",
-                         NULL};
-    struct it_relay *relay = it_relay_start(env, NULL);
+    const char *env[] = {"OUTBOX_MAX_ATTEMPTS=2",          "OUTBOX_RETRY_BASE_MS=50",
+                         "OUTBOX_RETRY_MAX_MS=100",        "OUTBOX_METRICS_INTERVAL_MS=100",
+                         "OUTBOX_PUBLISH_TIMEOUT_MS=2000", NULL};
+    struct it_relay *relay = it_relay_start_http(env, NULL);
+    struct scrape s = {.port = relay->http_port};
     wait_metric(&s, "outbox_relay_leader", 1, 10000);
     wait_metric(&s, "outbox_relay_pending", WAITING, 5000);
     scrape(&s);
@@ -138,8 +111,7 @@ START_TEST(test_counters_match_the_table)
     scrape(&s);
 
     /* The table's view of the same run. */
-    ck_assert_int_eq(it_pg_int(conn, "SELECT count(*) FROM outbox WHERE status = 'published'"),
-                     GOOD);
+    ck_assert_int_eq(it_pg_published(conn), GOOD);
     ck_assert_int_eq(it_pg_int(conn, "SELECT count(*) FROM outbox WHERE status = 'dead'"),
                      POISON + NOROUTE);
     ck_assert_int_eq(it_pg_int(conn, "SELECT count(*) FROM outbox WHERE status = 'dead'"
@@ -171,38 +143,16 @@ START_TEST(test_counters_match_the_table)
         1);
 
     /* Every family with its type; the histogram has its 16 bounds (1 ms .. 60 s) and +Inf. */
-    static const struct {
-        const char *name, *type;
-    } families[] = {
-        {"outbox_relay_published_total", "counter"},
-        {"outbox_relay_failed_total", "counter"},
-        {"outbox_relay_dead_total", "counter"},
-        {"outbox_relay_claimed_total", "counter"},
-        {"outbox_relay_pg_reconnects_total", "counter"},
-        {"outbox_relay_nats_reconnects_total", "counter"},
-        {"outbox_relay_inflight", "gauge"},
-        {"outbox_relay_pending", "gauge"},
-        {"outbox_relay_oldest_pending_age_seconds", "gauge"},
-        {"outbox_relay_leader", "gauge"},
-        {"outbox_relay_pg_connected", "gauge"},
-        {"outbox_relay_nats_connected", "gauge"},
-        {LATENCY, "histogram"},
-        {"outbox_relay_build_info", "gauge"},
-    };
-    size_t nfamilies = sizeof families / sizeof families[0];
-    ck_assert_uint_eq(scraped.nfamilies, nfamilies);
-    for (size_t k = 0; k < nfamilies; k++) {
-        struct prom_family *f = prom_family_find(&scraped, families[k].name);
-        ck_assert_msg(f != NULL, "family %s missing", families[k].name);
-        ck_assert_str_eq(f->type, families[k].type);
+    ck_assert_uint_eq(scraped.nfamilies, RELAY_FAMILIES);
+    for (size_t k = 0; k < RELAY_FAMILIES; k++) {
+        struct prom_family *f = prom_family_find(&scraped, relay_families[k].name);
+        ck_assert_msg(f != NULL, "family %s missing", relay_families[k].name);
+        ck_assert_str_eq(f->type, relay_families[k].type);
     }
-    static const char *const bounds[] = {"0.001", "0.0025", "0.005", "0.01", "0.025", "0.05",
-                                         "0.1",   "0.25",   "0.5",   "1",    "2.5",   "5",
-                                         "10",    "20",     "30",    "60",   "+Inf"};
     double previous = 0;
-    for (size_t k = 0; k < sizeof bounds / sizeof bounds[0]; k++) {
-        double v = prom_sample_get(&scraped, LATENCY "_bucket", "le", bounds[k])->value;
-        ck_assert_msg(v >= previous, "bucket le=%s is not cumulative", bounds[k]);
+    for (size_t k = 0; k < RELAY_LATENCY_LE; k++) {
+        double v = prom_sample_get(&scraped, LATENCY "_bucket", "le", relay_latency_le[k])->value;
+        ck_assert_msg(v >= previous, "bucket le=%s is not cumulative", relay_latency_le[k]);
         previous = v;
     }
     ck_assert_double_eq(previous, GOOD);
@@ -215,9 +165,7 @@ START_TEST(test_counters_match_the_table)
             s.text);
     free(s.text);
 
-    it_relay_signal(relay, SIGTERM);
-    ck_assert_msg(it_relay_wait(relay, 15000), "relay did not stop on SIGTERM");
-    ck_assert_int_eq(it_relay_exit_code(relay), 0);
+    it_relay_stop(relay);
     PQfinish(conn);
 }
 END_TEST
@@ -225,14 +173,7 @@ END_TEST
 int main(void)
 {
     Suite *suite = suite_create("metrics_scrape");
-    TCase *tc = tcase_create("metrics_scrape");
-    tcase_add_checked_fixture(tc, it_start_servers, it_teardown);
-    tcase_set_timeout(tc, 120);
+    TCase *tc = it_tcase(suite, "metrics_scrape", it_start_servers, 120);
     tcase_add_test(tc, test_counters_match_the_table);
-    suite_add_tcase(suite, tc);
-    SRunner *runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(suite);
 }

@@ -1,12 +1,12 @@
 /* NATS security: TLS (CA, server name, client certificate), user + password file, token file;
  * refused credentials give a clear error, a relay that stays up and unready, and --check fails. */
 #include <check.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "harness.h"
+#include "run_suite.h"
 
 #define STREAM       "IT_AUTH"
 #define PASSWORD     "NATSPASS-MARKER-5e1b"
@@ -84,30 +84,15 @@ struct relay_http {
 /* The relay against nats-server's port with the given URL scheme and settings. */
 static struct relay_http start_relay(const char *scheme, const char *const *extra)
 {
-    static char url[8][128], addr[8][64];
-    static int n;
-    struct relay_http rh = {.port = it_free_port()};
-    int k = n++ % 8;
-    snprintf(url[k], sizeof url[k], "OUTBOX_NATS_URL=%s://127.0.0.1:%d", scheme, it_nats_port());
-    snprintf(addr[k], sizeof addr[k], "OUTBOX_HTTP_ADDR=127.0.0.1:%d", rh.port);
-    const char *env[24] = {url[k],
-                           addr[k],
-                           "OUTBOX_STREAM=" STREAM,
-                           "OUTBOX_STREAM_SUBJECTS=it.auth.>",
-                           "OUTBOX_RECONNECT_MAX_MS=1000",
-                           NULL};
-    int i = 5;
+    char url[128];
+    snprintf(url, sizeof url, "OUTBOX_NATS_URL=%s://127.0.0.1:%d", scheme, it_nats_port());
+    const char *env[24] = {url, "OUTBOX_STREAM=" STREAM, "OUTBOX_STREAM_SUBJECTS=it.auth.>",
+                           "OUTBOX_RECONNECT_MAX_MS=1000", NULL};
+    int i = 4;
     for (; extra != NULL && *extra != NULL && i < 23; extra++)
         env[i++] = *extra;
-    rh.relay = it_relay_start(env, NULL);
-    return rh;
-}
-
-static void stop_relay(struct relay_http *rh)
-{
-    it_relay_signal(rh->relay, SIGTERM);
-    ck_assert_msg(it_relay_wait(rh->relay, 15000), "relay did not stop on SIGTERM");
-    ck_assert_int_eq(it_relay_exit_code(rh->relay), 0);
+    struct it_relay *relay = it_relay_start_http(env, NULL);
+    return (struct relay_http){.relay = relay, .port = relay->http_port};
 }
 
 struct ready_want {
@@ -145,32 +130,14 @@ static void relays_rows(struct relay_http *rh, const char *tag, int rows)
     PQfinish(conn);
 }
 
-struct log_want {
-    struct it_relay *relay;
-    const char *needle;
-    int times;
-};
-
-static bool log_has(void *arg)
-{
-    struct log_want *w = arg;
-    char *log = it_relay_log(w->relay);
-    int n = 0;
-    for (const char *p = log; (p = strstr(p, w->needle)) != NULL; p++)
-        n++;
-    free(log);
-    return n >= w->times;
-}
-
 /*
  * Refused: the relay says why, again on each new attempt (not silent), stays
  * up (it_wait_until fails the test if it exits) and is not ready.
  */
 static void refused_clearly(struct relay_http *rh, const char *why)
 {
-    struct log_want w = {rh->relay, why, 4};
-    struct log_want again = {rh->relay, "\"nats connection closed; connecting anew\"", 2};
-    if (!it_wait_until(log_has, &w, 15000) || !it_wait_until(log_has, &again, 15000)) {
+    if (!it_relay_wait_log(rh->relay, why, 4, 15000) ||
+        !it_relay_wait_log(rh->relay, "\"nats connection closed; connecting anew\"", 2, 15000)) {
         it_relay_dump_log(rh->relay);
         ck_abort_msg("the relay did not say \"%s\" at each of two attempts", why);
     }
@@ -197,12 +164,12 @@ START_TEST(test_tls_ca_server_name_and_client_certificate)
     const char *mutual[] = {ca, cert, key, NULL};
     struct relay_http rh = start_relay("tls", mutual);
     relays_rows(&rh, "mutual", 20);
-    stop_relay(&rh);
+    it_relay_stop(rh.relay);
 
     const char *no_client_cert[] = {ca, NULL};
     rh = start_relay("tls", no_client_cert);
     refused_clearly(&rh, "TLS client certificate missing or refused");
-    stop_relay(&rh);
+    it_relay_stop(rh.relay);
 
     /* The server's certificate names nats.test only: the relay checks the name. */
     snprintf(conf, sizeof conf, "tls {\n  cert_file: \"%s\"\n  key_file: \"%s\"\n  timeout: 2\n}\n",
@@ -212,18 +179,18 @@ START_TEST(test_tls_ca_server_name_and_client_certificate)
     rh = start_relay("tls", by_address);
     refused_clearly(&rh, "TLS failed");
     ck_assert(it_relay_log_contains(rh.relay, "mismatch"));
-    stop_relay(&rh);
+    it_relay_stop(rh.relay);
 
     const char *by_name[] = {ca, "OUTBOX_NATS_TLS_SERVER_NAME=" NATS_TEST_CN, NULL};
     rh = start_relay("tls", by_name);
     relays_rows(&rh, "named", 20);
-    stop_relay(&rh);
+    it_relay_stop(rh.relay);
 
     /* Without the CA, the system's trust store does not know the test CA. */
     const char *no_ca[] = {"OUTBOX_NATS_TLS_SERVER_NAME=" NATS_TEST_CN, NULL};
     rh = start_relay("tls", no_ca);
     refused_clearly(&rh, "TLS failed");
-    stop_relay(&rh);
+    it_relay_stop(rh.relay);
 
     /* --check verifies the same way. */
     char url[128];
@@ -259,7 +226,7 @@ START_TEST(test_user_password_and_token_from_files)
     const char *user_env[] = {"OUTBOX_NATS_USER=relay", right, NULL};
     struct relay_http rh = start_relay("nats", user_env);
     relays_rows(&rh, "password", 20);
-    stop_relay(&rh);
+    it_relay_stop(rh.relay);
 
     const char *wrong_env[] = {"OUTBOX_NATS_USER=relay", wrong, NULL};
     struct relay_http refused = start_relay("nats", wrong_env);
@@ -285,17 +252,17 @@ START_TEST(test_user_password_and_token_from_files)
     /* The server side changes to what the refused relay holds: it connects without a restart. */
     nats_with("authorization {\n  user: relay\n  password: \"" WRONG "\"\n}\n");
     relays_rows(&refused, "recovered", 10);
-    stop_relay(&refused);
+    it_relay_stop(refused.relay);
 
     nats_with("authorization {\n  token: \"" TOKEN "\"\n}\n");
     const char *token_env[] = {token, NULL};
     rh = start_relay("nats", token_env);
     relays_rows(&rh, "token", 20);
-    stop_relay(&rh);
+    it_relay_stop(rh.relay);
     const char *wrong_token_env[] = {wrong_token, NULL};
     rh = start_relay("nats", wrong_token_env);
     refused_clearly(&rh, "authorization failed (OUTBOX_NATS_TOKEN_FILE)");
-    stop_relay(&rh);
+    it_relay_stop(rh.relay);
 
     /* An nkey user: the seed file holds the seed and, as `nk -pubout` writes it, the public key. */
     char nkey[600], seed_only[600];
@@ -307,7 +274,7 @@ START_TEST(test_user_password_and_token_from_files)
     const char *nkey_env[] = {nkey, NULL};
     rh = start_relay("nats", nkey_env);
     relays_rows(&rh, "nkey", 20);
-    stop_relay(&rh);
+    it_relay_stop(rh.relay);
     /* nats.c cannot derive the public key: without it, a clear refusal at start. */
     const char *seed_only_env[] = {url, seed_only, NULL};
     rc = it_relay_run(seed_only_env, NULL, 30000, &out);
@@ -337,15 +304,8 @@ END_TEST
 int main(void)
 {
     Suite *suite = suite_create("nats_auth");
-    TCase *tc = tcase_create("nats_auth");
-    tcase_add_checked_fixture(tc, it_setup, it_teardown);
-    tcase_set_timeout(tc, 180);
+    TCase *tc = it_tcase(suite, "nats_auth", it_setup, 180);
     tcase_add_test(tc, test_tls_ca_server_name_and_client_certificate);
     tcase_add_test(tc, test_user_password_and_token_from_files);
-    suite_add_tcase(suite, tc);
-    SRunner *runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(suite);
 }

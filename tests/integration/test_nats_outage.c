@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "harness.h"
+#include "run_suite.h"
 
 #define STREAM    "IT_NATS_OUTAGE"
 #define ROWS      50000
@@ -15,7 +16,7 @@
 
 static bool drain_under_way(void *conn)
 {
-    return it_pg_int(conn, "SELECT count(*) FROM outbox WHERE status = 'published'") >= ROWS / 5;
+    return it_pg_published(conn) >= ROWS / 5;
 }
 
 START_TEST(test_nats_killed_mid_drain_each_row_once)
@@ -42,22 +43,19 @@ START_TEST(test_nats_killed_mid_drain_each_row_once)
     ck_assert_msg(it_wait_until(drain_under_way, conn, 60000), "the drain did not get going");
     it_nats_kill();
     int64_t killed_at = it_now_ms();
-    int64_t marked_at_kill =
-        it_pg_int(conn, "SELECT count(*) FROM outbox WHERE status = 'published'");
+    int64_t marked_at_kill = it_pg_published(conn);
     /* The outage itself: a deliberate 5 s without a server. */
     struct timespec outage = {.tv_sec = OUTAGE_MS / 1000, .tv_nsec = 0};
     while (nanosleep(&outage, &outage) != 0)
         ;
-    int64_t marked_in_outage =
-        it_pg_int(conn, "SELECT count(*) FROM outbox WHERE status = 'published'");
+    int64_t marked_in_outage = it_pg_published(conn);
     it_nats_start(); /* same store dir, same port */
     fprintf(stderr, "nats outage: killed with %lld rows marked, %lld after %lld ms without NATS\n",
             (long long)marked_at_kill, (long long)marked_in_outage,
             (long long)(it_now_ms() - killed_at));
     ck_assert_msg(marked_at_kill < ROWS, "the drain finished before the kill");
 
-    int64_t got =
-        it_pg_wait_int(conn, "SELECT count(*) FROM outbox WHERE status = 'published'", ROWS, 90000);
+    int64_t got = it_pg_wait_published(conn, ROWS, 90000);
     if (got != ROWS)
         it_relay_dump_log(relay);
     ck_assert_msg(got == ROWS, "%lld of %d rows published after the restart", (long long)got, ROWS);
@@ -70,39 +68,9 @@ START_TEST(test_nats_killed_mid_drain_each_row_once)
     ck_assert_int_eq(it_relay_exit_code(relay), -1000);
 
     /* Audit: each row once, and each row's stream_seq holds that row's message. */
-    ck_assert_int_eq(it_js_stream_msgs(STREAM), ROWS);
-    struct it_msgs msgs;
-    it_js_read_stream(STREAM, &msgs);
-    ck_assert_int_eq(msgs.count, ROWS);
-    ck_assert_int_eq(it_msgs_duplicate_ids(&msgs), 0);
-    PGresult *rows =
-        it_pg_query(conn, "SELECT id, event_id, stream_seq, subject, encode(payload, 'escape')"
-                          " FROM outbox ORDER BY id");
-    int missing = 0, wrong_seq = 0, wrong_content = 0;
-    for (int i = 0; i < PQntuples(rows); i++) {
-        const struct it_msg *m = it_msgs_find(&msgs, PQgetvalue(rows, i, 1));
-        if (m == NULL) {
-            if (++missing <= 5)
-                fprintf(stderr, "row %s: no message\n", PQgetvalue(rows, i, 0));
-            continue;
-        }
-        if (strtoull(PQgetvalue(rows, i, 2), NULL, 10) != m->seq && ++wrong_seq <= 5)
-            fprintf(stderr, "row %s: stream_seq %s, its message is at %llu\n",
-                    PQgetvalue(rows, i, 0), PQgetvalue(rows, i, 2), (unsigned long long)m->seq);
-        const char *payload = PQgetvalue(rows, i, 4);
-        if (strcmp(m->subject, PQgetvalue(rows, i, 3)) != 0 || m->len != (int)strlen(payload) ||
-            memcmp(m->data, payload, (size_t)m->len) != 0)
-            wrong_content++;
-    }
-    ck_assert_msg(missing == 0, "%d rows published without a message in the stream", missing);
-    ck_assert_msg(wrong_seq == 0, "%d rows whose stream_seq holds another message", wrong_seq);
-    ck_assert_int_eq(wrong_content, 0);
-    PQclear(rows);
-    it_msgs_free(&msgs);
+    it_assert_each_row_once(conn, STREAM, ROWS);
 
-    it_relay_signal(relay, SIGTERM);
-    ck_assert_msg(it_relay_wait(relay, 15000), "relay did not stop on SIGTERM");
-    ck_assert_int_eq(it_relay_exit_code(relay), 0);
+    it_relay_stop(relay);
     PQfinish(conn);
 }
 END_TEST
@@ -110,14 +78,7 @@ END_TEST
 int main(void)
 {
     Suite *suite = suite_create("nats_outage");
-    TCase *tc = tcase_create("nats_outage");
-    tcase_add_checked_fixture(tc, it_start_servers, it_teardown);
-    tcase_set_timeout(tc, 240);
+    TCase *tc = it_tcase(suite, "nats_outage", it_start_servers, 240);
     tcase_add_test(tc, test_nats_killed_mid_drain_each_row_once);
-    suite_add_tcase(suite, tc);
-    SRunner *runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(suite);
 }

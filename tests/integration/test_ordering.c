@@ -1,12 +1,12 @@
 /* Per-key order: across many small batches, each ordering_key's rows reach the stream in id order.
  */
 #include <check.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "harness.h"
+#include "run_suite.h"
 
 #define STREAM    "IT_ORDER"
 #define KEYS      20
@@ -48,15 +48,11 @@ START_TEST(test_each_key_in_id_order)
     ck_assert_int_eq(it_pg_int(conn, "SELECT count(DISTINCT ordering_key) FROM outbox"), KEYS);
     ck_assert_int_eq(it_pg_int(conn, "SELECT count(*) FROM outbox WHERE ordering_key IS NULL"),
                      NULL_ROWS);
-    int64_t got = it_pg_wait_int(conn, "SELECT count(*) FROM outbox WHERE status = 'published'",
-                                 ROWS, 120000);
+    int64_t got = it_pg_wait_published(conn, ROWS, 120000);
     ck_assert_msg(got == ROWS, "%lld of %d rows published", (long long)got, ROWS);
-    ck_assert_int_eq(it_js_stream_msgs(STREAM), ROWS);
 
     struct it_msgs msgs;
-    it_js_read_stream(STREAM, &msgs);
-    ck_assert_int_eq(msgs.count, ROWS);
-    ck_assert_int_eq(it_msgs_duplicate_ids(&msgs), 0);
+    it_js_read_stream_once(STREAM, ROWS, &msgs);
 
     /*
      * Walk each key's rows in id order; the stream sequences of their
@@ -88,9 +84,7 @@ START_TEST(test_each_key_in_id_order)
     PQclear(rows);
     it_msgs_free(&msgs);
 
-    it_relay_signal(relay, SIGTERM);
-    ck_assert_msg(it_relay_wait(relay, 15000), "relay did not stop on SIGTERM");
-    ck_assert_int_eq(it_relay_exit_code(relay), 0);
+    it_relay_stop(relay);
     PQfinish(conn);
 }
 END_TEST
@@ -98,14 +92,7 @@ END_TEST
 int main(void)
 {
     Suite *suite = suite_create("ordering");
-    TCase *tc = tcase_create("ordering");
-    tcase_add_checked_fixture(tc, it_start_servers, it_teardown);
-    tcase_set_timeout(tc, 240);
+    TCase *tc = it_tcase(suite, "ordering", it_start_servers, 240);
     tcase_add_test(tc, test_each_key_in_id_order);
-    suite_add_tcase(suite, tc);
-    SRunner *runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(suite);
 }

@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include "harness.h"
+#include "run_suite.h"
 
 #define STREAM "IT_PG_OUTAGE"
 #define ROWS   15000
@@ -31,14 +32,9 @@ static struct it_relay *start_drain(PGconn *conn)
     return it_relay_start((const char *const *)relay_env, NULL);
 }
 
-static int64_t published(PGconn *conn)
-{
-    return it_pg_int(conn, "SELECT count(*) FROM outbox WHERE status = 'published'");
-}
-
 static bool drain_under_way(void *conn)
 {
-    return published(conn) >= ROWS / 5;
+    return it_pg_published(conn) >= ROWS / 5;
 }
 
 /* The relay's own session, by the application_name it sets; 0 if it has none. */
@@ -54,33 +50,13 @@ static int relay_backend(PGconn *conn)
 /* Every row published, once in the stream, each stream_seq holding that row's message. */
 static void finish_and_audit(PGconn *conn, struct it_relay *relay, const char *what)
 {
-    int64_t got =
-        it_pg_wait_int(conn, "SELECT count(*) FROM outbox WHERE status = 'published'", ROWS, 60000);
+    int64_t got = it_pg_wait_published(conn, ROWS, 60000);
     if (got != ROWS)
         it_relay_dump_log(relay);
     ck_assert_msg(got == ROWS, "%s: %lld of %d rows published", what, (long long)got, ROWS);
-    ck_assert_int_eq(it_js_stream_msgs(STREAM), ROWS);
-    struct it_msgs msgs;
-    it_js_read_stream(STREAM, &msgs);
-    ck_assert_int_eq(msgs.count, ROWS);
-    ck_assert_msg(it_msgs_duplicate_ids(&msgs) == 0, "%s: duplicates in the stream", what);
-    PGresult *rows = it_pg_query(conn, "SELECT id, event_id, stream_seq FROM outbox");
-    int missing = 0, wrong_seq = 0;
-    for (int i = 0; i < PQntuples(rows); i++) {
-        const struct it_msg *m = it_msgs_find(&msgs, PQgetvalue(rows, i, 1));
-        if (m == NULL)
-            missing++;
-        else if (strtoull(PQgetvalue(rows, i, 2), NULL, 10) != m->seq)
-            wrong_seq++;
-    }
-    ck_assert_msg(missing == 0, "%s: %d rows published without a message", what, missing);
-    ck_assert_msg(wrong_seq == 0, "%s: %d rows with another message's stream_seq", what, wrong_seq);
-    PQclear(rows);
-    it_msgs_free(&msgs);
+    it_assert_each_row_once(conn, STREAM, ROWS);
 
-    it_relay_signal(relay, SIGTERM);
-    ck_assert_msg(it_relay_wait(relay, 15000), "relay did not stop on SIGTERM");
-    ck_assert_int_eq(it_relay_exit_code(relay), 0);
+    it_relay_stop(relay);
 }
 
 START_TEST(test_pg_restart_mid_drain)
@@ -91,7 +67,7 @@ START_TEST(test_pg_restart_mid_drain)
     it_pg_restart(); /* fast shutdown: every session ends; same port and data dir */
     PQreset(conn);
     ck_assert_int_eq(PQstatus(conn), CONNECTION_OK);
-    int64_t after = published(conn);
+    int64_t after = it_pg_published(conn);
     fprintf(stderr, "pg outage: restarted with %lld of %d rows marked\n", (long long)after, ROWS);
     ck_assert_msg(after < ROWS, "the drain finished before the restart");
     finish_and_audit(conn, relay, "after a restart");
@@ -109,7 +85,7 @@ START_TEST(test_backend_terminated_mid_drain)
         conn, "SELECT count(*) FILTER (WHERE t) FROM (SELECT pg_terminate_backend(pid) AS t"
               " FROM pg_stat_activity WHERE application_name = 'outbox-relay') s");
     ck_assert_int_eq(terminated, 1);
-    ck_assert_msg(published(conn) < ROWS, "the drain finished before the termination");
+    ck_assert_msg(it_pg_published(conn) < ROWS, "the drain finished before the termination");
     finish_and_audit(conn, relay, "after pg_terminate_backend");
     ck_assert(it_relay_log_contains(relay, "postgresql connection lost"));
     PQfinish(conn);
@@ -145,7 +121,7 @@ START_TEST(test_silent_backend_dropped_after_deadline)
     ck_assert_msg(dropped, "the relay still waits on a stopped backend after 10 s");
     ck_assert_msg(waited >= 1500, "dropped after %lld ms, before the 2 s deadline",
                   (long long)waited);
-    ck_assert_msg(published(conn) < ROWS, "the drain finished before the backend stopped");
+    ck_assert_msg(it_pg_published(conn) < ROWS, "the drain finished before the backend stopped");
     finish_and_audit(conn, relay, "after a silent backend");
     PQfinish(conn);
 }
@@ -154,16 +130,9 @@ END_TEST
 int main(void)
 {
     Suite *suite = suite_create("pg_outage");
-    TCase *tc = tcase_create("pg_outage");
-    tcase_add_checked_fixture(tc, it_start_servers, it_teardown);
-    tcase_set_timeout(tc, 180);
+    TCase *tc = it_tcase(suite, "pg_outage", it_start_servers, 180);
     tcase_add_test(tc, test_pg_restart_mid_drain);
     tcase_add_test(tc, test_backend_terminated_mid_drain);
     tcase_add_test(tc, test_silent_backend_dropped_after_deadline);
-    suite_add_tcase(suite, tc);
-    SRunner *runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(suite);
 }

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "run_suite.h"
 
 #define STREAM "IT_PG_TLS"
 
@@ -60,17 +61,6 @@ static bool ready(void *arg)
     return it_http_status(*(int *)arg, "/readyz") == 200;
 }
 
-struct log_want {
-    struct it_relay *relay;
-    const char *needle;
-};
-
-static bool log_has(void *arg)
-{
-    struct log_want *w = arg;
-    return it_relay_log_contains(w->relay, w->needle);
-}
-
 START_TEST(test_verify_full_with_client_certificate)
 {
     it_start_servers();
@@ -106,15 +96,14 @@ START_TEST(test_verify_full_with_client_certificate)
     const char *subjects[] = {"it.pgtls.>", NULL};
     it_js_add_stream(STREAM, subjects);
 
-    char url[1200], addr[64];
+    char url[1200];
     snprintf(url, sizeof url,
              "OUTBOX_PG_URL=host=localhost port=%d dbname=outbox_it user=certuser "
              "sslmode=verify-full sslrootcert=%s/ca.pem sslcert=%s/client.pem sslkey=%s",
              it_pg_port(), it_dir(), it_dir(), key_path);
-    int port = it_free_port();
-    snprintf(addr, sizeof addr, "OUTBOX_HTTP_ADDR=127.0.0.1:%d", port);
-    const char *env[] = {url, addr, NULL};
-    struct it_relay *relay = it_relay_start(env, NULL);
+    const char *env[] = {url, NULL};
+    struct it_relay *relay = it_relay_start_http(env, NULL);
+    int port = relay->http_port;
     if (!it_wait_until(ready, &port, 15000)) {
         it_relay_dump_log(relay);
         ck_abort_msg("the relay did not connect over TLS");
@@ -122,9 +111,7 @@ START_TEST(test_verify_full_with_client_certificate)
     conn = it_pg_connect();
     it_pg_exec(conn, "INSERT INTO outbox (subject, payload) SELECT 'it.pgtls.row', 'x'"
                      " FROM generate_series(1, 20)");
-    ck_assert_int_eq(
-        it_pg_wait_int(conn, "SELECT count(*) FROM outbox WHERE status = 'published'", 20, 15000),
-        20);
+    ck_assert_int_eq(it_pg_wait_published(conn, 20, 15000), 20);
     /* The relay's own session is encrypted and authenticated by certificate. */
     ck_assert_int_eq(it_pg_int(conn, "SELECT count(*) FROM pg_stat_ssl s"
                                      " JOIN pg_stat_activity a USING (pid)"
@@ -140,9 +127,9 @@ START_TEST(test_verify_full_with_client_certificate)
              "OUTBOX_PG_URL=host=localhost port=%d dbname=outbox_it user=certuser "
              "sslmode=verify-full sslrootcert=%s/other-ca.pem sslcert=%s/client.pem sslkey=%s",
              it_pg_port(), it_dir(), it_dir(), key_path);
-    relay = it_relay_start(env, NULL);
-    struct log_want w = {relay, "certificate verify failed"};
-    if (!it_wait_until(log_has, &w, 15000)) {
+    relay = it_relay_start_http(env, NULL);
+    port = relay->http_port;
+    if (!it_relay_wait_log(relay, "certificate verify failed", 1, 15000)) {
         it_relay_dump_log(relay);
         ck_abort_msg("no certificate error logged");
     }
@@ -168,14 +155,7 @@ END_TEST
 int main(void)
 {
     Suite *suite = suite_create("pg_tls");
-    TCase *tc = tcase_create("pg_tls");
-    tcase_add_checked_fixture(tc, it_setup, it_teardown);
-    tcase_set_timeout(tc, 120);
+    TCase *tc = it_tcase(suite, "pg_tls", it_setup, 120);
     tcase_add_test(tc, test_verify_full_with_client_certificate);
-    suite_add_tcase(suite, tc);
-    SRunner *runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(suite);
 }

@@ -1,12 +1,12 @@
 /* Poison rows: bad subjects, oversized payloads and bad headers go dead at once; the rest flows. */
 #include <check.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "harness.h"
 #include "outbox_relay/message.h"
+#include "run_suite.h"
 
 #define STREAM       "IT_POISON"
 #define SMALL_STREAM "IT_POISON_SMALL" /* max_msg_size 1024: JetStream itself refuses more */
@@ -125,12 +125,9 @@ START_TEST(test_poison_rows_dead_at_once_others_flow)
     PQclear(rows);
 
     /* Every good row once in the stream, at its stream_seq; nothing of the poison. */
-    ck_assert_int_eq(it_js_stream_msgs(STREAM), GOOD);
     ck_assert_int_eq(it_js_stream_msgs(SMALL_STREAM), 0);
     struct it_msgs msgs;
-    it_js_read_stream(STREAM, &msgs);
-    ck_assert_int_eq(msgs.count, GOOD);
-    ck_assert_int_eq(it_msgs_duplicate_ids(&msgs), 0);
+    it_js_read_stream_once(STREAM, GOOD, &msgs);
     rows = it_pg_query(
         conn, "SELECT coalesce(ordering_key, ''), event_id, stream_seq, id, attempts FROM outbox"
               " WHERE id NOT IN (SELECT id FROM poison) ORDER BY ordering_key, id");
@@ -155,9 +152,7 @@ START_TEST(test_poison_rows_dead_at_once_others_flow)
     PQclear(rows);
     it_msgs_free(&msgs);
 
-    it_relay_signal(relay, SIGTERM);
-    ck_assert_msg(it_relay_wait(relay, 15000), "relay did not stop on SIGTERM");
-    ck_assert_int_eq(it_relay_exit_code(relay), 0);
+    it_relay_stop(relay);
     PQfinish(conn);
 }
 END_TEST
@@ -262,15 +257,8 @@ END_TEST
 int main(void)
 {
     Suite *suite = suite_create("poison");
-    TCase *tc = tcase_create("poison");
-    tcase_add_checked_fixture(tc, start_servers_small_payload, it_teardown);
-    tcase_set_timeout(tc, 120);
+    TCase *tc = it_tcase(suite, "poison", start_servers_small_payload, 120);
     tcase_add_test(tc, test_poison_rows_dead_at_once_others_flow);
     tcase_add_test(tc, test_server_errors_classified_as_observed);
-    suite_add_tcase(suite, tc);
-    SRunner *runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(suite);
 }

@@ -1,13 +1,13 @@
 /* /healthz and /readyz in every state: unconnected, connected, NATS or PostgreSQL down, stalled
  * with a backlog, idle, rows held back, standby. */
 #include <check.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "harness.h"
+#include "run_suite.h"
 
 #define STREAM "IT_PROBES"
 
@@ -19,15 +19,8 @@ struct relay_http {
 /* The relay with its HTTP listener on a free loopback port, plus `extra` settings. */
 static struct relay_http start_relay(const char *const *extra)
 {
-    struct relay_http rh = {.port = it_free_port()};
-    char addr[64];
-    snprintf(addr, sizeof addr, "OUTBOX_HTTP_ADDR=127.0.0.1:%d", rh.port);
-    const char *env[32] = {addr};
-    int n = 1;
-    for (; extra != NULL && *extra != NULL && n < 31; extra++)
-        env[n++] = *extra;
-    rh.relay = it_relay_start(env, NULL);
-    return rh;
+    struct it_relay *relay = it_relay_start_http(extra, NULL);
+    return (struct relay_http){.relay = relay, .port = relay->http_port};
 }
 
 struct probe_want {
@@ -74,22 +67,6 @@ static void probe_stays(int port, const char *path, int status, int duration_ms)
     } while (it_now_ms() < end);
 }
 
-/* One unlabelled sample of /metrics, or -1 if it is missing. */
-static double metric(int port, const char *name)
-{
-    struct it_http r;
-    double v = -1;
-    if (it_http_get(port, "/metrics", 2000, &r) == 200) {
-        char needle[160];
-        snprintf(needle, sizeof needle, "\n%s ", name);
-        const char *p = strstr(r.body, needle);
-        if (p != NULL)
-            v = strtod(p + strlen(needle), NULL);
-    }
-    it_http_free(&r);
-    return v;
-}
-
 struct metric_want {
     int port;
     const char *name;
@@ -99,21 +76,14 @@ struct metric_want {
 static bool metric_reaches(void *arg)
 {
     struct metric_want *w = arg;
-    return metric(w->port, w->name) >= w->at_least;
+    return it_metric(w->port, w->name) >= w->at_least;
 }
 
 static void wait_metric(int port, const char *name, double at_least, int timeout_ms)
 {
     struct metric_want w = {port, name, at_least};
     ck_assert_msg(it_wait_until(metric_reaches, &w, timeout_ms), "%s did not reach %g: %g", name,
-                  at_least, metric(port, name));
-}
-
-static void stop_relay(struct relay_http *rh)
-{
-    it_relay_signal(rh->relay, SIGTERM);
-    ck_assert_msg(it_relay_wait(rh->relay, 15000), "relay did not stop on SIGTERM");
-    ck_assert_int_eq(it_relay_exit_code(rh->relay), 0);
+                  at_least, it_metric(port, name));
 }
 
 START_TEST(test_probes_follow_the_connections)
@@ -130,9 +100,9 @@ START_TEST(test_probes_follow_the_connections)
     wait_probe(early.port, "/readyz", 503, 10000, "postgresql not connected");
     probe_stays(early.port, "/readyz", 503, 500);
     wait_probe(early.port, "/healthz", 200, 1000, "ok");
-    ck_assert_int_eq(metric(early.port, "outbox_relay_pg_connected"), 0);
-    ck_assert_int_eq(metric(early.port, "outbox_relay_leader"), 0);
-    stop_relay(&early);
+    ck_assert_int_eq(it_metric(early.port, "outbox_relay_pg_connected"), 0);
+    ck_assert_int_eq(it_metric(early.port, "outbox_relay_leader"), 0);
+    it_relay_stop(early.relay);
 
     const char *env[] = {"OUTBOX_RECONNECT_MAX_MS=200", "OUTBOX_STALL_TIMEOUT_MS=1000",
                          "OUTBOX_METRICS_INTERVAL_MS=100", NULL};
@@ -144,7 +114,7 @@ START_TEST(test_probes_follow_the_connections)
     /* NATS down: not ready; an idle relay is still alive. */
     it_nats_stop();
     wait_probe(rh.port, "/readyz", 503, 10000, "nats not connected");
-    ck_assert_int_eq(metric(rh.port, "outbox_relay_nats_connected"), 0);
+    ck_assert_int_eq(it_metric(rh.port, "outbox_relay_nats_connected"), 0);
     wait_probe(rh.port, "/healthz", 200, 1000, NULL);
     it_nats_start();
     wait_probe(rh.port, "/readyz", 200, 15000, "ok");
@@ -152,7 +122,7 @@ START_TEST(test_probes_follow_the_connections)
     /* PostgreSQL down: not ready, and no longer the leader, so not a stall either. */
     it_pg_stop();
     wait_probe(rh.port, "/readyz", 503, 10000, "postgresql not connected");
-    ck_assert_int_eq(metric(rh.port, "outbox_relay_pg_connected"), 0);
+    ck_assert_int_eq(it_metric(rh.port, "outbox_relay_pg_connected"), 0);
     probe_stays(rh.port, "/healthz", 200, 1500);
     it_pg_start();
     wait_probe(rh.port, "/readyz", 200, 15000, "ok");
@@ -162,12 +132,10 @@ START_TEST(test_probes_follow_the_connections)
     PGconn *conn = it_pg_connect();
     it_pg_exec(conn, "INSERT INTO outbox (subject, payload)"
                      " SELECT 'it.probes.after', 'x' FROM generate_series(1, 10)");
-    ck_assert_int_eq(
-        it_pg_wait_int(conn, "SELECT count(*) FROM outbox WHERE status = 'published'", 10, 15000),
-        10);
+    ck_assert_int_eq(it_pg_wait_published(conn, 10, 15000), 10);
     wait_probe(rh.port, "/healthz", 200, 1000, "ok");
     PQfinish(conn);
-    stop_relay(&rh);
+    it_relay_stop(rh.relay);
 }
 END_TEST
 
@@ -186,7 +154,7 @@ START_TEST(test_stall_with_backlog_is_unhealthy_idle_and_standby_are_not)
     struct relay_http standby = start_relay(env);
     /* Another relay holds the lock: this one is ready, and alive, as a standby. */
     wait_probe(standby.port, "/readyz", 200, 10000, "ok");
-    ck_assert_int_eq(metric(standby.port, "outbox_relay_leader"), 0);
+    ck_assert_int_eq(it_metric(standby.port, "outbox_relay_leader"), 0);
 
     /* Idle, well past the stall timeout: healthy. */
     probe_stays(leader.port, "/healthz", 200, 1500);
@@ -203,10 +171,10 @@ START_TEST(test_stall_with_backlog_is_unhealthy_idle_and_standby_are_not)
     it_pg_exec(conn, "INSERT INTO outbox (subject, payload, ordering_key)"
                      " VALUES ('it.probes.held', 'c', 'held')");
     wait_metric(leader.port, "outbox_relay_pending", 3, 5000);
-    ck_assert_int_eq(metric(leader.port, "outbox_relay_pending"), 3);
-    ck_assert(metric(leader.port, "outbox_relay_oldest_pending_age_seconds") >= 0);
+    ck_assert_int_eq(it_metric(leader.port, "outbox_relay_pending"), 3);
+    ck_assert(it_metric(leader.port, "outbox_relay_oldest_pending_age_seconds") >= 0);
     probe_stays(leader.port, "/healthz", 200, 1500);
-    ck_assert_int_eq(it_pg_int(conn, "SELECT count(*) FROM outbox WHERE status = 'published'"), 0);
+    ck_assert_int_eq(it_pg_published(conn), 0);
 
     /* Frozen NATS: the TCP connection stays up, publishes go out, no ack comes back. */
     it_nats_pause();
@@ -226,7 +194,7 @@ START_TEST(test_stall_with_backlog_is_unhealthy_idle_and_standby_are_not)
      * stall on; the leader stays stalled meanwhile. */
     probe_stays(standby.port, "/healthz", 200, 1500);
     wait_probe(leader.port, "/healthz", 503, 1000, "stalled");
-    ck_assert(metric(standby.port, "outbox_relay_pending") >= 5);
+    ck_assert(it_metric(standby.port, "outbox_relay_pending") >= 5);
 
     it_nats_resume();
     wait_probe(leader.port, "/healthz", 200, 15000, "ok");
@@ -240,23 +208,16 @@ START_TEST(test_stall_with_backlog_is_unhealthy_idle_and_standby_are_not)
     fprintf(stderr, "probes: stall reported %lld ms after NATS froze (timeout 1000 ms)\n",
             (long long)stalled_after);
     PQfinish(conn);
-    stop_relay(&standby);
-    stop_relay(&leader);
+    it_relay_stop(standby.relay);
+    it_relay_stop(leader.relay);
 }
 END_TEST
 
 int main(void)
 {
     Suite *suite = suite_create("probes");
-    TCase *tc = tcase_create("probes");
-    tcase_add_checked_fixture(tc, it_start_servers, it_teardown);
-    tcase_set_timeout(tc, 180);
+    TCase *tc = it_tcase(suite, "probes", it_start_servers, 180);
     tcase_add_test(tc, test_probes_follow_the_connections);
     tcase_add_test(tc, test_stall_with_backlog_is_unhealthy_idle_and_standby_are_not);
-    suite_add_tcase(suite, tc);
-    SRunner *runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(suite);
 }

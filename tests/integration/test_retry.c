@@ -1,35 +1,18 @@
 /* Retries: a subject without a stream fails with backoff (jitter bounds checked), then goes dead.
  */
 #include <check.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "harness.h"
+#include "run_suite.h"
 
 #define BASE_MS 200
 /* Never: a retry found by the fallback poll would hide a retry timer that fires too early. */
 #define POLL_MS 600000
 /* Marking and claiming a retry takes a few ms; the box is shared and busy. */
 #define LATE_SLACK_MS 600
-
-/*
- * Every UPDATE of a row, as the relay committed it: a trigger copies the row
- * with the exact time of the statement, so the spacing of attempts is
- * measured where it is decided instead of by polling with its own slack.
- */
-static void record_marks(PGconn *conn)
-{
-    it_pg_exec(conn,
-               "CREATE TABLE mark_log (id bigint, status text, attempts int,"
-               " next_attempt_at timestamptz, last_error text, at timestamptz);"
-               "CREATE FUNCTION mark_log_row() RETURNS trigger LANGUAGE plpgsql AS $$"
-               " BEGIN INSERT INTO mark_log VALUES (NEW.id, NEW.status, NEW.attempts,"
-               "   NEW.next_attempt_at, NEW.last_error, clock_timestamp()); RETURN NULL; END $$;"
-               "CREATE TRIGGER mark_log AFTER UPDATE ON outbox"
-               " FOR EACH ROW EXECUTE FUNCTION mark_log_row()");
-}
 
 /* On a failure: what the relay wrote, mark by mark. */
 static void dump_marks(PGconn *conn)
@@ -52,7 +35,8 @@ static double backoff_d(int attempt)
 START_TEST(test_no_stream_backs_off_then_dead)
 {
     PGconn *conn = it_pg_connect();
-    record_marks(conn);
+    /* The spacing of attempts is measured where it is decided, not by polling with its slack. */
+    it_pg_record_marks(conn);
     /* No stream listens on it.retry.*: every publish gets "no responders". */
     it_pg_exec(conn, "INSERT INTO outbox (subject, payload, ordering_key)"
                      " SELECT 'it.retry.nostream', convert_to(g::text, 'UTF8'),"
@@ -138,9 +122,7 @@ START_TEST(test_no_stream_backs_off_then_dead)
 
     ck_assert_msg(!it_js_stream_exists("IT_RETRY"), "a stream appeared from nowhere");
     ck_assert_msg(it_relay_log_contains(relay, "row is dead"), "the dead rows were not logged");
-    it_relay_signal(relay, SIGTERM);
-    ck_assert_msg(it_relay_wait(relay, 15000), "relay did not stop on SIGTERM");
-    ck_assert_int_eq(it_relay_exit_code(relay), 0);
+    it_relay_stop(relay);
     PQfinish(conn);
 }
 END_TEST
@@ -155,7 +137,7 @@ static bool failed_twice(void *conn)
 START_TEST(test_stream_created_before_limit_publishes)
 {
     PGconn *conn = it_pg_connect();
-    record_marks(conn);
+    it_pg_record_marks(conn);
     it_pg_exec(conn, "INSERT INTO outbox (subject, payload, ordering_key)"
                      " VALUES ('it.retry.late.a', 'one', NULL), ('it.retry.late.b', 'two', 'k'),"
                      "        ('it.retry.late.b', 'three', 'k')");
@@ -176,8 +158,7 @@ START_TEST(test_stream_created_before_limit_publishes)
     const char *subjects[] = {"it.retry.late.>", NULL};
     it_js_add_stream("IT_RETRY_LATE", subjects);
 
-    int64_t published =
-        it_pg_wait_int(conn, "SELECT count(*) FROM outbox WHERE status = 'published'", 3, 15000);
+    int64_t published = it_pg_wait_published(conn, 3, 15000);
     if (published != 3)
         it_relay_dump_log(relay);
     ck_assert_msg(published == 3, "%lld of 3 rows published after the stream appeared",
@@ -188,10 +169,8 @@ START_TEST(test_stream_created_before_limit_publishes)
     ck_assert_int_le(it_pg_int(conn, "SELECT max(attempts) FROM outbox"), 6);
     ck_assert_int_eq(it_pg_int(conn, "SELECT attempts FROM outbox WHERE id = 3"), 1);
 
-    ck_assert_int_eq(it_js_stream_msgs("IT_RETRY_LATE"), 3);
     struct it_msgs msgs;
-    it_js_read_stream("IT_RETRY_LATE", &msgs);
-    ck_assert_int_eq(it_msgs_duplicate_ids(&msgs), 0);
+    it_js_read_stream_once("IT_RETRY_LATE", 3, &msgs);
     PGresult *rows = it_pg_query(conn, "SELECT event_id, stream_seq, encode(payload, 'escape')"
                                        " FROM outbox ORDER BY id");
     uint64_t key_seq[2] = {0};
@@ -209,9 +188,7 @@ START_TEST(test_stream_created_before_limit_publishes)
     PQclear(rows);
     it_msgs_free(&msgs);
 
-    it_relay_signal(relay, SIGTERM);
-    ck_assert_msg(it_relay_wait(relay, 15000), "relay did not stop on SIGTERM");
-    ck_assert_int_eq(it_relay_exit_code(relay), 0);
+    it_relay_stop(relay);
     PQfinish(conn);
 }
 END_TEST
@@ -219,15 +196,8 @@ END_TEST
 int main(void)
 {
     Suite *suite = suite_create("retry");
-    TCase *tc = tcase_create("retry");
-    tcase_add_checked_fixture(tc, it_start_servers, it_teardown);
-    tcase_set_timeout(tc, 120);
+    TCase *tc = it_tcase(suite, "retry", it_start_servers, 120);
     tcase_add_test(tc, test_no_stream_backs_off_then_dead);
     tcase_add_test(tc, test_stream_created_before_limit_publishes);
-    suite_add_tcase(suite, tc);
-    SRunner *runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(suite);
 }

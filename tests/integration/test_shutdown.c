@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "harness.h"
+#include "run_suite.h"
 
 #define STREAM        "IT_SHUTDOWN"
 #define ROWS          20000
@@ -90,8 +91,7 @@ START_TEST(test_sigterm_drains_inflight_and_exits_zero)
 
     /* What was left is published by the next run, once. */
     struct it_relay *next = it_relay_start(env, NULL);
-    int64_t got = it_pg_wait_int(conn, "SELECT count(*) FROM outbox WHERE status = 'published'",
-                                 ROWS, 120000);
+    int64_t got = it_pg_wait_published(conn, ROWS, 120000);
     ck_assert_msg(got == ROWS, "%lld of %d rows published by the next run", (long long)got, ROWS);
     ck_assert_int_eq(it_js_stream_msgs(STREAM), ROWS);
     assert_stream_matches_rows(conn, &published);
@@ -105,14 +105,7 @@ END_TEST
 int main(void)
 {
     Suite *suite = suite_create("shutdown");
-    TCase *tc = tcase_create("shutdown");
-    tcase_add_checked_fixture(tc, it_start_servers, it_teardown);
-    tcase_set_timeout(tc, 300);
+    TCase *tc = it_tcase(suite, "shutdown", it_start_servers, 300);
     tcase_add_test(tc, test_sigterm_drains_inflight_and_exits_zero);
-    suite_add_tcase(suite, tc);
-    SRunner *runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(suite);
 }

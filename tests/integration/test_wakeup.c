@@ -1,10 +1,10 @@
 /* Wake-up: rows inserted while the relay idles arrive on NOTIFY, long before the poll interval. */
 #include <check.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "harness.h"
+#include "run_suite.h"
 
 #define STREAM "IT_WAKEUP"
 /* Ten minutes: a row that waits for the poll would blow every deadline below. */
@@ -28,8 +28,7 @@ static bool relay_idle(void *arg)
 static void wait_published(PGconn *conn, int64_t want, const char *what)
 {
     int64_t start = it_now_ms();
-    int64_t got = it_pg_wait_int(conn, "SELECT count(*) FROM outbox WHERE status = 'published'",
-                                 want, DEADLINE_MS);
+    int64_t got = it_pg_wait_published(conn, want, DEADLINE_MS);
     ck_assert_msg(got == want, "%s: %lld of %lld rows published after %d ms (poll interval %d ms)",
                   what, (long long)got, (long long)want, DEADLINE_MS, POLL_MS);
     fprintf(stderr, "wakeup: %s published within %lld ms\n", what,
@@ -68,9 +67,7 @@ START_TEST(test_insert_while_idle_wakes_relay)
     wait_published(conn, 208, "three transactions");
 
     ck_assert_int_eq(it_js_stream_msgs(STREAM), 208);
-    it_relay_signal(relay, SIGTERM);
-    ck_assert_msg(it_relay_wait(relay, 15000), "relay did not stop on SIGTERM");
-    ck_assert_int_eq(it_relay_exit_code(relay), 0);
+    it_relay_stop(relay);
     PQfinish(conn);
 }
 END_TEST
@@ -78,14 +75,7 @@ END_TEST
 int main(void)
 {
     Suite *suite = suite_create("wakeup");
-    TCase *tc = tcase_create("wakeup");
-    tcase_add_checked_fixture(tc, it_start_servers, it_teardown);
-    tcase_set_timeout(tc, 120);
+    TCase *tc = it_tcase(suite, "wakeup", it_start_servers, 120);
     tcase_add_test(tc, test_insert_while_idle_wakes_relay);
-    suite_add_tcase(suite, tc);
-    SRunner *runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(suite);
 }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "outbox_relay/backoff.h"
+#include "run_suite.h"
 
 /* rnd = 0 gives the guaranteed half, rnd just below 1 gives the whole delay. */
 static const struct {
@@ -163,9 +164,5 @@ static Suite *backoff_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(backoff_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(backoff_suite());
 }

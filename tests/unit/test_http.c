@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "outbox_relay/http.h"
+#include "run_suite.h"
 
 /* ---- http_parse_request ---- */
 
@@ -702,9 +703,5 @@ int main(void)
     tcase_add_test(sockets, test_start_errors);
     suite_add_tcase(s, sockets);
 
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(s);
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "outbox_relay/inflight.h"
+#include "run_suite.h"
 
 /* Distinct addresses standing in for the natsMsg pointers nats.c hands back with acks. */
 static char msg_token[4096];
@@ -368,9 +369,5 @@ static Suite *inflight_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(inflight_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(inflight_suite());
 }

@@ -3,7 +3,6 @@
 #include <check.h>
 #include <errno.h>
 #include <pthread.h>
-#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +11,8 @@
 #include <jansson.h>
 
 #include "outbox_relay/log.h"
+#include "run_suite.h"
+#include "text_match.h"
 
 /* ---- capturing stderr ------------------------------------------------- */
 
@@ -67,15 +68,6 @@ static char *nth_line(const char *text, int i)
     return strndup(start, (size_t)(end - start));
 }
 
-static bool matches(const char *s, const char *pattern)
-{
-    regex_t re;
-    ck_assert_int_eq(regcomp(&re, pattern, REG_EXTENDED | REG_NOSUB), 0);
-    bool ok = regexec(&re, s, 0, NULL, 0) == 0;
-    regfree(&re);
-    return ok;
-}
-
 #define TS_RE "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3}Z"
 
 /* Parses one JSON line and checks the fields every line carries. */
@@ -87,13 +79,13 @@ static json_t *parse_json_line(const char *line, const char *level, const char *
     ck_assert(json_is_object(obj));
     const char *ts = json_string_value(json_object_get(obj, "ts"));
     ck_assert_ptr_nonnull(ts);
-    ck_assert_msg(matches(ts, "^" TS_RE "$"), "ts: %s", ts);
+    ck_assert_msg(text_matches(ts, "^" TS_RE "$"), "ts: %s", ts);
     ck_assert_str_eq(json_string_value(json_object_get(obj, "level")), level);
     if (msg != NULL)
         ck_assert_str_eq(json_string_value(json_object_get(obj, "msg")), msg);
     /* ts, level, msg lead, so a human scanning raw lines sees them first */
     ck_assert_msg(strncmp(line, "{\"ts\":\"", 7) == 0, "line: %s", line);
-    ck_assert_msg(matches(line, "^\\{\"ts\":\"" TS_RE "\",\"level\":\"[a-z]+\",\"msg\":"),
+    ck_assert_msg(text_matches(line, "^\\{\"ts\":\"" TS_RE "\",\"level\":\"[a-z]+\",\"msg\":"),
                   "line: %s", line);
     return obj;
 }
@@ -241,7 +233,7 @@ END_TEST
 /* The line minus its timestamp, which is checked separately. */
 static const char *after_ts(const char *line)
 {
-    ck_assert_msg(matches(line, "^" TS_RE " "), "line: %s", line);
+    ck_assert_msg(text_matches(line, "^" TS_RE " "), "line: %s", line);
     return strchr(line, ' ') + 1;
 }
 
@@ -284,8 +276,8 @@ START_TEST(test_text_bad_format)
     char *text = capture_end(&c);
     ck_assert_int_eq(count_lines(text), 1);
     char *line = nth_line(text, 0);
-    ck_assert_msg(matches(after_ts(line), "^INFO still here log_fields_error=\".+\"$"), "line: %s",
-                  line);
+    ck_assert_msg(text_matches(after_ts(line), "^INFO still here log_fields_error=\".+\"$"),
+                  "line: %s", line);
     free(line);
     free(text);
 }
@@ -469,9 +461,5 @@ static Suite *log_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(log_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(log_suite());
 }

@@ -7,6 +7,7 @@
 #include <jansson.h>
 
 #include "outbox_relay/message.h"
+#include "run_suite.h"
 
 #define ARRAY_LEN(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
@@ -583,9 +584,5 @@ static Suite *message_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(message_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(message_suite());
 }

@@ -10,6 +10,8 @@
 
 #include "outbox_relay/metrics.h"
 #include "prom_text.h"
+#include "relay_families.h"
+#include "run_suite.h"
 
 static void render_parse(const struct metrics *m, const char *version, struct prom_exposition *e)
 {
@@ -20,12 +22,8 @@ static void render_parse(const struct metrics *m, const char *version, struct pr
     free(text);
 }
 
-static const char *const bucket_labels[METRICS_LATENCY_BUCKETS] = {
-    "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25",
-    "0.5",   "1",      "2.5",   "5",    "10",    "20",   "30",  "60",
-};
-
-#define LATENCY "outbox_relay_delivery_latency_seconds"
+#define LATENCY RELAY_LATENCY
+_Static_assert(RELAY_LATENCY_LE == METRICS_LATENCY_BUCKETS + 1, "a label per bound, then +Inf");
 
 /* Checks the histogram's shape and returns its cumulative bucket values (+Inf last). */
 static void histogram_get(const struct prom_exposition *e,
@@ -33,7 +31,7 @@ static void histogram_get(const struct prom_exposition *e,
 {
     double previous = 0;
     for (int k = 0; k <= METRICS_LATENCY_BUCKETS; k++) {
-        const char *le = k < METRICS_LATENCY_BUCKETS ? bucket_labels[k] : "+Inf";
+        const char *le = relay_latency_le[k];
         const struct prom_sample *s = prom_sample_get(e, LATENCY "_bucket", "le", le);
         ck_assert_int_eq(s->nlabels, 1);
         ck_assert_msg(s->value >= previous, "bucket le=%s not cumulative", le);
@@ -44,7 +42,7 @@ static void histogram_get(const struct prom_exposition *e,
     for (size_t k = 0; k < e->nsamples; k++) {
         if (strcmp(e->samples[k].name, LATENCY "_bucket") != 0)
             continue;
-        const char *want = seen < METRICS_LATENCY_BUCKETS ? bucket_labels[seen] : "+Inf";
+        const char *want = seen < RELAY_LATENCY_LE ? relay_latency_le[seen] : "(none)";
         ck_assert_str_eq(e->samples[k].label_value[0], want);
         seen++;
     }
@@ -54,31 +52,14 @@ static void histogram_get(const struct prom_exposition *e,
 
 START_TEST(test_every_family_named_and_typed)
 {
-    static const struct {
-        const char *name, *type;
-    } want[] = {
-        {"outbox_relay_published_total", "counter"},
-        {"outbox_relay_failed_total", "counter"},
-        {"outbox_relay_dead_total", "counter"},
-        {"outbox_relay_claimed_total", "counter"},
-        {"outbox_relay_pg_reconnects_total", "counter"},
-        {"outbox_relay_nats_reconnects_total", "counter"},
-        {"outbox_relay_inflight", "gauge"},
-        {"outbox_relay_pending", "gauge"},
-        {"outbox_relay_oldest_pending_age_seconds", "gauge"},
-        {"outbox_relay_leader", "gauge"},
-        {"outbox_relay_pg_connected", "gauge"},
-        {"outbox_relay_nats_connected", "gauge"},
-        {"outbox_relay_delivery_latency_seconds", "histogram"},
-        {"outbox_relay_build_info", "gauge"},
-    };
+    const struct relay_family *want = relay_families;
     struct metrics m;
     metrics_init(&m);
     static struct prom_exposition e;
     render_parse(&m, "0.1.0", &e);
 
-    ck_assert_uint_eq(e.nfamilies, sizeof(want) / sizeof(want[0]));
-    for (size_t k = 0; k < sizeof(want) / sizeof(want[0]); k++) {
+    ck_assert_uint_eq(e.nfamilies, RELAY_FAMILIES);
+    for (size_t k = 0; k < RELAY_FAMILIES; k++) {
         struct prom_family *f = prom_family_find(&e, want[k].name);
         ck_assert_msg(f != NULL, "family %s missing", want[k].name);
         ck_assert_str_eq(f->type, want[k].type);
@@ -184,7 +165,7 @@ START_TEST(test_histogram_bounds_table)
 {
     /* The le labels are the bounds, printed exactly and strictly increasing. */
     for (int k = 0; k < METRICS_LATENCY_BUCKETS; k++) {
-        ck_assert_double_eq(strtod(bucket_labels[k], NULL), metrics_latency_bounds[k]);
+        ck_assert_double_eq(strtod(relay_latency_le[k], NULL), metrics_latency_bounds[k]);
         if (k > 0)
             ck_assert(metrics_latency_bounds[k] > metrics_latency_bounds[k - 1]);
     }
@@ -215,8 +196,8 @@ START_TEST(test_histogram_observations)
         for (size_t k = 0; k < n; k++)
             if (seen[k] <= metrics_latency_bounds[b])
                 want++;
-        ck_assert_msg(cumulative[b] == want, "le=%s: %g, want %g", bucket_labels[b], cumulative[b],
-                      want);
+        ck_assert_msg(cumulative[b] == want, "le=%s: %g, want %g", relay_latency_le[b],
+                      cumulative[b], want);
     }
     ck_assert_double_eq(cumulative[METRICS_LATENCY_BUCKETS], (double)n);
     ck_assert_double_eq(prom_value(&e, LATENCY "_count"), (double)n);
@@ -315,9 +296,5 @@ int main(void)
     tcase_add_test(tc, test_render_without_len);
     suite_add_tcase(s, tc);
 
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(s);
 }

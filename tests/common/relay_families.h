@@ -1,0 +1,39 @@
+/* What the relay's /metrics must hold: its families with their types, the histogram's bounds. */
+#ifndef OUTBOX_RELAY_TEST_RELAY_FAMILIES_H
+#define OUTBOX_RELAY_TEST_RELAY_FAMILIES_H
+
+#include <stddef.h>
+
+#define RELAY_LATENCY "outbox_relay_delivery_latency_seconds"
+
+struct relay_family {
+    const char *name, *type;
+};
+
+/* Every family, and no other: the unit test renders them, the integration test scrapes them. */
+static const struct relay_family relay_families[] = {
+    {"outbox_relay_published_total", "counter"},
+    {"outbox_relay_failed_total", "counter"},
+    {"outbox_relay_dead_total", "counter"},
+    {"outbox_relay_claimed_total", "counter"},
+    {"outbox_relay_pg_reconnects_total", "counter"},
+    {"outbox_relay_nats_reconnects_total", "counter"},
+    {"outbox_relay_inflight", "gauge"},
+    {"outbox_relay_pending", "gauge"},
+    {"outbox_relay_oldest_pending_age_seconds", "gauge"},
+    {"outbox_relay_leader", "gauge"},
+    {"outbox_relay_pg_connected", "gauge"},
+    {"outbox_relay_nats_connected", "gauge"},
+    {RELAY_LATENCY, "histogram"},
+    {"outbox_relay_build_info", "gauge"},
+};
+#define RELAY_FAMILIES (sizeof relay_families / sizeof relay_families[0])
+
+/* The latency histogram's `le` labels in order: 16 bounds (1 ms .. 60 s), then +Inf. */
+static const char *const relay_latency_le[] = {
+    "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5",
+    "1",     "2.5",    "5",     "10",   "20",    "30",   "60",  "+Inf",
+};
+#define RELAY_LATENCY_LE (sizeof relay_latency_le / sizeof relay_latency_le[0])
+
+#endif
