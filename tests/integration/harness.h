@@ -98,7 +98,7 @@ void it_nats_kill(void); /* SIGKILL, reaped */
  */
 void it_nats_set_config(const char *text);
 int it_nats_port(void);
-pid_t it_nats_pid(void); /* 0 if stopped */
+pid_t it_nats_pid(void);       /* 0 if stopped */
 const char *it_nats_url(void); /* nats://127.0.0.1:port, for OUTBOX_NATS_URL */
 
 /* SIGSTOP / SIGCONT nats-server: its connections stay open but nothing is answered. */

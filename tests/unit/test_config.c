@@ -336,7 +336,9 @@ static const struct {
     {"app.", false},
     {"outbox;drop table x", false},
     {"\"quoted\"", false},
-    {"t\xc3\xa4" "ble", false},
+    {"t\xc3\xa4"
+     "ble",
+     false},
     /* 63 bytes is PostgreSQL's limit; 64 would be truncated silently */
     {"t23456789012345678901234567890123456789012345678901234567890123", true},
     {"t234567890123456789012345678901234567890123456789012345678901234", false},
