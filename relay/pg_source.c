@@ -159,15 +159,34 @@ static void pg_enqueue(struct pg_source *src, struct pg_query *q)
 
 /* ---- setup: session settings, table check, then LISTEN ---- */
 
+/* A setup step's result: true when it succeeded; otherwise the connection is dropped. */
+static bool pg_setup_ok(struct pg_source *src, PGresult *res, ExecStatusType want)
+{
+    if (res == NULL)
+        return false;
+    if (PQresultStatus(res) != want) {
+        pg_lost(src, PQresultErrorMessage(res));
+        return false;
+    }
+    return true;
+}
+
+/* Queues the next setup step. */
+static void pg_setup_then(struct pg_source *src, const char *sql, pg_result_fn fn)
+{
+    struct pg_query *q = pg_query_new(sql, 0, NULL, false, fn, src);
+    if (q == NULL) {
+        pg_lost(src, "out of memory");
+        return;
+    }
+    pg_enqueue(src, q);
+}
+
 static void pg_on_listen(void *arg, PGresult *res)
 {
     struct pg_source *src = arg;
-    if (res == NULL)
+    if (!pg_setup_ok(src, res, PGRES_COMMAND_OK))
         return;
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        pg_lost(src, PQresultErrorMessage(res));
-        return;
-    }
     src->state = PG_READY;
     src->reconnects = 0;
     if (src->ev.connected)
@@ -180,12 +199,7 @@ static void pg_on_table_check(void *arg, PGresult *res)
     if (res == NULL)
         return;
     if (PQresultStatus(res) == PGRES_TUPLES_OK) {
-        struct pg_query *q = pg_query_new(src->listen_sql, 0, NULL, false, pg_on_listen, src);
-        if (q == NULL) {
-            pg_lost(src, "out of memory");
-            return;
-        }
-        pg_enqueue(src, q);
+        pg_setup_then(src, src->listen_sql, pg_on_listen);
         return;
     }
     const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
@@ -213,18 +227,8 @@ static void pg_on_table_check(void *arg, PGresult *res)
 static void pg_on_session_set(void *arg, PGresult *res)
 {
     struct pg_source *src = arg;
-    if (res == NULL)
-        return;
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        pg_lost(src, PQresultErrorMessage(res));
-        return;
-    }
-    struct pg_query *q = pg_query_new(src->check_sql, 0, NULL, false, pg_on_table_check, src);
-    if (q == NULL) {
-        pg_lost(src, "out of memory");
-        return;
-    }
-    pg_enqueue(src, q);
+    if (pg_setup_ok(src, res, PGRES_COMMAND_OK))
+        pg_setup_then(src, src->check_sql, pg_on_table_check);
 }
 
 static void pg_begin_setup(struct pg_source *src)
