@@ -565,13 +565,3 @@ natsStatus js_sink_publish(struct js_sink *sink, natsMsg **msg)
     sink->published = true;
     return js_PublishMsgAsync(sink->js, msg, &sink->pub);
 }
-
-int js_sink_pending(struct js_sink *sink)
-{
-    natsMsgList list = {0};
-    if (!sink->published || js_PublishAsyncGetPendingList(&list, sink->js) != NATS_OK)
-        return 0;
-    int n = list.Count;
-    natsMsgList_Destroy(&list);
-    return n;
-}

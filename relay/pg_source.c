@@ -550,11 +550,6 @@ enum pg_state pg_source_state(const struct pg_source *src)
     return src->state;
 }
 
-int pg_source_busy(const struct pg_source *src)
-{
-    return src->queued;
-}
-
 bool pg_source_query(struct pg_source *src, const char *sql, int nparams, char **params,
                      bool binary, pg_result_fn fn, void *arg)
 {

@@ -66,7 +66,4 @@ natsStatus js_sink_publish(struct js_sink *sink, natsMsg **msg);
  */
 int js_sink_reclaim_pending(struct js_sink *sink, const char *why);
 
-/* Un-acked messages nats.c still holds (at shutdown). */
-int js_sink_pending(struct js_sink *sink);
-
 #endif

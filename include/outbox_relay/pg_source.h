@@ -47,8 +47,6 @@ void pg_source_start(struct pg_source *src);
 void pg_source_destroy(struct pg_source *src);
 
 enum pg_state pg_source_state(const struct pg_source *src);
-/* Queries queued or running. */
-int pg_source_busy(const struct pg_source *src);
 
 /*
  * Queues a query. pg_source takes ownership of params[0..nparams) (malloc'ed

@@ -616,23 +616,25 @@ START_TEST(test_connection_cap)
 }
 END_TEST
 
+/* Sends GET /metrics on fd, closes it, and expects a 200. */
+static void expect_metrics_ok(int fd)
+{
+    client_send(fd, "GET /metrics HTTP/1.1\r\n\r\n", 25);
+    client_read_all(fd, response, sizeof(response));
+    close(fd);
+    ck_assert_ptr_nonnull(strstr(response, "HTTP/1.1 200 OK\r\n"));
+}
+
 START_TEST(test_all_interfaces_v4_and_v6)
 {
     server_start_on(":0", 0);
     int fd = client_connect_to(AF_INET, server.port, 0);
     ck_assert_int_ge(fd, 0);
-    client_send(fd, "GET /metrics HTTP/1.1\r\n\r\n", 25);
-    client_read_all(fd, response, sizeof(response));
-    close(fd);
-    ck_assert_ptr_nonnull(strstr(response, "HTTP/1.1 200 OK\r\n"));
+    expect_metrics_ok(fd);
 
     fd = client_connect_to(AF_INET6, server.port, 0);
-    if (fd >= 0) { /* hosts without IPv6 loopback skip this half */
-        client_send(fd, "GET /metrics HTTP/1.1\r\n\r\n", 25);
-        client_read_all(fd, response, sizeof(response));
-        close(fd);
-        ck_assert_ptr_nonnull(strstr(response, "HTTP/1.1 200 OK\r\n"));
-    }
+    if (fd >= 0) /* hosts without IPv6 loopback skip this half */
+        expect_metrics_ok(fd);
     server_stop();
 }
 END_TEST
@@ -642,10 +644,7 @@ START_TEST(test_host_name)
     server_start_on("localhost:0", 0);
     int fd = client_connect_to(AF_INET, server.port, 0);
     ck_assert_int_ge(fd, 0);
-    client_send(fd, "GET /metrics HTTP/1.1\r\n\r\n", 25);
-    client_read_all(fd, response, sizeof(response));
-    close(fd);
-    ck_assert_ptr_nonnull(strstr(response, "HTTP/1.1 200 OK\r\n"));
+    expect_metrics_ok(fd);
     server_stop();
 }
 END_TEST
