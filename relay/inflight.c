@@ -17,6 +17,7 @@ struct inflight {
     struct key_queue **by_key;
     struct outbox_row *all; /* doubly linked list of every row */
     size_t count, publishing;
+    int64_t bytes; /* payload + header bytes of every held row */
 };
 
 static size_t hash_u64(uint64_t x, size_t nbuckets)
@@ -87,6 +88,11 @@ size_t inflight_count(const struct inflight *t)
     return t->count;
 }
 
+int64_t inflight_bytes(const struct inflight *t)
+{
+    return t->bytes;
+}
+
 size_t inflight_publishing(const struct inflight *t)
 {
     return t->publishing;
@@ -119,6 +125,7 @@ bool inflight_add(struct inflight *t, struct outbox_row *row)
         t->all->all_prev = row;
     t->all = row;
     t->count++;
+    t->bytes += row->bytes;
     row->state = ROW_WAITING;
     row->key = NULL;
     row->key_next = NULL;
@@ -238,6 +245,7 @@ static void remove_row(struct inflight *t, struct outbox_row *row)
     if (row->all_next != NULL)
         row->all_next->all_prev = row->all_prev;
     t->count--;
+    t->bytes -= row->bytes;
 }
 
 size_t inflight_recorded(struct inflight *t, struct outbox_row *row)
@@ -300,4 +308,17 @@ size_t inflight_drop_waiting(struct inflight *t)
         row = next;
     }
     return dropped;
+}
+
+size_t inflight_drop_all(struct inflight *t)
+{
+    size_t n = 0;
+    while (t->all != NULL) {
+        struct outbox_row *row = t->all;
+        remove_from_key(t, row);
+        remove_row(t, row);
+        outbox_row_free(row);
+        n++;
+    }
+    return n;
 }

@@ -16,3 +16,14 @@ CREATE INDEX IF NOT EXISTS outbox_held_keys_idx
 CREATE INDEX IF NOT EXISTS outbox_published_at_idx
     ON outbox (published_at)
     WHERE status = 'published';
+
+-- Per-key order under concurrent producers: a claim asks, for each keyed
+-- row, for the nearest earlier unfinished row of its key (one backward probe).
+CREATE INDEX IF NOT EXISTS outbox_unfinished_keys_idx
+    ON outbox (ordering_key, id)
+    WHERE status IN ('pending', 'failed') AND ordering_key IS NOT NULL;
+
+-- Dead rows, for the dead-rows gauge: few, so the index stays tiny.
+CREATE INDEX IF NOT EXISTS outbox_dead_idx
+    ON outbox (id)
+    WHERE status = 'dead';

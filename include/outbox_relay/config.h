@@ -29,6 +29,7 @@ struct relay_config {
 
     int batch_size;          /* rows per claim query */
     int max_inflight;        /* rows held by the relay (publishing or waiting on their key) */
+    int max_inflight_bytes;  /* payload + header bytes held by the relay */
     int poll_interval_ms;    /* fallback scan when no notification arrives */
     int publish_timeout_ms;  /* PubAck wait per message */
     int retry_base_ms;       /* backoff for the first retry */
@@ -38,6 +39,7 @@ struct relay_config {
     int shutdown_timeout_ms; /* how long SIGTERM waits for in-flight acks */
     int stall_timeout_ms;    /* /healthz fails when due work made no progress this long */
     int leader_retry_ms;     /* how often a standby tries to become leader */
+    int leader_lease_ms;     /* a leader silent this long is ended by a standby */
     int nats_lost_ms;        /* a leader without NATS this long gives up leadership */
     int pg_timeout_ms;       /* connect and query deadline on PostgreSQL */
     int reconnect_max_ms;    /* cap of the reconnect backoff */

@@ -29,6 +29,7 @@ struct outbox_row {
     char *ordering_key;  /* NULL: no ordering constraint */
     int attempts;        /* publish attempts before this one */
     double created_at;   /* epoch seconds, for the delivery latency */
+    int64_t bytes;       /* payload + header bytes as stored: the memory budget's unit */
     natsMsg *msg;        /* the built message while WAITING; NULL once sent, or if invalid */
     char *invalid;       /* why the row can never be published (then msg is NULL) */
     const natsMsg *sent; /* identity of the message nats.c holds, to match its ack */
@@ -49,6 +50,8 @@ void inflight_destroy(struct inflight *t);
 
 size_t inflight_count(const struct inflight *t);
 size_t inflight_publishing(const struct inflight *t);
+/* Payload and header bytes of every held row, whatever its state. */
+int64_t inflight_bytes(const struct inflight *t);
 struct outbox_row *inflight_find(const struct inflight *t, int64_t id);
 
 /*
@@ -93,6 +96,9 @@ size_t inflight_recorded(struct inflight *t, struct outbox_row *row);
 
 /* Drops every WAITING row that heads no publish (shutdown, lost leadership). */
 size_t inflight_drop_waiting(struct inflight *t);
+
+/* Drops every row, whatever its state (leadership lost: fencing). Returns how many. */
+size_t inflight_drop_all(struct inflight *t);
 
 /* Frees a row that was never added. */
 void outbox_row_free(struct outbox_row *row);

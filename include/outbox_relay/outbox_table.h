@@ -1,0 +1,56 @@
+/*
+ * The table contract in one place: every statement the relay runs against
+ * the outbox table, the columns a claim returns, and their binary decoding.
+ *
+ * Statement texts live as long as the relay (pg_source prepares each text
+ * once per connection, keyed by its address).
+ */
+#ifndef OUTBOX_RELAY_OUTBOX_TABLE_H
+#define OUTBOX_RELAY_OUTBOX_TABLE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <libpq-fe.h>
+
+#include "outbox_relay/config.h"
+#include "outbox_relay/inflight.h"
+
+/* The advisory lock class of leadership; the key is hashtext(table). */
+#define OUTBOX_LOCK_CLASS 1869574264
+
+struct outbox_sql {
+    /* $1 cursor (id), $2 rows, $3 bytes: due rows above the cursor in id
+     * order, at most $2 of them, cut where their payload and header bytes
+     * pass $3 (the first row always comes, however large). */
+    char claim[2048];
+    /* $1 ids, $2 stream sequences, $3 ack times (epoch seconds). */
+    char mark_published[512];
+    /* $1 ids, $2 'failed'|'dead', $3 retry delays (ms), $4 reasons. */
+    char mark_failed[640];
+    char lock[160];
+    char unlock[160];
+    /* One row: unfinished count, any due row (0/1), oldest unfinished age (s), dead count. */
+    char sample[1600];
+};
+
+void outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg);
+
+/* What a claim returned about row i, beyond the row itself. */
+int64_t outbox_claim_id(const PGresult *res, int i);
+bool outbox_claim_keyed(const PGresult *res, int i);
+/* The nearest earlier unfinished row of the row's key, or 0 (none, or no key). */
+int64_t outbox_claim_prev(const PGresult *res, int i);
+/* The row's payload and header bytes as stored. */
+int64_t outbox_claim_bytes(const PGresult *res, int i);
+/* How many due rows the claim looked at before the byte cut (0 if no rows). */
+int64_t outbox_claim_candidates(const PGresult *res);
+
+/*
+ * Decodes row i into a new outbox_row with its message built (max_payload:
+ * the server's limit, 0 = unchecked). A row that can never be published
+ * comes back with msg NULL and `invalid` saying why. NULL: out of memory.
+ */
+struct outbox_row *outbox_row_decode(const PGresult *res, int i, int64_t max_payload);
+
+#endif

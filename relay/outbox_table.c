@@ -1,0 +1,187 @@
+/* The table contract: the relay's SQL, the claim's columns and their binary decoding. */
+#include "outbox_relay/outbox_table.h"
+
+#include <endian.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "outbox_relay/message.h"
+
+/* Column order of the claim. */
+enum claim_column {
+    C_ID,
+    C_EVENT_ID,
+    C_SUBJECT,
+    C_PAYLOAD,
+    C_HEADERS,
+    C_KEY,
+    C_ATTEMPTS,
+    C_CREATED,
+    C_PREV,       /* nearest earlier unfinished row of the key, NULL if none */
+    C_BYTES,      /* payload + header bytes */
+    C_CANDIDATES, /* due rows considered before the byte cut */
+};
+
+void outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg)
+{
+    char t[160], due[512];
+    config_table_sql(cfg, t, sizeof(t));
+    /* Rows a claim may take now: the claim and the health sample share it, so
+     * rows held behind their key never read as a stall. */
+    snprintf(due, sizeof(due),
+             "o.status IN ('pending', 'failed') "
+             "AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= now()) "
+             "AND (o.ordering_key IS NULL OR NOT EXISTS ("
+             "SELECT 1 FROM %s AS h WHERE h.ordering_key = o.ordering_key AND h.id < o.id "
+             "AND h.status IN ('failed'%s)))",
+             t, cfg->dead_holds_key ? ", 'dead'" : "");
+    /*
+     * The byte cut: sizes come from the stored lengths (octet_length of a
+     * TOASTed bytea reads its header, not the value), and rows past the cut
+     * are filtered before any payload is read or sent, so one claim never
+     * brings more than the budget into memory.
+     *
+     * `prev` is what keeps per-key order under concurrent producers: a row
+     * that committed late below the scan's cursor is still unfinished, and
+     * the relay does not publish a later row of its key until it holds it.
+     * One backward probe of the unfinished-keys index per keyed row.
+     */
+    snprintf(sql->claim, sizeof(sql->claim),
+             "SELECT c.id, c.event_id, c.subject, c.payload, c.headers::text, c.ordering_key, "
+             "c.attempts, extract(epoch FROM c.created_at)::float8, "
+             "CASE WHEN c.ordering_key IS NOT NULL THEN (SELECT p.id FROM %s AS p "
+             "WHERE p.ordering_key = c.ordering_key AND p.id < c.id "
+             "AND p.status IN ('pending', 'failed') ORDER BY p.id DESC LIMIT 1) END, "
+             "c.bytes, c.candidates FROM ("
+             "SELECT o.*, octet_length(o.payload) + pg_column_size(o.headers) AS bytes, "
+             "sum(octet_length(o.payload) + pg_column_size(o.headers)) OVER w AS run, "
+             "row_number() OVER w AS rn, count(*) OVER () AS candidates FROM ("
+             "SELECT * FROM %s AS o WHERE o.id > $1::bigint AND %s ORDER BY o.id "
+             "LIMIT $2::int) AS o WINDOW w AS (ORDER BY o.id)) AS c "
+             "WHERE c.rn = 1 OR c.run <= $3::bigint ORDER BY c.id",
+             t, t, due);
+    /* Marks join through the primary key only. A filter on status here
+     * would let the planner drive the join from the partial index of
+     * unfinished rows and hash the whole backlog on every mark (it did, at
+     * 20-40 ms per 500 rows, with statistics gone stale as the backlog grew).
+     * A PubAck is a fact: the published mark needs no guard; a failure must
+     * only never undo a publish. */
+    snprintf(sql->mark_published, sizeof(sql->mark_published),
+             "UPDATE %s AS o SET status = 'published', published_at = to_timestamp(v.at), "
+             "stream_seq = v.seq, attempts = o.attempts + 1, next_attempt_at = NULL "
+             "FROM unnest($1::bigint[], $2::bigint[], $3::float8[]) AS v(id, seq, at) "
+             "WHERE o.id = v.id",
+             t);
+    snprintf(sql->mark_failed, sizeof(sql->mark_failed),
+             "UPDATE %s AS o SET status = v.status, attempts = o.attempts + 1, "
+             "next_attempt_at = CASE WHEN v.status = 'failed' "
+             "THEN clock_timestamp() + v.delay_ms * interval '1 millisecond' END, "
+             "last_error = v.err "
+             "FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[]) "
+             "AS v(id, status, delay_ms, err) "
+             "WHERE o.id = v.id AND o.status <> 'published'",
+             t);
+    /* The lock key: a fixed class id and the table name, so relays of other
+     * tables in the same database do not exclude each other. */
+    snprintf(sql->lock, sizeof(sql->lock), "SELECT pg_try_advisory_lock(%d, hashtext('%s'))",
+             OUTBOX_LOCK_CLASS, cfg->table);
+    snprintf(sql->unlock, sizeof(sql->unlock), "SELECT pg_advisory_unlock(%d, hashtext('%s'))",
+             OUTBOX_LOCK_CLASS, cfg->table);
+    /* Cheap: the count and age walk the partial index of unfinished rows;
+     * "is anything claimable" stops at the first such row; dead rows have
+     * their own small partial index. */
+    snprintf(sql->sample, sizeof(sql->sample),
+             "SELECT s.n, EXISTS (SELECT 1 FROM %s AS o WHERE %s)::int, s.age, "
+             "(SELECT count(*) FROM %s WHERE status = 'dead') FROM ("
+             "SELECT count(*) AS n, "
+             "COALESCE(extract(epoch FROM now() - min(created_at)), 0)::float8 AS age "
+             "FROM %s WHERE status IN ('pending', 'failed')) AS s",
+             t, due, t, t);
+}
+
+static int64_t be64(const char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return (int64_t)be64toh(v);
+}
+
+static double befloat8(const char *p)
+{
+    uint64_t v;
+    double d;
+    memcpy(&v, p, 8);
+    v = be64toh(v);
+    memcpy(&d, &v, 8);
+    return d;
+}
+
+static int32_t be32(const char *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return (int32_t)be32toh(v);
+}
+
+int64_t outbox_claim_id(const PGresult *res, int i)
+{
+    return be64(PQgetvalue(res, i, C_ID));
+}
+
+bool outbox_claim_keyed(const PGresult *res, int i)
+{
+    return !PQgetisnull(res, i, C_KEY);
+}
+
+int64_t outbox_claim_prev(const PGresult *res, int i)
+{
+    return PQgetisnull(res, i, C_PREV) ? 0 : be64(PQgetvalue(res, i, C_PREV));
+}
+
+int64_t outbox_claim_bytes(const PGresult *res, int i)
+{
+    /* octet_length is int4, pg_column_size int4: their sum is int4. */
+    return PQgetisnull(res, i, C_BYTES) ? 0 : be32(PQgetvalue(res, i, C_BYTES));
+}
+
+int64_t outbox_claim_candidates(const PGresult *res)
+{
+    if (PQntuples(res) == 0)
+        return 0;
+    return be64(PQgetvalue(res, 0, C_CANDIDATES));
+}
+
+struct outbox_row *outbox_row_decode(const PGresult *res, int i, int64_t max_payload)
+{
+    struct outbox_row *row = calloc(1, sizeof(*row));
+    if (row == NULL)
+        return NULL;
+    row->id = be64(PQgetvalue(res, i, C_ID));
+    row->attempts = be32(PQgetvalue(res, i, C_ATTEMPTS));
+    row->created_at = befloat8(PQgetvalue(res, i, C_CREATED));
+    row->bytes = outbox_claim_bytes(res, i);
+    if (!PQgetisnull(res, i, C_KEY)) {
+        row->ordering_key = strndup(PQgetvalue(res, i, C_KEY), (size_t)PQgetlength(res, i, C_KEY));
+        if (row->ordering_key == NULL) {
+            free(row);
+            return NULL;
+        }
+    }
+    /* Binary text columns are not NUL-terminated in spirit; libpq adds one. */
+    char err[512];
+    enum message_result mr =
+        message_build(&row->msg, PQgetvalue(res, i, C_SUBJECT), PQgetvalue(res, i, C_EVENT_ID),
+                      PQgetisnull(res, i, C_HEADERS) ? NULL : PQgetvalue(res, i, C_HEADERS),
+                      PQgetvalue(res, i, C_PAYLOAD), (size_t)PQgetlength(res, i, C_PAYLOAD),
+                      max_payload, err, sizeof(err));
+    if (mr == MESSAGE_NOMEM) {
+        outbox_row_free(row);
+        return NULL;
+    }
+    if (mr == MESSAGE_INVALID) {
+        row->msg = NULL;
+        row->invalid = strdup(err);
+    }
+    return row;
+}
