@@ -15,25 +15,27 @@
 #include "outbox_relay/log.h"
 #include "outbox_relay/probes.h"
 #include "outbox_relay/relay.h"
+#include "outbox_relay/service_status.h"
 
 struct signals {
     ev_signal term, intr, hup;
     struct relay *relay;
     const struct relay_config *cfg;
+    struct service_status *status; /* systemd notifications; NULL when not run by systemd */
 };
 
 static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
     struct signals *s = w->data;
     log_info("signal received", "{s:s}", "signal", w->signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    service_status_stopping(s->status);
     relay_shutdown(s->relay);
 }
 
 /* SIGHUP: the log level is the one setting that changes without a restart;
  * it is read again from OUTBOX_LOG_LEVEL_FILE when that names a file. */
-static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
+static void reload_log_level(const struct signals *s)
 {
-    const struct signals *s = w->data;
     const char *path = s->cfg->log_level_file;
     char err[256];
     if (path == NULL || path[0] == '\0') {
@@ -50,6 +52,15 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
                  name ? "not one of debug, info, warn, error" : err);
     }
     free(name);
+}
+
+/* systemctl reload: RELOADING=1, the reload, READY=1 again. */
+static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    const struct signals *s = w->data;
+    service_status_reloading(s->status, false);
+    reload_log_level(s);
+    service_status_reloading(s->status, true);
 }
 
 static void log_startup(const struct relay_config *cfg)
@@ -98,13 +109,26 @@ static int run(const struct relay_config *cfg)
     ev_signal_start(loop, &sig.hup);
 
     relay_start(relay);
+    sig.status = service_status_start(loop, relay);
     ev_run(loop, 0);
+    service_status_stop(sig.status);
 
     int rc = relay_exit_code(relay);
     http_stop(http);
     relay_destroy(relay);
     log_info("stopped", "{s:i}", "exit_code", rc);
     return rc;
+}
+
+extern char **environ;
+
+static void warn_unknown_variable(void *arg, const char *name, const char *suggestion)
+{
+    if (suggestion != NULL)
+        log_warn("unknown setting ignored", "{s:s, s:s}", "variable", name, "did_you_mean",
+                 suggestion);
+    else
+        log_warn("unknown setting ignored", "{s:s}", "variable", name);
 }
 
 int main(int argc, char **argv)
@@ -129,6 +153,7 @@ int main(int argc, char **argv)
         break;
     case CONFIG_CHECK:
         log_setup(LOG_WARN, cfg.log_format);
+        config_unknown_env(environ, warn_unknown_variable, NULL);
         rc = admin_check(&cfg, stderr);
         break;
     case CONFIG_REQUEUE_DEAD:
@@ -138,6 +163,7 @@ int main(int argc, char **argv)
     case CONFIG_RUN:
         log_setup(cfg.log_level, cfg.log_format);
         log_startup(&cfg);
+        config_unknown_env(environ, warn_unknown_variable, NULL);
         rc = run(&cfg);
         break;
     }
