@@ -12,6 +12,7 @@
 #include "outbox_relay/admin.h"
 #include "outbox_relay/config.h"
 #include "outbox_relay/http.h"
+#include "outbox_relay/http_probe.h"
 #include "outbox_relay/log.h"
 #include "outbox_relay/probes.h"
 #include "outbox_relay/relay.h"
@@ -120,6 +121,43 @@ static int run(const struct relay_config *cfg)
     return rc;
 }
 
+/*
+ * outbox-relay --probe [PATH] [--setting=value ...]: GET PATH (default
+ * /healthz) from OUTBOX_HTTP_ADDR; exit 0 on 200, 1 otherwise, 2 on bad
+ * settings. For a container HEALTHCHECK without a shell or curl.
+ */
+static int probe_main(int argc, char **argv)
+{
+    const char *path = "/healthz";
+    int skip = 2;
+    if (argc > 2 && argv[2][0] == '/') {
+        path = argv[2];
+        skip = 3;
+    }
+    char *args[argc];
+    int nargs = 0;
+    args[nargs++] = argv[0];
+    for (int i = skip; i < argc; i++)
+        args[nargs++] = argv[i];
+    struct relay_config cfg;
+    char err[512];
+    int rc = 2;
+    if (config_load(&cfg, nargs, args, err, sizeof(err)) < 0) {
+        fprintf(stderr, "outbox-relay --probe: %s\n", err);
+    } else if (cfg.http_addr[0] == '\0') {
+        fprintf(stderr, "outbox-relay --probe: OUTBOX_HTTP_ADDR is empty: nothing to probe\n");
+    } else {
+        int status = http_probe(cfg.http_addr, path, 3000, err, sizeof(err));
+        rc = status == 200 ? 0 : 1;
+        if (status < 0)
+            fprintf(stderr, "outbox-relay --probe: %s\n", err);
+        else if (status != 200)
+            fprintf(stderr, "outbox-relay --probe: GET %s: %d\n", path, status);
+    }
+    config_free(&cfg);
+    return rc;
+}
+
 extern char **environ;
 
 static void warn_unknown_variable(void *arg, const char *name, const char *suggestion)
@@ -136,6 +174,8 @@ int main(int argc, char **argv)
     struct relay_config cfg;
     char err[512];
     signal(SIGPIPE, SIG_IGN);
+    if (argc > 1 && strcmp(argv[1], "--probe") == 0)
+        return probe_main(argc, argv);
     if (config_load(&cfg, argc, argv, err, sizeof(err)) < 0) {
         fprintf(stderr, "outbox-relay: %s\n", err);
         config_free(&cfg);
