@@ -31,6 +31,12 @@ RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 # ---- runtime --------------------------------------------------------------
 FROM docker.io/library/debian:bookworm-slim
 
+# OCI labels: podman build --build-arg VERSION=0.1.0 \
+#   --build-arg REVISION="$(git rev-parse HEAD)" --build-arg SOURCE=<repository URL> .
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG SOURCE=""
+
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libpq5 libnats3.4 libev4 libjansson4 ca-certificates \
@@ -43,10 +49,18 @@ COPY --from=build /outbox-relay /usr/local/bin/outbox-relay
 COPY sql/ /usr/share/outbox-relay/sql/
 
 LABEL org.opencontainers.image.title="outbox-relay" \
-      org.opencontainers.image.description="Relays a PostgreSQL transactional outbox table to NATS JetStream"
+      org.opencontainers.image.description="Relays a PostgreSQL transactional outbox table to NATS JetStream" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.licenses="Apache-2.0"
 
 # A numeric user so Kubernetes' runAsNonRoot can verify it without /etc/passwd.
 USER 10001:10001
 EXPOSE 9841
 STOPSIGNAL SIGTERM
+# The binary probes its own /healthz on OUTBOX_HTTP_ADDR: no shell or curl needed.
+# (podman keeps HEALTHCHECK only with --format docker; Kubernetes uses its own probes.)
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["/usr/local/bin/outbox-relay", "--probe"]
 ENTRYPOINT ["/usr/local/bin/outbox-relay"]

@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -560,4 +561,90 @@ char *config_read_secret(const char *path, char *err, size_t errlen)
     while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
         line[--n] = '\0';
     return line;
+}
+
+/* Edit distance (insertions, deletions, substitutions), capped: names are short. */
+static size_t edit_distance(const char *a, size_t na, const char *b, size_t nb)
+{
+    size_t row[128];
+    if (na >= sizeof(row) / sizeof(row[0]) || nb >= sizeof(row) / sizeof(row[0]))
+        return SIZE_MAX;
+    for (size_t j = 0; j <= nb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= na; i++) {
+        size_t diagonal = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= nb; j++) {
+            size_t above = row[j];
+            size_t best = diagonal + (a[i - 1] != b[j - 1]);
+            if (above + 1 < best)
+                best = above + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diagonal = above;
+        }
+    }
+    return row[nb];
+}
+
+/* Variables Kubernetes injects for a Service: X_SERVICE_HOST, X_SERVICE_PORT[_NAME], X_PORT,
+ * X_PORT_<n>_<PROTO>[_PROTO|_PORT|_ADDR]. */
+static bool kubernetes_service_link(const char *name, size_t n)
+{
+    const char *p;
+    for (p = name; (p = strstr(p, "_SERVICE_")) != NULL && (size_t)(p - name) < n; p++) {
+        if (!strncmp(p, "_SERVICE_HOST", 13) && (size_t)(p - name) + 13 == n)
+            return true;
+        if (!strncmp(p, "_SERVICE_PORT", 13) && ((size_t)(p - name) + 13 == n || p[13] == '_'))
+            return true;
+    }
+    if (n > 5 && !strncmp(name + n - 5, "_PORT", 5))
+        return true;
+    for (p = name; (p = strstr(p, "_PORT_")) != NULL && (size_t)(p - name) < n; p++) {
+        const char *q = p + 6;
+        if (!isdigit((unsigned char)*q))
+            continue;
+        while (isdigit((unsigned char)*q))
+            q++;
+        if (!strncmp(q, "_TCP", 4) || !strncmp(q, "_UDP", 4) || !strncmp(q, "_SCTP", 5))
+            return true;
+    }
+    return false;
+}
+
+size_t config_unknown_env(char *const *envp,
+                          void (*unknown)(void *arg, const char *name, const char *suggestion),
+                          void *arg)
+{
+    size_t found = 0;
+    for (char *const *e = envp; e != NULL && *e != NULL; e++) {
+        const char *entry = *e;
+        if (strncmp(entry, "OUTBOX_", 7) != 0)
+            continue;
+        size_t n = strcspn(entry, "=");
+        bool known = false;
+        const char *closest = NULL;
+        size_t closest_distance = SIZE_MAX;
+        for (size_t i = 0; i < NSETTINGS && !known; i++) {
+            size_t len = strlen(settings[i].env);
+            known = len == n && !strncmp(entry, settings[i].env, n);
+            size_t d = edit_distance(entry, n, settings[i].env, len);
+            if (d < closest_distance) {
+                closest_distance = d;
+                closest = settings[i].env;
+            }
+        }
+        if (known || kubernetes_service_link(entry, n))
+            continue;
+        /* A typo: a few letters off, relative to the name's length past "OUTBOX_". */
+        size_t allowed = (n - 7) / 4 > 3 ? 3 : (n - 7) / 4;
+        if (allowed < 1)
+            allowed = 1;
+        char name[256];
+        snprintf(name, sizeof(name), "%.*s", (int)n, entry);
+        unknown(arg, name, closest_distance <= allowed ? closest : NULL);
+        found++;
+    }
+    return found;
 }

@@ -12,28 +12,31 @@
 #include "outbox_relay/admin.h"
 #include "outbox_relay/config.h"
 #include "outbox_relay/http.h"
+#include "outbox_relay/http_probe.h"
 #include "outbox_relay/log.h"
 #include "outbox_relay/probes.h"
 #include "outbox_relay/relay.h"
+#include "outbox_relay/service_status.h"
 
 struct signals {
     ev_signal term, intr, hup;
     struct relay *relay;
     const struct relay_config *cfg;
+    struct service_status *status; /* systemd notifications; NULL when not run by systemd */
 };
 
 static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
     struct signals *s = w->data;
     log_info("signal received", "{s:s}", "signal", w->signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    service_status_stopping(s->status);
     relay_shutdown(s->relay);
 }
 
 /* SIGHUP: the log level is the one setting that changes without a restart;
  * it is read again from OUTBOX_LOG_LEVEL_FILE when that names a file. */
-static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
+static void reload_log_level(const struct signals *s)
 {
-    const struct signals *s = w->data;
     const char *path = s->cfg->log_level_file;
     char err[256];
     if (path == NULL || path[0] == '\0') {
@@ -50,6 +53,15 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
                  name ? "not one of debug, info, warn, error" : err);
     }
     free(name);
+}
+
+/* systemctl reload: RELOADING=1, the reload, READY=1 again. */
+static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    const struct signals *s = w->data;
+    service_status_reloading(s->status, false);
+    reload_log_level(s);
+    service_status_reloading(s->status, true);
 }
 
 static void log_startup(const struct relay_config *cfg)
@@ -98,7 +110,9 @@ static int run(const struct relay_config *cfg)
     ev_signal_start(loop, &sig.hup);
 
     relay_start(relay);
+    sig.status = service_status_start(loop, relay);
     ev_run(loop, 0);
+    service_status_stop(sig.status);
 
     int rc = relay_exit_code(relay);
     http_stop(http);
@@ -107,11 +121,61 @@ static int run(const struct relay_config *cfg)
     return rc;
 }
 
+/*
+ * outbox-relay --probe [PATH] [--setting=value ...]: GET PATH (default
+ * /healthz) from OUTBOX_HTTP_ADDR; exit 0 on 200, 1 otherwise, 2 on bad
+ * settings. For a container HEALTHCHECK without a shell or curl.
+ */
+static int probe_main(int argc, char **argv)
+{
+    const char *path = "/healthz";
+    int skip = 2;
+    if (argc > 2 && argv[2][0] == '/') {
+        path = argv[2];
+        skip = 3;
+    }
+    char *args[argc];
+    int nargs = 0;
+    args[nargs++] = argv[0];
+    for (int i = skip; i < argc; i++)
+        args[nargs++] = argv[i];
+    struct relay_config cfg;
+    char err[512];
+    int rc = 2;
+    if (config_load(&cfg, nargs, args, err, sizeof(err)) < 0) {
+        fprintf(stderr, "outbox-relay --probe: %s\n", err);
+    } else if (cfg.http_addr[0] == '\0') {
+        fprintf(stderr, "outbox-relay --probe: OUTBOX_HTTP_ADDR is empty: nothing to probe\n");
+    } else {
+        int status = http_probe(cfg.http_addr, path, 3000, err, sizeof(err));
+        rc = status == 200 ? 0 : 1;
+        if (status < 0)
+            fprintf(stderr, "outbox-relay --probe: %s\n", err);
+        else if (status != 200)
+            fprintf(stderr, "outbox-relay --probe: GET %s: %d\n", path, status);
+    }
+    config_free(&cfg);
+    return rc;
+}
+
+extern char **environ;
+
+static void warn_unknown_variable(void *arg, const char *name, const char *suggestion)
+{
+    if (suggestion != NULL)
+        log_warn("unknown setting ignored", "{s:s, s:s}", "variable", name, "did_you_mean",
+                 suggestion);
+    else
+        log_warn("unknown setting ignored", "{s:s}", "variable", name);
+}
+
 int main(int argc, char **argv)
 {
     struct relay_config cfg;
     char err[512];
     signal(SIGPIPE, SIG_IGN);
+    if (argc > 1 && strcmp(argv[1], "--probe") == 0)
+        return probe_main(argc, argv);
     if (config_load(&cfg, argc, argv, err, sizeof(err)) < 0) {
         fprintf(stderr, "outbox-relay: %s\n", err);
         config_free(&cfg);
@@ -129,6 +193,7 @@ int main(int argc, char **argv)
         break;
     case CONFIG_CHECK:
         log_setup(LOG_WARN, cfg.log_format);
+        config_unknown_env(environ, warn_unknown_variable, NULL);
         rc = admin_check(&cfg, stderr);
         break;
     case CONFIG_REQUEUE_DEAD:
@@ -138,6 +203,7 @@ int main(int argc, char **argv)
     case CONFIG_RUN:
         log_setup(cfg.log_level, cfg.log_format);
         log_startup(&cfg);
+        config_unknown_env(environ, warn_unknown_variable, NULL);
         rc = run(&cfg);
         break;
     }

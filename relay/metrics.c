@@ -12,9 +12,47 @@ const double metrics_latency_bounds[METRICS_LATENCY_BUCKETS] = {
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60,
 };
 
+static const char *const reason_names[METRICS_REASONS] = {
+    [METRICS_REASON_INVALID_ROW] = "invalid_row",
+    [METRICS_REASON_TOO_LARGE] = "too_large",
+    [METRICS_REASON_NO_STREAM] = "no_stream",
+    [METRICS_REASON_TIMEOUT] = "timeout",
+    [METRICS_REASON_NATS_ERROR] = "nats_error",
+    [METRICS_REASON_REJECTED] = "rejected",
+    [METRICS_REASON_OTHER] = "other",
+};
+
+const char *metrics_reason_name(enum metrics_reason reason)
+{
+    return (unsigned)reason < METRICS_REASONS ? reason_names[reason] : NULL;
+}
+
+bool metrics_reason_parse(const char *name, enum metrics_reason *out)
+{
+    for (int r = 0; r < METRICS_REASONS; r++) {
+        if (strcmp(reason_names[r], name) == 0) {
+            *out = (enum metrics_reason)r;
+            return true;
+        }
+    }
+    return false;
+}
+
 void metrics_init(struct metrics *m)
 {
     memset(m, 0, sizeof(*m));
+}
+
+void metrics_failed(struct metrics *m, enum metrics_reason reason)
+{
+    m->failed_total++;
+    m->failed_by_reason[(unsigned)reason < METRICS_REASONS ? reason : METRICS_REASON_OTHER]++;
+}
+
+void metrics_dead(struct metrics *m, enum metrics_reason reason)
+{
+    m->dead_total++;
+    m->dead_by_reason[(unsigned)reason < METRICS_REASONS ? reason : METRICS_REASON_OTHER]++;
 }
 
 /*
@@ -108,6 +146,50 @@ static void family(struct textbuf *b, const char *name, const char *type, const 
                    type);
 }
 
+/*
+ * A counter split by reason, every class rendered. A total counted without
+ * metrics_failed()/metrics_dead() (so beyond the per-reason sum) shows as
+ * "other": the labelled series always add up to the total.
+ */
+static void counter_by_reason(struct textbuf *b, const char *name, uint64_t total,
+                              const uint64_t by_reason[METRICS_REASONS], const char *help)
+{
+    uint64_t sum = 0;
+    for (int r = 0; r < METRICS_REASONS; r++)
+        sum += by_reason[r];
+    family(b, name, "counter", help);
+    for (int r = 0; r < METRICS_REASONS; r++) {
+        uint64_t v = by_reason[r];
+        if (r == METRICS_REASON_OTHER && total > sum)
+            v += total - sum;
+        textbuf_append(b, "outbox_relay_%s{reason=\"%s\"} %" PRIu64 "\n", name, reason_names[r], v);
+    }
+}
+
+/* process_* families: the names every Prometheus client library uses, without our prefix. */
+static void process_gauge(struct textbuf *b, const char *name, const char *type, double value,
+                          const char *help)
+{
+    char num[32];
+    format_double(num, sizeof(num), value);
+    textbuf_append(b, "# HELP %s %s\n# TYPE %s %s\n%s %s\n", name, help, name, type, name, num);
+}
+
+static void render_process(struct textbuf *b, const struct metrics_process *p)
+{
+    process_gauge(b, "process_cpu_seconds_total", "counter", p->cpu_seconds_total,
+                  "Total user and system CPU time spent in seconds.");
+    process_gauge(b, "process_start_time_seconds", "gauge", p->start_time_seconds,
+                  "Start time of the process since unix epoch in seconds.");
+    process_gauge(b, "process_resident_memory_bytes", "gauge", p->resident_memory_bytes,
+                  "Resident memory size in bytes.");
+    process_gauge(b, "process_virtual_memory_bytes", "gauge", p->virtual_memory_bytes,
+                  "Virtual memory size in bytes.");
+    process_gauge(b, "process_open_fds", "gauge", p->open_fds, "Number of open file descriptors.");
+    process_gauge(b, "process_max_fds", "gauge", p->max_fds,
+                  "Maximum number of open file descriptors.");
+}
+
 static void counter(struct textbuf *b, const char *name, uint64_t value, const char *help)
 {
     family(b, name, "counter", help);
@@ -153,9 +235,12 @@ char *metrics_render(const struct metrics *m, const char *version, size_t *len)
 
     counter(&b, "published_total", m->published_total,
             "Rows marked published after their PubAck (a duplicate ack counts).");
-    counter(&b, "failed_total", m->failed_total,
-            "Publish attempts that failed and were scheduled for a retry.");
-    counter(&b, "dead_total", m->dead_total, "Rows marked dead.");
+    counter_by_reason(&b, "failed_total", m->failed_total, m->failed_by_reason,
+                      "Publish attempts that failed and were scheduled for a retry, by reason.");
+    counter_by_reason(&b, "dead_total", m->dead_total, m->dead_by_reason,
+                      "Rows marked dead, by reason.");
+    counter(&b, "duplicate_acks_total", m->duplicate_acks_total,
+            "PubAcks that said duplicate: the message was already in the stream.");
     counter(&b, "claimed_total", m->claimed_total, "Rows claimed from the outbox table.");
     counter(&b, "pg_reconnects_total", m->pg_reconnects_total,
             "Reconnections to PostgreSQL after a lost session.");
@@ -163,6 +248,8 @@ char *metrics_render(const struct metrics *m, const char *version, size_t *len)
             "Reconnections to NATS after a lost connection.");
     gauge_int(&b, "inflight", m->inflight, "Rows held by the relay and not yet marked.");
     gauge_int(&b, "pending", m->pending, "Pending and failed rows in the outbox table (sampled).");
+    gauge_int(&b, "dead_rows", m->dead_rows,
+              "Rows with status dead in the outbox table (sampled); they wait for a requeue.");
     gauge_double(&b, "oldest_pending_age_seconds", m->oldest_pending_age_seconds,
                  "Age of the oldest pending or failed row (sampled); 0 when there is none.");
     gauge_int(&b, "leader", m->leader ? 1 : 0, "1 when this relay holds the table's leader lock.");
@@ -191,6 +278,9 @@ char *metrics_render(const struct metrics *m, const char *version, size_t *len)
     textbuf_append(&b, "outbox_relay_build_info{version=\"");
     label_value(&b, version ? version : "unknown");
     textbuf_append(&b, "\"} 1\n");
+
+    if (m->process.valid)
+        render_process(&b, &m->process);
 
     if (b.failed) {
         free(b.data);

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "outbox_relay/process_stats.h"
+
 static void probes_text(struct http_reply *reply, bool ok, const char *why)
 {
     reply->status = ok ? 200 : 503;
@@ -31,7 +33,9 @@ static void probes_readyz(void *arg, struct http_reply *reply)
 static void probes_metrics(void *arg, struct http_reply *reply)
 {
     size_t len = 0;
-    reply->body = metrics_render(relay_metrics(arg), OUTBOX_RELAY_VERSION, &len);
+    struct metrics snapshot = *relay_metrics(arg);
+    process_stats_read(&snapshot.process);
+    reply->body = metrics_render(&snapshot, OUTBOX_RELAY_VERSION, &len);
     reply->status = reply->body ? 200 : 500;
     reply->content_type = "text/plain; version=0.0.4; charset=utf-8";
     reply->body_len = reply->body ? len : 0;

@@ -35,6 +35,23 @@ int main(int argc, char **argv)
         natsMsgHeader_Get(m, "Nats-Msg-Id", &id);
         printf("#%" PRIu64 " %s Nats-Msg-Id=%s %.*s\n", seq, natsMsg_GetSubject(m), id ? id : "-",
                natsMsg_GetDataLength(m), natsMsg_GetData(m));
+        /* Every other header, each value on its own line: the quick start shows they travel. */
+        const char **keys = NULL;
+        int nkeys = 0;
+        if (natsMsgHeader_Keys(m, &keys, &nkeys) == NATS_OK) {
+            for (int k = 0; k < nkeys; k++) {
+                if (strcmp(keys[k], "Nats-Msg-Id") == 0)
+                    continue;
+                const char **values = NULL;
+                int nvalues = 0;
+                if (natsMsgHeader_Values(m, keys[k], &values, &nvalues) != NATS_OK)
+                    continue;
+                for (int v = 0; v < nvalues; v++)
+                    printf("    %s: %s\n", keys[k], values[v]);
+                free((void *)values);
+            }
+            free((void *)keys);
+        }
         natsMsg_Destroy(m);
     }
     jsStreamInfo_Destroy(si);

@@ -81,6 +81,18 @@ void config_table_sql(const struct relay_config *cfg, char *buf, size_t len);
  */
 void config_redact(const char *conn, char *buf, size_t len);
 
+/*
+ * Calls unknown(arg, name, suggestion) for each OUTBOX_* variable of envp
+ * ("NAME=value", NULL-terminated, e.g. environ) that no setting reads, in
+ * order; suggestion is the closest setting's variable when the name looks
+ * like a typo of it, else NULL. Kubernetes service links of a Service whose
+ * name starts with "outbox" (OUTBOX_RELAY_SERVICE_HOST, OUTBOX_RELAY_PORT_9841_TCP, ...)
+ * are not settings and are skipped. Returns how many were found.
+ */
+size_t config_unknown_env(char *const *envp,
+                          void (*unknown)(void *arg, const char *name, const char *suggestion),
+                          void *arg);
+
 /* Reads a secret file's first line (trailing newline removed). NULL + err on failure. */
 char *config_read_secret(const char *path, char *err, size_t errlen);
 

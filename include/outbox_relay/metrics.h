@@ -10,6 +10,42 @@
 #define METRICS_LATENCY_BUCKETS 16
 extern const double metrics_latency_bounds[METRICS_LATENCY_BUCKETS];
 
+/*
+ * Why a publish failed or a row went dead: the `reason` label of
+ * outbox_relay_failed_total and outbox_relay_dead_total. A small fixed set,
+ * so every class is rendered (0 included) and rate() works from the start.
+ */
+enum metrics_reason {
+    METRICS_REASON_INVALID_ROW, /* the row cannot become a message: subject, headers */
+    METRICS_REASON_TOO_LARGE,   /* the message exceeds the server's max_payload */
+    METRICS_REASON_NO_STREAM,   /* no stream takes the subject (no responders) */
+    METRICS_REASON_TIMEOUT,     /* no PubAck within OUTBOX_PUBLISH_TIMEOUT_MS */
+    METRICS_REASON_NATS_ERROR,  /* the connection failed or closed under the publish */
+    METRICS_REASON_REJECTED,    /* JetStream answered with an error (e.g. a stream limit) */
+    METRICS_REASON_OTHER,       /* anything else, and counts recorded without a reason */
+    METRICS_REASONS
+};
+
+/* "invalid_row" etc.; NULL for a value out of range. */
+const char *metrics_reason_name(enum metrics_reason reason);
+/* The reverse of metrics_reason_name; false for an unknown name. */
+bool metrics_reason_parse(const char *name, enum metrics_reason *out);
+
+/*
+ * The process_* families every Prometheus client exports, read from
+ * /proc/self on each scrape (see process_stats.h). valid = false leaves
+ * them out.
+ */
+struct metrics_process {
+    bool valid;
+    double cpu_seconds_total;     /* user + system */
+    double start_time_seconds;    /* since the Unix epoch */
+    double resident_memory_bytes; /* RSS */
+    double virtual_memory_bytes;
+    double open_fds;
+    double max_fds; /* the soft RLIMIT_NOFILE */
+};
+
 /* Owned and updated by the loop thread only; rendered on the loop too. */
 struct metrics {
     uint64_t published_total; /* rows marked published (a duplicate ack counts) */
@@ -25,6 +61,15 @@ struct metrics {
     bool pg_connected;
     bool nats_connected;
 
+    int64_t dead_rows;             /* rows with status 'dead' in the table, sampled */
+    uint64_t duplicate_acks_total; /* PubAcks with duplicate=true (already in the stream) */
+    /* Per-reason shares of failed_total and dead_total, counted by
+     * metrics_failed() / metrics_dead(). What the totals hold beyond their
+     * sum is rendered as reason="other". */
+    uint64_t failed_by_reason[METRICS_REASONS];
+    uint64_t dead_by_reason[METRICS_REASONS];
+    struct metrics_process process;
+
     /* delivery latency: created_at → PubAck, seconds */
     uint64_t latency_buckets[METRICS_LATENCY_BUCKETS]; /* non-cumulative counts */
     uint64_t latency_count;
@@ -33,10 +78,14 @@ struct metrics {
 
 void metrics_init(struct metrics *m);
 void metrics_observe_latency(struct metrics *m, double seconds);
+/* One failed attempt (failed_total) or one dead row (dead_total), with its reason. */
+void metrics_failed(struct metrics *m, enum metrics_reason reason);
+void metrics_dead(struct metrics *m, enum metrics_reason reason);
 
 /*
  * Renders every metric (with # HELP and # TYPE lines, cumulative histogram
- * buckets and +Inf, outbox_relay_build_info{version="..."} 1) into a
+ * buckets and +Inf, outbox_relay_build_info{version="..."} 1, and the
+ * process_* families when m->process.valid) into a
  * malloc'ed NUL-terminated buffer. Returns NULL on allocation failure.
  */
 char *metrics_render(const struct metrics *m, const char *version, size_t *len);

@@ -215,3 +215,17 @@ double prom_value(const struct prom_exposition *e, const char *name)
 {
     return prom_sample_get(e, name, NULL, NULL)->value;
 }
+
+double prom_sum(const struct prom_exposition *e, const char *name)
+{
+    double sum = 0;
+    size_t found = 0;
+    for (size_t k = 0; k < e->nsamples; k++) {
+        if (strcmp(e->samples[k].name, name) == 0) {
+            sum += e->samples[k].value;
+            found++;
+        }
+    }
+    ck_assert_msg(found > 0, "no sample %s", name);
+    return sum;
+}

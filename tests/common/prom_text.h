@@ -52,4 +52,8 @@ const struct prom_sample *prom_sample_get(const struct prom_exposition *e, const
 /* The value of the one unlabelled sample `name`. */
 double prom_value(const struct prom_exposition *e, const char *name);
 
+/* The sum of every sample named `name`, whatever its labels (e.g. a counter split by reason);
+ * fails the test if there is none. */
+double prom_sum(const struct prom_exposition *e, const char *name);
+
 #endif

@@ -15,11 +15,13 @@ static const struct relay_family relay_families[] = {
     {"outbox_relay_published_total", "counter"},
     {"outbox_relay_failed_total", "counter"},
     {"outbox_relay_dead_total", "counter"},
+    {"outbox_relay_duplicate_acks_total", "counter"},
     {"outbox_relay_claimed_total", "counter"},
     {"outbox_relay_pg_reconnects_total", "counter"},
     {"outbox_relay_nats_reconnects_total", "counter"},
     {"outbox_relay_inflight", "gauge"},
     {"outbox_relay_pending", "gauge"},
+    {"outbox_relay_dead_rows", "gauge"},
     {"outbox_relay_oldest_pending_age_seconds", "gauge"},
     {"outbox_relay_leader", "gauge"},
     {"outbox_relay_pg_connected", "gauge"},
@@ -28,6 +30,24 @@ static const struct relay_family relay_families[] = {
     {"outbox_relay_build_info", "gauge"},
 };
 #define RELAY_FAMILIES (sizeof relay_families / sizeof relay_families[0])
+
+/* The families split by reason="...", and the reasons in the order they are rendered. */
+static const char *const relay_reason_families[] = {"outbox_relay_failed_total",
+                                                    "outbox_relay_dead_total"};
+static const char *const relay_reasons[] = {"invalid_row", "too_large", "no_stream", "timeout",
+                                            "nats_error",  "rejected",  "other"};
+#define RELAY_REASONS (sizeof relay_reasons / sizeof relay_reasons[0])
+
+/* The process_* families a scrape adds (read from /proc/self; not in a bare render). */
+static const struct relay_family process_families[] = {
+    {"process_cpu_seconds_total", "counter"},
+    {"process_start_time_seconds", "gauge"},
+    {"process_resident_memory_bytes", "gauge"},
+    {"process_virtual_memory_bytes", "gauge"},
+    {"process_open_fds", "gauge"},
+    {"process_max_fds", "gauge"},
+};
+#define PROCESS_FAMILIES (sizeof process_families / sizeof process_families[0])
 
 /* The latency histogram's `le` labels in order: 16 bounds (1 ms .. 60 s), then +Inf. */
 static const char *const relay_latency_le[] = {

@@ -80,6 +80,45 @@ if grep -iE '^ *[A-Za-z]*(password|token|seed)[A-Za-z]*: *"[^"]+"' "$chart/value
     fail "values.yaml holds a secret value"
 fi
 
+# values.schema.json: valid JSON, unknown keys rejected, the shipped values accepted.
+schema="$chart/values.schema.json"
+if [ ! -f "$schema" ]; then
+    fail "missing values.schema.json"
+elif ! jq -e '.additionalProperties == false and .properties.config.additionalProperties == false' \
+    "$schema" >/dev/null; then
+    fail "values.schema.json must reject unknown keys (additionalProperties: false) at the top and in config"
+elif python3 -c 'import jsonschema, yaml' 2>/dev/null; then
+    python3 - "$schema" "$chart/values.yaml" <<'PY' || fail "values.schema.json"
+import copy, json, sys
+import jsonschema, yaml
+schema = json.load(open(sys.argv[1]))
+values = yaml.safe_load(open(sys.argv[2]))
+jsonschema.Draft7Validator.check_schema(schema)
+validator = jsonschema.Draft7Validator(schema)
+errors = [e.message for e in validator.iter_errors(values)]
+assert not errors, "values.yaml does not satisfy the schema: %s" % errors
+def rejected(change, what):
+    v = copy.deepcopy(values)
+    change(v)
+    assert list(validator.iter_errors(v)), "the schema accepts " + what
+rejected(lambda v: v["config"].update(pollIntervallMs=50), "config.pollIntervallMs (a typo)")
+rejected(lambda v: v.update(replicas=3), "an unknown top-level key")
+rejected(lambda v: v["image"].update(repo="x"), "image.repo")
+rejected(lambda v: v["config"].update(batchSize="many"), "a string for config.batchSize")
+rejected(lambda v: v["secrets"]["pgUrl"].update(value="postgres://u:p@h/db"), "a secret value")
+ok = copy.deepcopy(values)
+ok["migrate"] = {"enabled": True, "image": {"tag": "x"}, "backoffLimit": 1}
+ok["image"]["repository"] = "registry.example.com/outbox-relay"
+errors = [e.message for e in validator.iter_errors(ok)]
+assert not errors, "the schema rejects migrate.* or image.repository: %s" % errors
+print("ok: values.schema.json accepts values.yaml and rejects 5 kinds of mistakes")
+PY
+else
+    echo "note: python3-jsonschema is not installed: values.schema.json checked structurally only"
+fi
+grep -q 'required "image.repository must be set' "$chart/templates/deployment.yaml" ||
+    fail "deployment.yaml must fail rendering without image.repository (required)"
+
 cmp -s "$alerts" "$chart/files/alerts.yaml" ||
     fail "$chart/files/alerts.yaml differs from $alerts (copy it: they are one set of alerts)"
 
@@ -87,7 +126,11 @@ if command -v helm >/dev/null 2>&1; then
     helm lint --strict "$chart" || fail "helm lint"
     rendered=$(mktemp)
     trap 'rm -f "$rendered"' EXIT
-    if helm template relay "$chart" --set serviceMonitor.enabled=true --set prometheusRule.enabled=true \
+    if helm template relay "$chart" >/dev/null 2>&1; then
+        fail "helm template renders without image.repository"
+    fi
+    if helm template relay "$chart" --set image.repository=registry.example.com/outbox-relay \
+        --set serviceMonitor.enabled=true --set prometheusRule.enabled=true \
         --set secrets.pgUrl.name=pg --set secrets.nats.name=nats >"$rendered"; then
         grep -q 'name: OUTBOX_NATS_TLS_SERVER_NAME' "$rendered" && fail "empty settings must not be rendered"
         grep -q 'name: OUTBOX_BATCH_SIZE' "$rendered" || fail "OUTBOX_BATCH_SIZE not rendered"

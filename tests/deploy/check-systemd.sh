@@ -1,8 +1,10 @@
 #!/bin/bash
 # Verifies deploy/systemd/outbox-relay.service with systemd-analyze, against the built binary.
 #
-#   check-systemd.sh UNIT_FILE RELAY_BINARY
+#   check-systemd.sh UNIT_FILE RELAY_BINARY [TEMPLATE_UNIT_FILE]
 #
+# The template (outbox-relay@.service) is verified as an instance, with the
+# same checks plus its per-instance environment file.
 # `systemd-analyze verify` insists that ExecStart= exists, so it checks a
 # copy whose ExecStart points at the binary just built. Any complaint (an
 # unknown key, a directive in the wrong section) fails the test, not only a
@@ -12,6 +14,7 @@ set -euo pipefail
 
 unit=$1
 relay=$2
+template=${3:-}
 
 if ! command -v systemd-analyze >/dev/null 2>&1; then
     echo "SKIP: systemd-analyze not installed (Debian package systemd)"
@@ -64,5 +67,39 @@ grep -q '^RestrictAddressFamilies=' "$unit" || {
     status=1
 }
 
-[ $status = 0 ] && echo "ok: $(basename "$unit") verifies"
+for key in Type=notify NotifyAccess=main 'ExecReload=/bin/kill -HUP $MAINPID'; do
+    grep -qxF "$key" "$unit" || {
+        echo "FAIL: $unit lacks $key" >&2
+        status=1
+    }
+done
+grep -qE '^WatchdogSec=[1-9]' "$unit" || {
+    echo "FAIL: $unit has no WatchdogSec=" >&2
+    status=1
+}
+grep -qx 'EnvironmentFile=-/etc/outbox-relay/outbox-relay.env' "$unit" || {
+    echo "FAIL: $unit: the environment file must be optional (EnvironmentFile=-...)" >&2
+    status=1
+}
+
+if [ -n "$template" ]; then
+    # Everything but the instance lines must match the single unit.
+    sed "s|^ExecStart=/usr/local/bin/outbox-relay\$|ExecStart=$relay|" "$template" >"$work/outbox-relay@check.service"
+    if ! out=$(systemd-analyze verify "$work/outbox-relay@check.service" 2>&1) || [ -n "$out" ]; then
+        echo "FAIL: systemd-analyze verify (template):" >&2
+        printf '%s\n' "$out" >&2
+        status=1
+    fi
+    grep -qx 'EnvironmentFile=/etc/outbox-relay/%i.env' "$template" || {
+        echo "FAIL: $template: expected EnvironmentFile=/etc/outbox-relay/%i.env" >&2
+        status=1
+    }
+    diff <(sed -n '/^\[Unit\]/,$p' "$unit" | grep -v -e '^Description=' -e '^EnvironmentFile=' -e '^#') \
+        <(sed -n '/^\[Unit\]/,$p' "$template" | grep -v -e '^Description=' -e '^EnvironmentFile=' -e '^#') >&2 || {
+        echo "FAIL: $template and $unit differ beyond Description=, EnvironmentFile= and comments" >&2
+        status=1
+    }
+fi
+
+[ $status = 0 ] && echo "ok: $(basename "$unit")${template:+ and $(basename "$template")} verify"
 exit $status

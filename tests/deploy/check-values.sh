@@ -67,6 +67,28 @@ awk -F'\t' '
           exit bad }
 ' <(printf '%s\n' "$help_settings") <(printf '%s\n' "$values_settings") >&2 || status=1
 
+# values.schema.json next to values.yaml lists the same config keys (it rejects any other).
+schema="$(dirname "$values")/values.schema.json"
+if [ -f "$schema" ]; then
+    schema_vars=$(jq -r '.properties.config.properties | keys[]' "$schema" |
+        awk '{ v = $0; gsub(/[A-Z]/, "_&", v); print "OUTBOX_" toupper(v) }' | sort)
+    values_vars=$(cut -f1 <<<"$values_settings")
+    # maxInflightBytes waits in the schema for OUTBOX_MAX_INFLIGHT_BYTES (commented out in values.yaml).
+    extra=$(comm -13 <(printf '%s\n' "$values_vars") <(printf '%s\n' "$schema_vars") | grep -vx OUTBOX_MAX_INFLIGHT_BYTES || true)
+    missing=$(comm -23 <(printf '%s\n' "$values_vars") <(printf '%s\n' "$schema_vars") || true)
+    for v in $missing; do
+        echo "FAIL: $v has a config key in values.yaml but none in values.schema.json" >&2
+        status=1
+    done
+    for v in $extra; do
+        echo "FAIL: values.schema.json allows a config key for $v, which is not a relay setting" >&2
+        status=1
+    done
+else
+    echo "FAIL: $schema is missing" >&2
+    status=1
+fi
+
 count=$(wc -l <<<"$help_settings")
 if [ $status = 0 ]; then
     echo "ok: $count settings, values.yaml and --help agree"

@@ -129,7 +129,7 @@ START_TEST(alerts_use_exported_metrics)
     /* The four conditions the alerts exist for. */
     static const char *const needed[] = {
         "outbox_relay_oldest_pending_age_seconds", /* growing lag */
-        "outbox_relay_dead_total",                 /* dead rows */
+        "outbox_relay_dead_rows",                  /* dead rows */
         "outbox_relay_leader",                     /* no leader */
         "outbox_relay_published_total",            /* stalled relay */
     };

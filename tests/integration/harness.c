@@ -1528,11 +1528,16 @@ double it_metric(int port, const char *name)
     struct it_http r;
     double v = -1;
     if (it_http_get(port, "/metrics", 2000, &r) == 200) {
-        char needle[160];
-        snprintf(needle, sizeof needle, "\n%s ", name);
-        const char *p = strstr(r.body, needle);
-        if (p != NULL)
-            v = strtod(p + strlen(needle), NULL);
+        /* The unlabelled sample, or the sum of a family split by labels (e.g. reason). */
+        size_t n = strlen(name);
+        for (const char *p = r.body; p != NULL && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+            if (strncmp(p, name, n) != 0 || (p[n] != ' ' && p[n] != '{'))
+                continue;
+            const char *value = p[n] == ' ' ? p + n + 1 : strstr(p, "} ");
+            if (value == NULL)
+                continue;
+            v = (v < 0 ? 0 : v) + strtod(value[0] == '}' ? value + 2 : value, NULL);
+        }
     }
     it_http_free(&r);
     return v;

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -96,8 +97,8 @@ START_TEST(test_counters_match_the_table)
     for (;;) {
         scrape(&s);
         double published = prom_value(&scraped, "outbox_relay_published_total");
-        double dead = prom_value(&scraped, "outbox_relay_dead_total");
-        double failed = prom_value(&scraped, "outbox_relay_failed_total");
+        double dead = prom_sum(&scraped, "outbox_relay_dead_total");
+        double failed = prom_sum(&scraped, "outbox_relay_failed_total");
         ck_assert(published >= last_published && dead >= last_dead && failed >= last_failed);
         last_published = published, last_dead = dead, last_failed = failed;
         if (published == GOOD && dead == POISON + NOROUTE)
@@ -123,8 +124,8 @@ START_TEST(test_counters_match_the_table)
     ck_assert_int_eq(it_js_stream_msgs(STREAM), GOOD);
 
     ck_assert_double_eq(prom_value(&scraped, "outbox_relay_published_total"), GOOD);
-    ck_assert_double_eq(prom_value(&scraped, "outbox_relay_dead_total"), POISON + NOROUTE);
-    ck_assert_double_eq(prom_value(&scraped, "outbox_relay_failed_total"), (double)retried);
+    ck_assert_double_eq(prom_sum(&scraped, "outbox_relay_dead_total"), POISON + NOROUTE);
+    ck_assert_double_eq(prom_sum(&scraped, "outbox_relay_failed_total"), (double)retried);
     /* One claim per attempt: the no-route rows were claimed twice. */
     ck_assert_double_eq(prom_value(&scraped, "outbox_relay_claimed_total"),
                         GOOD + POISON + 2 * NOROUTE);
@@ -143,12 +144,39 @@ START_TEST(test_counters_match_the_table)
         1);
 
     /* Every family with its type; the histogram has its 16 bounds (1 ms .. 60 s) and +Inf. */
-    ck_assert_uint_eq(scraped.nfamilies, RELAY_FAMILIES);
+    ck_assert_uint_eq(scraped.nfamilies, RELAY_FAMILIES + PROCESS_FAMILIES);
     for (size_t k = 0; k < RELAY_FAMILIES; k++) {
         struct prom_family *f = prom_family_find(&scraped, relay_families[k].name);
         ck_assert_msg(f != NULL, "family %s missing", relay_families[k].name);
         ck_assert_str_eq(f->type, relay_families[k].type);
     }
+    /* The process_* families of the relay's own process, as a client library reports them. */
+    for (size_t k = 0; k < PROCESS_FAMILIES; k++) {
+        struct prom_family *f = prom_family_find(&scraped, process_families[k].name);
+        ck_assert_msg(f != NULL, "family %s missing", process_families[k].name);
+        ck_assert_str_eq(f->type, process_families[k].type);
+    }
+    ck_assert(prom_value(&scraped, "process_resident_memory_bytes") > 1e6);
+    ck_assert(prom_value(&scraped, "process_open_fds") >= 5); /* listener, pg, nats, ... */
+    ck_assert(prom_value(&scraped, "process_max_fds") >= prom_value(&scraped, "process_open_fds"));
+    double started = prom_value(&scraped, "process_start_time_seconds");
+    ck_assert_msg(started > (double)time(NULL) - 600 && started <= (double)time(NULL) + 1,
+                  "process_start_time_seconds %f", started);
+    /* Every reason present; the sum checked above is the table's view. */
+    for (size_t r = 0; r < RELAY_REASONS; r++)
+        for (size_t f = 0; f < 2; f++)
+            prom_sample_get(&scraped, relay_reason_families[f], "reason", relay_reasons[r]);
+
+    /* promtool, Prometheus' own linter, accepts the exposition as scraped. */
+    char path[4200], cmd[8600];
+    snprintf(path, sizeof path, "%s/metrics.txt", it_dir());
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(s.text, f);
+    ck_assert_int_eq(fclose(f), 0);
+    snprintf(cmd, sizeof cmd, "promtool check metrics < '%s'", path);
+    int rc = system(cmd);
+    ck_assert_msg(rc == 0, "promtool check metrics failed (%d) on:\n%s", rc, s.text);
     double previous = 0;
     for (size_t k = 0; k < RELAY_LATENCY_LE; k++) {
         double v = prom_sample_get(&scraped, LATENCY "_bucket", "le", relay_latency_le[k])->value;

@@ -621,7 +621,73 @@ static Suite *config_suite(void)
     return s;
 }
 
+/* ---- unknown OUTBOX_* variables ---- */
+
+struct unknown_seen {
+    char names[8][128];
+    char suggestions[8][128]; /* "" for none */
+    size_t n;
+};
+
+static void collect_unknown(void *arg, const char *name, const char *suggestion)
+{
+    struct unknown_seen *seen = arg;
+    ck_assert_uint_lt(seen->n, 8);
+    snprintf(seen->names[seen->n], sizeof seen->names[0], "%s", name);
+    snprintf(seen->suggestions[seen->n], sizeof seen->suggestions[0], "%s",
+             suggestion ? suggestion : "");
+    seen->n++;
+}
+
+START_TEST(test_unknown_env)
+{
+    char *envp[] = {
+        "PATH=/usr/bin",
+        "OUTBOX_TABLE=outbox",                /* a setting */
+        "OUTBOX_TYPO_SETTING=1",              /* unknown, like nothing */
+        "OUTBOX_POLL_INTERVALL_MS=50",        /* one letter too many */
+        "OUTBOX_NATSURL=nats://x",            /* one letter missing */
+        "OUTBOX_BATCH_SIZ=5",                 /* near OUTBOX_BATCH_SIZE */
+        "OUTBOX_X=1",                         /* short and far from anything */
+        "outbox_table=lower",                 /* not OUTBOX_: not ours */
+        "OUTBOX_RELAY_SERVICE_HOST=10.0.0.1", /* Kubernetes service links */
+        "OUTBOX_RELAY_SERVICE_PORT=9841",
+        "OUTBOX_RELAY_SERVICE_PORT_HTTP=9841",
+        "OUTBOX_RELAY_PORT=tcp://10.0.0.1:9841",
+        "OUTBOX_RELAY_PORT_9841_TCP=tcp://10.0.0.1:9841",
+        "OUTBOX_RELAY_PORT_9841_TCP_ADDR=10.0.0.1",
+        "OUTBOX_RELAY_PORT_9841_TCP_PROTO=tcp",
+        "OUTBOX_HTTP_ADDR", /* no '=': still a known name */
+        NULL,
+    };
+    struct unknown_seen seen = {.n = 0};
+    ck_assert_uint_eq(config_unknown_env(envp, collect_unknown, &seen), 5);
+    ck_assert_uint_eq(seen.n, 5);
+    ck_assert_str_eq(seen.names[0], "OUTBOX_TYPO_SETTING");
+    ck_assert_str_eq(seen.suggestions[0], "");
+    ck_assert_str_eq(seen.names[1], "OUTBOX_POLL_INTERVALL_MS");
+    ck_assert_str_eq(seen.suggestions[1], "OUTBOX_POLL_INTERVAL_MS");
+    ck_assert_str_eq(seen.names[2], "OUTBOX_NATSURL");
+    ck_assert_str_eq(seen.suggestions[2], "OUTBOX_NATS_URL");
+    ck_assert_str_eq(seen.names[3], "OUTBOX_BATCH_SIZ");
+    ck_assert_str_eq(seen.suggestions[3], "OUTBOX_BATCH_SIZE");
+    ck_assert_str_eq(seen.names[4], "OUTBOX_X");
+    ck_assert_str_eq(seen.suggestions[4], "");
+
+    /* Every setting's own variable is known. */
+    char *known[] = {"OUTBOX_PG_URL=", "OUTBOX_NATS_TLS_SERVER_NAME=x",
+                     "OUTBOX_LOG_LEVEL_FILE=", NULL};
+    seen.n = 0;
+    ck_assert_uint_eq(config_unknown_env(known, collect_unknown, &seen), 0);
+    ck_assert_uint_eq(config_unknown_env(NULL, collect_unknown, &seen), 0);
+}
+END_TEST
+
 int main(void)
 {
-    return run_suite(config_suite());
+    Suite *s = config_suite();
+    TCase *tc = tcase_create("unknown_env");
+    tcase_add_test(tc, test_unknown_env);
+    suite_add_tcase(s, tc);
+    return run_suite(s);
 }

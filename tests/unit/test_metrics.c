@@ -65,10 +65,13 @@ START_TEST(test_every_family_named_and_typed)
         ck_assert_str_eq(f->type, want[k].type);
         ck_assert(f->has_help);
         if (strcmp(want[k].type, "histogram") != 0 && strcmp(want[k].name + 13, "build_info") != 0)
-            ck_assert_double_eq(prom_value(&e, want[k].name), 0);
+            ck_assert_double_eq(prom_sum(&e, want[k].name), 0);
     }
-    /* 12 plain samples, 17 buckets + sum + count, build_info. */
-    ck_assert_uint_eq(e.nsamples, 12 + METRICS_LATENCY_BUCKETS + 1 + 2 + 1);
+    /* 12 plain samples, 2 counters by 7 reasons, 17 buckets + sum + count, build_info. */
+    ck_assert_uint_eq(e.nsamples, 12 + 2 * RELAY_REASONS + METRICS_LATENCY_BUCKETS + 1 + 2 + 1);
+    /* No process_* families without process figures. */
+    for (size_t k = 0; k < PROCESS_FAMILIES; k++)
+        ck_assert_ptr_null(prom_family_find(&e, process_families[k].name));
 }
 END_TEST
 
@@ -92,8 +95,8 @@ START_TEST(test_values_rendered)
     render_parse(&m, "0.1.0", &e);
 
     ck_assert_double_eq(prom_value(&e, "outbox_relay_published_total"), 42);
-    ck_assert_double_eq(prom_value(&e, "outbox_relay_failed_total"), 3);
-    ck_assert_double_eq(prom_value(&e, "outbox_relay_dead_total"), 1);
+    ck_assert_double_eq(prom_sum(&e, "outbox_relay_failed_total"), 3);
+    ck_assert_double_eq(prom_sum(&e, "outbox_relay_dead_total"), 1);
     ck_assert_double_eq(prom_value(&e, "outbox_relay_claimed_total"), 100);
     ck_assert_double_eq(prom_value(&e, "outbox_relay_pg_reconnects_total"), 2);
     ck_assert_double_eq(prom_value(&e, "outbox_relay_nats_reconnects_total"), 5);
@@ -104,6 +107,83 @@ START_TEST(test_values_rendered)
     ck_assert_str_eq(prom_sample_get(&e, "outbox_relay_pg_connected", NULL, NULL)->value_text, "0");
     ck_assert_str_eq(prom_sample_get(&e, "outbox_relay_nats_connected", NULL, NULL)->value_text,
                      "1");
+}
+END_TEST
+
+/* Every reason is rendered; counts without a reason show as "other"; the labels add up. */
+START_TEST(test_reasons)
+{
+    _Static_assert(RELAY_REASONS == METRICS_REASONS, "one label value per reason");
+    for (int r = 0; r < METRICS_REASONS; r++) {
+        enum metrics_reason back;
+        ck_assert_str_eq(metrics_reason_name((enum metrics_reason)r), relay_reasons[r]);
+        ck_assert(metrics_reason_parse(relay_reasons[r], &back));
+        ck_assert_int_eq(back, r);
+    }
+    enum metrics_reason unused;
+    ck_assert(!metrics_reason_parse("no-stream", &unused));
+    ck_assert_ptr_null(metrics_reason_name(METRICS_REASONS));
+
+    struct metrics m;
+    metrics_init(&m);
+    metrics_failed(&m, METRICS_REASON_TIMEOUT);
+    metrics_failed(&m, METRICS_REASON_TIMEOUT);
+    metrics_failed(&m, METRICS_REASON_NO_STREAM);
+    m.failed_total += 4; /* counted the old way, without a reason */
+    metrics_dead(&m, METRICS_REASON_INVALID_ROW);
+    metrics_dead(&m, METRICS_REASON_OTHER);
+    metrics_dead(&m, METRICS_REASONS); /* out of range: other */
+    m.dead_rows = 17;
+    m.duplicate_acks_total = 9;
+    static struct prom_exposition e;
+    render_parse(&m, "0.1.0", &e);
+
+    const char *fam = "outbox_relay_failed_total";
+    ck_assert_double_eq(prom_sample_get(&e, fam, "reason", "timeout")->value, 2);
+    ck_assert_double_eq(prom_sample_get(&e, fam, "reason", "no_stream")->value, 1);
+    ck_assert_double_eq(prom_sample_get(&e, fam, "reason", "other")->value, 4);
+    ck_assert_double_eq(prom_sample_get(&e, fam, "reason", "rejected")->value, 0);
+    ck_assert_double_eq(prom_sum(&e, fam), 7);
+    fam = "outbox_relay_dead_total";
+    ck_assert_double_eq(prom_sample_get(&e, fam, "reason", "invalid_row")->value, 1);
+    ck_assert_double_eq(prom_sample_get(&e, fam, "reason", "other")->value, 2);
+    ck_assert_double_eq(prom_sum(&e, fam), 3);
+    for (size_t r = 0; r < RELAY_REASONS; r++)
+        for (size_t f = 0; f < 2; f++)
+            ck_assert_int_eq(
+                prom_sample_get(&e, relay_reason_families[f], "reason", relay_reasons[r])->nlabels,
+                1);
+    ck_assert_double_eq(prom_value(&e, "outbox_relay_dead_rows"), 17);
+    ck_assert_double_eq(prom_value(&e, "outbox_relay_duplicate_acks_total"), 9);
+}
+END_TEST
+
+/* process_* families under their standard names, without the relay's prefix. */
+START_TEST(test_process_families)
+{
+    struct metrics m;
+    metrics_init(&m);
+    m.process = (struct metrics_process){.valid = true,
+                                         .cpu_seconds_total = 1.25,
+                                         .start_time_seconds = 1764500000.5,
+                                         .resident_memory_bytes = 8 * 1024 * 1024,
+                                         .virtual_memory_bytes = 64 * 1024 * 1024,
+                                         .open_fds = 11,
+                                         .max_fds = 1024};
+    static struct prom_exposition e;
+    render_parse(&m, "0.1.0", &e);
+    ck_assert_uint_eq(e.nfamilies, RELAY_FAMILIES + PROCESS_FAMILIES);
+    for (size_t k = 0; k < PROCESS_FAMILIES; k++) {
+        struct prom_family *f = prom_family_find(&e, process_families[k].name);
+        ck_assert_msg(f != NULL, "family %s missing", process_families[k].name);
+        ck_assert_str_eq(f->type, process_families[k].type);
+    }
+    ck_assert_double_eq(prom_value(&e, "process_cpu_seconds_total"), 1.25);
+    ck_assert_double_eq(prom_value(&e, "process_start_time_seconds"), 1764500000.5);
+    ck_assert_double_eq(prom_value(&e, "process_resident_memory_bytes"), 8388608);
+    ck_assert_double_eq(prom_value(&e, "process_virtual_memory_bytes"), 67108864);
+    ck_assert_double_eq(prom_value(&e, "process_open_fds"), 11);
+    ck_assert_double_eq(prom_value(&e, "process_max_fds"), 1024);
 }
 END_TEST
 
@@ -286,6 +366,8 @@ int main(void)
     TCase *tc = tcase_create("render");
     tcase_add_test(tc, test_every_family_named_and_typed);
     tcase_add_test(tc, test_values_rendered);
+    tcase_add_test(tc, test_reasons);
+    tcase_add_test(tc, test_process_families);
     tcase_add_test(tc, test_number_formats);
     tcase_add_test(tc, test_histogram_empty);
     tcase_add_test(tc, test_histogram_bounds_table);
