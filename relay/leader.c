@@ -16,6 +16,7 @@ struct leader {
     struct leader_events ev;
     enum leader_state state;
     bool query_running; /* a lock, watch or heartbeat query is in flight */
+    bool said_standby;  /* "standing by" logged for this standby period */
     struct leader_view view;
     char lock_sql[160];
     char unlock_sql[160];
@@ -80,12 +81,20 @@ static void leader_on_lock(void *arg, PGresult *res)
         return;
     }
     if (PQgetvalue(res, 0, 0)[0] != 't' || !l->ev.may_lead(l->ev.arg)) {
-        if (PQgetvalue(res, 0, 0)[0] == 't')
+        if (PQgetvalue(res, 0, 0)[0] == 't') {
             leader_release(l);
-        else
+        } else {
+            if (!l->said_standby)
+                log_info("standing by: another relay holds the leader lock", "{s:s}", "table",
+                         l->cfg->table);
+            l->said_standby = true;
             leader_set_state(l, LEADER_STANDBY);
+        }
         return;
     }
+    if (l->said_standby)
+        log_info("taking over as leader", "{s:s}", "table", l->cfg->table);
+    l->said_standby = false;
     memset(&l->view, 0, sizeof(l->view));
     leader_set_state(l, LEADER_LEADING);
     /* Our own session, too, should not outlive a vanished peer by hours. */

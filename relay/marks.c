@@ -85,9 +85,10 @@ bool marks_add_published(struct marks *mk, struct outbox_row *row, uint64_t stre
 }
 
 bool marks_add_failed(struct marks *mk, struct outbox_row *row, bool dead, int64_t delay_ms,
-                      const char *error)
+                      const char *error, enum metrics_reason reason)
 {
-    struct mark m = {.row = row, .dead = dead, .delay_ms = delay_ms, .error = strdup(error)};
+    struct mark m = {
+        .row = row, .dead = dead, .delay_ms = delay_ms, .error = strdup(error), .reason = reason};
     if (m.error == NULL || !mark_list_push(&mk->failed.queued, &m)) {
         free(m.error);
         return false;

@@ -8,6 +8,7 @@
 
 #include "outbox_relay/ack_queue.h"
 #include "outbox_relay/backoff.h"
+#include "outbox_relay/fail_log.h"
 #include "outbox_relay/inflight.h"
 #include "outbox_relay/js_sink.h"
 #include "outbox_relay/leader.h"
@@ -34,6 +35,7 @@ struct relay {
     struct scan scan;
     struct retry_timer retry;
     struct metrics metrics;
+    struct fail_log *fail_log; /* failed publishes, one warn line per reason per interval */
 
     ev_timer poll;         /* a tail pass; a sweep at most once a second */
     ev_timer sample;       /* pending count and oldest age */
@@ -64,20 +66,36 @@ static void relay_check_drained(struct relay *r);
 
 /* ------------------------------------------------------------- outcomes */
 
+static enum metrics_reason relay_invalid_reason(const char *why)
+{
+    return why != NULL && strstr(why, "max_payload") != NULL ? METRICS_REASON_TOO_LARGE
+                                                             : METRICS_REASON_INVALID_ROW;
+}
+
+static enum metrics_reason relay_error_reason(natsStatus s, int js_code)
+{
+    if (s == NATS_TIMEOUT)
+        return METRICS_REASON_TIMEOUT;
+    if (s == NATS_NO_RESPONDERS)
+        return METRICS_REASON_NO_STREAM;
+    if (js_code != 0)
+        return METRICS_REASON_REJECTED;
+    return METRICS_REASON_NATS_ERROR;
+}
+
 /* The row could not be published: schedule a retry, or give up. */
 static void relay_row_failed(struct relay *r, struct outbox_row *row, const char *error,
-                             bool permanent)
+                             bool permanent, enum metrics_reason reason)
 {
     inflight_failed(r->rows, row);
     bool dead = permanent || row->attempts + 1 >= r->cfg->max_attempts;
     int64_t delay_ms = dead ? 0
                             : backoff_delay_ms(row->attempts + 1, r->cfg->retry_base_ms,
                                                r->cfg->retry_max_ms, backoff_random());
-    log_debug("publish failed", "{s:I, s:s, s:b, s:i}", "id", (json_int_t)row->id, "error", error,
-              "dead", dead, "attempt", row->attempts + 1);
+    fail_log_record(r->fail_log, reason, row->id, error);
     /* Out of memory: forget the row; it is still unfinished in the table
      * and a later scan claims it again. */
-    if (!marks_add_failed(r->marks, row, dead, delay_ms, error))
+    if (!marks_add_failed(r->marks, row, dead, delay_ms, error, reason))
         inflight_recorded(r->rows, row);
 }
 
@@ -85,7 +103,8 @@ static void relay_publish_row(struct relay *r, struct outbox_row *row)
 {
     if (row->msg == NULL) {
         /* The row was refused when claimed; the reason was kept. */
-        relay_row_failed(r, row, row->invalid ? row->invalid : "invalid row", true);
+        relay_row_failed(r, row, row->invalid ? row->invalid : "invalid row", true,
+                         relay_invalid_reason(row->invalid));
         return;
     }
     natsMsg *msg = row->msg;
@@ -99,7 +118,7 @@ static void relay_publish_row(struct relay *r, struct outbox_row *row)
     natsMsg_Destroy(msg);
     char why[160];
     snprintf(why, sizeof(why), "publish failed: %s", natsStatus_GetText(s));
-    relay_row_failed(r, row, why, message_error_is_permanent(s, 0));
+    relay_row_failed(r, row, why, message_error_is_permanent(s, 0), relay_error_reason(s, 0));
 }
 
 static void relay_on_puback(struct relay *r, struct ack_entry *e)
@@ -114,8 +133,16 @@ static void relay_on_puback(struct relay *r, struct ack_entry *e)
         return;
     }
     if (!e->ok) {
-        relay_row_failed(r, row, e->error, message_error_is_permanent(e->status, e->js_code));
+        relay_row_failed(r, row, e->error, message_error_is_permanent(e->status, e->js_code),
+                         relay_error_reason(e->status, e->js_code));
         return;
+    }
+    if (e->duplicate) {
+        /* A re-publish after a crash, or an event_id the application reused:
+         * inside the duplicate window JetStream kept the first message. */
+        r->metrics.duplicate_acks_total++;
+        log_info("duplicate ack: the stream already held this event_id", "{s:I, s:I}", "id",
+                 (json_int_t)row->id, "stream_seq", (json_int_t)e->stream_seq);
     }
     if (row->created_at > 0 && e->at >= row->created_at)
         metrics_observe_latency(&r->metrics, e->at - row->created_at);
@@ -140,7 +167,7 @@ static void relay_on_ack_overdue(void *arg, struct outbox_row *row)
     snprintf(why, sizeof(why), "no PubAck within %d ms (OUTBOX_PUBLISH_TIMEOUT_MS)",
              r->cfg->publish_timeout_ms);
     r->orphans++;
-    relay_row_failed(r, row, why, false);
+    relay_row_failed(r, row, why, false, METRICS_REASON_TIMEOUT);
 }
 
 static void relay_on_ack_deadline(struct ev_loop *loop, ev_timer *w, int revents)
@@ -176,11 +203,11 @@ static void relay_on_recorded(void *arg, const struct mark *m, bool published)
         if (row->attempts > 0)
             scan_want(&r->scan, SCAN_SWEEP);
     } else if (m->dead) {
-        r->metrics.dead_total++;
+        metrics_dead(&r->metrics, m->reason);
         log_warn("row is dead", "{s:I, s:i, s:s}", "id", (json_int_t)row->id, "attempts",
                  row->attempts + 1, "error", m->error);
     } else {
-        r->metrics.failed_total++;
+        metrics_failed(&r->metrics, m->reason);
         retry_timer_schedule(&r->retry, m->delay_ms);
     }
     inflight_recorded(r->rows, row);
@@ -277,6 +304,7 @@ static void relay_claim(struct relay *r)
 static void relay_on_before_sleep(struct ev_loop *loop, ev_prepare *w, int revents)
 {
     struct relay *r = (struct relay *)w;
+    fail_log_flush(r->fail_log, ev_now(loop));
     if (pg_source_state(r->pg) != PG_READY)
         return;
     /* Only a leader writes outcomes: a deposed one's die with it. */
@@ -496,6 +524,7 @@ static void relay_on_sample_result(void *arg, PGresult *res)
     r->metrics.pending = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
     r->sampled_due = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
     r->metrics.oldest_pending_age_seconds = strtod(PQgetvalue(res, 0, 2), NULL);
+    r->metrics.dead_rows = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
     if (r->sampled_due == 0 && inflight_count(r->rows) == 0)
         r->last_progress = ev_now(r->loop);
 }
@@ -547,6 +576,7 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
     outbox_sql_build(&r->sql, cfg);
     scan_init(&r->scan);
     retry_timer_init(&r->retry, loop, relay_on_retry_due, r);
+    r->fail_log = fail_log_create(10.0, NULL, NULL);
     r->rows = inflight_create((size_t)cfg->max_inflight);
     r->acks = ack_queue_create(loop, relay_on_acks, r);
     struct pg_source_events pg_events = {
@@ -574,7 +604,7 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
         r->leader = leader_create(loop, cfg, r->pg, leader_events);
     }
     if (r->rows == NULL || r->acks == NULL || r->pg == NULL || r->marks == NULL ||
-        r->leader == NULL) {
+        r->leader == NULL || r->fail_log == NULL) {
         snprintf(err, errlen, "out of memory");
         relay_destroy(r);
         return NULL;
@@ -657,6 +687,7 @@ void relay_destroy(struct relay *r)
     ack_queue_destroy(r->acks);
     marks_destroy(r->marks);
     inflight_destroy(r->rows);
+    fail_log_destroy(r->fail_log);
     free(r);
 }
 
