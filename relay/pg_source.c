@@ -92,15 +92,21 @@ PGconn *pg_source_connect_blocking(const struct relay_config *cfg, char *err, si
     return conn;
 }
 
+/* Re-arms the watcher unconditionally: stop, set, start. */
+static void pg_rearm(struct pg_source *src, int events)
+{
+    ev_io_stop(src->loop, &src->io);
+    ev_io_set(&src->io, PQsocket(src->conn), events);
+    ev_io_start(src->loop, &src->io);
+}
+
+/* Watches for `events` on an established connection, whose socket cannot change. */
 static void pg_watch(struct pg_source *src, int events)
 {
-    int fd = PQsocket(src->conn);
-    if (ev_is_active(&src->io) && src->io.fd == fd &&
+    if (ev_is_active(&src->io) && src->io.fd == PQsocket(src->conn) &&
         (src->io.events & (EV_READ | EV_WRITE)) == events)
         return;
-    ev_io_stop(src->loop, &src->io);
-    ev_io_set(&src->io, fd, events);
-    ev_io_start(src->loop, &src->io);
+    pg_rearm(src, events);
 }
 
 static void pg_deadline_arm(struct pg_source *src)
@@ -252,21 +258,30 @@ static void pg_begin_setup(struct pg_source *src)
 
 /* ---- connecting ---- */
 
+/*
+ * One PQconnectPoll step. Every step re-arms the watcher, even when the
+ * descriptor number and events look unchanged: with several hosts (or
+ * addresses) libpq closes a failed attempt's socket and opens the next
+ * one, which usually gets the same number. epoll dropped the closed
+ * descriptor, so a watcher left "unchanged" never fires again and the
+ * connect hangs until its deadline (issue 9: a multi-host failover never
+ * reconnected). libev re-registers a descriptor given anew by ev_io_set.
+ */
 static void pg_connect_poll(struct pg_source *src)
 {
     switch (PQconnectPoll(src->conn)) {
     case PGRES_POLLING_READING:
-        pg_watch(src, EV_READ);
+        pg_rearm(src, EV_READ);
         break;
     case PGRES_POLLING_WRITING:
-        pg_watch(src, EV_WRITE);
+        pg_rearm(src, EV_WRITE);
         break;
     case PGRES_POLLING_OK:
         if (PQsetnonblocking(src->conn, 1) != 0) {
             pg_lost(src, PQerrorMessage(src->conn));
             return;
         }
-        pg_watch(src, EV_READ);
+        pg_rearm(src, EV_READ);
         ev_timer_stop(src->loop, &src->deadline);
         pg_begin_setup(src);
         break;
@@ -311,7 +326,7 @@ static void pg_connect_begin(struct pg_source *src)
     }
     src->state = PG_CONNECTING;
     pg_deadline_arm(src);
-    pg_watch(src, EV_WRITE);
+    pg_rearm(src, EV_WRITE);
 }
 
 static void pg_on_reconnect(struct ev_loop *loop, ev_timer *w, int revents)

@@ -75,15 +75,24 @@ START_TEST(test_relay_follows_promoted_replica)
     PQfinish(primary);
     it_pg_stop_immediate();
 
-    /* Synchronous replication: every commit the relay saw is on the replica. */
+    /* Synchronous replication: every commit the relay saw is on the replica;
+     * once replayed, the count is the relay's progress before the failover. */
     PGconn *replica = it_pg_replica_connect();
+    ck_assert_int_eq(it_pg_wait_int(replica,
+                                    "SELECT (pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn())"
+                                    "::int",
+                                    1, 30000),
+                     1);
     int64_t cut_at = it_pg_published(replica);
     fprintf(stderr, "pg failover: primary stopped with %lld of %d rows marked\n", (long long)cut_at,
             ROWS_BEFORE);
     ck_assert_msg(cut_at < ROWS_BEFORE, "the drain finished before the primary stopped");
 
-    it_pg_replica_promote();
+    /* From the promotion request: pg_promote polls every 100 ms, and the relay
+     * may be on the new primary before it returns. */
     int64_t promoted_at = it_now_ms();
+    it_pg_replica_promote();
+    int64_t promote_ms = it_now_ms() - promoted_at;
     struct progress p = {replica, cut_at};
     bool resumed = it_wait_until(published_more, &p, RESUME_BOUND);
     int64_t resumed_after = it_now_ms() - promoted_at;
@@ -99,9 +108,10 @@ START_TEST(test_relay_follows_promoted_replica)
     int64_t got = it_pg_wait_published(replica, ROWS_BEFORE + ROWS_AFTER, RESUME_BOUND);
     int64_t all_after = it_now_ms() - promoted_at;
     fprintf(stderr,
-            "pg failover: first row published %lld ms after the promotion, all %d rows %lld ms "
-            "after it\n",
-            (long long)resumed_after, ROWS_BEFORE + ROWS_AFTER, (long long)all_after);
+            "pg failover: pg_promote took %lld ms; first row published %lld ms after the "
+            "promotion request, all %d rows %lld ms after it\n",
+            (long long)promote_ms, (long long)resumed_after, ROWS_BEFORE + ROWS_AFTER,
+            (long long)all_after);
     if (got != ROWS_BEFORE + ROWS_AFTER)
         it_relay_dump_log(relay);
     ck_assert_msg(got == ROWS_BEFORE + ROWS_AFTER, "%lld of %d rows published", (long long)got,
