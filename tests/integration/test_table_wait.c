@@ -92,6 +92,16 @@ START_TEST(test_relay_waits_for_its_table)
 }
 END_TEST
 
+/* SIGTERM while waiting: a clean stop, exit 0, no lost connection. */
+START_TEST(test_stop_while_waiting)
+{
+    struct it_relay *relay = it_relay_start(NULL, NULL);
+    ck_assert_msg(it_relay_wait_log(relay, WAITING, 1, 15000), "no warning about the table");
+    it_relay_stop(relay);
+    ck_assert(!it_relay_log_contains(relay, "postgresql connection lost"));
+}
+END_TEST
+
 /* --check stays strict: one line naming the missing table, a non-zero exit. */
 START_TEST(test_check_names_missing_table)
 {
@@ -110,6 +120,7 @@ int main(void)
     Suite *suite = suite_create("table_wait");
     TCase *tc = it_tcase(suite, "table_wait", setup_unmigrated, 120);
     tcase_add_test(tc, test_relay_waits_for_its_table);
+    tcase_add_test(tc, test_stop_while_waiting);
     tcase_add_test(tc, test_check_names_missing_table);
     return run_suite(suite);
 }
