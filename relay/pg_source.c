@@ -10,6 +10,9 @@
 
 #define PG_MAX_STATEMENTS 16
 
+/* While the outbox table is missing: warn once, then again at this interval. */
+#define PG_TABLE_WARN_EVERY_S 60.0
+
 struct pg_query {
     const char *sql;
     int nparams;
@@ -25,6 +28,7 @@ struct pg_source {
     ev_io io; /* first member: the callback casts back */
     ev_timer deadline;
     ev_timer reconnect;
+    ev_timer recheck; /* PG_WAITING_TABLE: the next table check */
     struct ev_loop *loop;
     const struct relay_config *cfg;
     struct pg_source_events ev;
@@ -47,6 +51,10 @@ struct pg_source {
 
     char check_sql[512];
     char listen_sql[128];
+
+    char table_missing[384]; /* why the table is not usable; "" once it is */
+    double table_warned_at;  /* last warning about it; 0: none since it was found */
+    bool closing;            /* pg_source_destroy: closing is no loss */
 };
 
 static void pg_lost(struct pg_source *src, const char *why);
@@ -92,15 +100,21 @@ PGconn *pg_source_connect_blocking(const struct relay_config *cfg, char *err, si
     return conn;
 }
 
+/* Re-arms the watcher unconditionally: stop, set, start. */
+static void pg_rearm(struct pg_source *src, int events)
+{
+    ev_io_stop(src->loop, &src->io);
+    ev_io_set(&src->io, PQsocket(src->conn), events);
+    ev_io_start(src->loop, &src->io);
+}
+
+/* Watches for `events` on an established connection, whose socket cannot change. */
 static void pg_watch(struct pg_source *src, int events)
 {
-    int fd = PQsocket(src->conn);
-    if (ev_is_active(&src->io) && src->io.fd == fd &&
+    if (ev_is_active(&src->io) && src->io.fd == PQsocket(src->conn) &&
         (src->io.events & (EV_READ | EV_WRITE)) == events)
         return;
-    ev_io_stop(src->loop, &src->io);
-    ev_io_set(&src->io, fd, events);
-    ev_io_start(src->loop, &src->io);
+    pg_rearm(src, events);
 }
 
 static void pg_deadline_arm(struct pg_source *src)
@@ -193,22 +207,73 @@ static void pg_on_listen(void *arg, PGresult *res)
         src->ev.connected(src->ev.arg);
 }
 
+static void pg_on_table_check(void *arg, PGresult *res);
+
+static void pg_on_recheck(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct pg_source *src = (struct pg_source *)((char *)w - offsetof(struct pg_source, recheck));
+    if (src->state == PG_WAITING_TABLE && src->head == NULL) {
+        pg_setup_then(src, src->check_sql, pg_on_table_check);
+        pg_send_next(src);
+    }
+}
+
+/*
+ * The table (or a column, or its schema) does not exist yet: a sidecar may
+ * start before its application has run the migrations. Stay connected, not
+ * ready, and look again every poll interval (at most a second); one warning
+ * now and one a minute while it lasts.
+ */
+static void pg_wait_for_table(struct pg_source *src, const char *state, const char *message)
+{
+    if (!strcmp(state, "42703"))
+        snprintf(src->table_missing, sizeof(src->table_missing),
+                 "outbox table %s lacks a column the relay needs: %s", src->cfg->table, message);
+    else
+        snprintf(src->table_missing, sizeof(src->table_missing), "outbox table %s does not exist",
+                 src->cfg->table);
+    src->state = PG_WAITING_TABLE;
+    double now = ev_now(src->loop);
+    double every = src->cfg->poll_interval_ms < 1000 ? src->cfg->poll_interval_ms / 1000.0 : 1.0;
+    if (src->table_warned_at == 0 || now - src->table_warned_at >= PG_TABLE_WARN_EVERY_S) {
+        src->table_warned_at = now;
+        log_warn("waiting for the outbox table", "{s:s, s:s, s:s, s:f}", "table", src->cfg->table,
+                 "reason", src->table_missing, "error", message, "recheck_every_s", every);
+    }
+    ev_timer_stop(src->loop, &src->recheck);
+    ev_timer_set(&src->recheck, every, 0.);
+    ev_timer_start(src->loop, &src->recheck);
+}
+
 static void pg_on_table_check(void *arg, PGresult *res)
 {
     struct pg_source *src = arg;
     if (res == NULL)
         return;
     if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+        if (src->table_missing[0] != '\0')
+            log_info("outbox table found", "{s:s}", "table", src->cfg->table);
+        src->table_missing[0] = '\0';
+        src->table_warned_at = 0;
+        src->state = PG_SETUP;
         pg_setup_then(src, src->listen_sql, pg_on_listen);
         return;
     }
     const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    const char *message = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    if (message == NULL)
+        message = "?";
+    /* Missing table, column or schema: the application's migrations may be on their way. */
+    if (state != NULL &&
+        (!strcmp(state, "42P01") || !strcmp(state, "42703") || !strcmp(state, "3F000"))) {
+        pg_wait_for_table(src, state, message);
+        return;
+    }
     char why[512];
     snprintf(why, sizeof(why), "OUTBOX_TABLE: table %s is not usable: %s", src->cfg->table,
-             PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
-    /* Missing table, column or schema, or no privilege: no reconnect fixes it. */
-    if (state != NULL && (!strcmp(state, "42P01") || !strcmp(state, "42703") ||
-                          !strcmp(state, "3F000") || !strcmp(state, "42501"))) {
+             message);
+    /* No privilege: bad configuration, which no reconnect fixes. */
+    if (state != NULL && !strcmp(state, "42501")) {
         if (src->ev.fatal)
             src->ev.fatal(src->ev.arg, why);
         pg_lost(src, why);
@@ -252,21 +317,30 @@ static void pg_begin_setup(struct pg_source *src)
 
 /* ---- connecting ---- */
 
+/*
+ * One PQconnectPoll step. Every step re-arms the watcher, even when the
+ * descriptor number and events look unchanged: with several hosts (or
+ * addresses) libpq closes a failed attempt's socket and opens the next
+ * one, which usually gets the same number. epoll dropped the closed
+ * descriptor, so a watcher left "unchanged" never fires again and the
+ * connect hangs until its deadline (issue 9: a multi-host failover never
+ * reconnected). libev re-registers a descriptor given anew by ev_io_set.
+ */
 static void pg_connect_poll(struct pg_source *src)
 {
     switch (PQconnectPoll(src->conn)) {
     case PGRES_POLLING_READING:
-        pg_watch(src, EV_READ);
+        pg_rearm(src, EV_READ);
         break;
     case PGRES_POLLING_WRITING:
-        pg_watch(src, EV_WRITE);
+        pg_rearm(src, EV_WRITE);
         break;
     case PGRES_POLLING_OK:
         if (PQsetnonblocking(src->conn, 1) != 0) {
             pg_lost(src, PQerrorMessage(src->conn));
             return;
         }
-        pg_watch(src, EV_READ);
+        pg_rearm(src, EV_READ);
         ev_timer_stop(src->loop, &src->deadline);
         pg_begin_setup(src);
         break;
@@ -311,7 +385,7 @@ static void pg_connect_begin(struct pg_source *src)
     }
     src->state = PG_CONNECTING;
     pg_deadline_arm(src);
-    pg_watch(src, EV_WRITE);
+    pg_rearm(src, EV_WRITE);
 }
 
 static void pg_on_reconnect(struct ev_loop *loop, ev_timer *w, int revents)
@@ -463,6 +537,7 @@ static void pg_lost(struct pg_source *src, const char *why)
 
     ev_io_stop(src->loop, &src->io);
     ev_timer_stop(src->loop, &src->deadline);
+    ev_timer_stop(src->loop, &src->recheck);
     PQclear(src->result);
     src->result = NULL;
     PQfinish(src->conn);
@@ -483,12 +558,19 @@ static void pg_lost(struct pg_source *src, const char *why)
         q = next;
     }
 
+    if (src->closing) {
+        log_debug("postgresql connection closed", NULL);
+        return;
+    }
     src->reconnects++;
     double delay =
         backoff_delay_ms(src->reconnects, 100, src->cfg->reconnect_max_ms, backoff_random()) /
         1000.0;
-    log_warn("postgresql connection lost", "{s:s, s:f}", "reason", reason, "retry_in_s", delay);
-    if (was == PG_SETUP || was == PG_READY) {
+    /* "lost" only for a connection we had; a connect attempt that did not get one "failed". */
+    bool had = was == PG_SETUP || was == PG_WAITING_TABLE || was == PG_READY;
+    log_warn(had ? "postgresql connection lost" : "postgresql connection failed", "{s:s, s:f}",
+             "reason", reason, "retry_in_s", delay);
+    if (had) {
         if (src->ev.disconnected)
             src->ev.disconnected(src->ev.arg, reason);
     }
@@ -518,6 +600,7 @@ struct pg_source *pg_source_create(struct ev_loop *loop, const struct relay_conf
     ev_init(&src->io, pg_on_io);
     ev_init(&src->deadline, pg_on_deadline);
     ev_init(&src->reconnect, pg_on_reconnect);
+    ev_init(&src->recheck, pg_on_recheck);
     char table[160];
     config_table_sql(cfg, table, sizeof(table));
     snprintf(src->check_sql, sizeof(src->check_sql),
@@ -540,6 +623,7 @@ void pg_source_destroy(struct pg_source *src)
     ev_timer_stop(src->loop, &src->reconnect);
     src->ev.disconnected = NULL;
     src->ev.fatal = NULL;
+    src->closing = true;
     pg_lost(src, "shutting down");
     ev_timer_stop(src->loop, &src->reconnect);
     free(src);
@@ -548,6 +632,20 @@ void pg_source_destroy(struct pg_source *src)
 enum pg_state pg_source_state(const struct pg_source *src)
 {
     return src->state;
+}
+
+const char *pg_source_not_ready_reason(const struct pg_source *src)
+{
+    switch (src->state) {
+    case PG_READY:
+        return NULL;
+    case PG_WAITING_TABLE:
+        return src->table_missing;
+    case PG_SETUP:
+        return "postgresql not connected: session setup running";
+    default:
+        return "postgresql not connected";
+    }
 }
 
 bool pg_source_query(struct pg_source *src, const char *sql, int nparams, char **params,

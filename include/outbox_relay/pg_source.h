@@ -19,19 +19,21 @@
 #include "outbox_relay/config.h"
 
 enum pg_state {
-    PG_DISCONNECTED, /* waiting for the reconnect timer */
-    PG_CONNECTING,   /* PQconnectPoll in progress */
-    PG_SETUP,        /* LISTEN and table check running */
-    PG_READY,        /* queries flow */
+    PG_DISCONNECTED,  /* waiting for the reconnect timer */
+    PG_CONNECTING,    /* PQconnectPoll in progress */
+    PG_SETUP,         /* LISTEN and table check running */
+    PG_WAITING_TABLE, /* connected, but the outbox table is missing or lacks a column:
+                         re-checked until it appears (the application migrates it) */
+    PG_READY,         /* queries flow */
 };
 
 struct pg_source;
 
 struct pg_source_events {
     void (*connected)(void *arg);                     /* READY after (re)connect */
-    void (*disconnected)(void *arg, const char *why); /* was READY or SETUP, now lost */
+    void (*disconnected)(void *arg, const char *why); /* was connected (not READY yet, maybe) */
     void (*notified)(void *arg);                      /* a NOTIFY on the channel */
-    void (*fatal)(void *arg, const char *why);        /* the table is unusable: stop */
+    void (*fatal)(void *arg, const char *why);        /* no privilege on the table: stop */
     void *arg;
 };
 
@@ -47,6 +49,13 @@ void pg_source_start(struct pg_source *src);
 void pg_source_destroy(struct pg_source *src);
 
 enum pg_state pg_source_state(const struct pg_source *src);
+
+/*
+ * Why queries cannot flow, for /readyz: NULL when READY; otherwise e.g.
+ * "postgresql not connected" or "outbox table outbox does not exist". Copy
+ * it: the text may change once the loop runs pg_source again.
+ */
+const char *pg_source_not_ready_reason(const struct pg_source *src);
 
 /*
  * Queues a query. pg_source takes ownership of params[0..nparams) (malloc'ed

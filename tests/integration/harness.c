@@ -87,6 +87,7 @@ static void it_sleep_ms(int ms)
 }
 
 static void it_check_relays_alive(void);
+static void it_pg_replica_teardown(void);
 
 bool it_wait_until(bool (*cond)(void *arg), void *arg, int timeout_ms)
 {
@@ -563,6 +564,7 @@ void it_teardown(void)
     /* The data is thrown away: no need for graceful shutdowns. */
     it_stop_process(it.nats_pid, SIGKILL, 0);
     it.nats_pid = 0;
+    it_pg_replica_teardown();
     /* Immediate shutdown: the postmaster stops its backends and releases shared memory. */
     it_stop_process(it.pg_pid, SIGQUIT, 10000);
     it.pg_pid = 0;
@@ -588,6 +590,7 @@ void it_teardown(void)
 
 /* Outside `it`: it_setup() clears that, and the choice is made before it. */
 static bool it_pg_durable;
+static bool it_pg_skip_migrations; /* it_pg_set_migrations(false) */
 
 static bool it_pg_ready(void *arg)
 {
@@ -708,7 +711,8 @@ void it_pg_start(void)
         ck_assert_msg(PQstatus(c) == CONNECTION_OK, "connect: %s", PQerrorMessage(c));
         it_pg_exec(c, "CREATE DATABASE " IT_DB);
         PQfinish(c);
-        it_pg_migrate();
+        if (!it_pg_skip_migrations)
+            it_pg_migrate();
         it.pg_initialized = true;
     }
 }
@@ -1638,4 +1642,180 @@ void it_assert_each_row_once(PGconn *conn, const char *stream, int64_t rows)
     ck_assert_msg(wrong_seq == 0, "%d rows whose stream_seq holds another message", wrong_seq);
     ck_assert_msg(wrong_content == 0, "%d rows whose message has another subject or payload",
                   wrong_content);
+}
+
+/* ---- PostgreSQL without the outbox schema, and a streaming replica ---- */
+
+void it_pg_set_migrations(bool migrate)
+{
+    it_pg_skip_migrations = !migrate;
+}
+
+void it_pg_apply_migrations(void)
+{
+    ck_assert_msg(it.pg_pid > 0, "PostgreSQL not running");
+    it_pg_migrate();
+}
+
+void it_pg_stop_immediate(void)
+{
+    if (it.pg_pid <= 0)
+        return;
+    /* SIGQUIT = immediate shutdown: backends are killed, no checkpoint. */
+    it_stop_process(it.pg_pid, SIGQUIT, 30000);
+    it.pg_pid = 0;
+}
+
+/* Outside `it` as well: it_teardown() stops it before the primary. */
+static struct {
+    pid_t owner; /* the process that started it */
+    pid_t pid;
+    int port;
+    char url[256];
+} it_replica;
+
+static bool it_replica_ready(void *arg)
+{
+    char conninfo[256];
+    snprintf(conninfo, sizeof conninfo,
+             "host=127.0.0.1 port=%d user=postgres dbname=postgres connect_timeout=2",
+             it_replica.port);
+    return PQping(conninfo) == PQPING_OK;
+}
+
+/* Returns true when the one-row, one-column query `sql` on conn answers `want`. */
+static bool it_pg_answers(PGconn *conn, const char *sql, const char *want)
+{
+    PGresult *res = PQexec(conn, sql);
+    bool ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+              strcmp(PQgetvalue(res, 0, 0), want) == 0;
+    PQclear(res);
+    return ok;
+}
+
+struct it_pg_answer {
+    PGconn *conn;
+    const char *sql, *want;
+};
+
+static bool it_pg_answer_cond(void *arg)
+{
+    struct it_pg_answer *a = arg;
+    return it_pg_answers(a->conn, a->sql, a->want);
+}
+
+void it_pg_replica_start(bool synchronous)
+{
+    ck_assert_msg(it.pg_pid > 0, "start the primary before its replica");
+    ck_assert_msg(it_replica.pid == 0, "one replica per test");
+    char data[PATH_MAX], log_path[PATH_MAX], port[16], primary_port[16];
+    snprintf(data, sizeof data, "%s/pgreplica", it.dir);
+    snprintf(log_path, sizeof log_path, "%s/replica.log", it.dir);
+    snprintf(primary_port, sizeof primary_port, "%d", it.pg_port);
+    /* -R writes standby.signal and primary_conninfo; -c fast: no wait for a checkpoint. */
+    const char *backup[] = {PG_BIN "/pg_basebackup",
+                            "-h",
+                            "127.0.0.1",
+                            "-p",
+                            primary_port,
+                            "-U",
+                            "postgres",
+                            "-D",
+                            data,
+                            "-R",
+                            "-X",
+                            "stream",
+                            "-c",
+                            "fast",
+                            "--no-sync",
+                            NULL};
+    char backup_log[PATH_MAX];
+    snprintf(backup_log, sizeof backup_log, "%s/basebackup.log", it.dir);
+    it_run_tool(backup, backup_log, true, 120000);
+
+    it_replica.port = it_free_port();
+    it_replica.owner = getpid();
+    snprintf(it_replica.url, sizeof it_replica.url, "postgresql://postgres@127.0.0.1:%d/%s",
+             it_replica.port, IT_DB);
+    snprintf(port, sizeof port, "%d", it_replica.port);
+    char sockdir[PATH_MAX + 32];
+    snprintf(sockdir, sizeof sockdir, "unix_socket_directories=%s", it.dir);
+    /* The replica never waits for a standby of its own, promoted or not. */
+    const char *argv[] = {PG_BIN "/postgres",
+                          "-D",
+                          data,
+                          "-p",
+                          port,
+                          "-c",
+                          "listen_addresses=127.0.0.1",
+                          "-c",
+                          sockdir,
+                          "-c",
+                          "fsync=off",
+                          "-c",
+                          "full_page_writes=off",
+                          "-c",
+                          "max_connections=50",
+                          "-c",
+                          "synchronous_standby_names=",
+                          NULL};
+    it_replica.pid = it_spawn(argv, NULL, log_path, true, SIGQUIT);
+    if (!it_wait_until(it_replica_ready, NULL, 30000)) {
+        it_dump_tail("replica log", log_path, 40);
+        ck_abort_msg("replica not ready on port %d within 30 s", it_replica.port);
+    }
+
+    char conninfo[256];
+    snprintf(conninfo, sizeof conninfo, "host=127.0.0.1 port=%d user=postgres dbname=postgres",
+             it.pg_port);
+    PGconn *c = PQconnectdb(conninfo);
+    ck_assert_msg(PQstatus(c) == CONNECTION_OK, "connect: %s", PQerrorMessage(c));
+    struct it_pg_answer streaming = {
+        c, "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'", "1"};
+    if (!it_wait_until(it_pg_answer_cond, &streaming, 30000)) {
+        it_dump_tail("replica log", log_path, 40);
+        ck_abort_msg("the replica does not stream from the primary within 30 s");
+    }
+    if (synchronous) {
+        it_pg_exec(c, "ALTER SYSTEM SET synchronous_standby_names = '*'");
+        it_pg_exec(c, "SELECT pg_reload_conf()");
+        struct it_pg_answer sync = {
+            c, "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'", "1"};
+        ck_assert_msg(it_wait_until(it_pg_answer_cond, &sync, 30000),
+                      "the replica did not become synchronous within 30 s");
+    }
+    PQfinish(c);
+}
+
+int it_pg_replica_port(void)
+{
+    return it_replica.port;
+}
+
+PGconn *it_pg_replica_connect(void)
+{
+    ck_assert_msg(it_replica.pid > 0, "no replica running");
+    PGconn *c = PQconnectdb(it_replica.url);
+    ck_assert_msg(PQstatus(c) == CONNECTION_OK, "connect %s: %s", it_replica.url,
+                  PQerrorMessage(c));
+    return c;
+}
+
+void it_pg_replica_promote(void)
+{
+    PGconn *c = it_pg_replica_connect();
+    /* wait => true: returns once the promotion is complete (or 60 s passed). */
+    ck_assert_msg(it_pg_answers(c, "SELECT pg_promote(true, 60)", "t"), "pg_promote failed: %s",
+                  PQerrorMessage(c));
+    struct it_pg_answer writable = {c, "SELECT pg_is_in_recovery()", "f"};
+    ck_assert_msg(it_wait_until(it_pg_answer_cond, &writable, 30000),
+                  "the replica still in recovery 30 s after pg_promote");
+    PQfinish(c);
+}
+
+static void it_pg_replica_teardown(void)
+{
+    if (it_replica.owner == getpid() && it_replica.pid > 0)
+        it_stop_process(it_replica.pid, SIGQUIT, 10000);
+    memset(&it_replica, 0, sizeof it_replica);
 }

@@ -276,4 +276,31 @@ void it_js_read_stream_once(const char *name, size_t want, struct it_msgs *out);
  */
 void it_assert_each_row_once(PGconn *conn, const char *stream, int64_t rows);
 
+/* ---- PostgreSQL without the outbox schema, and a streaming replica ---- */
+
+/*
+ * Before it_pg_start: false skips the migrations of SOURCE_DIR/sql (the
+ * database exists but has no outbox table), e.g. for a relay started before
+ * the application's migrations. it_pg_apply_migrations() applies them later.
+ */
+void it_pg_set_migrations(bool migrate);
+void it_pg_apply_migrations(void);
+
+/* Stops the primary in immediate mode (SIGQUIT): no checkpoint, sessions cut. */
+void it_pg_stop_immediate(void);
+
+/*
+ * A streaming replica of the running primary: pg_basebackup -R into the temp
+ * dir, started on its own free loopback port. synchronous: the primary then
+ * waits for the replica's flush at every commit (synchronous_standby_names),
+ * so a failover loses no acknowledged commit. Stopped by it_teardown and by
+ * the janitor like the primary.
+ */
+void it_pg_replica_start(bool synchronous);
+int it_pg_replica_port(void);
+PGconn *it_pg_replica_connect(void); /* to the test database on the replica */
+
+/* Promotes the replica (pg_promote) and waits until it accepts writes. */
+void it_pg_replica_promote(void);
+
 #endif

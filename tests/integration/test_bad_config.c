@@ -58,17 +58,6 @@ START_TEST(test_malformed_pg_url)
 }
 END_TEST
 
-START_TEST(test_missing_table)
-{
-    const char *env[] = {"OUTBOX_TABLE=no_such_table", NULL};
-    char *output = NULL;
-    int code = it_relay_run(env, NULL, DEADLINE_MS, &output);
-    ck_assert_msg(code != 0, "relay ran without its table:\n%s", output);
-    assert_mentions(output, "no_such_table");
-    free(output);
-}
-END_TEST
-
 START_TEST(test_check_missing_table)
 {
     const char *env[] = {"OUTBOX_TABLE=no_such_table", NULL};
@@ -113,7 +102,6 @@ int main(void)
     tcase_add_test(offline, test_malformed_pg_url);
 
     TCase *servers = it_tcase(suite, "servers", it_start_servers, 120);
-    tcase_add_test(servers, test_missing_table);
     tcase_add_test(servers, test_check_missing_table);
     tcase_add_test(servers, test_check_unreachable_nats);
     tcase_add_test(servers, test_check_healthy);
