@@ -1,15 +1,80 @@
-/* One-shot commands: verify both ends (--check), requeue dead rows (--requeue-dead). */
+/* One-shot commands: verify both ends, read-only (--check); requeue dead rows (--requeue-dead). */
 #include "outbox_relay/admin.h"
 
+#include <inttypes.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <libpq-fe.h>
+#include <nats/nats.h>
 
 #include "outbox_relay/js_sink.h"
 #include "outbox_relay/pg_source.h"
 
-static int admin_check_table(PGconn *conn, const struct relay_config *cfg, FILE *out)
+/* How many of the newest rows --check looks at for subjects and payload sizes. */
+#define CHECK_RECENT_ROWS  1000
+#define CHECK_MAX_SUBJECTS 64
+
+/*
+ * The outage budget the README documents: a re-publish after the relay was
+ * down (acked but not yet marked) is dropped by JetStream only inside the
+ * stream's duplicate window; 2 minutes is JetStream's default window and
+ * the longest relay outage (restart, failover, PostgreSQL away) the
+ * deduplication then covers.
+ */
+#define CHECK_OUTAGE_BUDGET_S 120
+
+/* The columns the relay writes when it marks a row. */
+static const char *const bookkeeping_columns[] = {
+    "status", "attempts", "next_attempt_at", "last_error", "published_at", "stream_seq",
+};
+
+enum check_level { CHECK_OK, CHECK_WARN, CHECK_FAIL };
+
+struct check {
+    FILE *out;
+    int failed; /* a FAIL line was printed */
+};
+
+static void say(struct check *c, enum check_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void say(struct check *c, enum check_level level, const char *fmt, ...)
+{
+    static const char *const tags[] = {"ok   ", "warn ", "FAIL "};
+    fputs(tags[level], c->out);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(c->out, fmt, ap);
+    va_end(ap);
+    fputc('\n', c->out);
+    if (level == CHECK_FAIL)
+        c->failed = 1;
+}
+
+/* What --check learnt from the table for the NATS side. */
+struct recent_rows {
+    int nsubjects;
+    char *subjects[CHECK_MAX_SUBJECTS];
+    long long rows[CHECK_MAX_SUBJECTS];
+    long long max_payload; /* largest payload of the recent rows, bytes */
+};
+
+static void recent_rows_free(struct recent_rows *r)
+{
+    for (int i = 0; i < r->nsubjects; i++)
+        free(r->subjects[i]);
+    r->nsubjects = 0;
+}
+
+static PGresult *query(PGconn *conn, const char *sql, const char *param)
+{
+    const char *params[] = {param};
+    return PQexecParams(conn, sql, param ? 1 : 0, NULL, params, NULL, NULL, 0);
+}
+
+static bool check_table_columns(struct check *c, PGconn *conn, const struct relay_config *cfg)
 {
     char t[160], sql[512];
     config_table_sql(cfg, t, sizeof(t));
@@ -20,58 +85,351 @@ static int admin_check_table(PGconn *conn, const struct relay_config *cfg, FILE 
     PGresult *res = PQexec(conn, sql);
     bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
     if (!ok)
-        fprintf(out, "FAIL table: OUTBOX_TABLE: table %s is not usable: %s\n", cfg->table,
-                PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+        say(c, CHECK_FAIL, "table: OUTBOX_TABLE: table %s is not usable: %s", cfg->table,
+            PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
     PQclear(res);
     if (!ok)
-        return 1;
+        return false;
     snprintf(sql, sizeof(sql),
              "SELECT count(*) FILTER (WHERE status IN ('pending', 'failed')), "
              "count(*) FILTER (WHERE status = 'dead') FROM %s",
              t);
     res = PQexec(conn, sql);
     if (PQresultStatus(res) == PGRES_TUPLES_OK)
-        fprintf(out, "ok   table %s: %s unfinished, %s dead\n", cfg->table, PQgetvalue(res, 0, 0),
-                PQgetvalue(res, 0, 1));
+        say(c, CHECK_OK, "table %s: %s unfinished, %s dead", cfg->table, PQgetvalue(res, 0, 0),
+            PQgetvalue(res, 0, 1));
     PQclear(res);
-    return 0;
+    return true;
+}
+
+static void check_privileges(struct check *c, PGconn *conn, const struct relay_config *cfg)
+{
+    char t[160], missing[256] = "";
+    config_table_sql(cfg, t, sizeof(t));
+    for (size_t i = 0; i < sizeof(bookkeeping_columns) / sizeof(bookkeeping_columns[0]); i++) {
+        PGresult *res =
+            PQexecParams(conn, "SELECT has_column_privilege($1::regclass, $2, 'UPDATE')", 2, NULL,
+                         (const char *[]){t, bookkeeping_columns[i]}, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            say(c, CHECK_FAIL, "privileges: cannot check UPDATE on %s.%s: %s", cfg->table,
+                bookkeeping_columns[i], PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+            PQclear(res);
+            return;
+        }
+        if (strcmp(PQgetvalue(res, 0, 0), "t") != 0)
+            snprintf(missing + strlen(missing), sizeof(missing) - strlen(missing), "%s%s",
+                     missing[0] ? ", " : "", bookkeeping_columns[i]);
+        PQclear(res);
+    }
+    PGresult *who = PQexec(conn, "SELECT current_user");
+    const char *user = PQresultStatus(who) == PGRES_TUPLES_OK ? PQgetvalue(who, 0, 0) : "?";
+    if (missing[0] != '\0')
+        say(c, CHECK_FAIL,
+            "privileges: role %s may not UPDATE %s (%s): the relay could not mark rows "
+            "(GRANT UPDATE (status, attempts, next_attempt_at, last_error, published_at, "
+            "stream_seq) ON %s TO %s)",
+            user, cfg->table, missing, cfg->table, user);
+    else
+        say(c, CHECK_OK, "privileges: role %s may UPDATE the bookkeeping columns of %s", user,
+            cfg->table);
+    PQclear(who);
+}
+
+/*
+ * The NOTIFY trigger: an enabled AFTER INSERT trigger on the table whose
+ * function notifies. sql/003 passes the channel as the trigger's first
+ * argument (the function falls back to 'outbox'); a hand-written function
+ * may name it in its body instead.
+ */
+static void check_trigger(struct check *c, PGconn *conn, const struct relay_config *cfg)
+{
+    char t[160];
+    config_table_sql(cfg, t, sizeof(t));
+    PGresult *res =
+        query(conn,
+              "SELECT t.tgname, CASE WHEN t.tgnargs > 0 THEN convert_from(substring(t.tgargs FROM 1"
+              "  FOR position('\\x00'::bytea IN t.tgargs) - 1), 'UTF8') END,"
+              " p.prosrc ~* 'TG_ARGV\\s*\\[\\s*0\\s*\\]',"
+              " coalesce(substring(p.prosrc FROM '(?i)pg_notify\\s*\\(\\s*(?:COALESCE\\s*\\(\\s*"
+              "TG_ARGV\\s*\\[\\s*0\\s*\\]\\s*,\\s*)?''([^'']*)'''),"
+              "  substring(p.prosrc FROM '(?i)\\mNOTIFY\\s+\"?([A-Za-z0-9_]+)')),"
+              " p.prosrc ~* '(pg_notify|\\mnotify\\M)'"
+              " FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid"
+              " WHERE t.tgrelid = $1::regclass AND NOT t.tgisinternal AND t.tgenabled <> 'D'"
+              "   AND (t.tgtype & 4) <> 0 AND (t.tgtype & 2) = 0"
+              " ORDER BY t.tgname",
+              t);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        say(c, CHECK_WARN, "trigger: cannot inspect the triggers of %s: %s", cfg->table,
+            PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+        PQclear(res);
+        return;
+    }
+    int found = -1, other = -1;
+    const char *other_channel = NULL;
+    for (int i = 0; i < PQntuples(res) && found < 0; i++) {
+        if (strcmp(PQgetvalue(res, i, 4), "t") != 0)
+            continue; /* does not notify */
+        const char *arg = PQgetisnull(res, i, 1) ? NULL : PQgetvalue(res, i, 1);
+        bool uses_arg = strcmp(PQgetvalue(res, i, 2), "t") == 0;
+        const char *literal = PQgetisnull(res, i, 3) ? "" : PQgetvalue(res, i, 3);
+        const char *channel = uses_arg && arg != NULL ? arg : literal;
+        if (strcmp(channel, cfg->channel) == 0) {
+            found = i;
+        } else if (channel[0] != '\0') {
+            other = i;
+            other_channel = channel;
+        }
+    }
+    if (found >= 0)
+        say(c, CHECK_OK, "trigger %s notifies channel %s (OUTBOX_CHANNEL) on insert",
+            PQgetvalue(res, found, 0), cfg->channel);
+    else if (other >= 0)
+        say(c, CHECK_FAIL,
+            "trigger %s notifies channel %s, the relay listens on %s (OUTBOX_CHANNEL): rows "
+            "would wait for the poll (OUTBOX_POLL_INTERVAL_MS=%d)",
+            PQgetvalue(res, other, 0), other_channel, cfg->channel, cfg->poll_interval_ms);
+    else
+        say(c, CHECK_WARN,
+            "trigger: no AFTER INSERT trigger on %s notifies channel %s (OUTBOX_CHANNEL): rows "
+            "wait for the poll (OUTBOX_POLL_INTERVAL_MS=%d); see sql/003_outbox_notify.sql",
+            cfg->table, cfg->channel, cfg->poll_interval_ms);
+    PQclear(res);
+}
+
+static void read_recent_rows(struct check *c, PGconn *conn, const struct relay_config *cfg,
+                             struct recent_rows *r)
+{
+    char t[160], sql[640];
+    config_table_sql(cfg, t, sizeof(t));
+    snprintf(sql, sizeof(sql),
+             "SELECT subject, count(*), max(max(octet_length(payload))) OVER ()"
+             " FROM (SELECT subject, payload FROM %s ORDER BY id DESC LIMIT %d) recent"
+             " GROUP BY subject ORDER BY count(*) DESC, subject LIMIT %d",
+             t, CHECK_RECENT_ROWS, CHECK_MAX_SUBJECTS);
+    PGresult *res = PQexec(conn, sql);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        say(c, CHECK_WARN, "recent rows: cannot read them: %s",
+            PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+        PQclear(res);
+        return;
+    }
+    for (int i = 0; i < PQntuples(res); i++) {
+        r->subjects[r->nsubjects] = strdup(PQgetvalue(res, i, 0));
+        if (r->subjects[r->nsubjects] == NULL)
+            break;
+        r->rows[r->nsubjects++] = atoll(PQgetvalue(res, i, 1));
+        r->max_payload = atoll(PQgetvalue(res, i, 2));
+    }
+    PQclear(res);
+}
+
+/*
+ * A connection for JetStream's read-only API ($JS.API.STREAM.NAMES, INFO).
+ * js_sink keeps its connection to itself; this one takes the same server
+ * list, credentials and TLS settings.
+ */
+static natsStatus admin_nats_connect(const struct relay_config *cfg, natsConnection **nc, char *why,
+                                     size_t whylen)
+{
+    natsOptions *o = NULL;
+    char *secret = NULL;
+    natsStatus s = natsOptions_Create(&o);
+    if (s == NATS_OK)
+        s = natsOptions_SetURL(o, cfg->nats_url);
+    if (s == NATS_OK)
+        s = natsOptions_SetTimeout(o, cfg->pg_timeout_ms < 5000 ? cfg->pg_timeout_ms : 5000);
+    if (s == NATS_OK && cfg->nats_creds[0] != '\0')
+        s = natsOptions_SetUserCredentialsFromFiles(o, cfg->nats_creds, NULL);
+    if (s == NATS_OK && cfg->nats_nkey_seed[0] == '\0' &&
+        (cfg->nats_user[0] != '\0' || cfg->nats_token_file[0] != '\0')) {
+        bool user = cfg->nats_user[0] != '\0';
+        secret =
+            config_read_secret(user ? cfg->nats_password_file : cfg->nats_token_file, why, whylen);
+        if (secret == NULL)
+            s = NATS_INVALID_ARG;
+        else
+            s = user ? natsOptions_SetUserInfo(o, cfg->nats_user, secret)
+                     : natsOptions_SetToken(o, secret);
+    }
+    bool tls = cfg->nats_tls_ca[0] || cfg->nats_tls_cert[0] || cfg->nats_tls_server_name[0] ||
+               strstr(cfg->nats_url, "tls://") != NULL;
+    if (s == NATS_OK && tls)
+        s = natsOptions_SetSecure(o, true);
+    if (s == NATS_OK && tls && cfg->nats_tls_ca[0])
+        s = natsOptions_LoadCATrustedCertificates(o, cfg->nats_tls_ca);
+    if (s == NATS_OK && tls && cfg->nats_tls_cert[0])
+        s = natsOptions_LoadCertificatesChain(o, cfg->nats_tls_cert, cfg->nats_tls_key);
+    if (s == NATS_OK && tls && cfg->nats_tls_server_name[0])
+        s = natsOptions_SetExpectedHostname(o, cfg->nats_tls_server_name);
+    if (s == NATS_OK)
+        s = natsConnection_Connect(nc, o);
+    if (s != NATS_OK && why[0] == '\0')
+        snprintf(why, whylen, "%s", natsStatus_GetText(s));
+    if (secret != NULL) {
+        memset(secret, 0, strlen(secret));
+        free(secret);
+    }
+    natsOptions_Destroy(o);
+    return s;
+}
+
+/* Duplicate window, seal and message size of one stream the relay publishes to. */
+static void check_stream_config(struct check *c, jsCtx *js, const struct relay_config *cfg,
+                                const char *stream, long long max_payload)
+{
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = cfg->publish_timeout_ms;
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetStreamInfo(&si, js, stream, &jo, &jerr);
+    if (s != NATS_OK) {
+        say(c, CHECK_WARN, "stream %s: cannot read its configuration: %s (JetStream error %d)",
+            stream, natsStatus_GetText(s), (int)jerr);
+        return;
+    }
+    const jsStreamConfig *sc = si->Config;
+    double window_s = (double)sc->Duplicates / 1e9;
+    if (sc->Sealed)
+        say(c, CHECK_FAIL, "stream %s is sealed: it takes no more messages", stream);
+    if (window_s < CHECK_OUTAGE_BUDGET_S)
+        say(c, CHECK_WARN,
+            "stream %s: duplicate window %.0f s is shorter than the %d s outage budget: a row "
+            "published but not yet marked when the relay stops is published again after the "
+            "restart, and past the window consumers see it twice",
+            stream, window_s, CHECK_OUTAGE_BUDGET_S);
+    else
+        say(c, CHECK_OK, "stream %s: duplicate window %.0f s covers the %d s outage budget", stream,
+            window_s, CHECK_OUTAGE_BUDGET_S);
+    if (sc->MaxMsgSize > 0 && max_payload > sc->MaxMsgSize)
+        say(c, CHECK_WARN,
+            "stream %s: max_msg_size %d is below the largest recent payload (%lld bytes): such "
+            "rows go dead",
+            stream, (int)sc->MaxMsgSize, max_payload);
+    jsStreamInfo_Destroy(si);
+}
+
+/* Which stream takes each recent subject; each such stream's configuration. */
+static void check_streams(struct check *c, const struct relay_config *cfg,
+                          const struct recent_rows *r, bool configured_exists)
+{
+    if (r->nsubjects == 0 && !configured_exists)
+        return;
+    if (cfg->nats_nkey_seed[0] != '\0') {
+        say(c, CHECK_WARN,
+            "streams: not inspected with OUTBOX_NATS_NKEY_SEED (the subjects of recent rows and "
+            "the streams' duplicate windows are not checked)");
+        return;
+    }
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    char why[256] = "";
+    natsStatus s = admin_nats_connect(cfg, &nc, why, sizeof(why));
+    if (s == NATS_OK)
+        s = natsConnection_JetStream(&js, nc, NULL);
+    if (s != NATS_OK) {
+        say(c, CHECK_FAIL, "streams: cannot inspect JetStream: %s",
+            why[0] ? why : natsStatus_GetText(s));
+        natsConnection_Destroy(nc);
+        return;
+    }
+    char *checked[CHECK_MAX_SUBJECTS + 1];
+    int nchecked = 0;
+    if (configured_exists) {
+        check_stream_config(c, js, cfg, cfg->stream, r->max_payload);
+        checked[nchecked++] = strdup(cfg->stream);
+    }
+    for (int i = 0; i < r->nsubjects; i++) {
+        jsOptions jo;
+        jsOptions_Init(&jo);
+        jo.Wait = cfg->publish_timeout_ms;
+        jo.Stream.Info.SubjectsFilter = r->subjects[i];
+        jsStreamNamesList *names = NULL;
+        jsErrCode jerr = 0;
+        s = js_StreamNames(&names, js, &jo, &jerr);
+        if (s == NATS_NOT_FOUND || (s == NATS_OK && (names == NULL || names->Count == 0))) {
+            say(c, CHECK_FAIL,
+                "subject %s (%lld of the last %d rows): no stream takes it; its rows fail until "
+                "one does",
+                r->subjects[i], r->rows[i], CHECK_RECENT_ROWS);
+        } else if (s != NATS_OK) {
+            say(c, CHECK_WARN, "subject %s: cannot ask JetStream: %s (JetStream error %d)",
+                r->subjects[i], natsStatus_GetText(s), (int)jerr);
+        } else {
+            const char *stream = names->List[0];
+            say(c, CHECK_OK, "subject %s (%lld of the last %d rows) goes to stream %s",
+                r->subjects[i], r->rows[i], CHECK_RECENT_ROWS, stream);
+            bool known = false;
+            for (int k = 0; k < nchecked && !known; k++)
+                known = checked[k] != NULL && strcmp(checked[k], stream) == 0;
+            if (!known) {
+                check_stream_config(c, js, cfg, stream, r->max_payload);
+                checked[nchecked++] = strdup(stream);
+            }
+        }
+        jsStreamNamesList_Destroy(names);
+    }
+    for (int k = 0; k < nchecked; k++)
+        free(checked[k]);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
 }
 
 int admin_check(const struct relay_config *cfg, FILE *out)
 {
+    struct check c = {.out = out};
+    struct recent_rows recent = {0};
     char err[512], shown[512];
-    int rc = 0;
     config_redact(cfg->pg_url, shown, sizeof(shown));
     PGconn *conn = pg_source_connect_blocking(cfg, err, sizeof(err));
     if (conn == NULL) {
-        fprintf(out, "FAIL postgresql: cannot connect (OUTBOX_PG_URL=%s): %s\n",
-                shown[0] ? shown : "(libpq defaults)", err);
-        rc = 1;
+        say(&c, CHECK_FAIL, "postgresql: cannot connect (OUTBOX_PG_URL=%s): %s",
+            shown[0] ? shown : "(libpq defaults)", err);
     } else {
-        fprintf(out, "ok   postgresql %d.%d reached\n", PQserverVersion(conn) / 10000,
-                PQserverVersion(conn) % 10000);
-        rc |= admin_check_table(conn, cfg, out);
+        say(&c, CHECK_OK, "postgresql %d.%d reached", PQserverVersion(conn) / 10000,
+            PQserverVersion(conn) % 10000);
+        if (check_table_columns(&c, conn, cfg)) {
+            check_privileges(&c, conn, cfg);
+            check_trigger(&c, conn, cfg);
+            read_recent_rows(&c, conn, cfg, &recent);
+        }
         PQfinish(conn);
     }
 
     struct js_sink *sink = NULL;
     config_redact(cfg->nats_url, shown, sizeof(shown));
     if (js_sink_create(&sink, cfg, NULL, false, err, sizeof(err)) < 0) {
-        fprintf(out, "FAIL nats: %s (%s)\n", err, shown);
+        say(&c, CHECK_FAIL, "nats: %s (%s)", err, shown);
+        recent_rows_free(&recent);
         return 1;
     }
-    fprintf(out, "ok   nats reached (%s), max_payload %lld\n", shown,
-            (long long)js_sink_max_payload(sink));
+    long long max_payload = (long long)js_sink_max_payload(sink);
+    say(&c, CHECK_OK, "nats reached (%s), max_payload %lld", shown, max_payload);
+    if (recent.max_payload > max_payload)
+        say(&c, CHECK_WARN,
+            "max_payload: a recent row's payload is %lld bytes, over the server's max_payload "
+            "%lld: such rows go dead",
+            recent.max_payload, max_payload);
+    bool configured_exists = false;
     if (cfg->stream[0] != '\0') {
-        if (js_sink_ensure_stream(sink, err, sizeof(err)) < 0) {
-            fprintf(out, "FAIL stream: %s\n", err);
-            rc = 1;
-        } else {
-            fprintf(out, "ok   stream %s exists\n", cfg->stream);
-        }
+        /* Read-only: --check never creates the stream the relay would create. */
+        int exists = js_sink_stream_exists(sink, cfg->stream, err, sizeof(err));
+        if (exists < 0)
+            say(&c, CHECK_FAIL, "stream %s (OUTBOX_STREAM): %s", cfg->stream, err);
+        else if (exists == 0)
+            say(&c, CHECK_FAIL,
+                "stream %s (OUTBOX_STREAM) does not exist; the relay would create it with "
+                "subjects %s (--check changes nothing)",
+                cfg->stream, cfg->stream_subjects);
+        else
+            say(&c, CHECK_OK, "stream %s (OUTBOX_STREAM) exists", cfg->stream);
+        configured_exists = exists > 0;
     }
     js_sink_destroy(sink);
-    return rc;
+    check_streams(&c, cfg, &recent, configured_exists);
+    recent_rows_free(&recent);
+    return c.failed;
 }
 
 int admin_requeue_dead(const struct relay_config *cfg, FILE *out)

@@ -18,6 +18,13 @@
  */
 #define SUBJECT_MAX_LEN 3840
 
+/*
+ * nats-server 2.9 refuses a header block longer than this (its length is a
+ * uint16 in the stream's store; stream.go: "header size exceeds maximum
+ * allowed of 64k", JetStream error 10097), whatever max_payload allows.
+ */
+#define HEADER_BLOCK_MAX 65535
+
 #define HEADER_STATUS_LINE "NATS/1.0\r\n"
 #define HEADER_MSG_ID      "Nats-Msg-Id"
 #define QUOTED_MAX         64
@@ -339,27 +346,65 @@ enum message_result message_headers_apply(natsMsg *msg, const char *headers_json
     return MESSAGE_OK;
 }
 
-enum message_result message_build(natsMsg **out, const char *subject, const char *event_id,
-                                  const char *headers_json, const char *payload, size_t payload_len,
-                                  int64_t max_payload, char *err, size_t errlen)
+/*
+ * The id JetStream deduplicates on must reach it unchanged. Header values
+ * lose leading and trailing whitespace on the way (nats-server and the
+ * clients trim them), so " a" and "a" would be one id, and a control
+ * character has no business in a header line.
+ */
+static bool event_id_valid(const char *event_id, char *err, size_t errlen)
 {
     char q[QUOTED_MAX * 4 + 16];
 
-    *out = NULL;
-    if (err != NULL && errlen > 0)
-        err[0] = '\0';
-
-    if (!message_subject_valid(subject, err, errlen))
-        return MESSAGE_INVALID;
     if (event_id == NULL || event_id[0] == '\0') {
         set_err(err, errlen, "invalid event_id: empty");
-        return MESSAGE_INVALID;
+        return false;
     }
     if (strpbrk(event_id, "\r\n") != NULL) {
         set_err(err, errlen, "invalid event_id %s: contains CR or LF",
                 quoted(event_id, q, sizeof(q)));
-        return MESSAGE_INVALID;
+        return false;
     }
+    size_t len = strlen(event_id);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)event_id[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f) {
+            set_err(err, errlen, "invalid event_id %s: contains a control character",
+                    quoted(event_id, q, sizeof(q)));
+            return false;
+        }
+    }
+    if (strchr(" \t", event_id[0]) != NULL || strchr(" \t", event_id[len - 1]) != NULL) {
+        set_err(err, errlen,
+                "invalid event_id %s: leading or trailing whitespace (JetStream would see, and "
+                "deduplicate on, the trimmed id)",
+                quoted(event_id, q, sizeof(q)));
+        return false;
+    }
+    if (strchr(event_id, '\t') != NULL) {
+        set_err(err, errlen, "invalid event_id %s: contains a control character",
+                quoted(event_id, q, sizeof(q)));
+        return false;
+    }
+    return true;
+}
+
+enum message_result message_build_classified(natsMsg **out, const char *subject,
+                                             const char *event_id, const char *headers_json,
+                                             const char *payload, size_t payload_len,
+                                             int64_t max_payload, enum publish_reason *reason,
+                                             char *err, size_t errlen)
+{
+    enum publish_reason why = PUBLISH_INVALID_ROW;
+    if (reason == NULL)
+        reason = &why;
+    *reason = PUBLISH_INVALID_ROW;
+    *out = NULL;
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+
+    if (!message_subject_valid(subject, err, errlen) || !event_id_valid(event_id, err, errlen))
+        return MESSAGE_INVALID;
     if (payload == NULL && payload_len > 0) {
         set_err(err, errlen, "payload: %zu bytes announced but no data", payload_len);
         return MESSAGE_INVALID;
@@ -368,6 +413,8 @@ enum message_result message_build(natsMsg **out, const char *subject, const char
     json_t *obj;
     size_t line_bytes, values;
     enum message_result r = headers_parse(headers_json, &obj, &line_bytes, &values, err, errlen);
+    if (r == MESSAGE_NOMEM)
+        *reason = PUBLISH_NATS_ERROR;
     if (r != MESSAGE_OK)
         return r;
 
@@ -375,11 +422,20 @@ enum message_result message_build(natsMsg **out, const char *subject, const char
     size_t header_bytes = strlen(HEADER_STATUS_LINE) + line_bytes + strlen(HEADER_MSG_ID) + 2 +
                           strlen(event_id) + 2 + 2;
     size_t total = payload_len + header_bytes;
+    *reason = PUBLISH_TOO_LARGE;
     if (max_payload > 0 && (total < payload_len || total > (uint64_t)max_payload)) {
         set_err(err, errlen,
                 "message too large: %zu bytes (payload %zu + headers %zu) exceeds the server's "
                 "max_payload %" PRId64,
                 total, payload_len, header_bytes, max_payload);
+        json_decref(obj);
+        return MESSAGE_INVALID;
+    }
+    if (header_bytes > HEADER_BLOCK_MAX) {
+        set_err(err, errlen,
+                "headers too large: the header block is %zu bytes, JetStream takes at most %d "
+                "(64 KiB)",
+                header_bytes, HEADER_BLOCK_MAX);
         json_decref(obj);
         return MESSAGE_INVALID;
     }
@@ -389,18 +445,15 @@ enum message_result message_build(natsMsg **out, const char *subject, const char
         json_decref(obj);
         return MESSAGE_INVALID;
     }
+    *reason = PUBLISH_INVALID_ROW;
 
-    /*
-     * natsMsg_Destroy() hands messages to the library's collector, which
-     * exists only once the library is open; opening is idempotent and cheap.
-     */
-    natsStatus s = nats_Open(-1);
     natsMsg *msg = NULL;
-    if (s == NATS_OK)
-        s = natsMsg_Create(&msg, subject, NULL, payload, (int)payload_len);
+    natsStatus s = natsMsg_Create(&msg, subject, NULL, payload, (int)payload_len);
     if (s != NATS_OK) {
         json_decref(obj);
         set_err(err, errlen, "creating the message: %s", natsStatus_GetText(s));
+        if (s == NATS_NO_MEMORY)
+            *reason = PUBLISH_NATS_ERROR;
         return s == NATS_NO_MEMORY ? MESSAGE_NOMEM : MESSAGE_INVALID;
     }
 
@@ -416,6 +469,8 @@ enum message_result message_build(natsMsg **out, const char *subject, const char
         }
     }
     if (r != MESSAGE_OK) {
+        if (r == MESSAGE_NOMEM)
+            *reason = PUBLISH_NATS_ERROR;
         natsMsg_Destroy(msg);
         return r;
     }
@@ -423,27 +478,15 @@ enum message_result message_build(natsMsg **out, const char *subject, const char
     return MESSAGE_OK;
 }
 
+enum message_result message_build(natsMsg **out, const char *subject, const char *event_id,
+                                  const char *headers_json, const char *payload, size_t payload_len,
+                                  int64_t max_payload, char *err, size_t errlen)
+{
+    return message_build_classified(out, subject, event_id, headers_json, payload, payload_len,
+                                    max_payload, NULL, err, errlen);
+}
+
 bool message_error_is_permanent(natsStatus status, int js_err_code)
 {
-    switch (js_err_code) {
-    case JSStreamMessageExceedsMaximumErr: /* over the stream's max_msg_size */
-        return true;
-    default:
-        break;
-    }
-
-    switch (status) {
-    case NATS_MAX_PAYLOAD:     /* over the server's max_payload */
-    case NATS_INVALID_SUBJECT: /* the client refuses the subject */
-    case NATS_INVALID_ARG:     /* the client refuses the message itself */
-        return true;
-    default:
-        /*
-         * Timeouts, no responders (no stream yet), connection trouble, stream
-         * not found / offline, JetStream disabled or unavailable, storage
-         * limits — and anything not recognised: retrying is the safe side,
-         * the attempt limit still ends a row that can never succeed.
-         */
-        return false;
-    }
+    return publish_error_classify(status, js_err_code).permanent;
 }

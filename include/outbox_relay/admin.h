@@ -7,10 +7,13 @@
 #include "outbox_relay/config.h"
 
 /*
- * Connects to PostgreSQL and NATS, verifies the table (columns, indexes are
- * not required) and, when OUTBOX_STREAM is set, that the stream exists or
- * can be created. Prints one line per check to out. Returns the exit code:
- * 0 when everything is usable, 1 otherwise.
+ * Read-only: changes nothing on either end (never creates a stream). Checks
+ * the table's columns, UPDATE on the bookkeeping columns for the current
+ * role, the NOTIFY trigger's channel against OUTBOX_CHANNEL, the server's
+ * max_payload against the last 1000 rows' payloads, OUTBOX_STREAM exists,
+ * a stream takes each subject of those rows, and each such stream's
+ * duplicate window against the 2-minute outage budget. One line per check
+ * ("ok   ", "warn ", "FAIL "). Returns 0 when no line is FAIL, 1 otherwise.
  */
 int admin_check(const struct relay_config *cfg, FILE *out);
 

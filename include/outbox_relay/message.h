@@ -8,6 +8,8 @@
 
 #include <nats/nats.h>
 
+#include "outbox_relay/publish_error.h"
+
 enum message_result {
     MESSAGE_OK,      /* *out holds the message */
     MESSAGE_INVALID, /* permanent: the row can never be published; err says why */
@@ -36,18 +38,33 @@ enum message_result message_headers_apply(natsMsg *msg, const char *headers_json
 
 /*
  * Builds the message for one row: subject, payload byte for byte, each
- * header, and Nats-Msg-Id = event_id. max_payload is the server's limit
- * (0 = unchecked): payload plus header block over it is MESSAGE_INVALID.
+ * header, and Nats-Msg-Id = event_id. Refused (MESSAGE_INVALID, err says
+ * why, *reason = PUBLISH_INVALID_ROW or PUBLISH_TOO_LARGE):
+ * - an invalid subject (message_subject_valid) or headers (message_headers_apply);
+ * - an event_id that is empty, holds a control character (CR, LF, tab, ...)
+ *   or starts or ends with whitespace (JetStream would dedup on the trimmed id);
+ * - payload plus header block over max_payload, the server's limit (0 = unchecked);
+ * - a header block over 65535 bytes, JetStream's header limit.
+ * MESSAGE_NOMEM sets *reason = PUBLISH_NATS_ERROR. reason may be NULL.
+ *
+ * The NATS library must be open (nats_Open; natsOptions_Create and
+ * natsConnection_Connect open it): natsMsg_Destroy() needs its collector.
+ * The relay's NATS connection is made before any row is claimed.
  */
+enum message_result message_build_classified(natsMsg **out, const char *subject,
+                                             const char *event_id, const char *headers_json,
+                                             const char *payload, size_t payload_len,
+                                             int64_t max_payload, enum publish_reason *reason,
+                                             char *err, size_t errlen);
+
+/* message_build_classified without the reason class (kept for relay.c until it passes one). */
 enum message_result message_build(natsMsg **out, const char *subject, const char *event_id,
                                   const char *headers_json, const char *payload, size_t payload_len,
                                   int64_t max_payload, char *err, size_t errlen);
 
 /*
- * True when a failed publish will fail the same way every time, so retrying
- * is pointless and the row goes dead at once (e.g. the server rejects the
- * message as too large, or the subject is invalid). Timeouts, no responders
- * (no stream yet), stream-unavailable and connection errors are transient.
+ * publish_error_classify(status, js_err_code).permanent: kept for relay.c;
+ * new callers use publish_error_classify, which also gives the reason class.
  */
 bool message_error_is_permanent(natsStatus status, int js_err_code);
 

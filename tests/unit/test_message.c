@@ -1,5 +1,6 @@
-/* Unit tests for subject and header validation, message building and error classification. */
+/* Unit tests for subject, event_id and header validation, message building and error classes. */
 #include <check.h>
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -394,6 +395,23 @@ START_TEST(test_build_rejects_bad_rows)
         {"a.b", "", NULL, "invalid event_id: empty"},
         {"a.b", NULL, NULL, "invalid event_id: empty"},
         {"a.b", "x\r\ny", NULL, "invalid event_id \"x\\r\\ny\": contains CR or LF"},
+        {"a.b", " evt-1", NULL,
+         "invalid event_id \" evt-1\": leading or trailing whitespace (JetStream would see, and "
+         "deduplicate on, the trimmed id)"},
+        {"a.b", "evt-1 ", NULL,
+         "invalid event_id \"evt-1 \": leading or trailing whitespace (JetStream would see, and "
+         "deduplicate on, the trimmed id)"},
+        {"a.b", "\tevt", NULL,
+         "invalid event_id \"\\tevt\": leading or trailing whitespace (JetStream would see, and "
+         "deduplicate on, the trimmed id)"},
+        {"a.b", " ", NULL,
+         "invalid event_id \" \": leading or trailing whitespace (JetStream would see, and "
+         "deduplicate on, the trimmed id)"},
+        {"a.b", "ev\tt", NULL, "invalid event_id \"ev\\tt\": contains a control character"},
+        {"a.b", "ev\x01t", NULL, "invalid event_id \"ev\\x01t\": contains a control character"},
+        {"a.b", "ev\x7f", NULL, "invalid event_id \"ev\\x7f\": contains a control character"},
+        {"a.b", "e", "{\"bad name\":\"v\"}",
+         "headers: name \"bad name\" must be printable ASCII without spaces or ':'"},
         {"a.b", "e", "{\"Nats-Msg-Id\":\"other\"}",
          "headers: name \"Nats-Msg-Id\" is reserved (the \"Nats-\" prefix is interpreted by "
          "JetStream)"},
@@ -404,12 +422,68 @@ START_TEST(test_build_rejects_bad_rows)
     for (int i = 0; i < ARRAY_LEN(bad); i++) {
         natsMsg *msg = (natsMsg *)&bad; /* must be reset to NULL */
         char err[512] = "";
-        ck_assert_int_eq(message_build(&msg, bad[i].subject, bad[i].event_id, bad[i].headers, "p",
-                                       1, 0, err, sizeof(err)),
+        enum publish_reason reason = PUBLISH_NATS_ERROR;
+        ck_assert_int_eq(message_build_classified(&msg, bad[i].subject, bad[i].event_id,
+                                                  bad[i].headers, "p", 1, 0, &reason, err,
+                                                  sizeof(err)),
                          MESSAGE_INVALID);
         ck_assert_ptr_null(msg);
         ck_assert_str_eq(err, bad[i].err);
+        ck_assert_str_eq(publish_reason_label(reason), "invalid_row");
     }
+}
+END_TEST
+
+START_TEST(test_build_event_id_inner_space_kept)
+{
+    /* Only the edges are trimmed on the way: an inner space is part of the id. */
+    natsMsg *msg = NULL;
+    char err[256];
+    ck_assert_int_eq(message_build(&msg, "a.b", "order 42", NULL, "p", 1, 0, err, sizeof(err)),
+                     MESSAGE_OK);
+    assert_header(msg, "Nats-Msg-Id", 1, "order 42");
+    natsMsg_Destroy(msg);
+}
+END_TEST
+
+/*
+ * JetStream refuses a header block over 65535 bytes (error 10097) whatever
+ * max_payload allows; the row is refused before it is sent, like a payload
+ * over max_payload, with the same arithmetic nats.c's wire format has.
+ */
+START_TEST(test_build_header_block_limit)
+{
+    const char *event_id = "evt-1";
+    /* "NATS/1.0\r\n" + "X-Big: v\r\n" + "Nats-Msg-Id: evt-1\r\n" + "\r\n" */
+    const size_t fixed = 10 + (5 + 2 + 2) + (11 + 2 + 5 + 2) + 2;
+    const size_t value_len = 65535 - fixed;
+    char *headers = malloc(value_len + 32);
+    char err[512];
+    for (int extra = 0; extra <= 1; extra++) {
+        int n = snprintf(headers, value_len + 32, "{\"X-Big\":\"");
+        memset(headers + n, 'h', value_len + (size_t)extra);
+        strcpy(headers + n + value_len + (size_t)extra, "\"}");
+        natsMsg *msg = NULL;
+        enum publish_reason reason = PUBLISH_NATS_ERROR;
+        enum message_result r = message_build_classified(&msg, "a.b", event_id, headers, "p", 1,
+                                                         1024 * 1024, &reason, err, sizeof(err));
+        if (extra == 0) {
+            ck_assert_msg(r == MESSAGE_OK, "exactly 65535 bytes refused: %s", err);
+            ck_assert_uint_eq(wire_header_bytes(msg), 65535);
+            natsMsg_Destroy(msg);
+        } else {
+            ck_assert_int_eq(r, MESSAGE_INVALID);
+            ck_assert_ptr_null(msg);
+            ck_assert_str_eq(err, "headers too large: the header block is 65536 bytes, JetStream "
+                                  "takes at most 65535 (64 KiB)");
+            ck_assert_str_eq(publish_reason_label(reason), "too_large");
+        }
+    }
+    /* max_payload 0 (unchecked) does not lift JetStream's header limit */
+    natsMsg *msg = NULL;
+    ck_assert_int_eq(message_build(&msg, "a.b", event_id, headers, "p", 1, 0, err, sizeof(err)),
+                     MESSAGE_INVALID);
+    free(headers);
 }
 END_TEST
 
@@ -452,6 +526,12 @@ START_TEST(test_build_max_payload_boundary)
                                        fit + 1, max_payload, err, sizeof(err)),
                          MESSAGE_INVALID);
         ck_assert_ptr_null(msg);
+        enum publish_reason reason = PUBLISH_NATS_ERROR;
+        ck_assert_int_eq(message_build_classified(&msg, "a.b", rows[i].event_id, rows[i].headers,
+                                                  payload, fit + 1, max_payload, &reason, err,
+                                                  sizeof(err)),
+                         MESSAGE_INVALID);
+        ck_assert_str_eq(publish_reason_label(reason), "too_large");
         char want[512];
         snprintf(want, sizeof(want),
                  "message too large: %zu bytes (payload %zu + headers %zu) exceeds the server's "
@@ -491,49 +571,152 @@ END_TEST
 
 /* ---- error classification --------------------------------------------- */
 
+/*
+ * Written from nats-server 2.9's errors.json / stream.go and nats.c 3.4's
+ * status.h, independently of the module's table: every rule of the table
+ * must appear here with the same verdict (test_every_rule_has_a_case).
+ */
 static const struct {
     natsStatus status;
     int js_err_code;
     bool permanent;
+    const char *reason;
 } error_cases[] = {
     /* the message itself can never be accepted */
-    {NATS_MAX_PAYLOAD, 0, true},
-    {NATS_INVALID_SUBJECT, 0, true},
-    {NATS_INVALID_ARG, 0, true},
-    {NATS_ERR, JSStreamMessageExceedsMaximumErr, true},
-    {NATS_OK, JSStreamMessageExceedsMaximumErr, true},
+    {NATS_MAX_PAYLOAD, 0, true, "too_large"},
+    {NATS_INVALID_SUBJECT, 0, true, "invalid_row"},
+    {NATS_INVALID_ARG, 0, true, "invalid_row"},
+    {NATS_ERR, 10054, true, "too_large"}, /* message size exceeds maximum allowed */
+    {NATS_OK, 10054, true, "too_large"},  /* the code decides, whatever the status */
+    {NATS_ERR, 10097, true, "too_large"}, /* header size exceeds maximum allowed of 64k */
+    {NATS_ERR, 10060, true, "rejected"},  /* expected stream does not match */
+    {NATS_ERR, 10070, true, "rejected"},  /* wrong last msg ID */
+    {NATS_ERR, 10071, true, "rejected"},  /* wrong last sequence */
+    {NATS_ERR, 10111, true, "rejected"},  /* rollup not permitted */
+    {NATS_ERR, 10109, true, "rejected"},  /* invalid operation on sealed stream */
     /* the network, the server or the stream may come back */
-    {NATS_TIMEOUT, 0, false},
-    {NATS_NO_RESPONDERS, 0, false},
-    {NATS_CONNECTION_CLOSED, 0, false},
-    {NATS_CONNECTION_DISCONNECTED, 0, false},
-    {NATS_NOT_YET_CONNECTED, 0, false},
-    {NATS_STALE_CONNECTION, 0, false},
-    {NATS_IO_ERROR, 0, false},
-    {NATS_NO_SERVER, 0, false},
-    {NATS_DRAINING, 0, false},
-    {NATS_NO_MEMORY, 0, false},
-    {NATS_ERR, JSStreamNotFoundErr, false},
-    {NATS_ERR, JSNotEnabledErr, false},
-    {NATS_ERR, JSNotEnabledForAccountErr, false},
-    {NATS_ERR, JSClusterNotAvailErr, false},
-    {NATS_ERR, JSStreamOfflineErr, false},
-    {NATS_ERR, JSStreamStoreFailedErr, false},
-    {NATS_ERR, JSInsufficientResourcesErr, false},
-    {NATS_ERR, JSStorageResourcesExceededErr, false},
+    {NATS_ERR, 10059, false, "no_stream"}, /* stream not found */
+    {NATS_NO_RESPONDERS, 0, false, "no_stream"},
+    {NATS_TIMEOUT, 0, false, "timeout"},
+    {NATS_ERR, 10076, false, "unavailable"}, /* JetStream not enabled */
+    {NATS_ERR, 10039, false, "unavailable"}, /* JetStream not enabled for account */
+    {NATS_ERR, 10008, false, "unavailable"}, /* JetStream system temporarily unavailable */
+    {NATS_ERR, 10009, false, "unavailable"}, /* JetStream cluster can not handle request */
+    {NATS_ERR, 10004, false, "unavailable"}, /* incomplete results */
+    {NATS_ERR, 10041, false, "unavailable"}, /* RAFT error */
+    {NATS_ERR, 10118, false, "unavailable"}, /* stream is offline */
+    {NATS_ERR, 10063, false, "unavailable"}, /* expected stream sequence does not match */
+    {NATS_ERR, 10023, false, "limits"},      /* insufficient resources */
+    {NATS_ERR, 10002, false, "limits"},      /* resource limits exceeded for account */
+    {NATS_ERR, 10047, false, "limits"},      /* insufficient storage resources */
+    {NATS_ERR, 10028, false, "limits"},      /* insufficient memory resources */
+    {NATS_ERR, 10053, false, "limits"},      /* stream limits exceeded */
+    {NATS_ERR, 10077, false, "limits"},      /* store failed: max msgs/bytes (discard new) */
+    {NATS_CONNECTION_CLOSED, 0, false, "connection"},
+    {NATS_CONNECTION_DISCONNECTED, 0, false, "connection"},
+    {NATS_NOT_YET_CONNECTED, 0, false, "connection"},
+    {NATS_STALE_CONNECTION, 0, false, "connection"},
+    {NATS_IO_ERROR, 0, false, "connection"},
+    {NATS_NO_SERVER, 0, false, "connection"},
+    {NATS_PROTOCOL_ERROR, 0, false, "connection"},
+    {NATS_SSL_ERROR, 0, false, "connection"},
+    {NATS_CONNECTION_AUTH_FAILED, 0, false, "connection"},
+    {NATS_DRAINING, 0, false, "connection"},
+    {NATS_INSUFFICIENT_BUFFER, 0, false, "connection"},
+    {NATS_NOT_PERMITTED, 0, false, "rejected"},
+    {NATS_NO_MEMORY, 0, false, "nats_error"},
     /* unknown: retry, the attempt limit ends it */
-    {NATS_ERR, 0, false},
-    {NATS_ERR, 99999, false},
-    {(natsStatus)9999, 0, false},
-    {NATS_OK, 0, false},
+    {NATS_ERR, 0, false, "nats_error"},
+    {NATS_ERR, 99999, false, "nats_error"},
+    {NATS_TIMEOUT, 10014, false, "nats_error"}, /* a code not of a publish: unknown */
+    {(natsStatus)9999, 0, false, "nats_error"},
+    {NATS_OK, 0, false, "nats_error"},
 };
 
 START_TEST(test_error_classification_table)
 {
-    bool got = message_error_is_permanent(error_cases[_i].status, error_cases[_i].js_err_code);
-    ck_assert_msg(got == error_cases[_i].permanent, "status %d (%s), js %d: got %s",
-                  error_cases[_i].status, natsStatus_GetText(error_cases[_i].status),
-                  error_cases[_i].js_err_code, got ? "permanent" : "transient");
+    struct publish_verdict v =
+        publish_error_classify(error_cases[_i].status, error_cases[_i].js_err_code);
+    ck_assert_msg(v.permanent == error_cases[_i].permanent &&
+                      strcmp(publish_reason_label(v.reason), error_cases[_i].reason) == 0,
+                  "status %d (%s), js %d: got %s/%s, want %s/%s", error_cases[_i].status,
+                  natsStatus_GetText(error_cases[_i].status), error_cases[_i].js_err_code,
+                  v.permanent ? "permanent" : "transient", publish_reason_label(v.reason),
+                  error_cases[_i].permanent ? "permanent" : "transient", error_cases[_i].reason);
+    /* the compatible entry point agrees */
+    ck_assert(message_error_is_permanent(error_cases[_i].status, error_cases[_i].js_err_code) ==
+              error_cases[_i].permanent);
+}
+END_TEST
+
+START_TEST(test_every_rule_has_a_case)
+{
+    size_t n = 0;
+    const struct publish_error_rule *rules = publish_error_rules(&n);
+    ck_assert_uint_gt(n, 30);
+    for (size_t r = 0; r < n; r++) {
+        bool found = false;
+        for (int c = 0; c < ARRAY_LEN(error_cases) && !found; c++) {
+            bool same = rules[r].js_code != 0 ? error_cases[c].js_err_code == rules[r].js_code
+                                              : error_cases[c].js_err_code == 0 &&
+                                                    error_cases[c].status == rules[r].status;
+            if (same) {
+                found = true;
+                ck_assert_msg(
+                    error_cases[c].permanent == rules[r].permanent &&
+                        strcmp(error_cases[c].reason, publish_reason_label(rules[r].reason)) == 0,
+                    "rule \"%s\" disagrees with its case", rules[r].what);
+            }
+        }
+        ck_assert_msg(found, "rule \"%s\" (status %d, js %d) has no test case", rules[r].what,
+                      rules[r].status, rules[r].js_code);
+    }
+}
+END_TEST
+
+START_TEST(test_reason_labels)
+{
+    /* The fixed label set of the reason= label: snake_case, distinct, never NULL. */
+    static const char *const want[PUBLISH_REASONS] = {"invalid_row", "too_large",  "no_stream",
+                                                      "timeout",     "connection", "unavailable",
+                                                      "limits",      "rejected",   "nats_error"};
+    for (int i = 0; i < PUBLISH_REASONS; i++)
+        ck_assert_str_eq(publish_reason_label((enum publish_reason)i), want[i]);
+    ck_assert_str_eq(publish_reason_label((enum publish_reason)PUBLISH_REASONS), "nats_error");
+    ck_assert_str_eq(publish_reason_label((enum publish_reason) - 1), "nats_error");
+}
+END_TEST
+
+static int thread_count(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/*
+ * Building a row is pure: it does not open the NATS library (nats_Open took
+ * a global lock per row, and after a shutdown's nats_CloseAndWait it
+ * silently started the library's threads again). The caller opens it once.
+ */
+START_TEST(test_build_does_not_open_the_library)
+{
+    const char *fork = getenv("CK_FORK");
+    if (fork != NULL && strcmp(fork, "no") == 0)
+        return; /* closing the library would disturb the tests that follow */
+    ck_assert_int_eq(nats_Open(-1), NATS_OK);
+    ck_assert_int_eq(nats_CloseAndWait(5000), NATS_OK);
+    int before = thread_count();
+    natsMsg *msg = NULL;
+    char err[256] = "";
+    ck_assert_msg(message_build(&msg, "a.b", "e", NULL, "p", 1, 0, err, sizeof(err)) == MESSAGE_OK,
+                  "err: %s", err);
+    ck_assert_int_eq(thread_count(), before);
+    /* not destroyed: natsMsg_Destroy needs the library; this test process ends here */
 }
 END_TEST
 
@@ -572,12 +755,20 @@ static Suite *message_suite(void)
     tcase_add_test(tc, test_build_empty_payload);
     tcase_add_test(tc, test_build_headers_present);
     tcase_add_test(tc, test_build_rejects_bad_rows);
+    tcase_add_test(tc, test_build_event_id_inner_space_kept);
+    tcase_add_test(tc, test_build_header_block_limit);
     tcase_add_test(tc, test_build_max_payload_boundary);
     tcase_add_test(tc, test_build_too_large_message_text);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("errors");
     tcase_add_loop_test(tc, test_error_classification_table, 0, ARRAY_LEN(error_cases));
+    tcase_add_test(tc, test_every_rule_has_a_case);
+    tcase_add_test(tc, test_reason_labels);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("library");
+    tcase_add_test(tc, test_build_does_not_open_the_library);
     suite_add_tcase(s, tc);
     return s;
 }
