@@ -13,9 +13,9 @@ struct fail_log {
     double interval_s;
     fail_log_emit_fn emit;
     void *arg;
-    struct fail_log_report pending[METRICS_REASONS];
-    double last_line[METRICS_REASONS];
-    bool ever[METRICS_REASONS]; /* a line was emitted for the reason */
+    struct fail_log_report pending[PUBLISH_REASONS];
+    double last_line[PUBLISH_REASONS];
+    bool ever[PUBLISH_REASONS]; /* a line was emitted for the reason */
 };
 
 struct fail_log *fail_log_create(double interval_s, fail_log_emit_fn emit, void *arg)
@@ -26,8 +26,8 @@ struct fail_log *fail_log_create(double interval_s, fail_log_emit_fn emit, void 
     fl->interval_s = interval_s;
     fl->emit = emit ? emit : fail_log_warn;
     fl->arg = emit ? arg : fl;
-    for (int r = 0; r < METRICS_REASONS; r++)
-        fl->pending[r].reason = (enum metrics_reason)r;
+    for (int r = 0; r < PUBLISH_REASONS; r++)
+        fl->pending[r].reason = (enum publish_reason)r;
     return fl;
 }
 
@@ -36,12 +36,12 @@ void fail_log_destroy(struct fail_log *fl)
     free(fl);
 }
 
-void fail_log_record(struct fail_log *fl, enum metrics_reason reason, int64_t id, const char *error)
+void fail_log_record(struct fail_log *fl, enum publish_reason reason, int64_t id, const char *error)
 {
     if (fl == NULL)
         return;
-    if ((unsigned)reason >= METRICS_REASONS)
-        reason = METRICS_REASON_OTHER;
+    if ((unsigned)reason >= PUBLISH_REASONS)
+        reason = PUBLISH_OTHER;
     struct fail_log_report *p = &fl->pending[reason];
     if (p->count == 0)
         snprintf(p->error, sizeof(p->error), "%s", error ? error : "");
@@ -55,7 +55,7 @@ size_t fail_log_flush(struct fail_log *fl, double now)
     if (fl == NULL)
         return 0;
     size_t emitted = 0;
-    for (int r = 0; r < METRICS_REASONS; r++) {
+    for (int r = 0; r < PUBLISH_REASONS; r++) {
         struct fail_log_report *p = &fl->pending[r];
         if (p->count == 0 || (fl->ever[r] && now - fl->last_line[r] < fl->interval_s))
             continue;
@@ -63,7 +63,7 @@ size_t fail_log_flush(struct fail_log *fl, double now)
         fl->ever[r] = true;
         fl->last_line[r] = now;
         memset(p, 0, sizeof(*p));
-        p->reason = (enum metrics_reason)r;
+        p->reason = (enum publish_reason)r;
         emitted++;
     }
     return emitted;
@@ -78,6 +78,6 @@ void fail_log_warn(void *arg, const struct fail_log_report *report)
     for (size_t i = 0; i < report->nids; i++)
         json_array_append_new(ids, json_integer((json_int_t)report->ids[i]));
     log_warn("publish failed", "{s:s, s:I, s:o, s:s, s:f}", "reason",
-             metrics_reason_name(report->reason), "count", (json_int_t)report->count, "first_ids",
+             publish_reason_name(report->reason), "count", (json_int_t)report->count, "first_ids",
              ids, "error", report->error, "interval_s", fl->interval_s);
 }

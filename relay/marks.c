@@ -85,7 +85,7 @@ bool marks_add_published(struct marks *mk, struct outbox_row *row, uint64_t stre
 }
 
 bool marks_add_failed(struct marks *mk, struct outbox_row *row, bool dead, int64_t delay_ms,
-                      const char *error, enum metrics_reason reason)
+                      const char *error, enum publish_reason reason)
 {
     struct mark m = {
         .row = row, .dead = dead, .delay_ms = delay_ms, .error = strdup(error), .reason = reason};

@@ -12,47 +12,21 @@ const double metrics_latency_bounds[METRICS_LATENCY_BUCKETS] = {
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60,
 };
 
-static const char *const reason_names[METRICS_REASONS] = {
-    [METRICS_REASON_INVALID_ROW] = "invalid_row",
-    [METRICS_REASON_TOO_LARGE] = "too_large",
-    [METRICS_REASON_NO_STREAM] = "no_stream",
-    [METRICS_REASON_TIMEOUT] = "timeout",
-    [METRICS_REASON_NATS_ERROR] = "nats_error",
-    [METRICS_REASON_REJECTED] = "rejected",
-    [METRICS_REASON_OTHER] = "other",
-};
-
-const char *metrics_reason_name(enum metrics_reason reason)
-{
-    return (unsigned)reason < METRICS_REASONS ? reason_names[reason] : NULL;
-}
-
-bool metrics_reason_parse(const char *name, enum metrics_reason *out)
-{
-    for (int r = 0; r < METRICS_REASONS; r++) {
-        if (strcmp(reason_names[r], name) == 0) {
-            *out = (enum metrics_reason)r;
-            return true;
-        }
-    }
-    return false;
-}
-
 void metrics_init(struct metrics *m)
 {
     memset(m, 0, sizeof(*m));
 }
 
-void metrics_failed(struct metrics *m, enum metrics_reason reason)
+void metrics_failed(struct metrics *m, enum publish_reason reason)
 {
     m->failed_total++;
-    m->failed_by_reason[(unsigned)reason < METRICS_REASONS ? reason : METRICS_REASON_OTHER]++;
+    m->failed_by_reason[(unsigned)reason < PUBLISH_REASONS ? reason : PUBLISH_OTHER]++;
 }
 
-void metrics_dead(struct metrics *m, enum metrics_reason reason)
+void metrics_dead(struct metrics *m, enum publish_reason reason)
 {
     m->dead_total++;
-    m->dead_by_reason[(unsigned)reason < METRICS_REASONS ? reason : METRICS_REASON_OTHER]++;
+    m->dead_by_reason[(unsigned)reason < PUBLISH_REASONS ? reason : PUBLISH_OTHER]++;
 }
 
 /*
@@ -152,17 +126,18 @@ static void family(struct textbuf *b, const char *name, const char *type, const 
  * "other": the labelled series always add up to the total.
  */
 static void counter_by_reason(struct textbuf *b, const char *name, uint64_t total,
-                              const uint64_t by_reason[METRICS_REASONS], const char *help)
+                              const uint64_t by_reason[PUBLISH_REASONS], const char *help)
 {
     uint64_t sum = 0;
-    for (int r = 0; r < METRICS_REASONS; r++)
+    for (int r = 0; r < PUBLISH_REASONS; r++)
         sum += by_reason[r];
     family(b, name, "counter", help);
-    for (int r = 0; r < METRICS_REASONS; r++) {
+    for (int r = 0; r < PUBLISH_REASONS; r++) {
         uint64_t v = by_reason[r];
-        if (r == METRICS_REASON_OTHER && total > sum)
+        if (r == PUBLISH_OTHER && total > sum)
             v += total - sum;
-        textbuf_append(b, "outbox_relay_%s{reason=\"%s\"} %" PRIu64 "\n", name, reason_names[r], v);
+        textbuf_append(b, "outbox_relay_%s{reason=\"%s\"} %" PRIu64 "\n", name,
+                       publish_reason_name((enum publish_reason)r), v);
     }
 }
 

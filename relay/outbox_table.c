@@ -170,11 +170,11 @@ struct outbox_row *outbox_row_decode(const PGresult *res, int i, int64_t max_pay
     }
     /* Binary text columns are not NUL-terminated in spirit; libpq adds one. */
     char err[512];
-    enum message_result mr =
-        message_build(&row->msg, PQgetvalue(res, i, C_SUBJECT), PQgetvalue(res, i, C_EVENT_ID),
-                      PQgetisnull(res, i, C_HEADERS) ? NULL : PQgetvalue(res, i, C_HEADERS),
-                      PQgetvalue(res, i, C_PAYLOAD), (size_t)PQgetlength(res, i, C_PAYLOAD),
-                      max_payload, err, sizeof(err));
+    enum message_result mr = message_build_classified(
+        &row->msg, PQgetvalue(res, i, C_SUBJECT), PQgetvalue(res, i, C_EVENT_ID),
+        PQgetisnull(res, i, C_HEADERS) ? NULL : PQgetvalue(res, i, C_HEADERS),
+        PQgetvalue(res, i, C_PAYLOAD), (size_t)PQgetlength(res, i, C_PAYLOAD), max_payload,
+        &row->invalid_reason, err, sizeof(err));
     if (mr == MESSAGE_NOMEM) {
         outbox_row_free(row);
         return NULL;

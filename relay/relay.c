@@ -14,7 +14,7 @@
 #include "outbox_relay/leader.h"
 #include "outbox_relay/log.h"
 #include "outbox_relay/marks.h"
-#include "outbox_relay/message.h"
+#include "outbox_relay/publish_error.h"
 #include "outbox_relay/outbox_table.h"
 #include "outbox_relay/pg_source.h"
 #include "outbox_relay/retry_timer.h"
@@ -66,26 +66,9 @@ static void relay_check_drained(struct relay *r);
 
 /* ------------------------------------------------------------- outcomes */
 
-static enum metrics_reason relay_invalid_reason(const char *why)
-{
-    return why != NULL && strstr(why, "max_payload") != NULL ? METRICS_REASON_TOO_LARGE
-                                                             : METRICS_REASON_INVALID_ROW;
-}
-
-static enum metrics_reason relay_error_reason(natsStatus s, int js_code)
-{
-    if (s == NATS_TIMEOUT)
-        return METRICS_REASON_TIMEOUT;
-    if (s == NATS_NO_RESPONDERS)
-        return METRICS_REASON_NO_STREAM;
-    if (js_code != 0)
-        return METRICS_REASON_REJECTED;
-    return METRICS_REASON_NATS_ERROR;
-}
-
 /* The row could not be published: schedule a retry, or give up. */
 static void relay_row_failed(struct relay *r, struct outbox_row *row, const char *error,
-                             bool permanent, enum metrics_reason reason)
+                             bool permanent, enum publish_reason reason)
 {
     inflight_failed(r->rows, row);
     bool dead = permanent || row->attempts + 1 >= r->cfg->max_attempts;
@@ -104,7 +87,7 @@ static void relay_publish_row(struct relay *r, struct outbox_row *row)
     if (row->msg == NULL) {
         /* The row was refused when claimed; the reason was kept. */
         relay_row_failed(r, row, row->invalid ? row->invalid : "invalid row", true,
-                         relay_invalid_reason(row->invalid));
+                         row->invalid_reason);
         return;
     }
     natsMsg *msg = row->msg;
@@ -118,7 +101,8 @@ static void relay_publish_row(struct relay *r, struct outbox_row *row)
     natsMsg_Destroy(msg);
     char why[160];
     snprintf(why, sizeof(why), "publish failed: %s", natsStatus_GetText(s));
-    relay_row_failed(r, row, why, message_error_is_permanent(s, 0), relay_error_reason(s, 0));
+    struct publish_verdict v = publish_error_classify(s, 0);
+    relay_row_failed(r, row, why, v.permanent, v.reason);
 }
 
 static void relay_on_puback(struct relay *r, struct ack_entry *e)
@@ -133,8 +117,8 @@ static void relay_on_puback(struct relay *r, struct ack_entry *e)
         return;
     }
     if (!e->ok) {
-        relay_row_failed(r, row, e->error, message_error_is_permanent(e->status, e->js_code),
-                         relay_error_reason(e->status, e->js_code));
+        struct publish_verdict v = publish_error_classify(e->status, e->js_code);
+        relay_row_failed(r, row, e->error, v.permanent, v.reason);
         return;
     }
     if (e->duplicate) {
@@ -167,7 +151,7 @@ static void relay_on_ack_overdue(void *arg, struct outbox_row *row)
     snprintf(why, sizeof(why), "no PubAck within %d ms (OUTBOX_PUBLISH_TIMEOUT_MS)",
              r->cfg->publish_timeout_ms);
     r->orphans++;
-    relay_row_failed(r, row, why, false, METRICS_REASON_TIMEOUT);
+    relay_row_failed(r, row, why, false, PUBLISH_TIMEOUT);
 }
 
 static void relay_on_ack_deadline(struct ev_loop *loop, ev_timer *w, int revents)

@@ -11,7 +11,7 @@
 
 /* One reason's failures since its last line. */
 struct fail_log_report {
-    enum metrics_reason reason;
+    enum publish_reason reason;
     uint64_t count;            /* failures in this report */
     int64_t ids[FAIL_LOG_IDS]; /* the first row ids, in order */
     size_t nids;
@@ -28,7 +28,7 @@ struct fail_log *fail_log_create(double interval_s, fail_log_emit_fn emit, void 
 void fail_log_destroy(struct fail_log *fl);
 
 /* Records one failed publish of row id. Cheap; never logs by itself. */
-void fail_log_record(struct fail_log *fl, enum metrics_reason reason, int64_t id,
+void fail_log_record(struct fail_log *fl, enum publish_reason reason, int64_t id,
                      const char *error);
 
 /*

@@ -16,6 +16,8 @@
 
 #include <nats/nats.h>
 
+#include "outbox_relay/publish_error.h"
+
 enum row_state {
     ROW_WAITING,    /* claimed; not yet sent (behind its key's head, or about to be sent) */
     ROW_PUBLISHING, /* handed to nats.c; waiting for the PubAck or its timeout */
@@ -26,14 +28,15 @@ struct key_queue;
 
 struct outbox_row {
     int64_t id;
-    char *ordering_key;  /* NULL: no ordering constraint */
-    int attempts;        /* publish attempts before this one */
-    double created_at;   /* epoch seconds, for the delivery latency */
-    int64_t bytes;       /* payload + header bytes as stored: the memory budget's unit */
-    natsMsg *msg;        /* the built message while WAITING; NULL once sent, or if invalid */
-    char *invalid;       /* why the row can never be published (then msg is NULL) */
-    const natsMsg *sent; /* identity of the message nats.c holds, to match its ack */
-    double sent_at;      /* loop time of the publish, for the PubAck deadline */
+    char *ordering_key; /* NULL: no ordering constraint */
+    int attempts;       /* publish attempts before this one */
+    double created_at;  /* epoch seconds, for the delivery latency */
+    int64_t bytes;      /* payload + header bytes as stored: the memory budget's unit */
+    natsMsg *msg;       /* the built message while WAITING; NULL once sent, or if invalid */
+    char *invalid;      /* why the row can never be published (then msg is NULL) */
+    enum publish_reason invalid_reason; /* its class */
+    const natsMsg *sent;                /* identity of the message nats.c holds, to match its ack */
+    double sent_at;                     /* loop time of the publish, for the PubAck deadline */
     enum row_state state;
     bool holds_key; /* MARKING a failure: later rows of the key stay held until it is recorded */
 

@@ -26,7 +26,7 @@ struct mark {
     bool dead;           /* failed: give up (else retry after delay_ms) */
     int64_t delay_ms;
     char *error;                /* failed: the readable reason (owned) */
-    enum metrics_reason reason; /* failed: its class, for metrics */
+    enum publish_reason reason; /* failed: its class, for metrics */
 };
 
 struct marks_events {
@@ -50,7 +50,7 @@ void marks_destroy(struct marks *mk);
 bool marks_add_published(struct marks *mk, struct outbox_row *row, uint64_t stream_seq,
                          double acked_at);
 bool marks_add_failed(struct marks *mk, struct outbox_row *row, bool dead, int64_t delay_ms,
-                      const char *error, enum metrics_reason reason);
+                      const char *error, enum publish_reason reason);
 
 /* Sends each kind's queued outcomes, unless that kind's UPDATE is running. */
 void marks_flush(struct marks *mk);

@@ -57,13 +57,13 @@ enum message_result message_build_classified(natsMsg **out, const char *subject,
                                              int64_t max_payload, enum publish_reason *reason,
                                              char *err, size_t errlen);
 
-/* message_build_classified without the reason class (kept for relay.c until it passes one). */
+/* message_build_classified for callers that need no reason class (tests, tools). */
 enum message_result message_build(natsMsg **out, const char *subject, const char *event_id,
                                   const char *headers_json, const char *payload, size_t payload_len,
                                   int64_t max_payload, char *err, size_t errlen);
 
 /*
- * publish_error_classify(status, js_err_code).permanent: kept for relay.c;
+ * publish_error_classify(status, js_err_code).permanent, for callers that need only that;
  * new callers use publish_error_classify, which also gives the reason class.
  */
 bool message_error_is_permanent(natsStatus status, int js_err_code);

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "outbox_relay/publish_error.h"
+
 /* Upper bounds (seconds) of the delivery latency histogram, 1 ms .. 60 s. */
 #define METRICS_LATENCY_BUCKETS 16
 extern const double metrics_latency_bounds[METRICS_LATENCY_BUCKETS];
@@ -15,21 +17,8 @@ extern const double metrics_latency_bounds[METRICS_LATENCY_BUCKETS];
  * outbox_relay_failed_total and outbox_relay_dead_total. A small fixed set,
  * so every class is rendered (0 included) and rate() works from the start.
  */
-enum metrics_reason {
-    METRICS_REASON_INVALID_ROW, /* the row cannot become a message: subject, headers */
-    METRICS_REASON_TOO_LARGE,   /* the message exceeds the server's max_payload */
-    METRICS_REASON_NO_STREAM,   /* no stream takes the subject (no responders) */
-    METRICS_REASON_TIMEOUT,     /* no PubAck within OUTBOX_PUBLISH_TIMEOUT_MS */
-    METRICS_REASON_NATS_ERROR,  /* the connection failed or closed under the publish */
-    METRICS_REASON_REJECTED,    /* JetStream answered with an error (e.g. a stream limit) */
-    METRICS_REASON_OTHER,       /* anything else, and counts recorded without a reason */
-    METRICS_REASONS
-};
-
-/* "invalid_row" etc.; NULL for a value out of range. */
-const char *metrics_reason_name(enum metrics_reason reason);
-/* The reverse of metrics_reason_name; false for an unknown name. */
-bool metrics_reason_parse(const char *name, enum metrics_reason *out);
+/* Failed and dead counters carry the publish error class as their reason label
+ * (publish_error.h): one set of classes for the table, the metrics and the logs. */
 
 /*
  * The process_* families every Prometheus client exports, read from
@@ -66,8 +55,8 @@ struct metrics {
     /* Per-reason shares of failed_total and dead_total, counted by
      * metrics_failed() / metrics_dead(). What the totals hold beyond their
      * sum is rendered as reason="other". */
-    uint64_t failed_by_reason[METRICS_REASONS];
-    uint64_t dead_by_reason[METRICS_REASONS];
+    uint64_t failed_by_reason[PUBLISH_REASONS];
+    uint64_t dead_by_reason[PUBLISH_REASONS];
     struct metrics_process process;
 
     /* delivery latency: created_at → PubAck, seconds */
@@ -79,8 +68,8 @@ struct metrics {
 void metrics_init(struct metrics *m);
 void metrics_observe_latency(struct metrics *m, double seconds);
 /* One failed attempt (failed_total) or one dead row (dead_total), with its reason. */
-void metrics_failed(struct metrics *m, enum metrics_reason reason);
-void metrics_dead(struct metrics *m, enum metrics_reason reason);
+void metrics_failed(struct metrics *m, enum publish_reason reason);
+void metrics_dead(struct metrics *m, enum publish_reason reason);
 
 /*
  * Renders every metric (with # HELP and # TYPE lines, cumulative histogram

@@ -28,11 +28,16 @@ enum publish_reason {
     PUBLISH_LIMITS,      /* a stream or account limit is full (discard new, resources) */
     PUBLISH_REJECTED,    /* the stream refuses the message by rule (sealed, expected-* failed) */
     PUBLISH_NATS_ERROR,  /* anything else: unknown errors count as transient */
+    PUBLISH_OTHER,       /* counted without a class (metrics only) */
 };
-#define PUBLISH_REASONS 9
+#define PUBLISH_REASONS 10
 
 /* "invalid_row", "too_large", ...: a Prometheus label value. */
 const char *publish_reason_label(enum publish_reason reason);
+/* The label, or NULL for a value out of range. */
+const char *publish_reason_name(enum publish_reason reason);
+/* The reverse of publish_reason_name; false for an unknown name. */
+bool publish_reason_parse(const char *name, enum publish_reason *out);
 
 struct publish_verdict {
     bool permanent; /* retrying can never succeed: the row goes dead at once */

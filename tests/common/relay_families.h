@@ -34,8 +34,9 @@ static const struct relay_family relay_families[] = {
 /* The families split by reason="...", and the reasons in the order they are rendered. */
 static const char *const relay_reason_families[] = {"outbox_relay_failed_total",
                                                     "outbox_relay_dead_total"};
-static const char *const relay_reasons[] = {"invalid_row", "too_large", "no_stream", "timeout",
-                                            "nats_error",  "rejected",  "other"};
+static const char *const relay_reasons[] = {"invalid_row", "too_large",   "no_stream", "timeout",
+                                            "connection",  "unavailable", "limits",    "rejected",
+                                            "nats_error",  "other"};
 #define RELAY_REASONS (sizeof relay_reasons / sizeof relay_reasons[0])
 
 /* The process_* families a scrape adds (read from /proc/self; not in a bare render). */

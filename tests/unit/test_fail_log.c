@@ -29,26 +29,26 @@ START_TEST(test_one_line_per_reason_per_interval)
 
     /* A stream missing for 7 rows, a timeout for one. */
     for (int64_t id = 101; id <= 107; id++)
-        fail_log_record(fl, METRICS_REASON_NO_STREAM, id,
+        fail_log_record(fl, PUBLISH_NO_STREAM, id,
                         id == 101 ? "no responders: no stream takes subject a.b" : "later");
-    fail_log_record(fl, METRICS_REASON_TIMEOUT, 200, "timeout");
+    fail_log_record(fl, PUBLISH_TIMEOUT, 200, "timeout");
 
     /* The first flush reports both at once: a quiet reason is not held back. */
     ck_assert_uint_eq(fail_log_flush(fl, 1.0), 2);
     ck_assert_uint_eq(e.n, 2);
     const struct fail_log_report *r = &e.reports[0];
-    ck_assert_str_eq(metrics_reason_name(r->reason), "no_stream");
+    ck_assert_str_eq(publish_reason_name(r->reason), "no_stream");
     ck_assert_uint_eq(r->count, 7);
     ck_assert_uint_eq(r->nids, FAIL_LOG_IDS);
     for (size_t i = 0; i < FAIL_LOG_IDS; i++)
         ck_assert_int_eq(r->ids[i], 101 + (int64_t)i);
     ck_assert_str_eq(r->error, "no responders: no stream takes subject a.b");
-    ck_assert_str_eq(metrics_reason_name(e.reports[1].reason), "timeout");
+    ck_assert_str_eq(publish_reason_name(e.reports[1].reason), "timeout");
     ck_assert_uint_eq(e.reports[1].count, 1);
 
     /* More failures within the interval: held, then one line with their count. */
-    fail_log_record(fl, METRICS_REASON_NO_STREAM, 108, "again");
-    fail_log_record(fl, METRICS_REASON_NO_STREAM, 109, "again");
+    fail_log_record(fl, PUBLISH_NO_STREAM, 108, "again");
+    fail_log_record(fl, PUBLISH_NO_STREAM, 109, "again");
     ck_assert_uint_eq(fail_log_flush(fl, 5.0), 0);
     ck_assert_uint_eq(fail_log_flush(fl, 10.9), 0);
     ck_assert_uint_eq(fail_log_flush(fl, 11.0), 1);
@@ -60,12 +60,12 @@ START_TEST(test_one_line_per_reason_per_interval)
 
     /* Quiet reasons stay quiet; a new reason goes out at the next flush. */
     ck_assert_uint_eq(fail_log_flush(fl, 30), 0);
-    fail_log_record(fl, METRICS_REASONS, 5, "out of range"); /* → other */
+    fail_log_record(fl, PUBLISH_REASONS, 5, "out of range"); /* → other */
     ck_assert_uint_eq(fail_log_flush(fl, 30.5), 1);
-    ck_assert_str_eq(metrics_reason_name(e.reports[3].reason), "other");
+    ck_assert_str_eq(publish_reason_name(e.reports[3].reason), "other");
     fail_log_destroy(fl);
     fail_log_destroy(NULL);
-    fail_log_record(NULL, METRICS_REASON_TIMEOUT, 1, "x");
+    fail_log_record(NULL, PUBLISH_TIMEOUT, 1, "x");
     ck_assert_uint_eq(fail_log_flush(NULL, 0), 0);
 }
 END_TEST
@@ -79,11 +79,11 @@ START_TEST(test_warn_line)
     dup2(fds[1], STDERR_FILENO);
     log_setup(LOG_INFO, LOG_FORMAT_JSON);
     struct fail_log *fl = fail_log_create(10, NULL, NULL);
-    fail_log_record(fl, METRICS_REASON_REJECTED, 42, "maximum messages exceeded");
-    fail_log_record(fl, METRICS_REASON_REJECTED, 43, "maximum messages exceeded");
+    fail_log_record(fl, PUBLISH_REJECTED, 42, "maximum messages exceeded");
+    fail_log_record(fl, PUBLISH_REJECTED, 43, "maximum messages exceeded");
     ck_assert_uint_eq(fail_log_flush(fl, 0), 1);
     log_setup(LOG_ERROR, LOG_FORMAT_JSON);
-    fail_log_record(fl, METRICS_REASON_REJECTED, 44, "x");
+    fail_log_record(fl, PUBLISH_REJECTED, 44, "x");
     ck_assert_uint_eq(fail_log_flush(fl, 20), 1); /* below the level: nothing written */
     fail_log_destroy(fl);
     dup2(saved, STDERR_FILENO);

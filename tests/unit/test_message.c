@@ -677,9 +677,9 @@ END_TEST
 START_TEST(test_reason_labels)
 {
     /* The fixed label set of the reason= label: snake_case, distinct, never NULL. */
-    static const char *const want[PUBLISH_REASONS] = {"invalid_row", "too_large",  "no_stream",
-                                                      "timeout",     "connection", "unavailable",
-                                                      "limits",      "rejected",   "nats_error"};
+    static const char *const want[PUBLISH_REASONS] = {
+        "invalid_row", "too_large", "no_stream", "timeout",    "connection",
+        "unavailable", "limits",    "rejected",  "nats_error", "other"};
     for (int i = 0; i < PUBLISH_REASONS; i++)
         ck_assert_str_eq(publish_reason_label((enum publish_reason)i), want[i]);
     ck_assert_str_eq(publish_reason_label((enum publish_reason)PUBLISH_REASONS), "nats_error");

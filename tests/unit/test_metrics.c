@@ -113,26 +113,26 @@ END_TEST
 /* Every reason is rendered; counts without a reason show as "other"; the labels add up. */
 START_TEST(test_reasons)
 {
-    _Static_assert(RELAY_REASONS == METRICS_REASONS, "one label value per reason");
-    for (int r = 0; r < METRICS_REASONS; r++) {
-        enum metrics_reason back;
-        ck_assert_str_eq(metrics_reason_name((enum metrics_reason)r), relay_reasons[r]);
-        ck_assert(metrics_reason_parse(relay_reasons[r], &back));
+    _Static_assert(RELAY_REASONS == PUBLISH_REASONS, "one label value per reason");
+    for (int r = 0; r < PUBLISH_REASONS; r++) {
+        enum publish_reason back;
+        ck_assert_str_eq(publish_reason_name((enum publish_reason)r), relay_reasons[r]);
+        ck_assert(publish_reason_parse(relay_reasons[r], &back));
         ck_assert_int_eq(back, r);
     }
-    enum metrics_reason unused;
-    ck_assert(!metrics_reason_parse("no-stream", &unused));
-    ck_assert_ptr_null(metrics_reason_name(METRICS_REASONS));
+    enum publish_reason unused;
+    ck_assert(!publish_reason_parse("no-stream", &unused));
+    ck_assert_ptr_null(publish_reason_name(PUBLISH_REASONS));
 
     struct metrics m;
     metrics_init(&m);
-    metrics_failed(&m, METRICS_REASON_TIMEOUT);
-    metrics_failed(&m, METRICS_REASON_TIMEOUT);
-    metrics_failed(&m, METRICS_REASON_NO_STREAM);
+    metrics_failed(&m, PUBLISH_TIMEOUT);
+    metrics_failed(&m, PUBLISH_TIMEOUT);
+    metrics_failed(&m, PUBLISH_NO_STREAM);
     m.failed_total += 4; /* counted the old way, without a reason */
-    metrics_dead(&m, METRICS_REASON_INVALID_ROW);
-    metrics_dead(&m, METRICS_REASON_OTHER);
-    metrics_dead(&m, METRICS_REASONS); /* out of range: other */
+    metrics_dead(&m, PUBLISH_INVALID_ROW);
+    metrics_dead(&m, PUBLISH_OTHER);
+    metrics_dead(&m, PUBLISH_REASONS); /* out of range: other */
     m.dead_rows = 17;
     m.duplicate_acks_total = 9;
     static struct prom_exposition e;
