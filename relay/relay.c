@@ -682,8 +682,9 @@ int relay_exit_code(const struct relay *r)
 
 bool relay_ready(const struct relay *r, char *why, size_t len)
 {
-    if (pg_source_state(r->pg) != PG_READY) {
-        snprintf(why, len, "postgresql not connected");
+    const char *pg_why = pg_source_not_ready_reason(r->pg);
+    if (pg_why != NULL) {
+        snprintf(why, len, "%s", pg_why);
         return false;
     }
     if (!r->nats_up) {

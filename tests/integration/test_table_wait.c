@@ -72,8 +72,10 @@ START_TEST(test_relay_waits_for_its_table)
     struct it_http r;
     int status = it_http_get(relay->http_port, "/readyz", 5000, &r);
     fprintf(stderr, "table wait: /readyz %d \"%s\"\n", status, r.body);
+    bool names_table = r.body != NULL && strstr(r.body, "outbox table outbox does not exist");
     it_http_free(&r);
     ck_assert_int_eq(status, 503);
+    ck_assert_msg(names_table, "/readyz does not say the table is missing");
     ck_assert_int_eq(it_http_status(relay->http_port, "/healthz"), 200);
 
     /* The application migrates and writes: the relay picks the table up and relays. */
