@@ -276,4 +276,13 @@ void it_js_read_stream_once(const char *name, size_t want, struct it_msgs *out);
  */
 void it_assert_each_row_once(PGconn *conn, const char *stream, int64_t rows);
 
+/*
+ * GETs each of `paths` (NULL-terminated) from 127.0.0.1:port in turn, a
+ * request every ~10 ms, for duration_ms; each request may take up to 10 s.
+ * Returns the slowest answer in ms; *requests receives how many were made,
+ * *failed how many did not answer 200. For "the loop never blocks" checks.
+ */
+int64_t it_http_slowest_ms(int port, const char *const *paths, int duration_ms, int *requests,
+                           int *failed);
+
 #endif
