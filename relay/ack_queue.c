@@ -1,8 +1,17 @@
-/* The nats.c-thread → loop-thread crossing: a mutex-protected vector plus ev_async. */
+/* The off-loop → loop-thread crossing: reserved PubAck slots, fixed event slots, ev_async. */
 #include "outbox_relay/ack_queue.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+/* Connection events between two loop wake-ups; more collapse into the last. */
+#define ACK_EVENT_SLOTS 8
+
+struct ack_event {
+    enum ack_kind kind;
+    double at;
+    size_t before; /* PubAcks queued ahead of it */
+};
 
 struct ack_queue {
     ev_async wake; /* first member: the callback casts back */
@@ -10,10 +19,21 @@ struct ack_queue {
     ack_queue_fn fn;
     void *arg;
     pthread_mutex_t lock;
-    struct ack_entry *items; /* filled by producers */
+    /*
+     * Invariants under lock: cap >= n + reserved, so a PubAck push never
+     * grows items; spare (when not NULL) has spare_cap >= reserved, so
+     * swapping it in keeps the first. spare is NULL while fn consumes the
+     * other buffer, whose capacity busy_cap then stands in for spare_cap.
+     */
+    struct ack_entry *items; /* filled by pushes */
     size_t n, cap;
-    struct ack_entry *spare; /* swapped in while the loop consumes */
+    size_t reserved; /* PubAcks published but not yet pushed */
+    struct ack_entry *spare;
     size_t spare_cap;
+    size_t busy_cap;
+    struct ack_event events[ACK_EVENT_SLOTS];
+    size_t nevents;
+    size_t lost; /* PubAcks pushed without a reservation that found no room (a bug) */
 };
 
 static void ack_queue_on_wake(struct ev_loop *loop, ev_async *w, int revents)
@@ -23,23 +43,39 @@ static void ack_queue_on_wake(struct ev_loop *loop, ev_async *w, int revents)
 
 void ack_queue_drain(struct ack_queue *q)
 {
-    /* Swap the buffers under the lock and consume outside it, so nats.c's
-     * threads are never blocked while the loop marks rows. */
+    /* Swap the buffers under the lock and consume outside it, so no other
+     * thread is ever blocked while the loop marks rows. */
     pthread_mutex_lock(&q->lock);
     struct ack_entry *batch = q->items;
-    size_t n = q->n, cap = q->cap;
+    size_t n = q->n, cap = q->cap, nevents = q->nevents;
+    struct ack_event events[ACK_EVENT_SLOTS];
+    memcpy(events, q->events, nevents * sizeof(events[0]));
+    q->nevents = 0;
     q->items = q->spare;
     q->cap = q->spare_cap;
     q->n = 0;
     q->spare = NULL;
     q->spare_cap = 0;
+    q->busy_cap = cap;
     pthread_mutex_unlock(&q->lock);
 
-    if (n > 0)
-        q->fn(q->arg, batch, n);
+    /* Each event in its place among the PubAcks. */
+    size_t done = 0;
+    for (size_t i = 0; i < nevents; i++) {
+        if (events[i].before > done) {
+            q->fn(q->arg, batch + done, events[i].before - done);
+            done = events[i].before;
+        }
+        struct ack_entry e = {.kind = events[i].kind, .at = events[i].at};
+        q->fn(q->arg, &e, 1);
+    }
+    if (n > done)
+        q->fn(q->arg, batch + done, n - done);
 
     pthread_mutex_lock(&q->lock);
     if (q->spare == NULL) {
+        /* Reservations made meanwhile stayed within cap (else they installed
+         * a new spare): the batch's buffer holds every reserved PubAck. */
         q->spare = batch;
         q->spare_cap = cap;
     } else {
@@ -62,23 +98,62 @@ struct ack_queue *ack_queue_create(struct ev_loop *loop, ack_queue_fn fn, void *
     return q;
 }
 
-bool ack_queue_push(struct ack_queue *q, const struct ack_entry *e)
+/* Grows *buf to hold at least want entries (doubling, from 1024). */
+static bool ack_grow(struct ack_entry **buf, size_t *cap, size_t want)
+{
+    if (*cap >= want && *buf != NULL)
+        return true;
+    size_t c = *cap ? *cap : 1024;
+    while (c < want)
+        c *= 2;
+    struct ack_entry *b = realloc(*buf, c * sizeof(*b));
+    if (b == NULL)
+        return false;
+    *buf = b;
+    *cap = c;
+    return true;
+}
+
+bool ack_queue_reserve(struct ack_queue *q)
 {
     pthread_mutex_lock(&q->lock);
-    if (q->n == q->cap) {
-        size_t cap = q->cap ? q->cap * 2 : 1024;
-        struct ack_entry *items = realloc(q->items, cap * sizeof(*items));
-        if (items == NULL) {
-            pthread_mutex_unlock(&q->lock);
-            return false;
-        }
-        q->items = items;
-        q->cap = cap;
+    size_t want = q->reserved + 1;
+    bool ok = ack_grow(&q->items, &q->cap, q->n + want);
+    /* While fn consumes, the buffer it holds comes back as the spare: only
+     * outgrowing it needs a new one (and that one replaces it). */
+    if (ok && (q->spare != NULL ? q->spare_cap < want : q->busy_cap < want))
+        ok = ack_grow(&q->spare, &q->spare_cap, want);
+    if (ok)
+        q->reserved = want;
+    pthread_mutex_unlock(&q->lock);
+    return ok;
+}
+
+void ack_queue_unreserve(struct ack_queue *q)
+{
+    pthread_mutex_lock(&q->lock);
+    if (q->reserved > 0)
+        q->reserved--;
+    pthread_mutex_unlock(&q->lock);
+}
+
+void ack_queue_push(struct ack_queue *q, const struct ack_entry *e)
+{
+    pthread_mutex_lock(&q->lock);
+    if (e->kind == ACK_PUBACK) {
+        if (q->reserved > 0)
+            q->reserved--;
+        if (q->n < q->cap || ack_grow(&q->items, &q->cap, q->n + 1))
+            q->items[q->n++] = *e;
+        else
+            q->lost++; /* unreachable with a reservation; the message is kept, not freed,
+                        * so its address can never match another row */
+    } else {
+        size_t slot = q->nevents < ACK_EVENT_SLOTS ? q->nevents++ : ACK_EVENT_SLOTS - 1;
+        q->events[slot] = (struct ack_event){.kind = e->kind, .at = e->at, .before = q->n};
     }
-    q->items[q->n++] = *e;
     pthread_mutex_unlock(&q->lock);
     ev_async_send(q->loop, &q->wake);
-    return true;
 }
 
 void ack_queue_destroy(struct ack_queue *q)

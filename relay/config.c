@@ -12,6 +12,8 @@
 
 #include <libpq-fe.h>
 
+#include "outbox_relay/stream_spec.h"
+
 enum setting_type {
     SETTING_STRING,
     SETTING_INT,
@@ -109,6 +111,16 @@ static const struct setting settings[] = {
     {"OUTBOX_NATS_TLS_KEY", "nats-tls-key", STR(nats_tls_key), "", 0, 0, "client key for NATS"},
     {"OUTBOX_NATS_TLS_SERVER_NAME", "nats-tls-server-name", STR(nats_tls_server_name), "", 0, 0,
      "expected name in the server certificate, when it differs from the URL host"},
+    {"OUTBOX_STREAM_REPLICAS", "stream-replicas", INT(stream_replicas), "1", 1, 5,
+     "replicas of a stream the relay creates (3 in a 3-node cluster)"},
+    {"OUTBOX_STREAM_STORAGE", "stream-storage", STR(stream_storage), "file", 0, 0,
+     "storage of a stream the relay creates: file or memory"},
+    {"OUTBOX_STREAM_MAX_AGE", "stream-max-age", STR(stream_max_age), "0", 0, 0,
+     "max age of messages in a stream the relay creates (e.g. 7d, 12h); 0: unlimited"},
+    {"OUTBOX_STREAM_DUPLICATE_WINDOW", "stream-duplicate-window", STR(stream_duplicate_window),
+     "2m", 0, 0,
+     "duplicate window of a stream the relay creates (e.g. 2m, 1h): size it to the longest "
+     "outage a retried publish must still be deduplicated across"},
 };
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
 
@@ -308,6 +320,9 @@ static int config_validate(struct relay_config *cfg, char *err, size_t errlen)
              cfg->stream);
         return -1;
     }
+    struct stream_spec spec;
+    if (stream_spec_from_config(cfg, &spec, err, errlen) < 0)
+        return -1;
     if (cfg->retry_max_ms < cfg->retry_base_ms) {
         fail(err, errlen, "OUTBOX_RETRY_MAX_MS: %d is below OUTBOX_RETRY_BASE_MS %d",
              cfg->retry_max_ms, cfg->retry_base_ms);

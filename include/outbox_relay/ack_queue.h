@@ -1,10 +1,24 @@
 /*
- * The one threading crossing: nats.c threads → the relay's libev loop.
+ * The one threading crossing: nats.c threads (and js_sink's connect worker)
+ * → the relay's libev loop.
  *
- * Rule: nats.c callbacks (PubAck handler, connection events) run on nats.c's
- * threads. They may only call ack_queue_push(), which copies the event under
- * a mutex and wakes the loop with ev_async. Everything else — rows, metrics,
- * PostgreSQL — is touched by the loop thread alone, in ack_queue_take().
+ * The rule. Code that runs off the loop thread — nats.c's PubAck handler and
+ * connection callbacks, js_sink's connect worker — may:
+ *   - call ack_queue_push() (copies the event under this queue's mutex and
+ *     wakes the loop with ev_async; it never allocates and never fails),
+ *   - log (log_event() is one write(2)),
+ *   - take js_sink's own small locks (its failure text, its connection
+ *     pointers, its worker's mailbox), never one the loop holds while waiting.
+ * Everything else — rows, metrics, timers, PostgreSQL — is touched by the
+ * loop thread alone, in the queue's callback.
+ *
+ * Why a push cannot fail: a PubAck's slot is reserved on the loop thread
+ * before the publish (ack_queue_reserve(); a publish without room is refused
+ * there, its message still the caller's), so the handler never allocates and
+ * never has to drop a message whose address still keys a row. Connection
+ * events live in a small fixed array; when it is full, the newest event
+ * replaces the last one (the loop still learns the current state, and each
+ * event keeps its place among the PubAcks).
  */
 #ifndef OUTBOX_RELAY_ACK_QUEUE_H
 #define OUTBOX_RELAY_ACK_QUEUE_H
@@ -37,12 +51,24 @@ struct ack_entry {
 };
 
 struct ack_queue;
+/* Runs on the loop with entries in arrival order (possibly in several calls per wake-up). */
 typedef void (*ack_queue_fn)(void *arg, struct ack_entry *entries, size_t n);
 
 /* Creates the queue and starts its ev_async watcher on loop; fn runs on the loop. */
 struct ack_queue *ack_queue_create(struct ev_loop *loop, ack_queue_fn fn, void *arg);
-/* Any thread. Returns false only when out of memory (the event is dropped). */
-bool ack_queue_push(struct ack_queue *q, const struct ack_entry *e);
+/*
+ * Loop thread, before each publish: room for its PubAck. False when out of
+ * memory (do not publish). ack_queue_unreserve() gives it back when the
+ * publish was refused after all.
+ */
+bool ack_queue_reserve(struct ack_queue *q);
+void ack_queue_unreserve(struct ack_queue *q);
+/*
+ * Any thread. An ACK_PUBACK takes one reserved slot (one per published
+ * message: from its ack handler or its reclaim, never both); a connection
+ * event takes a fixed slot. Never allocates, never fails.
+ */
+void ack_queue_push(struct ack_queue *q, const struct ack_entry *e);
 /* Loop thread: delivers everything queued so far to fn now. */
 void ack_queue_drain(struct ack_queue *q);
 void ack_queue_destroy(struct ack_queue *q);

@@ -59,6 +59,12 @@ struct relay_config {
     char *nats_tls_cert;        /* client certificate */
     char *nats_tls_key;         /* client key */
     char *nats_tls_server_name; /* expected server name, when it differs from the URL host */
+
+    /* Used only when the relay creates OUTBOX_STREAM (see stream_spec.h). */
+    int stream_replicas;
+    char *stream_storage;          /* file | memory */
+    char *stream_max_age;          /* duration, "0" = unlimited */
+    char *stream_duplicate_window; /* duration */
 };
 
 /*

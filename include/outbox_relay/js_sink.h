@@ -1,7 +1,16 @@
 /*
  * The NATS JetStream side: connection (auth, TLS, endless reconnect),
- * stream creation, asynchronous publish. PubAcks and connection events
- * arrive on nats.c threads and go through the ack_queue to the loop.
+ * stream creation, asynchronous publish.
+ *
+ * Threads. The loop thread calls every function below. Nothing here blocks
+ * it on the network: publishing is asynchronous, and the two slow things —
+ * opening a new connection (js_sink_reopen) and checking/creating the stream
+ * (js_sink_ensure_stream, js_sink_stream_lost) — run on js_sink's own
+ * connect worker thread. nats.c's threads and that worker reach the loop
+ * only through the ack_queue (see ack_queue.h for the rule): PubAcks, and
+ * ACK_NATS_CONNECTED / _DISCONNECTED / _CLOSED. The stream's state is read
+ * with js_sink_stream_state(). Only js_sink_create (start-up) and the
+ * functions marked "blocking" (--check, no queue) wait on the network.
  */
 #ifndef OUTBOX_RELAY_JS_SINK_H
 #define OUTBOX_RELAY_JS_SINK_H
@@ -17,13 +26,16 @@
 struct js_sink;
 
 /*
- * Connects. With keep_trying, a server that is down now is retried in the
+ * Connects (at start-up, before the loop runs: may block up to the connect
+ * timeout). With keep_trying, a server that is down now is retried in the
  * background (ACK_NATS_CONNECTED arrives later) and only configuration
  * errors fail; without it, the first failure is returned (for --check).
- * queue may be NULL when no publishing is done.
+ * queue may be NULL when no publishing is done; then there is no worker and
+ * the stream functions block.
  */
 int js_sink_create(struct js_sink **out, const struct relay_config *cfg, struct ack_queue *queue,
                    bool keep_trying, char *err, size_t errlen);
+/* Stops the worker (waits for a connect it is making), closes, releases. */
 void js_sink_destroy(struct js_sink *sink);
 
 bool js_sink_connected(const struct js_sink *sink);
@@ -33,29 +45,61 @@ void js_sink_last_error(struct js_sink *sink, char *buf, size_t len);
 
 /*
  * nats.c closes a connection for good when a server refuses the same
- * credentials twice in a row; only a new connection tries again. Loop thread,
- * after ACK_NATS_CLOSED: reports every publish the old connection still held
- * as failed (ACK_PUBACK entries), then connects anew with the same options.
- * 1 = connected now, 0 = retrying in the background (ACK_NATS_CONNECTED
- * follows), -1 with err on failure.
+ * credentials twice in a row; only a new connection tries again. Loop
+ * thread, after ACK_NATS_CLOSED: hands the worker the job and returns 0 at
+ * once. The worker reports every publish the old connection still held as
+ * failed (ACK_PUBACK entries), then connects anew with the same options:
+ * ACK_NATS_CONNECTED follows when it is up, ACK_NATS_CLOSED again (reason
+ * in js_sink_last_error) when the new connection could not be made.
+ * Publishes meanwhile fail with NATS_CONNECTION_CLOSED. Kept as int for
+ * the callers: never returns 1 or -1 any more.
  */
 int js_sink_reopen(struct js_sink *sink, char *err, size_t errlen);
 /* The server's max_payload (0 before the first connect). */
 int64_t js_sink_max_payload(const struct js_sink *sink);
 
 /*
- * Creates OUTBOX_STREAM with OUTBOX_STREAM_SUBJECTS when it does not exist
- * (blocking, bounded by the publish timeout). With no stream configured,
- * does nothing. -1 with err on failure.
+ * Makes sure OUTBOX_STREAM exists: creates it with OUTBOX_STREAM_SUBJECTS,
+ * _REPLICAS, _STORAGE, _MAX_AGE and _DUPLICATE_WINDOW when missing. With
+ * no stream configured, does nothing. With a queue: asks the worker and
+ * returns 0 at once (outcome: js_sink_stream_state, and the log). Without
+ * (--check): blocking, -1 with err on failure. Call on every (re)connect.
  */
 int js_sink_ensure_stream(struct js_sink *sink, char *err, size_t errlen);
-/* Whether the stream exists (for --check); -1 with err when the lookup failed. */
+
+/*
+ * The stream may be gone (a publish found no stream: "no responders" or
+ * JetStream's stream-not-found): check and re-create it off the loop, at
+ * most once a second. The PubAck handler calls this itself for those
+ * errors; the pipeline may call it too. Any thread; never blocks.
+ */
+void js_sink_stream_lost(struct js_sink *sink);
+
+enum js_stream_state {
+    JS_STREAM_UNMANAGED, /* no OUTBOX_STREAM */
+    JS_STREAM_CHECKING,  /* not yet checked on this connection, or being checked */
+    JS_STREAM_READY,     /* exists (found or created) */
+    JS_STREAM_ERROR,     /* the last check or creation failed: why */
+};
+/* Any thread. why (may be NULL) gets the last error for JS_STREAM_ERROR, else "". */
+enum js_stream_state js_sink_stream_state(struct js_sink *sink, char *why, size_t len);
+
+/* Whether the stream exists (blocking, for --check); -1 with err when the lookup failed. */
 int js_sink_stream_exists(struct js_sink *sink, const char *stream, char *err, size_t errlen);
 
 /*
+ * Blocking, for --check: how OUTBOX_STREAM as it exists differs from what
+ * the settings would create (see stream_spec_diff: "replicas 1, settings
+ * ask 3; ..."). Returns the number of differences (0: out is ""), -1 with
+ * out holding the error when the stream cannot be read (or is missing).
+ */
+int js_sink_stream_diff(struct js_sink *sink, char *out, size_t len);
+
+/*
  * Publishes *msg asynchronously. On success nats.c owns the message and *msg
- * is NULL; its outcome arrives as an ACK_PUBACK entry carrying the same
- * pointer. On failure the caller still owns *msg.
+ * is NULL; its outcome arrives as exactly one ACK_PUBACK entry carrying the
+ * same pointer (its slot in the queue is reserved here, so it cannot be
+ * lost). On failure the caller still owns *msg.
  */
 natsStatus js_sink_publish(struct js_sink *sink, natsMsg **msg);
 

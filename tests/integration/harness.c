@@ -1819,3 +1819,29 @@ static void it_pg_replica_teardown(void)
         it_stop_process(it_replica.pid, SIGQUIT, 10000);
     memset(&it_replica, 0, sizeof it_replica);
 }
+
+int64_t it_http_slowest_ms(int port, const char *const *paths, int duration_ms, int *requests,
+                           int *failed)
+{
+    int64_t slowest = 0, until = it_now_ms() + duration_ms;
+    size_t npaths = 0;
+    while (paths[npaths] != NULL)
+        npaths++;
+    *requests = *failed = 0;
+    for (size_t i = 0; it_now_ms() < until; i++) {
+        const char *path = paths[i % npaths];
+        struct it_http r;
+        int64_t t0 = it_now_ms();
+        int status = it_http_get(port, path, 10000, &r);
+        int64_t took = it_now_ms() - t0;
+        it_http_free(&r);
+        (*requests)++;
+        if (status != 200)
+            (*failed)++;
+        if (took > slowest)
+            slowest = took;
+        struct timespec pause = {.tv_sec = 0, .tv_nsec = 10 * 1000000};
+        nanosleep(&pause, NULL);
+    }
+    return slowest;
+}

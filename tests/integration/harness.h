@@ -303,4 +303,13 @@ PGconn *it_pg_replica_connect(void); /* to the test database on the replica */
 /* Promotes the replica (pg_promote) and waits until it accepts writes. */
 void it_pg_replica_promote(void);
 
+/*
+ * GETs each of `paths` (NULL-terminated) from 127.0.0.1:port in turn, a
+ * request every ~10 ms, for duration_ms; each request may take up to 10 s.
+ * Returns the slowest answer in ms; *requests receives how many were made,
+ * *failed how many did not answer 200. For "the loop never blocks" checks.
+ */
+int64_t it_http_slowest_ms(int port, const char *const *paths, int duration_ms, int *requests,
+                           int *failed);
+
 #endif
