@@ -7,7 +7,8 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 
 packages=(cmake gcc make pkg-config libpq-dev libnats-dev libev-dev libjansson-dev check
-          postgresql nats-server openssl curl yamllint systemd podman runc debootstrap)
+          postgresql nats-server openssl curl yamllint systemd podman runc debootstrap
+          iptables)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
