@@ -880,24 +880,32 @@ static void bench_drain(PGconn *conn, double limit)
 
 /* ---- 6. workload shapes of issues 10 and 11: cold backlog, hot key, big payloads ---- */
 
+/* What the planner knows of a backlog when the relay starts on it. */
+enum backlog_stats {
+    STATS_NONE,     /* the table was never analyzed: no statistics at all */
+    STATS_STALE,    /* analyzed when it held only published rows, as a live outbox is */
+    STATS_ANALYZED, /* VACUUM ANALYZE after the inserts: the reference */
+};
+
 /*
  * A backlog built while no relay runs: `rows` pending rows of `bytes` each,
- * ordering_key = key_sql (an SQL expression of g, or NULL). Before it, the
- * table held only published rows and was analyzed in that state, as a live
- * outbox is; `analyze_after` then analyzes the backlog too (the reference),
- * otherwise the planner knows nothing of it (a backlog that piled up while
- * the relay was down).
+ * ordering_key = key_sql (an SQL expression of g, or NULL). Autovacuum is
+ * off for the table until the next build, so nothing analyzes it behind
+ * the bench's back.
  */
 static void backlog_build(PGconn *conn, int rows, int bytes, const char *key_sql,
-                          bool analyze_after)
+                          enum backlog_stats stats)
 {
     char payload[160];
     sql_payload_expr_of(bytes, payload, sizeof payload);
     it_pg_exec(conn, "TRUNCATE outbox");
-    it_pg_exec(conn, "INSERT INTO outbox (subject, status, published_at, stream_seq)"
-                     " SELECT 'bench.history', 'published', now(), 0"
-                     " FROM generate_series(1, 1000)");
-    it_pg_exec(conn, "VACUUM ANALYZE outbox");
+    it_pg_exec(conn, "ALTER TABLE outbox SET (autovacuum_enabled = false)");
+    if (stats == STATS_STALE) {
+        it_pg_exec(conn, "INSERT INTO outbox (subject, status, published_at, stream_seq)"
+                         " SELECT 'bench.history', 'published', now(), 0"
+                         " FROM generate_series(1, 1000)");
+        it_pg_exec(conn, "VACUUM ANALYZE outbox");
+    }
     /* Statements of at most ~64 MB. */
     int chunk = bytes > 0 ? (64 << 20) / bytes : rows;
     if (chunk < 1)
@@ -909,7 +917,7 @@ static void backlog_build(PGconn *conn, int rows, int bytes, const char *key_sql
                    " SELECT 'bench.shape', %s, %s FROM generate_series(%d, %d) AS g",
                    key_sql, payload, from, to);
     }
-    if (analyze_after)
+    if (stats == STATS_ANALYZED)
         it_pg_exec(conn, "VACUUM ANALYZE outbox");
     pg_checkpoint(conn);
 }
@@ -937,22 +945,32 @@ static void shape_drain(PGconn *conn, const char *what, int rows, struct shape_d
     out->rate = rows / out->seconds;
     out->peak_rss_mb = proc_peak_rss_mb(relay->pid);
     relay_stop(relay);
+    it_pg_exec(conn, "ALTER TABLE outbox RESET (autovacuum_enabled)");
     ck_assert_msg(left == 0, "%s: %lld rows not published", what, (long long)left);
 }
 
-/* Issue 11 §0: a backlog the planner has no statistics for, vs the same after ANALYZE. */
+/*
+ * Issue 11 §0: a backlog the planner has no statistics for (runs first, on a
+ * table never analyzed), one it has stale statistics for (analyzed while
+ * only published rows were in it), and the same after ANALYZE.
+ */
 static void bench_cold(PGconn *conn, double limit)
 {
-    struct shape_drain cold, analyzed;
-    backlog_build(conn, opt.cold_rows, opt.payload_bytes, "NULL", false);
-    shape_drain(conn, "cold backlog (no ANALYZE since the inserts)", opt.cold_rows, &cold);
-    backlog_build(conn, opt.cold_rows, opt.payload_bytes, "NULL", true);
+    struct shape_drain cold, stale, analyzed;
+    backlog_build(conn, opt.cold_rows, opt.payload_bytes, "NULL", STATS_NONE);
+    shape_drain(conn, "cold backlog (table never analyzed)", opt.cold_rows, &cold);
+    backlog_build(conn, opt.cold_rows, opt.payload_bytes, "NULL", STATS_STALE);
+    shape_drain(conn, "backlog on stale statistics (analyzed when all published)", opt.cold_rows,
+                &stale);
+    backlog_build(conn, opt.cold_rows, opt.payload_bytes, "NULL", STATS_ANALYZED);
     shape_drain(conn, "the same backlog after VACUUM ANALYZE", opt.cold_rows, &analyzed);
     bench_record("cold", "rows", "rows", opt.cold_rows);
     bench_record("cold", "drain_rate", "rows/s", cold.rate);
+    bench_record("cold", "drain_rate_stale", "rows/s", stale.rate);
     bench_record("cold", "drain_rate_analyzed", "rows/s", analyzed.rate);
-    /* Goals: both >= 0.9. */
+    /* Goals: >= 0.9. */
     bench_record("cold", "ratio_to_analyzed", "x", cold.rate / analyzed.rate);
+    bench_record("cold", "stale_ratio_to_analyzed", "x", stale.rate / analyzed.rate);
     bench_record("cold", "ratio_to_L", "x", cold.rate / limit);
 }
 
@@ -960,9 +978,9 @@ static void bench_cold(PGconn *conn, double limit)
 static void bench_keyed(PGconn *conn, double limit)
 {
     struct shape_drain one, none;
-    backlog_build(conn, opt.key_rows, opt.payload_bytes, "'hot'", true);
+    backlog_build(conn, opt.key_rows, opt.payload_bytes, "'hot'", STATS_ANALYZED);
     shape_drain(conn, "one-key drain", opt.key_rows, &one);
-    backlog_build(conn, opt.key_rows, opt.payload_bytes, "NULL", true);
+    backlog_build(conn, opt.key_rows, opt.payload_bytes, "NULL", STATS_ANALYZED);
     shape_drain(conn, "no-key drain", opt.key_rows, &none);
     bench_record("keyed", "rows", "rows", opt.key_rows);
     bench_record("keyed", "one_key_rate", "rows/s", one.rate);
@@ -986,7 +1004,7 @@ static void bench_big(PGconn *conn, const char *section, int rows, int bytes)
         window = 1;
     double raw = raw_js_rate(rows, bytes, window) * bytes;
     struct shape_drain d;
-    backlog_build(conn, rows, bytes, "NULL", true);
+    backlog_build(conn, rows, bytes, "NULL", STATS_ANALYZED);
     char what[64];
     snprintf(what, sizeof what, "drain of %d-byte rows", bytes);
     shape_drain(conn, what, rows, &d);
@@ -1363,9 +1381,10 @@ START_TEST(bench_all)
     double limit = 1.0 / (1.0 / j + 1.0 / m);
     bench_record("raw", "L_limit", "rows/s", limit);
 
-    bench_drain(conn, limit);
+    /* First: the table has never been analyzed yet. */
     if (opt.cold_rows > 0)
         bench_cold(conn, limit);
+    bench_drain(conn, limit);
     if (opt.key_rows > 0)
         bench_keyed(conn, limit);
     if (opt.big64k_rows > 0)

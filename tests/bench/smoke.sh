@@ -26,7 +26,8 @@ BEGIN {
               "steady/p99_ms steady/max_ms steady/relay_peak_rss_mb steady/relay_cpu_s " \
               "steady/insert_commit_p50_ms steady/commit_to_recv_p50_ms steady/commit_to_recv_p99_ms " \
               "notify/commit_rate_trigger notify/commit_rate_no_trigger notify/trigger_cost_pct " \
-              "cold/drain_rate cold/drain_rate_analyzed cold/ratio_to_analyzed cold/ratio_to_L " \
+              "cold/drain_rate cold/drain_rate_stale cold/drain_rate_analyzed cold/ratio_to_analyzed " \
+              "cold/ratio_to_L " \
               "keyed/one_key_rate keyed/no_key_rate keyed/ratio_one_to_no_key " \
               "big64k/raw_js_mb_s big64k/drain_mb_s big64k/ratio_to_raw big64k/relay_peak_rss_mb " \
               "big1m/raw_js_mb_s big1m/drain_mb_s big1m/ratio_to_raw big1m/relay_peak_rss_mb " \
