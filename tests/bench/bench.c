@@ -32,7 +32,8 @@
 #define STAMP_DIGITS                                                                               \
     16 /* created_at in microseconds since the epoch, zero-padded, leads each payload */
 #define MAX_RELAY_ENV 32
-#define MAX_RESULTS   96
+#define MAX_RESULTS   192
+#define MAX_COST_RUNS 4
 
 /* ---- parameters (flags) ---- */
 
@@ -56,6 +57,16 @@ static struct {
     int nrelay_env;
     const char *perf_drain;
     const char *perf_args;
+    /* The workload shapes of issues 10 and 11; 0 rows (or seconds) skips a shape. */
+    int cold_rows;      /* backlog drained with no VACUUM/ANALYZE since it was inserted */
+    int key_rows;       /* one-key vs no-key drain */
+    int big64k_rows;    /* 64 KiB rows */
+    int big1m_rows;     /* 1 MB rows */
+    int fast_rate;      /* second latency run: rows/s */
+    int fast_producers; /* ... from this many connections */
+    int fast_seconds;   /* ... for this long */
+    int cost_producers[MAX_COST_RUNS]; /* producer cost: connection counts */
+    int ncost;
 } opt = {
     .csv = "bench.csv",
     .payload_bytes = 256,
@@ -72,6 +83,15 @@ static struct {
     .idle_seconds = 10,
     .fsync = true,
     .perf_args = "-a -g -F 999",
+    .cold_rows = 100000,
+    .key_rows = 20000,
+    .big64k_rows = 2000,
+    .big1m_rows = 300,
+    .fast_rate = 10000,
+    .fast_producers = 32,
+    .fast_seconds = 30,
+    .cost_producers = {8, 32},
+    .ncost = 2,
 };
 
 /* ---- results: one CSV row each, printed as the table ---- */
@@ -351,11 +371,16 @@ static const char *pg_show(PGconn *conn, const char *setting, char *buf, size_t 
     return buf;
 }
 
-/* A payload expression of opt.payload_bytes distinct bytes per row g (generate_series). */
-static void sql_payload_expr(char *buf, size_t len)
+/* A payload expression of `bytes` distinct bytes per row g (generate_series). */
+static void sql_payload_expr_of(int bytes, char *buf, size_t len)
 {
     snprintf(buf, len, "substring(decode(repeat(md5(g::text), %d), 'hex') FROM 1 FOR %d)",
-             opt.payload_bytes / 16 + 1, opt.payload_bytes);
+             bytes / 16 + 1, bytes);
+}
+
+static void sql_payload_expr(char *buf, size_t len)
+{
+    sql_payload_expr_of(opt.payload_bytes, buf, len);
 }
 
 /*
@@ -463,7 +488,8 @@ static void raw_on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, 
     natsMsg_Destroy(msg);
 }
 
-static double bench_raw_js(void)
+/* Async-publishes `msgs` messages of `bytes` each with a window of `window`; msgs/s. */
+static double raw_js_rate(int msgs, int bytes, int window)
 {
     const char *subjects[] = {"raw.>", NULL};
     it_js_add_stream(RAW_STREAM, subjects);
@@ -473,7 +499,7 @@ static double bench_raw_js(void)
     jsOptions jo;
     jsOptions_Init(&jo);
     /* A full window: past MaxPending a publish waits (StallWait) for room rather than fail. */
-    jo.PublishAsync.MaxPending = opt.js_window;
+    jo.PublishAsync.MaxPending = window;
     jo.PublishAsync.StallWait = 60000;
     jo.PublishAsync.AckHandler = raw_on_ack;
     jo.PublishAsync.AckHandlerClosure = &acks;
@@ -481,15 +507,15 @@ static double bench_raw_js(void)
     natsStatus s = natsConnection_JetStream(&js, nc, &jo);
     ck_assert_msg(s == NATS_OK, "JetStream context: %s", natsStatus_GetText(s));
 
-    unsigned char *payload = malloc((size_t)opt.payload_bytes);
+    unsigned char *payload = malloc((size_t)bytes);
     ck_assert_ptr_nonnull(payload);
-    for (int i = 0; i < opt.payload_bytes; i++)
+    for (int i = 0; i < bytes; i++)
         payload[i] = (unsigned char)(i * 31 + 7);
     unsigned run = (unsigned)wall_now_us();
 
-    progress("raw JetStream: %d async publishes, window %d", opt.raw_js_msgs, opt.js_window);
+    progress("raw JetStream: %d async publishes of %d B, window %d", msgs, bytes, window);
     double t0 = mono_now();
-    for (int i = 0; i < opt.raw_js_msgs; i++) {
+    for (int i = 0; i < msgs; i++) {
         /* The relay's ids are UUID text: the same length here. */
         char id[40];
         snprintf(id, sizeof id, "%08x-0000-4000-8000-%012x", run, (unsigned)i);
@@ -498,7 +524,7 @@ static double bench_raw_js(void)
         /* No MaxWait, like the relay: it keeps the PubAck deadline itself (nats.c would keep a
          * timeout record per publish until the deadline, acked or not). */
         po.MsgId = id;
-        s = js_PublishAsync(js, RAW_SUBJECT, payload, opt.payload_bytes, &po);
+        s = js_PublishAsync(js, RAW_SUBJECT, payload, bytes, &po);
         ck_assert_msg(s == NATS_OK, "publish %d: %s", i, natsStatus_GetText(s));
     }
     jsPubOptions done;
@@ -508,8 +534,8 @@ static double bench_raw_js(void)
     double seconds = mono_now() - t0;
     ck_assert_msg(s == NATS_OK, "waiting for PubAcks: %s", natsStatus_GetText(s));
     ck_assert_int_eq(atomic_load(&acks.failed), 0);
-    ck_assert_int_eq(atomic_load(&acks.ok), opt.raw_js_msgs);
-    ck_assert_int_eq(it_js_stream_msgs(RAW_STREAM), opt.raw_js_msgs);
+    ck_assert_int_eq(atomic_load(&acks.ok), msgs);
+    ck_assert_int_eq(it_js_stream_msgs(RAW_STREAM), msgs);
 
     jsCtx_Destroy(js);
     natsConnection_Destroy(nc);
@@ -517,8 +543,12 @@ static double bench_raw_js(void)
     jsErrCode jerr = 0;
     s = js_DeleteStream(it_js(), RAW_STREAM, NULL, &jerr);
     ck_assert_msg(s == NATS_OK, "delete stream: %s", natsStatus_GetText(s));
+    return msgs / seconds;
+}
 
-    double rate = opt.raw_js_msgs / seconds;
+static double bench_raw_js(void)
+{
+    double rate = raw_js_rate(opt.raw_js_msgs, opt.payload_bytes, opt.js_window);
     bench_record("raw", "js_msgs", "msgs", opt.raw_js_msgs);
     bench_record("raw", "js_window", "msgs", opt.js_window);
     bench_record("raw", "J_js_publish_rate", "msgs/s", rate);
@@ -686,11 +716,10 @@ static void *producer_main(void *arg)
     return NULL;
 }
 
-/* Runs opt.producers producers for `seconds`, at `rate` rows/s in total (0: unpaced). */
-static int64_t producers_run(const char *tag, const char *subject, double rate, double seconds,
-                             struct row_times *times, double *elapsed)
+/* Runs n producers for `seconds`, at `rate` rows/s in total (0: unpaced). */
+static int64_t producers_run(int n, const char *tag, const char *subject, double rate,
+                             double seconds, struct row_times *times, double *elapsed)
 {
-    int n = opt.producers;
     struct producer *ps = calloc((size_t)n, sizeof *ps);
     ck_assert_ptr_nonnull(ps);
     int pad_len = opt.payload_bytes - STAMP_DIGITS;
@@ -849,6 +878,148 @@ static void bench_drain(PGconn *conn, double limit)
     bench_record("drain", "rows_per_relay_xact", "rows", opt.drain_rows / xacts);
 }
 
+/* ---- 6. workload shapes of issues 10 and 11: cold backlog, hot key, big payloads ---- */
+
+/* What the planner knows of a backlog when the relay starts on it. */
+enum backlog_stats {
+    STATS_NONE,     /* the table was never analyzed: no statistics at all */
+    STATS_STALE,    /* analyzed when it held only published rows, as a live outbox is */
+    STATS_ANALYZED, /* VACUUM ANALYZE after the inserts: the reference */
+};
+
+/*
+ * A backlog built while no relay runs: `rows` pending rows of `bytes` each,
+ * ordering_key = key_sql (an SQL expression of g, or NULL). Autovacuum is
+ * off for the table until the next build, so nothing analyzes it behind
+ * the bench's back.
+ */
+static void backlog_build(PGconn *conn, int rows, int bytes, const char *key_sql,
+                          enum backlog_stats stats)
+{
+    char payload[160];
+    sql_payload_expr_of(bytes, payload, sizeof payload);
+    it_pg_exec(conn, "TRUNCATE outbox");
+    it_pg_exec(conn, "ALTER TABLE outbox SET (autovacuum_enabled = false)");
+    if (stats == STATS_STALE) {
+        it_pg_exec(conn, "INSERT INTO outbox (subject, status, published_at, stream_seq)"
+                         " SELECT 'bench.history', 'published', now(), 0"
+                         " FROM generate_series(1, 1000)");
+        it_pg_exec(conn, "VACUUM ANALYZE outbox");
+    }
+    /* Statements of at most ~64 MB. */
+    int chunk = bytes > 0 ? (64 << 20) / bytes : rows;
+    if (chunk < 1)
+        chunk = 1;
+    for (int from = 1; from <= rows; from += chunk) {
+        int to = from + chunk - 1 < rows ? from + chunk - 1 : rows;
+        it_pg_exec(conn,
+                   "INSERT INTO outbox (subject, ordering_key, payload)"
+                   " SELECT 'bench.shape', %s, %s FROM generate_series(%d, %d) AS g",
+                   key_sql, payload, from, to);
+    }
+    if (stats == STATS_ANALYZED)
+        it_pg_exec(conn, "VACUUM ANALYZE outbox");
+    pg_checkpoint(conn);
+}
+
+struct shape_drain {
+    double seconds, rate, peak_rss_mb;
+};
+
+/* A relay started on the backlog (the clock starts before its spawn) until every row is published.
+ */
+static void shape_drain(PGconn *conn, const char *what, int rows, struct shape_drain *out)
+{
+    uint64_t before = it_js_stream_msgs(STREAM);
+    progress("%s: %d rows", what, rows);
+    double t0 = mono_now();
+    struct it_relay *relay = it_relay_start(opt.relay_env, NULL);
+    int timeout_ms = 300000 + rows / 10;
+    struct stream_wait w = {.want = before + (uint64_t)rows};
+    if (!it_wait_until(stream_reached, &w, timeout_ms))
+        ck_abort_msg("%s: %llu of %d rows reached the stream within %d ms", what,
+                     (unsigned long long)(w.seen - before), rows, timeout_ms);
+    int64_t left = it_pg_wait_int(conn, "SELECT count(*) FROM outbox WHERE status <> 'published'",
+                                  0, timeout_ms);
+    out->seconds = mono_now() - t0;
+    out->rate = rows / out->seconds;
+    out->peak_rss_mb = proc_peak_rss_mb(relay->pid);
+    relay_stop(relay);
+    it_pg_exec(conn, "ALTER TABLE outbox RESET (autovacuum_enabled)");
+    ck_assert_msg(left == 0, "%s: %lld rows not published", what, (long long)left);
+}
+
+/*
+ * Issue 11 §0: a backlog the planner has no statistics for (runs first, on a
+ * table never analyzed), one it has stale statistics for (analyzed while
+ * only published rows were in it), and the same after ANALYZE.
+ */
+static void bench_cold(PGconn *conn, double limit)
+{
+    struct shape_drain cold, stale, analyzed;
+    backlog_build(conn, opt.cold_rows, opt.payload_bytes, "NULL", STATS_NONE);
+    shape_drain(conn, "cold backlog (table never analyzed)", opt.cold_rows, &cold);
+    backlog_build(conn, opt.cold_rows, opt.payload_bytes, "NULL", STATS_STALE);
+    shape_drain(conn, "backlog on stale statistics (analyzed when all published)", opt.cold_rows,
+                &stale);
+    backlog_build(conn, opt.cold_rows, opt.payload_bytes, "NULL", STATS_ANALYZED);
+    shape_drain(conn, "the same backlog after VACUUM ANALYZE", opt.cold_rows, &analyzed);
+    bench_record("cold", "rows", "rows", opt.cold_rows);
+    bench_record("cold", "drain_rate", "rows/s", cold.rate);
+    bench_record("cold", "drain_rate_stale", "rows/s", stale.rate);
+    bench_record("cold", "drain_rate_analyzed", "rows/s", analyzed.rate);
+    /* Goals: >= 0.9. */
+    bench_record("cold", "ratio_to_analyzed", "x", cold.rate / analyzed.rate);
+    bench_record("cold", "stale_ratio_to_analyzed", "x", stale.rate / analyzed.rate);
+    bench_record("cold", "ratio_to_L", "x", cold.rate / limit);
+}
+
+/* Issue 11 §3: every row on one ordering_key vs no key. */
+static void bench_keyed(PGconn *conn, double limit)
+{
+    struct shape_drain one, none;
+    backlog_build(conn, opt.key_rows, opt.payload_bytes, "'hot'", STATS_ANALYZED);
+    shape_drain(conn, "one-key drain", opt.key_rows, &one);
+    backlog_build(conn, opt.key_rows, opt.payload_bytes, "NULL", STATS_ANALYZED);
+    shape_drain(conn, "no-key drain", opt.key_rows, &none);
+    bench_record("keyed", "rows", "rows", opt.key_rows);
+    bench_record("keyed", "one_key_rate", "rows/s", one.rate);
+    bench_record("keyed", "no_key_rate", "rows/s", none.rate);
+    /* Goal: >= 0.5. */
+    bench_record("keyed", "ratio_one_to_no_key", "x", one.rate / none.rate);
+    bench_record("keyed", "no_key_ratio_to_L", "x", none.rate / limit);
+}
+
+/*
+ * Issues 10 §1 and 11 §4: rows of `bytes`: the drain in bytes/s next to raw
+ * JetStream async publishing of the same count and size (its window capped
+ * at ~64 MB in flight), and the relay's peak RSS.
+ */
+static void bench_big(PGconn *conn, const char *section, int rows, int bytes)
+{
+    int window = (64 << 20) / bytes;
+    if (window > opt.js_window)
+        window = opt.js_window;
+    if (window < 1)
+        window = 1;
+    double raw = raw_js_rate(rows, bytes, window) * bytes;
+    struct shape_drain d;
+    backlog_build(conn, rows, bytes, "NULL", STATS_ANALYZED);
+    char what[64];
+    snprintf(what, sizeof what, "drain of %d-byte rows", bytes);
+    shape_drain(conn, what, rows, &d);
+    double mb = 1024.0 * 1024.0;
+    bench_record(section, "rows", "rows", rows);
+    bench_record(section, "payload_bytes", "B", bytes);
+    bench_record(section, "raw_js_window", "msgs", window);
+    bench_record(section, "raw_js_mb_s", "MB/s", raw / mb);
+    bench_record(section, "drain_mb_s", "MB/s", d.rate * bytes / mb);
+    bench_record(section, "drain_rate", "rows/s", d.rate);
+    /* Goal: >= 0.5. */
+    bench_record(section, "ratio_to_raw", "x", d.rate * bytes / raw);
+    bench_record(section, "relay_peak_rss_mb", "MB", d.peak_rss_mb);
+}
+
 /* ---- 3. latency under steady load ---- */
 
 struct consumer {
@@ -857,6 +1028,7 @@ struct consumer {
     size_t n, cap;
     int64_t malformed;
     struct row_times *times;
+    const char *tag; /* event ids: tag-producer-row */
 };
 
 /* nats.c's delivery thread: receipt time minus the created_at the payload carries. */
@@ -876,8 +1048,10 @@ static void consumer_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *
     const char *id = NULL;
     int producer = -1;
     long long row = -1;
+    size_t tag_len = strlen(c->tag);
     if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) != NATS_OK ||
-        sscanf(id, "steady-%d-%lld", &producer, &row) != 2 || producer < 0 ||
+        strncmp(id, c->tag, tag_len) != 0 || id[tag_len] != '-' ||
+        sscanf(id + tag_len + 1, "%d-%lld", &producer, &row) != 2 || producer < 0 ||
         producer >= c->times->nproducers || row < 0)
         ok = false;
     pthread_mutex_lock(&c->mu);
@@ -912,22 +1086,30 @@ static double percentile(const double *sorted, size_t n, double p)
     return sorted[rank > 0 ? rank - 1 : 0];
 }
 
-static void bench_steady(PGconn *conn)
+/*
+ * Latency under a steady load of `rate` rows/s from `producers` connections
+ * for `seconds`, reported in `section` (also the event id tag and the
+ * subject's last token), with the ratio of its p99 to issue 11's goal for
+ * that load. `with_idle`: measure the idle window first.
+ */
+static void bench_steady(PGconn *conn, const char *section, int rate, int producers, int seconds,
+                         double p99_goal_ms, const char *latency_out, bool with_idle)
 {
+    char subject[48];
+    snprintf(subject, sizeof subject, "bench.%s", section);
     it_pg_exec(conn, "TRUNCATE outbox");
     pg_checkpoint(conn);
     int64_t xacts0 = pg_xact_commits(conn);
     struct it_relay *relay = relay_start_leader();
 
-    struct row_times times = {.nproducers = opt.producers};
-    times.per_producer =
-        (size_t)opt.steady_rate * (size_t)opt.steady_seconds / (size_t)opt.producers + 2;
-    size_t slots = times.per_producer * (size_t)opt.producers;
+    struct row_times times = {.nproducers = producers};
+    times.per_producer = (size_t)rate * (size_t)seconds / (size_t)producers + 2;
+    size_t slots = times.per_producer * (size_t)producers;
     times.sent_us = calloc(slots, sizeof(int64_t));
     times.commit_us = calloc(slots, sizeof(int64_t));
     times.receipt_us = calloc(slots, sizeof(int64_t));
     ck_assert(times.sent_us && times.commit_us && times.receipt_us);
-    struct consumer c = {.mu = PTHREAD_MUTEX_INITIALIZER, .times = &times};
+    struct consumer c = {.mu = PTHREAD_MUTEX_INITIALIZER, .times = &times, .tag = section};
     c.cap = slots + 1000;
     c.latency_ms = malloc(c.cap * sizeof *c.latency_ms);
     ck_assert_ptr_nonnull(c.latency_ms);
@@ -942,24 +1124,24 @@ static void bench_steady(PGconn *conn)
     so.Config.AckPolicy = js_AckNone;
     natsSubscription *sub = NULL;
     jsErrCode jerr = 0;
-    s = js_Subscribe(&sub, js, "bench.steady", consumer_on_msg, &c, NULL, &so, &jerr);
+    s = js_Subscribe(&sub, js, subject, consumer_on_msg, &c, NULL, &so, &jerr);
     ck_assert_msg(s == NATS_OK, "subscribe: %s (%d)", natsStatus_GetText(s), (int)jerr);
     s = natsSubscription_SetPendingLimits(sub, -1, -1);
     ck_assert_msg(s == NATS_OK, "pending limits: %s", natsStatus_GetText(s));
 
     /* A leader with an empty table, LISTENing, its timers running: true idle. */
-    progress("idle: %d s", opt.idle_seconds);
-    idle_window(relay, "");
+    if (with_idle) {
+        progress("idle: %d s", opt.idle_seconds);
+        idle_window(relay, "");
+    }
 
-    progress("steady: %d rows/s from %d producers for %d s", opt.steady_rate, opt.producers,
-             opt.steady_seconds);
+    progress("%s: %d rows/s from %d producers for %d s", section, rate, producers, seconds);
     struct cpu_split c0, c1;
     cpu_split_take(&c0, relay->pid);
     struct anon_sampler anon;
     anon_sampler_start(&anon, relay->pid);
     double elapsed;
-    int64_t rows = producers_run("steady", "bench.steady", opt.steady_rate, opt.steady_seconds,
-                                 &times, &elapsed);
+    int64_t rows = producers_run(producers, section, subject, rate, seconds, &times, &elapsed);
     int64_t deadline = it_now_ms() + 60000;
     while ((int64_t)consumer_count(&c) < rows && it_now_ms() < deadline)
         sleep_ms(20);
@@ -976,37 +1158,41 @@ static void bench_steady(PGconn *conn)
 
     size_t n = consumer_count(&c);
     ck_assert_int_eq(c.malformed, 0);
-    ck_assert_msg((int64_t)n == rows, "steady: %zu of %lld rows received", n, (long long)rows);
+    ck_assert_msg((int64_t)n == rows, "%s: %zu of %lld rows received", section, n, (long long)rows);
     ck_assert_int_gt(n, 0);
     /* The stamp in the payload is the row's created_at to the microsecond. */
     ck_assert_int_eq(it_pg_int(conn,
-                               "SELECT count(*) FROM outbox WHERE subject = 'bench.steady' AND "
+                               "SELECT count(*) FROM outbox WHERE subject = '%s' AND "
                                "convert_from(substring(payload FROM 1 FOR 16), 'UTF8')::bigint <> "
-                               "(extract(epoch FROM created_at) * 1000000)::bigint"),
+                               "(extract(epoch FROM created_at) * 1000000)::bigint",
+                               subject),
                      0);
 
     qsort(c.latency_ms, n, sizeof *c.latency_ms, cmp_double);
     double sum = 0;
     for (size_t i = 0; i < n; i++)
         sum += c.latency_ms[i];
-    if (opt.latency_out) {
-        FILE *f = fopen(opt.latency_out, "w");
-        ck_assert_msg(f != NULL, "%s: %s", opt.latency_out, strerror(errno));
+    if (latency_out) {
+        FILE *f = fopen(latency_out, "w");
+        ck_assert_msg(f != NULL, "%s: %s", latency_out, strerror(errno));
         for (size_t i = 0; i < n; i++)
             fprintf(f, "%.3f\n", c.latency_ms[i]);
         fclose(f);
     }
-    bench_record("steady", "target_rate", "rows/s", opt.steady_rate);
-    bench_record("steady", "producers", "conns", opt.producers);
-    bench_record("steady", "seconds", "s", elapsed);
-    bench_record("steady", "rows", "rows", (double)rows);
-    bench_record("steady", "achieved_rate", "rows/s", (double)rows / elapsed);
-    bench_record("steady", "received", "msgs", (double)n);
-    bench_record("steady", "p50_ms", "ms", percentile(c.latency_ms, n, 50));
-    bench_record("steady", "p90_ms", "ms", percentile(c.latency_ms, n, 90));
-    bench_record("steady", "p99_ms", "ms", percentile(c.latency_ms, n, 99));
-    bench_record("steady", "max_ms", "ms", c.latency_ms[n - 1]);
-    bench_record("steady", "mean_ms", "ms", sum / (double)n);
+    bench_record(section, "target_rate", "rows/s", rate);
+    bench_record(section, "producers", "conns", producers);
+    bench_record(section, "seconds", "s", elapsed);
+    bench_record(section, "rows", "rows", (double)rows);
+    bench_record(section, "achieved_rate", "rows/s", (double)rows / elapsed);
+    bench_record(section, "received", "msgs", (double)n);
+    bench_record(section, "p50_ms", "ms", percentile(c.latency_ms, n, 50));
+    bench_record(section, "p90_ms", "ms", percentile(c.latency_ms, n, 90));
+    bench_record(section, "p99_ms", "ms", percentile(c.latency_ms, n, 99));
+    bench_record(section, "max_ms", "ms", c.latency_ms[n - 1]);
+    bench_record(section, "mean_ms", "ms", sum / (double)n);
+    /* Issue 11's goals for this load: the ratio is <= 1 when met. */
+    bench_record(section, "p99_goal_ms", "ms", p99_goal_ms);
+    bench_record(section, "p99_to_goal", "x", percentile(c.latency_ms, n, 99) / p99_goal_ms);
 
     /* Where the time goes: the producer's INSERT + commit, then commit -> receipt (the relay's
      * part, with NATS and the consumer). */
@@ -1024,35 +1210,40 @@ static void bench_steady(PGconn *conn)
     ck_assert_int_gt(na, 0);
     qsort(insert_ms, ni, sizeof *insert_ms, cmp_double);
     qsort(after_ms, na, sizeof *after_ms, cmp_double);
-    bench_record("steady", "insert_commit_p50_ms", "ms", percentile(insert_ms, ni, 50));
-    bench_record("steady", "insert_commit_p99_ms", "ms", percentile(insert_ms, ni, 99));
-    bench_record("steady", "commit_to_recv_p50_ms", "ms", percentile(after_ms, na, 50));
-    bench_record("steady", "commit_to_recv_p90_ms", "ms", percentile(after_ms, na, 90));
-    bench_record("steady", "commit_to_recv_p99_ms", "ms", percentile(after_ms, na, 99));
-    bench_record("steady", "commit_to_recv_max_ms", "ms", after_ms[na - 1]);
+    bench_record(section, "insert_commit_p50_ms", "ms", percentile(insert_ms, ni, 50));
+    bench_record(section, "insert_commit_p99_ms", "ms", percentile(insert_ms, ni, 99));
+    bench_record(section, "commit_to_recv_p50_ms", "ms", percentile(after_ms, na, 50));
+    bench_record(section, "commit_to_recv_p90_ms", "ms", percentile(after_ms, na, 90));
+    bench_record(section, "commit_to_recv_p99_ms", "ms", percentile(after_ms, na, 99));
+    bench_record(section, "commit_to_recv_max_ms", "ms", after_ms[na - 1]);
     free(insert_ms);
     free(after_ms);
     free(times.sent_us);
     free(times.commit_us);
     free(times.receipt_us);
-    bench_record("steady", "relay_pg_xacts_per_row", "xacts", relay_xacts / (double)rows);
-    bench_record("steady", "relay_peak_rss_mb", "MB", peak_rss);
-    bench_record("steady", "relay_peak_anon_mb", "MB", peak_anon);
-    cpu_split_record("steady", &c0, &c1, elapsed);
+    bench_record(section, "relay_pg_xacts_per_row", "xacts", relay_xacts / (double)rows);
+    bench_record(section, "relay_peak_rss_mb", "MB", peak_rss);
+    bench_record(section, "relay_peak_anon_mb", "MB", peak_anon);
+    cpu_split_record(section, &c0, &c1, elapsed);
     free(c.latency_ms);
 }
 
-/* ---- 4. NOTIFY cost ---- */
+/* ---- 4. NOTIFY cost, and the producers' cost at several connection counts (issue 11 §1) ---- */
 
-static double notify_mode(PGconn *conn, bool trigger, struct it_relay *relay)
+/*
+ * Unpaced single-row producer transactions on n connections: with the
+ * shipped sql/ (`trigger`), or the same table and indexes with every user
+ * trigger disabled (no wake-up mechanism at all, whatever sql/ ships).
+ * Commits/s.
+ */
+static double notify_mode(PGconn *conn, bool trigger, struct it_relay *relay, int n)
 {
-    it_pg_exec(conn, "ALTER TABLE outbox %s TRIGGER outbox_notify_insert",
-               trigger ? "ENABLE" : "DISABLE");
+    it_pg_exec(conn, "ALTER TABLE outbox %s TRIGGER USER", trigger ? "ENABLE" : "DISABLE");
     pg_checkpoint(conn);
-    progress("notify cost: trigger %s, %d producers unpaced for %d s", trigger ? "on" : "off",
-             opt.producers, opt.notify_seconds);
+    progress("producer cost: triggers %s, %d producers unpaced for %d s", trigger ? "on" : "off", n,
+             opt.notify_seconds);
     double elapsed;
-    int64_t commits = producers_run(trigger ? "notify-on" : "notify-off", "bench.notify", 0,
+    int64_t commits = producers_run(n, trigger ? "notify-on" : "notify-off", "bench.notify", 0,
                                     opt.notify_seconds, NULL, &elapsed);
     if (relay) {
         /* Each mode starts from an empty backlog; poll-only catches up within its interval. */
@@ -1068,9 +1259,22 @@ static void bench_notify(PGconn *conn)
 {
     it_pg_exec(conn, "TRUNCATE outbox");
     struct it_relay *relay = opt.notify_relay ? relay_start_leader() : NULL;
-    double with = notify_mode(conn, true, relay);
-    double without = notify_mode(conn, false, relay);
-    it_pg_exec(conn, "ALTER TABLE outbox ENABLE TRIGGER outbox_notify_insert");
+    double with = notify_mode(conn, true, relay, opt.producers);
+    double without = notify_mode(conn, false, relay, opt.producers);
+    /* The same at each connection count of issue 11 (the one above is reused). */
+    double cost_with[MAX_COST_RUNS], cost_without[MAX_COST_RUNS];
+    for (int i = 0; i < opt.ncost; i++) {
+        int n = opt.cost_producers[i];
+        if (n == opt.producers) {
+            cost_with[i] = with;
+            cost_without[i] = without;
+            continue;
+        }
+        it_pg_exec(conn, "TRUNCATE outbox");
+        cost_with[i] = notify_mode(conn, true, relay, n);
+        cost_without[i] = notify_mode(conn, false, relay, n);
+    }
+    it_pg_exec(conn, "ALTER TABLE outbox ENABLE TRIGGER USER");
     if (relay)
         relay_stop(relay);
     it_pg_exec(conn, "TRUNCATE outbox");
@@ -1080,6 +1284,17 @@ static void bench_notify(PGconn *conn)
     bench_record("notify", "commit_rate_trigger", "commits/s", with);
     bench_record("notify", "commit_rate_no_trigger", "commits/s", without);
     bench_record("notify", "trigger_cost_pct", "%", 100.0 * (without - with) / without);
+    for (int i = 0; i < opt.ncost; i++) {
+        char metric[40];
+        int n = opt.cost_producers[i];
+        snprintf(metric, sizeof metric, "shipped_rate_%dc", n);
+        bench_record("prodcost", metric, "commits/s", cost_with[i]);
+        snprintf(metric, sizeof metric, "no_trigger_rate_%dc", n);
+        bench_record("prodcost", metric, "commits/s", cost_without[i]);
+        /* Goal (issue 11): >= 0.9. */
+        snprintf(metric, sizeof metric, "ratio_%dc", n);
+        bench_record("prodcost", metric, "x", cost_with[i] / cost_without[i]);
+    }
 }
 
 /* ---- conditions, table, CSV ---- */
@@ -1166,8 +1381,22 @@ START_TEST(bench_all)
     double limit = 1.0 / (1.0 / j + 1.0 / m);
     bench_record("raw", "L_limit", "rows/s", limit);
 
+    /* First: the table has never been analyzed yet. */
+    if (opt.cold_rows > 0)
+        bench_cold(conn, limit);
     bench_drain(conn, limit);
-    bench_steady(conn);
+    if (opt.key_rows > 0)
+        bench_keyed(conn, limit);
+    if (opt.big64k_rows > 0)
+        bench_big(conn, "big64k", opt.big64k_rows, 65536);
+    if (opt.big1m_rows > 0)
+        bench_big(conn, "big1m", opt.big1m_rows, 1000000);
+    /* Issue 11 §2: p99 <= 5 ms at 2,000 rows/s, <= 10 ms at 10,000 rows/s. */
+    bench_steady(conn, "steady", opt.steady_rate, opt.producers, opt.steady_seconds, 5.0,
+                 opt.latency_out, true);
+    if (opt.fast_seconds > 0)
+        bench_steady(conn, "steady_hi", opt.fast_rate, opt.fast_producers, opt.fast_seconds, 10.0,
+                     NULL, false);
     bench_notify(conn);
     bench_conditions(conn, "loadavg_end");
     PQfinish(conn);
@@ -1200,7 +1429,16 @@ static void usage(FILE *out)
                  "  --relay-env KEY=VALUE   extra relay setting (repeatable)\n"
                  "  --perf-drain FILE       perf record during the drain into FILE\n"
                  "  --perf-args ARGS        perf record options (\"-a -g -F 999\"; without -a: the "
-                 "relay only)\n");
+                 "relay only)\n"
+                 "Workload shapes (issues 10 and 11; 0 skips one):\n"
+                 "  --cold-rows N           backlog drained without ANALYZE, and after (100000)\n"
+                 "  --key-rows N            one-key vs no-key drain (20000)\n"
+                 "  --big64k-rows N         64 KiB rows: drain vs raw JetStream (2000)\n"
+                 "  --big1m-rows N          1 MB rows: drain vs raw JetStream (300)\n"
+                 "  --fast-rate N           second latency run: rows/s (10000)\n"
+                 "  --fast-producers N      ... producer connections (32)\n"
+                 "  --fast-seconds N        ... length, 0 skips it (30)\n"
+                 "  --cost-producers N,M    producer cost at these connection counts (8,32)\n");
 }
 
 static int parse_int(const char *name, const char *value, int min)
@@ -1246,6 +1484,14 @@ static void parse_flags(int argc, char **argv)
         {"relay-env", required_argument, NULL, 'e'},
         {"perf-drain", required_argument, NULL, 'P'},
         {"perf-args", required_argument, NULL, 'A'},
+        {"cold-rows", required_argument, NULL, 'C'},
+        {"key-rows", required_argument, NULL, 'K'},
+        {"big64k-rows", required_argument, NULL, 'G'},
+        {"big1m-rows", required_argument, NULL, 'M'},
+        {"fast-rate", required_argument, NULL, 'R'},
+        {"fast-producers", required_argument, NULL, 'Q'},
+        {"fast-seconds", required_argument, NULL, 'S'},
+        {"cost-producers", required_argument, NULL, 'X'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1315,6 +1561,40 @@ static void parse_flags(int argc, char **argv)
         case 'A':
             opt.perf_args = optarg;
             break;
+        case 'C':
+            opt.cold_rows = parse_int(name, optarg, 0);
+            break;
+        case 'K':
+            opt.key_rows = parse_int(name, optarg, 0);
+            break;
+        case 'G':
+            opt.big64k_rows = parse_int(name, optarg, 0);
+            break;
+        case 'M':
+            opt.big1m_rows = parse_int(name, optarg, 0);
+            break;
+        case 'R':
+            opt.fast_rate = parse_int(name, optarg, 1);
+            break;
+        case 'Q':
+            opt.fast_producers = parse_int(name, optarg, 1);
+            break;
+        case 'S':
+            opt.fast_seconds = parse_int(name, optarg, 0);
+            break;
+        case 'X': {
+            opt.ncost = 0;
+            char *list = strdup(optarg), *save = NULL;
+            for (char *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+                if (opt.ncost == MAX_COST_RUNS) {
+                    fprintf(stderr, "outbox_bench: --cost-producers: at most %d\n", MAX_COST_RUNS);
+                    exit(2);
+                }
+                opt.cost_producers[opt.ncost++] = parse_int(name, t, 1);
+            }
+            free(list);
+            break;
+        }
         case 'h':
             usage(stdout);
             exit(0);

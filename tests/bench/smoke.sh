@@ -9,7 +9,9 @@ mkdir -p "$out"
 
 "$bench" --csv "$out/bench.csv" --latency-out "$out/latency.dat" \
     --raw-js-msgs 3000 --raw-pg-rows 3000 --drain-rows 3000 \
-    --steady-rate 400 --steady-seconds 2 --notify-seconds 1 --idle-seconds 1
+    --steady-rate 400 --steady-seconds 1 --notify-seconds 1 --idle-seconds 1 \
+    --cold-rows 1000 --key-rows 300 --big64k-rows 20 --big1m-rows 4 \
+    --fast-rate 1000 --fast-producers 32 --fast-seconds 1 --cost-producers 8
 
 # Every metric the table promises, then sanity: rates > 0, counts that add up.
 awk -F, '
@@ -23,7 +25,14 @@ BEGIN {
               "steady/rows steady/achieved_rate steady/received steady/p50_ms steady/p90_ms " \
               "steady/p99_ms steady/max_ms steady/relay_peak_rss_mb steady/relay_cpu_s " \
               "steady/insert_commit_p50_ms steady/commit_to_recv_p50_ms steady/commit_to_recv_p99_ms " \
-              "notify/commit_rate_trigger notify/commit_rate_no_trigger notify/trigger_cost_pct",
+              "notify/commit_rate_trigger notify/commit_rate_no_trigger notify/trigger_cost_pct " \
+              "cold/drain_rate cold/drain_rate_stale cold/drain_rate_analyzed cold/ratio_to_analyzed " \
+              "cold/ratio_to_L " \
+              "keyed/one_key_rate keyed/no_key_rate keyed/ratio_one_to_no_key " \
+              "big64k/raw_js_mb_s big64k/drain_mb_s big64k/ratio_to_raw big64k/relay_peak_rss_mb " \
+              "big1m/raw_js_mb_s big1m/drain_mb_s big1m/ratio_to_raw big1m/relay_peak_rss_mb " \
+              "steady_hi/p50_ms steady_hi/p99_ms steady_hi/p99_to_goal steady_hi/received " \
+              "prodcost/shipped_rate_8c prodcost/no_trigger_rate_8c prodcost/ratio_8c",
               want, " ")
 }
 NR == 1 { if ($0 != "section,metric,value,unit") { print "bad header: " $0; bad = 1 }; next }
@@ -50,6 +59,12 @@ END {
         print "percentiles out of order"; bad = 1
     }
     if (!(value["drain/relay_peak_rss_mb"] > 0)) { print "no relay RSS"; bad = 1 }
+    if (value["steady_hi/received"] != value["steady_hi/rows"] || value["steady_hi/rows"] < 100) {
+        print "steady_hi: " value["steady_hi/received"] " of " value["steady_hi/rows"]; bad = 1
+    }
+    if (!(value["big1m/relay_peak_rss_mb"] > 0 && value["big1m/ratio_to_raw"] > 0)) {
+        print "big1m: no figures"; bad = 1
+    }
     if (value["conditions/fsync"] != "on") { print "fsync not on"; bad = 1 }
     exit bad
 }' "$out/bench.csv"

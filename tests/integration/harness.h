@@ -313,3 +313,54 @@ int64_t it_http_slowest_ms(int port, const char *const *paths, int duration_ms, 
                            int *failed);
 
 #endif
+
+/* ==== fault injection, memory and per-key order audit (issues 9-11) ==== */
+
+/* A "Name:   N kB" line of /proc/<pid>/status (e.g. "VmHWM", "VmRSS") in kB; -1 if unreadable. */
+long it_proc_status_kb(pid_t pid, const char *name);
+
+/*
+ * Local ports of pid's TCP sockets connected to 127.0.0.1:remote_port (e.g.
+ * a relay's PostgreSQL sessions: remote_port = it_pg_port()), read from
+ * /proc (works on a stopped process too). Returns how many (at most max).
+ */
+int it_proc_tcp_local_ports(pid_t pid, int remote_port, int *ports, int max);
+
+/* True when this process may drop loopback packets: root and iptables with the comment match. */
+bool it_net_available(void);
+
+/*
+ * Drops every TCP packet between 127.0.0.1:port_a and 127.0.0.1:port_b,
+ * both directions (iptables INPUT rules, -w, tagged with the comment
+ * "outbox-test-<pid of the test process>"). Neither side sees a FIN or RST:
+ * a lost node or a partition. The rules go with it_net_heal(); if the test
+ * process ends first (a failed check), a watcher process it started deletes
+ * them.
+ */
+void it_net_drop(int port_a, int port_b);
+void it_net_heal(void); /* deletes this test's rules; safe to call at any time */
+
+/* Checked-fixture teardown for tests that use it_net_drop: heal, then it_teardown. */
+void it_net_teardown(void);
+
+/*
+ * Per-key order and exactly-once audit of a stream against the outbox.
+ * Walks the stream in sequence order and maps each message to its row by
+ * Nats-Msg-Id = event_id.
+ */
+struct it_key_audit {
+    size_t rows;       /* rows in the outbox */
+    size_t messages;   /* messages in the stream */
+    size_t distinct;   /* rows with at least one message */
+    size_t duplicates; /* messages of a row that already had one earlier in the stream */
+    size_t unknown;    /* messages whose Nats-Msg-Id is no row's event_id */
+    size_t missing;    /* rows without a message */
+    size_t keys;       /* distinct non-NULL ordering keys */
+    size_t inversions; /* keyed messages whose row id is below an earlier message's of its key */
+};
+
+/* Fills *out; prints the first `show` inversions (key, ids, sequences) to stderr. */
+void it_audit_key_order(PGconn *conn, const char *stream, int show, struct it_key_audit *out);
+
+/* it_audit_key_order, then: 0 inversions, 0 duplicates, 0 unknown, 0 missing, messages == rows. */
+void it_assert_keys_in_order_once(PGconn *conn, const char *stream);

@@ -1,0 +1,84 @@
+/* Wake-up after idling (issue 11 §1): with the poll a minute away, a single row inserted after a
+ * burst and an idle spell is published on the wake-up path alone. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "harness.h"
+#include "run_suite.h"
+
+#define STREAM "IT_IDLE"
+/* Only a wake-up (NOTIFY, or whatever replaces it) can publish a row before this. */
+#define POLL_MS "60000"
+/* Far below the poll interval: proves the wake-up path, not a latency goal (the bench has that). */
+#define WAKE_DEADLINE_MS 5000
+#define IDLE_SECONDS     "3"
+#define ROUNDS           3
+
+/*
+ * Every session of the relay has been idle for IDLE_SECONDS: it finished
+ * its last claim and mark and is asleep, so a new row can only be found by
+ * the wake-up path. A relay that polls adaptively after work has had time
+ * to fall back to sleep.
+ */
+static bool relay_asleep(void *arg)
+{
+    return it_pg_int(arg, "SELECT (count(*) > 0 AND bool_and(state = 'idle' AND state_change <"
+                          " clock_timestamp() - interval '" IDLE_SECONDS " s'))::int"
+                          " FROM pg_stat_activity WHERE application_name = 'outbox-relay'") == 1;
+}
+
+/* Inserts one row and returns how long it took to be published (fails past the deadline). */
+static int64_t one_row(PGconn *conn, int64_t want_published)
+{
+    ck_assert_msg(it_wait_until(relay_asleep, conn, 30000), "the relay never went idle");
+    int64_t start = it_now_ms();
+    it_pg_exec(conn, "INSERT INTO outbox (subject, payload) VALUES ('it.idle.one', 'x')");
+    int64_t got = it_pg_wait_published(conn, want_published, WAKE_DEADLINE_MS);
+    int64_t took = it_now_ms() - start;
+    ck_assert_msg(got == want_published,
+                  "a single row after an idle spell was not published within %d ms"
+                  " (poll interval " POLL_MS " ms): the wake-up path is broken",
+                  WAKE_DEADLINE_MS);
+    return took;
+}
+
+START_TEST(test_single_row_after_idle_is_woken_up)
+{
+    const char *subjects[] = {"it.idle.>", NULL};
+    it_js_add_stream(STREAM, subjects);
+    PGconn *conn = it_pg_connect();
+    const char *env[] = {"OUTBOX_POLL_INTERVAL_MS=" POLL_MS, NULL};
+    struct it_relay *relay = it_relay_start(env, NULL);
+    ck_assert(it_relay_wait_log(relay, "became leader", 1, 20000));
+
+    int64_t published = 0, worst = 0;
+    for (int round = 0; round < ROUNDS; round++) {
+        /* A busy spell first (a relay may stop asking for wake-ups while it sees work)... */
+        it_pg_exec(conn, "INSERT INTO outbox (subject, payload)"
+                         " SELECT 'it.idle.burst', convert_to(g::text, 'UTF8')"
+                         " FROM generate_series(1, 2000) g");
+        published += 2000;
+        ck_assert_int_eq(it_pg_wait_published(conn, published, 30000), published);
+        /* ...then idle, then one row. */
+        int64_t took = one_row(conn, ++published);
+        fprintf(stderr, "idle wakeup: round %d: one row after %s s idle published in %lld ms\n",
+                round + 1, IDLE_SECONDS, (long long)took);
+        if (took > worst)
+            worst = took;
+    }
+    fprintf(stderr, "idle wakeup: worst %lld ms (poll interval " POLL_MS " ms)\n",
+            (long long)worst);
+    ck_assert_int_eq(it_js_stream_msgs(STREAM), published);
+    it_relay_stop(relay);
+    PQfinish(conn);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *suite = suite_create("idle_wakeup");
+    TCase *tc = it_tcase(suite, "idle_wakeup", it_start_servers, 120);
+    tcase_add_test(tc, test_single_row_after_idle_is_woken_up);
+    return run_suite(suite);
+}
