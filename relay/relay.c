@@ -75,6 +75,9 @@ static void relay_row_failed(struct relay *r, struct outbox_row *row, const char
     int64_t delay_ms = dead ? 0
                             : backoff_delay_ms(row->attempts + 1, r->cfg->retry_base_ms,
                                                r->cfg->retry_max_ms, backoff_random());
+    /* Every failure at debug; at warn, one line per reason per interval. */
+    log_debug("publish failed", "{s:I, s:s, s:b, s:i}", "id", (json_int_t)row->id, "error", error,
+              "dead", dead, "attempt", row->attempts + 1);
     fail_log_record(r->fail_log, reason, row->id, error);
     /* Out of memory: forget the row; it is still unfinished in the table
      * and a later scan claims it again. */

@@ -118,7 +118,9 @@ static bool complete_metrics(const char *buf, size_t len, double *published)
         return false;
     *published = strtod(p + 30, NULL);
     const char *last = "outbox_relay_build_info{version=\"" OUTBOX_RELAY_VERSION "\"} 1\n";
-    return body >= strlen(last) && strcmp(buf + len - strlen(last), last) == 0;
+    /* Whole: the build_info line came, and the body ends with a full line
+     * (the process_* families follow it). */
+    return strstr(end, last) != NULL && buf[len - 1] == '\n';
 }
 
 static void *scraper_main(void *arg)

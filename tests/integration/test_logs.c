@@ -339,6 +339,8 @@ START_TEST(test_text_format_warn_level_and_sighup)
     /* A publish with nowhere to go fails: a debug line now. */
     it_pg_exec(conn, "INSERT INTO outbox (subject, payload) VALUES ('it.nolisten.z', 'p')");
     wait_log(rh.relay, "\"level\":\"debug\",\"msg\":\"publish failed\"");
+    /* And a warn line for the reason within seconds, not when the row goes dead. */
+    wait_log(rh.relay, "\"level\":\"warn\",\"msg\":\"publish failed\",\"reason\":\"no_stream\"");
     it_relay_stop(rh.relay);
     log = it_relay_log(rh.relay);
     seen = check_json_lines(log);
