@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "outbox_relay/log.h"
@@ -57,6 +58,10 @@ struct relay_config {
     char *nats_tls_cert;        /* client certificate */
     char *nats_tls_key;         /* client key */
     char *nats_tls_server_name; /* expected server name, when it differs from the URL host */
+
+    int64_t retention_s;       /* published rows older than this are deleted; 0 = never */
+    int retention_batch;       /* rows per retention DELETE */
+    int retention_interval_ms; /* how often retention looks for old rows */
 };
 
 /*
