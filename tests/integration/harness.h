@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include <check.h>
+#include <jansson.h>
 #include <libpq-fe.h>
 #include <nats/nats.h>
 
@@ -275,5 +276,14 @@ void it_js_read_stream_once(const char *name, size_t want, struct it_msgs *out);
  * payload. Prints the first differences before it fails the test.
  */
 void it_assert_each_row_once(PGconn *conn, const char *stream, int64_t rows);
+
+/*
+ * Runs an operator command (`outbox-relay <args>`, with the environment of
+ * it_relay_start) to completion within 60 s; returns its exit code. *doc (if
+ * not NULL) receives the JSON object of the last output line that is one (or
+ * NULL), *output (if not NULL) the whole output (stdout + stderr), which is
+ * also printed to stderr for the test log.
+ */
+int it_relay_cmd(const char *const *env, const char *const *args, json_t **doc, char **output);
 
 #endif
