@@ -110,8 +110,13 @@ int cmd_migrate(struct cmd_ctx *ctx)
     PGresult *res = before < 0 ? NULL : cmd_pg_exec(ctx, conn, "BEGIN", 0, NULL);
     PQclear(res);
     if (res != NULL) {
+        /* "already exists, skipping" notices are expected on an upgrade. */
         snprintf(sql, sizeof(sql), "SET LOCAL lock_timeout = %d", lock_ms);
         res = cmd_pg_exec(ctx, conn, sql, 0, NULL);
+        PQclear(res);
+    }
+    if (res != NULL) {
+        res = cmd_pg_exec(ctx, conn, "SET LOCAL client_min_messages = warning", 0, NULL);
         PQclear(res);
     }
     if (res != NULL) {

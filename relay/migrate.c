@@ -52,7 +52,16 @@ static void put_identifier(struct out *o, const char *w, size_t n, const struct 
         put(o, w, n);
         return;
     }
-    /* Quoted: the configured name may hold capitals (the relay quotes it too). */
+    /* The table itself schema-qualified (function bodies run under the
+     * caller's search_path); derived names plain (an index or a trigger
+     * cannot be qualified; they land in the schema migrate sets). Quoted: the
+     * configured name may hold capitals (the relay quotes it too). */
+    if (n == d) {
+        char t[160];
+        config_table_sql(cfg, t, sizeof(t));
+        put(o, t, strlen(t));
+        return;
+    }
     const char *base = table_base(cfg);
     put(o, "\"", 1);
     put(o, base, strlen(base));
