@@ -102,6 +102,13 @@ int cmd_requeue(struct cmd_ctx *ctx)
     snprintf(permanent + p, sizeof(permanent) - p, ")");
 
     /*
+     * A row with an ordering_key comes back as 'failed' and due now, not
+     * 'pending': the claim query holds a key's later rows behind an earlier
+     * failed row, not behind a pending one. As pending, the requeued row
+     * (low id, behind the relay's scan cursor) waited for the next sweep
+     * while a scan from the cursor took the later rows of its key, no longer
+     * held, and published them first (test_requeued_row_keeps_its_place...).
+     *
      * Safe next to a running leader: a dead row is never claimed, so no
      * relay holds it. A failed row is taken only while it waits for its
      * retry (next_attempt_at in the future): then its last mark is
@@ -124,8 +131,10 @@ int cmd_requeue(struct cmd_ctx *ctx)
         snprintf(sql, sizeof(sql),
                  "WITH chosen AS (SELECT o.id, o.status AS was, %s AS permanent FROM %s AS o "
                  "WHERE %s%s FOR UPDATE), "
-                 "requeued AS (UPDATE %s AS o SET status = 'pending', attempts = 0, "
-                 "next_attempt_at = NULL FROM chosen AS c WHERE o.id = c.id "
+                 "requeued AS (UPDATE %s AS o SET attempts = 0, "
+                 "status = CASE WHEN o.ordering_key IS NULL THEN 'pending' ELSE 'failed' END, "
+                 "next_attempt_at = CASE WHEN o.ordering_key IS NULL THEN NULL ELSE now() END "
+                 "FROM chosen AS c WHERE o.id = c.id "
                  "AND (NOT c.permanent OR %s) RETURNING o.id, c.was, o.subject, o.ordering_key, "
                  "COALESCE(o.last_error, '') AS err), "
                  "wake AS (SELECT pg_notify('%s', '') WHERE EXISTS (SELECT 1 FROM requeued)) "
@@ -180,8 +189,8 @@ int cmd_requeue(struct cmd_ctx *ctx)
                     (long long)json_integer_value(json_object_get(r, "id")),
                     json_string_value(json_object_get(r, "last_error")));
         }
-        fprintf(out, "%s %d rows of %s to pending; %d skipped as permanent\n",
-                dry ? "dry run: would put" : "put", taken, ctx->cfg.table, skipped);
+        fprintf(out, "%s %d rows of %s; %d skipped as permanent\n",
+                dry ? "dry run: would requeue" : "requeued", taken, ctx->cfg.table, skipped);
         json_decref(doc);
     }
     PQclear(res);

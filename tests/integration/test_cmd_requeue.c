@@ -91,7 +91,8 @@ START_TEST(test_requeue_filters_dry_run_and_permanent_reasons)
     const char *text_args[] = {"requeue", "--dry-run", "--all", NULL};
     ck_assert_int_eq(it_relay_cmd(NULL, text_args, NULL, &text), 0);
     ck_assert_ptr_nonnull(strstr(text, "skipped row 6 (permanent, --force to include)"));
-    ck_assert_ptr_nonnull(strstr(text, "dry run: would put 5 rows of outbox to pending"));
+    ck_assert_ptr_nonnull(
+        strstr(text, "dry run: would requeue 5 rows of outbox; 2 skipped as permanent"));
     free(text);
 
     /* --created-to, dry: only row 4 is that old. */
@@ -161,11 +162,62 @@ START_TEST(test_requeue_dead_flag_still_works)
 }
 END_TEST
 
+/*
+ * With OUTBOX_DEAD_HOLDS_KEY=true the rows behind a dead row wait; once it is
+ * requeued they must still follow it, never overtake it.
+ */
+START_TEST(test_requeued_row_keeps_its_place_in_its_key)
+{
+    const char *subjects[] = {"it.rk.>", NULL};
+    it_js_add_stream("IT_REQUEUE_KEY", subjects);
+    PGconn *conn = it_pg_connect();
+    const char *env[] = {"OUTBOX_DEAD_HOLDS_KEY=true", "OUTBOX_POLL_INTERVAL_MS=5000", NULL};
+    struct it_relay *relay = it_relay_start(env, NULL);
+    ck_assert(it_pg_wait_int(conn,
+                             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                             " AND granted",
+                             1, 15000) == 1);
+    /* The dead row first, then rows that move the relay's scan past it, then its key's rows. */
+    it_pg_exec(conn, "INSERT INTO outbox (subject, ordering_key, status, attempts, last_error)"
+                     " VALUES ('it.rk.k', 'kk', 'dead', 10, 'no PubAck within 5000 ms')");
+    it_pg_exec(conn, "INSERT INTO outbox (subject, payload) SELECT 'it.rk.other',"
+                     " convert_to(g::text, 'UTF8') FROM generate_series(1, 20) g");
+    ck_assert_int_eq(it_pg_wait_published(conn, 20, 30000), 20);
+    it_pg_exec(conn, "INSERT INTO outbox (subject, ordering_key, payload) SELECT 'it.rk.k', 'kk',"
+                     " convert_to(g::text, 'UTF8') FROM generate_series(1, 5) g");
+    /* Held: nothing of kk goes out while its first row is dead. */
+    int64_t moved = it_pg_wait_int(conn,
+                                   "SELECT count(*) FROM outbox WHERE ordering_key = 'kk'"
+                                   " AND status = 'published'",
+                                   1, 1500);
+    ck_assert_int_eq(moved, 0);
+    const char *args[] = {"requeue", "--ids", "1", NULL};
+    ck_assert_int_eq(it_relay_cmd(NULL, args, NULL, NULL), 0);
+    ck_assert_int_eq(it_pg_wait_int(conn,
+                                    "SELECT count(*) FROM outbox WHERE ordering_key = 'kk'"
+                                    " AND status = 'published'",
+                                    6, 30000),
+                     6);
+    /* Stream order of key kk = id order. */
+    int64_t disorder =
+        it_pg_int(conn, "SELECT count(*) FROM (SELECT id, stream_seq, lag(stream_seq)"
+                        " OVER (ORDER BY id) AS prev FROM outbox WHERE ordering_key"
+                        " = 'kk') s WHERE stream_seq < prev");
+    ck_assert_int_eq(
+        it_pg_int(conn, "SELECT min(stream_seq) FROM outbox WHERE ordering_key = 'kk'"),
+        it_pg_int(conn, "SELECT stream_seq FROM outbox WHERE id = 1"));
+    ck_assert_int_eq(disorder, 0);
+    it_relay_stop(relay);
+    PQfinish(conn);
+}
+END_TEST
+
 int main(void)
 {
     Suite *suite = suite_create("cmd_requeue");
     TCase *tc = it_tcase(suite, "cmd_requeue", it_start_servers, 120);
     tcase_add_test(tc, test_requeue_filters_dry_run_and_permanent_reasons);
     tcase_add_test(tc, test_requeue_dead_flag_still_works);
+    tcase_add_test(tc, test_requeued_row_keeps_its_place_in_its_key);
     return run_suite(suite);
 }
