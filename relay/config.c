@@ -33,7 +33,7 @@ struct setting {
 #define STR(f)  SETTING_STRING, offsetof(struct relay_config, f)
 #define INT(f)  SETTING_INT, offsetof(struct relay_config, f)
 #define BOOL(f) SETTING_BOOL, offsetof(struct relay_config, f)
-#define DURATION(f) SETTING_DURATION, offsetof(struct relay_config, f)
+#define DUR(f)  SETTING_DURATION, offsetof(struct relay_config, f)
 #define DAY_MS  (24 * 3600 * 1000)
 
 static const struct setting settings[] = {
@@ -104,7 +104,7 @@ static const struct setting settings[] = {
     {"OUTBOX_NATS_TLS_KEY", "nats-tls-key", STR(nats_tls_key), "", 0, 0, "client key for NATS"},
     {"OUTBOX_NATS_TLS_SERVER_NAME", "nats-tls-server-name", STR(nats_tls_server_name), "", 0, 0,
      "expected name in the server certificate, when it differs from the URL host"},
-    {"OUTBOX_RETENTION", "retention", DURATION(retention_s), "7d", 0, 0,
+    {"OUTBOX_RETENTION", "retention", DUR(retention_s), "7d", 0, 0,
      "the leader deletes published rows older than this (e.g. 36h, 7d); 0 keeps them forever. "
      "Dead rows are never deleted"},
     {"OUTBOX_RETENTION_BATCH", "retention-batch", INT(retention_batch), "2000", 1, 100000,
