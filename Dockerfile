@@ -18,6 +18,8 @@ RUN apt-get update \
 
 WORKDIR /src
 COPY CMakeLists.txt ./
+COPY cmake/ cmake/
+COPY sql/ sql/
 COPY include/ include/
 COPY relay/ relay/
 COPY tests/ tests/

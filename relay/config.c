@@ -19,7 +19,8 @@ enum setting_type {
     SETTING_INT,
     SETTING_BOOL,
     SETTING_LOG_LEVEL,
-    SETTING_LOG_FORMAT
+    SETTING_LOG_FORMAT,
+    SETTING_DURATION /* seconds in an int64_t: 90, 90s, 15m, 12h, 7d; 0 allowed */
 };
 
 struct setting {
@@ -35,6 +36,7 @@ struct setting {
 #define STR(f)  SETTING_STRING, offsetof(struct relay_config, f)
 #define INT(f)  SETTING_INT, offsetof(struct relay_config, f)
 #define BOOL(f) SETTING_BOOL, offsetof(struct relay_config, f)
+#define DUR(f)  SETTING_DURATION, offsetof(struct relay_config, f)
 #define DAY_MS  (24 * 3600 * 1000)
 
 static const struct setting settings[] = {
@@ -121,6 +123,14 @@ static const struct setting settings[] = {
      "2m", 0, 0,
      "duplicate window of a stream the relay creates (e.g. 2m, 1h): size it to the longest "
      "outage a retried publish must still be deduplicated across"},
+
+    {"OUTBOX_RETENTION", "retention", DUR(retention_s), "7d", 0, 0,
+     "the leader deletes published rows older than this (e.g. 36h, 7d); 0 keeps them forever. "
+     "Dead rows are never deleted"},
+    {"OUTBOX_RETENTION_BATCH", "retention-batch", INT(retention_batch), "2000", 1, 100000,
+     "rows deleted per retention statement"},
+    {"OUTBOX_RETENTION_INTERVAL_MS", "retention-interval-ms", INT(retention_interval_ms), "60000",
+     100, DAY_MS, "how often retention looks for old rows (full batches follow each other faster)"},
 };
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
 
@@ -194,6 +204,23 @@ static int setting_apply(struct relay_config *cfg, const struct setting *s, cons
             return -1;
         }
         return 0;
+    case SETTING_DURATION: {
+        char *end;
+        errno = 0;
+        long long v = strtoll(value, &end, 10);
+        long long unit = !strcmp(end, "") || !strcmp(end, "s") ? 1
+                         : !strcmp(end, "m")                   ? 60
+                         : !strcmp(end, "h")                   ? 3600
+                         : !strcmp(end, "d")                   ? 86400
+                                                               : -1;
+        if (end == value || unit < 0 || errno != 0 || v < 0 || v > 100LL * 365 * 86400 / unit) {
+            fail(err, errlen, "%s: \"%s\" is not a duration (e.g. 90s, 15m, 12h, 7d; 0 = off)",
+                 s->env, value);
+            return -1;
+        }
+        *(int64_t *)field(cfg, s) = v * unit;
+        return 0;
+    }
     }
     return -1;
 }
@@ -456,6 +483,8 @@ void config_print_help(FILE *out)
                  "the table\n"
                  "                  (and stream), then exit 0 or 1 with the reason\n"
                  "  --requeue-dead  put every dead row back to pending, print the count, exit\n\n"
+                 "Commands (outbox-relay COMMAND --help): status, requeue, replay, audit, "
+                 "migrate\n\n"
                  "Settings (environment variable, flag, default; flags win):\n");
     for (size_t i = 0; i < NSETTINGS; i++) {
         const struct setting *s = &settings[i];

@@ -18,8 +18,9 @@ enum js_work {
     JS_WORK_ENSURE = 1 << 1, /* check the stream, create it when missing */
 };
 
-#define JS_ENSURE_MIN_GAP_MS 1000 /* stream checks asked for by failing publishes: once a second   \
-                                   */
+#define JS_ENSURE_MIN_GAP_MS                                                                       \
+    1000 /* stream checks asked for by failing publishes: once a second                            \
+          */
 
 struct js_sink {
     const struct relay_config *cfg;

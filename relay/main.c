@@ -10,6 +10,7 @@
 #include <nats/nats.h>
 
 #include "outbox_relay/admin.h"
+#include "outbox_relay/cmd.h"
 #include "outbox_relay/config.h"
 #include "outbox_relay/http.h"
 #include "outbox_relay/http_probe.h"
@@ -176,6 +177,11 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     if (argc > 1 && strcmp(argv[1], "--probe") == 0)
         return probe_main(argc, argv);
+
+    /* `outbox-relay status|requeue|replay|audit|migrate ...`: operator commands. */
+    int cmd_rc = cmd_main(argc, argv);
+    if (cmd_rc >= 0)
+        return cmd_rc;
     if (config_load(&cfg, argc, argv, err, sizeof(err)) < 0) {
         fprintf(stderr, "outbox-relay: %s\n", err);
         config_free(&cfg);

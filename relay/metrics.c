@@ -214,6 +214,8 @@ char *metrics_render(const struct metrics *m, const char *version, size_t *len)
                       "Publish attempts that failed and were scheduled for a retry, by reason.");
     counter_by_reason(&b, "dead_total", m->dead_total, m->dead_by_reason,
                       "Rows marked dead, by reason.");
+    counter(&b, "pruned_total", m->pruned_total,
+            "published rows deleted by retention (OUTBOX_RETENTION)");
     counter(&b, "duplicate_acks_total", m->duplicate_acks_total,
             "PubAcks that said duplicate: the message was already in the stream.");
     counter(&b, "claimed_total", m->claimed_total, "Rows claimed from the outbox table.");

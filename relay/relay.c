@@ -14,9 +14,11 @@
 #include "outbox_relay/leader.h"
 #include "outbox_relay/log.h"
 #include "outbox_relay/marks.h"
+#include "outbox_relay/migrate.h"
 #include "outbox_relay/publish_error.h"
 #include "outbox_relay/outbox_table.h"
 #include "outbox_relay/pg_source.h"
+#include "outbox_relay/retention.h"
 #include "outbox_relay/retry_timer.h"
 #include "outbox_relay/scan.h"
 #include "outbox_relay/util.h"
@@ -34,6 +36,7 @@ struct relay {
     struct leader *leader;
     struct scan scan;
     struct retry_timer retry;
+    struct retention *retention; /* the leader prunes old published rows */
     struct metrics metrics;
     struct fail_log *fail_log; /* failed publishes, one warn line per reason per interval */
 
@@ -313,6 +316,7 @@ static void relay_on_elected(void *arg)
     struct relay *r = arg;
     r->metrics.leader = true;
     scan_restart(&r->scan);
+    retention_set_leader(r->retention, true);
     r->last_progress = ev_now(r->loop);
     log_info("became leader", "{s:s}", "table", r->cfg->table);
 }
@@ -328,6 +332,7 @@ static void relay_on_deposed(void *arg, const char *why)
     struct relay *r = arg;
     r->metrics.leader = false;
     scan_stop(&r->scan);
+    retention_set_leader(r->retention, false);
     marks_fence(r->marks);
     r->orphans += inflight_publishing(r->rows);
     size_t dropped = inflight_drop_all(r->rows);
@@ -442,11 +447,47 @@ static void relay_on_acks(void *arg, struct ack_entry *entries, size_t n)
 
 /* ------------------------------------------------------------ postgresql */
 
+/* The schema's version against this binary's: a table made by an older
+ * sql/ still relays, but the operator should run `outbox-relay migrate`. */
+static void relay_on_schema_version(void *arg, PGresult *res)
+{
+    struct relay *r = arg;
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK)
+        return;
+    int found = 0;
+    switch (migrate_judge(res, &found)) {
+    case MIGRATE_OLDER:
+        log_warn("the outbox schema is older than this relay: run `outbox-relay migrate`",
+                 "{s:s, s:i, s:i}", "table", r->cfg->table, "version", found, "wanted",
+                 migrate_schema_version());
+        break;
+    case MIGRATE_UNMARKED:
+        log_warn("the outbox table has no schema version: run `outbox-relay migrate`", "{s:s}",
+                 "table", r->cfg->table);
+        break;
+    case MIGRATE_CURRENT:
+    case MIGRATE_NO_TABLE:
+        break;
+    }
+}
+
+static bool relay_retention_query(void *arg, const char *sql, int nparams, char **params,
+                                  pg_result_fn fn, void *fn_arg)
+{
+    struct relay *r = arg;
+    return pg_source_query(r->pg, sql, nparams, params, false, fn, fn_arg);
+}
+
 static void relay_on_pg_connected(void *arg)
 {
     struct relay *r = arg;
     r->metrics.pg_connected = true;
     log_info("postgresql connected", "{s:s}", "table", r->cfg->table);
+    char *params[1] = {malloc(160)};
+    if (params[0] != NULL) {
+        config_table_sql(r->cfg, params[0], 160);
+        pg_source_query(r->pg, migrate_version_sql, 1, params, false, relay_on_schema_version, r);
+    }
     leader_connected(r->leader);
 }
 
@@ -560,6 +601,7 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
     scan_init(&r->scan);
     retry_timer_init(&r->retry, loop, relay_on_retry_due, r);
     r->fail_log = fail_log_create(10.0, NULL, NULL);
+    r->retention = retention_create(loop, cfg, (struct retention_hooks){relay_retention_query, r});
     r->rows = inflight_create((size_t)cfg->max_inflight);
     r->acks = ack_queue_create(loop, relay_on_acks, r);
     struct pg_source_events pg_events = {
@@ -587,7 +629,7 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
         r->leader = leader_create(loop, cfg, r->pg, leader_events);
     }
     if (r->rows == NULL || r->acks == NULL || r->pg == NULL || r->marks == NULL ||
-        r->leader == NULL || r->fail_log == NULL) {
+        r->leader == NULL || r->fail_log == NULL || r->retention == NULL) {
         snprintf(err, errlen, "out of memory");
         relay_destroy(r);
         return NULL;
@@ -634,6 +676,7 @@ void relay_shutdown(struct relay *r)
     }
     r->draining = true;
     scan_stop(&r->scan);
+    retention_set_leader(r->retention, false);
     size_t dropped = inflight_drop_waiting(r->rows);
     log_info("shutting down: claiming stopped, waiting for in-flight acks", "{s:i, s:i, s:i}",
              "publishing", (int)inflight_publishing(r->rows), "released", (int)dropped,
@@ -664,9 +707,12 @@ void relay_destroy(struct relay *r)
     r->js = NULL;
     if (r->acks != NULL)
         ack_queue_drain(r->acks);
-    leader_destroy(r->leader);
+    /* The connection before the modules that queued queries on it: each
+     * query still calls back (with no result) as it is dropped. */
     pg_source_destroy(r->pg);
     r->pg = NULL;
+    leader_destroy(r->leader);
+    retention_destroy(r->retention);
     ack_queue_destroy(r->acks);
     marks_destroy(r->marks);
     inflight_destroy(r->rows);
@@ -725,5 +771,6 @@ const struct metrics *relay_metrics(struct relay *r)
     r->metrics.pg_connected = pg_source_state(r->pg) == PG_READY;
     r->metrics.nats_connected = r->nats_up;
     r->metrics.leader = leader_is(r->leader);
+    r->metrics.pruned_total = r->retention != NULL ? retention_pruned_total(r->retention) : 0;
     return &r->metrics;
 }

@@ -20,7 +20,6 @@ CREATE TABLE IF NOT EXISTS outbox (
         CHECK (status IN ('pending', 'published', 'failed', 'dead'))
 );
 
-COMMENT ON TABLE outbox IS 'Transactional outbox relayed to NATS JetStream by outbox-relay';
 COMMENT ON COLUMN outbox.event_id IS 'Sent as Nats-Msg-Id: JetStream drops a re-publish within the stream duplicate window';
 COMMENT ON COLUMN outbox.ordering_key IS 'Rows with the same key are published in id order; NULL: no constraint';
 COMMENT ON COLUMN outbox.status IS 'pending -> published; failed (retried at next_attempt_at); dead (gave up, see last_error)';

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "outbox_relay/log.h"
@@ -65,6 +66,10 @@ struct relay_config {
     char *stream_storage;          /* file | memory */
     char *stream_max_age;          /* duration, "0" = unlimited */
     char *stream_duplicate_window; /* duration */
+
+    int64_t retention_s;       /* published rows older than this are deleted; 0 = never */
+    int retention_batch;       /* rows per retention DELETE */
+    int retention_interval_ms; /* how often retention looks for old rows */
 };
 
 /*

@@ -52,6 +52,7 @@ struct metrics {
 
     int64_t dead_rows;             /* rows with status 'dead' in the table, sampled */
     uint64_t duplicate_acks_total; /* PubAcks with duplicate=true (already in the stream) */
+    uint64_t pruned_total;         /* published rows deleted by retention */
     /* Per-reason shares of failed_total and dead_total, counted by
      * metrics_failed() / metrics_dead(). What the totals hold beyond their
      * sum is rendered as reason="other". */

@@ -2109,3 +2109,33 @@ void it_assert_keys_in_order_once(PGconn *conn, const char *stream)
     ck_assert_msg(a.unknown == 0, "%zu messages match no row", a.unknown);
     ck_assert_int_eq(a.messages, a.rows);
 }
+
+int it_relay_cmd(const char *const *env, const char *const *args, json_t **doc, char **output)
+{
+    char *out = NULL;
+    int rc = it_relay_run(env, args, 60000, &out);
+    fprintf(stderr, "$ outbox-relay");
+    for (int i = 0; args && args[i]; i++)
+        fprintf(stderr, " %s", args[i]);
+    fprintf(stderr, "  (exit %d)\n%s", rc, out);
+    if (doc != NULL) {
+        *doc = NULL;
+        char *save = NULL;
+        char *copy = strdup(out);
+        for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+            json_t *j = line[0] == '{' ? json_loads(line, 0, NULL) : NULL;
+            if (j != NULL && json_is_object(j) && json_object_get(j, "level") == NULL) {
+                json_decref(*doc);
+                *doc = j;
+            } else {
+                json_decref(j);
+            }
+        }
+        free(copy);
+    }
+    if (output != NULL)
+        *output = out;
+    else
+        free(out);
+    return rc;
+}

@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include <check.h>
+#include <jansson.h>
 #include <libpq-fe.h>
 #include <nats/nats.h>
 
@@ -311,6 +312,15 @@ void it_pg_replica_promote(void);
  */
 int64_t it_http_slowest_ms(int port, const char *const *paths, int duration_ms, int *requests,
                            int *failed);
+
+/*
+ * Runs an operator command (`outbox-relay <args>`, with the environment of
+ * it_relay_start) to completion within 60 s; returns its exit code. *doc (if
+ * not NULL) receives the JSON object of the last output line that is one (or
+ * NULL), *output (if not NULL) the whole output (stdout + stderr), which is
+ * also printed to stderr for the test log.
+ */
+int it_relay_cmd(const char *const *env, const char *const *args, json_t **doc, char **output);
 
 #endif
 

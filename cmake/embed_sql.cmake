@@ -1,0 +1,25 @@
+# Embeds sql/*.sql (lexical order) into a C file: the migrations `outbox-relay migrate`
+# applies, rewritten for OUTBOX_TABLE and OUTBOX_CHANNEL at run time (relay/migrate.c).
+#   cmake -DSQL_DIR=... -DOUT=... -P embed_sql.cmake
+file(GLOB files RELATIVE ${SQL_DIR} ${SQL_DIR}/*.sql)
+list(SORT files)
+set(body "/* Generated from the files in sql/ by cmake/embed_sql.cmake: do not edit. */\n")
+string(APPEND body "#include \"outbox_relay/migrate.h\"\n\n")
+set(table "")
+set(i 0)
+foreach(f ${files})
+  file(READ ${SQL_DIR}/${f} hex HEX)
+  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," hex "${hex}")
+  string(APPEND body "static const char sql_${i}[] = {${hex}0x00};\n")
+  string(APPEND table "    {\"${f}\", sql_${i}},\n")
+  math(EXPR i "${i} + 1")
+endforeach()
+string(APPEND body "\nconst struct migrate_file migrate_files[] = {\n${table}};\n")
+string(APPEND body "const size_t migrate_nfiles = ${i};\n")
+# Only rewrite when the content changed, so an unchanged sql/ rebuilds nothing.
+if(EXISTS ${OUT})
+  file(READ ${OUT} old)
+endif()
+if(NOT "${old}" STREQUAL "${body}")
+  file(WRITE ${OUT} "${body}")
+endif()

@@ -1,0 +1,337 @@
+/* Operator subcommands: dispatch, flag parsing on top of the settings table, connections. */
+#include "outbox_relay/cmd.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "outbox_relay/log.h"
+#include "outbox_relay/pg_source.h"
+
+struct cmd_def {
+    const char *name;
+    const char *summary;
+    const struct cmd_option *options;
+    int (*run)(struct cmd_ctx *ctx);
+};
+
+static const struct cmd_def commands[] = {
+    {"status", "counts, oldest unfinished row, dead rows by reason, held keys, leader",
+     cmd_status_options, cmd_status},
+    {"requeue", "put dead (and failed) rows back to pending, by filter", cmd_requeue_options,
+     cmd_requeue},
+    {"replay", "publish already-published rows again", cmd_replay_options, cmd_replay},
+    {"audit", "check published rows against the stream", cmd_audit_options, cmd_audit},
+    {"migrate", "create or upgrade the outbox schema under OUTBOX_TABLE/OUTBOX_CHANNEL",
+     cmd_migrate_options, cmd_migrate},
+};
+#define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static void cmd_usage(const struct cmd_def *c, FILE *out)
+{
+    fprintf(out, "Usage: outbox-relay %s [flags] [--setting=value ...]\n\n%s.\n\n", c->name,
+            c->summary);
+    fprintf(out, "  --%-24s %s\n", "json", "print one JSON document instead of text");
+    for (const struct cmd_option *o = c->options; o->name != NULL; o++) {
+        char flag[64];
+        snprintf(flag, sizeof(flag), "%s%s", o->name, o->takes_value ? "=VALUE" : "");
+        fprintf(out, "  --%-24s %s\n", flag, o->help);
+    }
+    fprintf(out, "\nEvery setting of the daemon applies (OUTBOX_* or --flag; see outbox-relay "
+                 "--help).\nExit codes: 0 ok, 1 findings, 2 usage or settings, 3 PostgreSQL or "
+                 "NATS unreachable or refusing.\n");
+}
+
+static int cmd_option_index(const struct cmd_option *opts, const char *name, size_t n)
+{
+    for (int i = 0; opts[i].name != NULL; i++)
+        if (strlen(opts[i].name) == n && !strncmp(opts[i].name, name, n))
+            return i;
+    return -1;
+}
+
+int cmd_main(int argc, char **argv)
+{
+    if (argc < 2 || argv[1][0] == '-')
+        return -1;
+    const struct cmd_def *c = NULL;
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (!strcmp(argv[1], commands[i].name))
+            c = &commands[i];
+    if (c == NULL)
+        return -1;
+
+    struct cmd_ctx ctx = {.name = c->name, .options = c->options, .out = stdout};
+    /* The command's flags are taken out; the rest goes to the settings parser. */
+    char **rest = calloc((size_t)argc + 1, sizeof(*rest));
+    if (rest == NULL)
+        return CMD_USAGE;
+    int nrest = 0;
+    rest[nrest++] = argv[0];
+    for (int i = 2; i < argc; i++) {
+        const char *arg = argv[i];
+        if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
+            cmd_usage(c, stdout);
+            free(rest);
+            return CMD_OK;
+        }
+        if (!strcmp(arg, "--json")) {
+            ctx.json = true;
+            continue;
+        }
+        int idx = -1;
+        const char *eq = NULL;
+        if (!strncmp(arg, "--", 2)) {
+            eq = strchr(arg + 2, '=');
+            idx = cmd_option_index(c->options, arg + 2,
+                                   eq ? (size_t)(eq - arg - 2) : strlen(arg + 2));
+        }
+        if (idx < 0) {
+            rest[nrest++] = argv[i];
+            continue;
+        }
+        if (!c->options[idx].takes_value) {
+            if (eq != NULL) {
+                fprintf(stderr, "outbox-relay %s: --%s takes no value\n", c->name,
+                        c->options[idx].name);
+                free(rest);
+                return CMD_USAGE;
+            }
+            ctx.values[idx] = "";
+        } else if (eq != NULL) {
+            ctx.values[idx] = eq + 1;
+        } else if (i + 1 < argc) {
+            ctx.values[idx] = argv[++i];
+        } else {
+            fprintf(stderr, "outbox-relay %s: --%s needs a value\n", c->name, c->options[idx].name);
+            free(rest);
+            return CMD_USAGE;
+        }
+    }
+    char err[512];
+    int rc;
+    if (config_load(&ctx.cfg, nrest, rest, err, sizeof(err)) < 0) {
+        fprintf(stderr, "outbox-relay %s: %s\n", c->name, err);
+        rc = CMD_USAGE;
+    } else if (ctx.cfg.action != CONFIG_RUN) {
+        fprintf(stderr,
+                "outbox-relay %s: --check, --requeue-dead, --help and --version are not "
+                "flags of a command\n",
+                c->name);
+        rc = CMD_USAGE;
+    } else {
+        log_setup(LOG_WARN, ctx.cfg.log_format);
+        rc = c->run(&ctx);
+    }
+    config_free(&ctx.cfg);
+    free(rest);
+    return rc;
+}
+
+const char *cmd_value(const struct cmd_ctx *ctx, const char *name)
+{
+    int i = cmd_option_index(ctx->options, name, strlen(name));
+    return i < 0 ? NULL : ctx->values[i];
+}
+
+bool cmd_flag(const struct cmd_ctx *ctx, const char *name)
+{
+    return cmd_value(ctx, name) != NULL;
+}
+
+int cmd_fail(const struct cmd_ctx *ctx, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "outbox-relay %s: ", ctx->name);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return code;
+}
+
+PGconn *cmd_pg_connect(const struct cmd_ctx *ctx)
+{
+    char err[512];
+    PGconn *conn = pg_source_connect_blocking(&ctx->cfg, err, sizeof(err));
+    if (conn == NULL) {
+        cmd_fail(ctx, CMD_CONNECT, "cannot connect to PostgreSQL (OUTBOX_PG_URL): %s", err);
+        return NULL;
+    }
+    char sql[96];
+    snprintf(sql, sizeof(sql), "SET application_name = 'outbox-relay %s'", ctx->name);
+    PQclear(PQexec(conn, sql));
+    return conn;
+}
+
+PGresult *cmd_pg_exec(const struct cmd_ctx *ctx, PGconn *conn, const char *sql, int nparams,
+                      const char *const *params)
+{
+    PGresult *res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(res);
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
+        return res;
+    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    cmd_fail(ctx, CMD_CONNECT, "PostgreSQL: %s", msg ? msg : PQerrorMessage(conn));
+    PQclear(res);
+    return NULL;
+}
+
+static natsStatus cmd_nats_servers(natsOptions *o, const char *list)
+{
+    char *copy = strdup(list), *save = NULL;
+    const char *servers[64];
+    int n = 0;
+    if (copy == NULL)
+        return NATS_NO_MEMORY;
+    for (char *s = strtok_r(copy, ",", &save); s != NULL && n < 64; s = strtok_r(NULL, ",", &save))
+        servers[n++] = s + strspn(s, " ");
+    natsStatus st = natsOptions_SetServers(o, servers, n);
+    free(copy);
+    return st;
+}
+
+/*
+ * The same NATS settings as js_sink's connection, for a short synchronous
+ * session (js_sink does not hand out its JetStream context).
+ */
+int cmd_nats_connect(const struct cmd_ctx *ctx, natsConnection **nc, jsCtx **js)
+{
+    const struct relay_config *cfg = &ctx->cfg;
+    natsOptions *o = NULL;
+    char *secret = NULL, why[256] = "";
+    const char *what = "OUTBOX_NATS_URL";
+    natsStatus s = natsOptions_Create(&o);
+    if (s == NATS_OK)
+        s = cmd_nats_servers(o, cfg->nats_url);
+    if (s == NATS_OK) {
+        natsOptions_SetName(o, ctx->name);
+        natsOptions_SetTimeout(o, 5000);
+        natsOptions_SetMaxReconnect(o, 0);
+    }
+    if (s == NATS_OK && cfg->nats_creds[0]) {
+        what = "OUTBOX_NATS_CREDS";
+        s = natsOptions_SetUserCredentialsFromFiles(o, cfg->nats_creds, NULL);
+    } else if (s == NATS_OK && cfg->nats_nkey_seed[0]) {
+        /* The public key is the "U..." line after the seed (see js_sink.c). */
+        what = "OUTBOX_NATS_NKEY_SEED";
+        FILE *f = fopen(cfg->nats_nkey_seed, "r");
+        char line[256], pub[64] = "";
+        while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+            char *t = line + strspn(line, " \t");
+            size_t n = strspn(t, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567");
+            if (t[0] == 'U' && n == 56)
+                snprintf(pub, sizeof(pub), "%.56s", t);
+        }
+        if (f != NULL)
+            fclose(f);
+        s = pub[0] ? natsOptions_SetNKeyFromSeed(o, pub, cfg->nats_nkey_seed) : NATS_INVALID_ARG;
+    } else if (s == NATS_OK && cfg->nats_user[0]) {
+        what = "OUTBOX_NATS_PASSWORD_FILE";
+        secret = config_read_secret(cfg->nats_password_file, why, sizeof(why));
+        s = secret ? natsOptions_SetUserInfo(o, cfg->nats_user, secret) : NATS_INVALID_ARG;
+    } else if (s == NATS_OK && cfg->nats_token_file[0]) {
+        what = "OUTBOX_NATS_TOKEN_FILE";
+        secret = config_read_secret(cfg->nats_token_file, why, sizeof(why));
+        s = secret ? natsOptions_SetToken(o, secret) : NATS_INVALID_ARG;
+    }
+    bool tls = cfg->nats_tls_ca[0] || cfg->nats_tls_cert[0] || cfg->nats_tls_server_name[0] ||
+               strstr(cfg->nats_url, "tls://") != NULL;
+    if (s == NATS_OK && tls) {
+        what = "OUTBOX_NATS_TLS_*";
+        s = natsOptions_SetSecure(o, true);
+        if (s == NATS_OK && cfg->nats_tls_ca[0])
+            s = natsOptions_LoadCATrustedCertificates(o, cfg->nats_tls_ca);
+        if (s == NATS_OK && cfg->nats_tls_cert[0])
+            s = natsOptions_LoadCertificatesChain(o, cfg->nats_tls_cert, cfg->nats_tls_key);
+        if (s == NATS_OK && cfg->nats_tls_server_name[0])
+            s = natsOptions_SetExpectedHostname(o, cfg->nats_tls_server_name);
+    }
+    if (s == NATS_OK) {
+        what = "cannot connect to NATS (OUTBOX_NATS_URL)";
+        s = natsConnection_Connect(nc, o);
+    }
+    if (s == NATS_OK) {
+        jsOptions jo;
+        jsOptions_Init(&jo);
+        jo.Wait = cfg->publish_timeout_ms;
+        what = "JetStream context";
+        s = natsConnection_JetStream(js, *nc, &jo);
+    }
+    natsOptions_Destroy(o);
+    if (secret != NULL) {
+        explicit_bzero(secret, strlen(secret));
+        free(secret);
+    }
+    if (s != NATS_OK) {
+        const char *detail = nats_GetLastError(NULL);
+        cmd_fail(ctx, CMD_CONNECT, "%s: %s%s%s", what, why[0] ? why : natsStatus_GetText(s),
+                 detail && *detail ? ": " : "", detail && *detail ? detail : "");
+        natsConnection_Destroy(*nc);
+        *nc = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static bool cmd_is_id_list(const char *s)
+{
+    if (*s == '\0')
+        return false;
+    for (; *s; s++)
+        if (!isdigit((unsigned char)*s) && *s != ',' && *s != ' ')
+            return false;
+    return true;
+}
+
+int cmd_select_rows(const struct cmd_ctx *ctx, char *where, size_t len, const char **params,
+                    int *nparams)
+{
+    const char *ids = cmd_value(ctx, "ids"), *range = cmd_value(ctx, "id-range");
+    const char *from = cmd_value(ctx, "created-from"), *to = cmd_value(ctx, "created-to");
+    size_t o = strlen(where);
+    if (ids != NULL) {
+        if (!cmd_is_id_list(ids))
+            return cmd_fail(ctx, -1, "--ids: \"%s\" is not a comma-separated list of ids", ids);
+        params[*nparams] = ids;
+        o += (size_t)snprintf(where + o, len - o,
+                              " AND o.id = ANY (string_to_array(replace($%d, ' ', ''), ',')"
+                              "::bigint[])",
+                              ++*nparams);
+    }
+    if (range != NULL) {
+        char *end;
+        long long a = strtoll(range, &end, 10), b = 0;
+        bool ok = end != range && *end == '-';
+        if (ok) {
+            const char *p = end + 1;
+            b = strtoll(p, &end, 10);
+            ok = end != p && *end == '\0' && a <= b && a >= 0;
+        }
+        if (!ok)
+            return cmd_fail(ctx, -1, "--id-range: \"%s\" is not FIRST-LAST (e.g. 100-250)", range);
+        o += (size_t)snprintf(where + o, len - o, " AND o.id BETWEEN %lld AND %lld", a, b);
+    }
+    if (from != NULL) {
+        params[*nparams] = from;
+        o += (size_t)snprintf(where + o, len - o, " AND o.created_at >= $%d::timestamptz",
+                              ++*nparams);
+    }
+    if (to != NULL) {
+        params[*nparams] = to;
+        o += (size_t)snprintf(where + o, len - o, " AND o.created_at < $%d::timestamptz",
+                              ++*nparams);
+    }
+    return o < len ? 0 : -1;
+}
+
+void cmd_print_json(const struct cmd_ctx *ctx, json_t *doc)
+{
+    char *text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (text != NULL) {
+        fprintf(ctx->out, "%s\n", text);
+        free(text);
+    }
+    json_decref(doc);
+}

@@ -1,0 +1,174 @@
+/* `outbox-relay migrate`: create or upgrade the schema under OUTBOX_TABLE and OUTBOX_CHANNEL. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "outbox_relay/cmd.h"
+#include "outbox_relay/migrate.h"
+
+const struct cmd_option cmd_migrate_options[] = {
+    {"dry-run", false,
+     "print the SQL it would run (for psql users with custom names), change nothing"},
+    {"force", false, "apply the migrations even when the version is current"},
+    {"lock-timeout-ms", true, "give up when a lock on the table waits this long (default 30000)"},
+    {NULL, false, NULL},
+};
+
+/* Serialises concurrent migrates of one table (e.g. two Helm hooks); not the leader lock. */
+#define MIGRATE_LOCK_CLASS "1869574265"
+
+static int version_of(const struct cmd_ctx *ctx, PGconn *conn, const char *t, int *found)
+{
+    const char *params[] = {t};
+    PGresult *res = cmd_pg_exec(ctx, conn, migrate_version_sql, 1, params);
+    if (res == NULL)
+        return -1;
+    int v = (int)migrate_judge(res, found);
+    PQclear(res);
+    return v;
+}
+
+static const char *verdict_name(int v)
+{
+    switch (v) {
+    case MIGRATE_CURRENT:
+        return "current";
+    case MIGRATE_OLDER:
+        return "older";
+    case MIGRATE_UNMARKED:
+        return "unmarked";
+    default:
+        return "absent";
+    }
+}
+
+/* Prints the outcome; takes files. */
+static int report(const struct cmd_ctx *ctx, bool changed, int before, int found, json_t *files)
+{
+    int need = migrate_schema_version();
+    if (ctx->json) {
+        cmd_print_json(ctx, json_pack("{s:s, s:s, s:b, s:s, s:i, s:i, s:o}", "table",
+                                      ctx->cfg.table, "channel", ctx->cfg.channel, "changed",
+                                      changed, "before", verdict_name(before), "version_before",
+                                      found, "version", need, "applied", files));
+        return CMD_OK;
+    }
+    if (!changed)
+        fprintf(ctx->out, "table %s: schema version %d is current; nothing to do\n", ctx->cfg.table,
+                found);
+    else
+        fprintf(ctx->out, "table %s (channel %s): schema %s (version %d) -> version %d; applied:",
+                ctx->cfg.table, ctx->cfg.channel, verdict_name(before), found, need);
+    for (size_t i = 0; changed && i < json_array_size(files); i++)
+        fprintf(ctx->out, " %s", json_string_value(json_array_get(files, i)));
+    if (changed)
+        fputc('\n', ctx->out);
+    json_decref(files);
+    return CMD_OK;
+}
+
+int cmd_migrate(struct cmd_ctx *ctx)
+{
+    const struct relay_config *cfg = &ctx->cfg;
+    const char *dot = strchr(cfg->table, '.');
+    char schema[80] = "";
+    if (dot != NULL)
+        snprintf(schema, sizeof(schema), "\"%.*s\"", (int)(dot - cfg->table), cfg->table);
+    const char *lt = cmd_value(ctx, "lock-timeout-ms");
+    int lock_ms = lt ? atoi(lt) : 30000;
+    if (lock_ms <= 0)
+        return cmd_fail(ctx, CMD_USAGE, "--lock-timeout-ms: \"%s\" is not a positive number", lt);
+
+    if (cmd_flag(ctx, "dry-run")) {
+        fprintf(ctx->out, "-- outbox-relay migrate for table %s, channel %s (schema version %d)\n",
+                cfg->table, cfg->channel, migrate_schema_version());
+        if (schema[0])
+            fprintf(ctx->out, "CREATE SCHEMA IF NOT EXISTS %s;\nSET search_path TO %s;\n", schema,
+                    schema);
+        for (size_t i = 0; i < migrate_nfiles; i++) {
+            if (!migrate_file_applied(&migrate_files[i]))
+                continue;
+            char *sql = migrate_render(migrate_files[i].text, cfg);
+            fprintf(ctx->out, "\n-- %s\n%s", migrate_files[i].name, sql ? sql : "");
+            free(sql);
+        }
+        return CMD_OK;
+    }
+
+    PGconn *conn = cmd_pg_connect(ctx);
+    if (conn == NULL)
+        return CMD_CONNECT;
+    char t[160], sql[256];
+    config_table_sql(cfg, t, sizeof(t));
+    int found = 0, before = version_of(ctx, conn, t, &found);
+    int rc = CMD_CONNECT;
+    json_t *files = json_array();
+    if (before == MIGRATE_CURRENT && !cmd_flag(ctx, "force")) {
+        PQfinish(conn);
+        return report(ctx, false, before, found, files);
+    }
+    /* One transaction: a failed step leaves the schema as it was. */
+    PGresult *res = before < 0 ? NULL : cmd_pg_exec(ctx, conn, "BEGIN", 0, NULL);
+    PQclear(res);
+    if (res != NULL) {
+        /* "already exists, skipping" notices are expected on an upgrade. */
+        snprintf(sql, sizeof(sql), "SET LOCAL lock_timeout = %d", lock_ms);
+        res = cmd_pg_exec(ctx, conn, sql, 0, NULL);
+        PQclear(res);
+    }
+    if (res != NULL) {
+        res = cmd_pg_exec(ctx, conn, "SET LOCAL client_min_messages = warning", 0, NULL);
+        PQclear(res);
+    }
+    if (res != NULL) {
+        const char *params[] = {cfg->table};
+        res = cmd_pg_exec(ctx, conn,
+                          "SELECT pg_advisory_xact_lock(" MIGRATE_LOCK_CLASS ", hashtext($1))", 1,
+                          params);
+        PQclear(res);
+    }
+    /* Another migrate may have finished while this one waited for the lock. */
+    if (res != NULL && version_of(ctx, conn, t, &found) == MIGRATE_CURRENT &&
+        !cmd_flag(ctx, "force")) {
+        PQclear(PQexec(conn, "ROLLBACK"));
+        PQfinish(conn);
+        return report(ctx, false, MIGRATE_CURRENT, found, files);
+    }
+    if (res != NULL && schema[0]) {
+        snprintf(sql, sizeof(sql), "CREATE SCHEMA IF NOT EXISTS %s", schema);
+        res = cmd_pg_exec(ctx, conn, sql, 0, NULL);
+        PQclear(res);
+        snprintf(sql, sizeof(sql), "SET LOCAL search_path TO %s", schema);
+        if (res != NULL)
+            res = cmd_pg_exec(ctx, conn, sql, 0, NULL);
+        PQclear(res);
+    }
+    for (size_t i = 0; res != NULL && i < migrate_nfiles; i++) {
+        if (!migrate_file_applied(&migrate_files[i]))
+            continue;
+        char *text = migrate_render(migrate_files[i].text, cfg);
+        /* Simple query protocol: a file's statements (and $$ bodies) in one go. */
+        res = text ? PQexec(conn, text) : NULL;
+        free(text);
+        if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
+            cmd_fail(ctx, CMD_CONNECT, "%s: %s", migrate_files[i].name,
+                     res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : "out of memory");
+            PQclear(res);
+            res = NULL;
+            break;
+        }
+        PQclear(res);
+        json_array_append_new(files, json_string(migrate_files[i].name));
+    }
+    if (res != NULL) {
+        res = cmd_pg_exec(ctx, conn, "COMMIT", 0, NULL);
+        PQclear(res);
+    }
+    if (res != NULL) {
+        rc = report(ctx, true, before, found, files);
+    } else {
+        PQclear(PQexec(conn, "ROLLBACK"));
+        json_decref(files);
+    }
+    PQfinish(conn);
+    return rc;
+}

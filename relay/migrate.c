@@ -1,0 +1,198 @@
+/* The embedded sql/ templates rewritten for the configured names, and the schema version check. */
+#include "outbox_relay/migrate.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_NAME "outbox"
+
+/* Names shared by every outbox table in the database: never renamed. */
+static const char *const shared_names[] = {"outbox_relay", "outbox_writer"};
+
+struct out {
+    char *s;
+    size_t len, cap;
+    bool oom;
+};
+
+static void put(struct out *o, const char *s, size_t n)
+{
+    if (o->oom)
+        return;
+    if (o->len + n + 1 > o->cap) {
+        size_t cap = (o->len + n + 1) * 2;
+        char *p = realloc(o->s, cap);
+        if (p == NULL) {
+            o->oom = true;
+            return;
+        }
+        o->s = p;
+        o->cap = cap;
+    }
+    memcpy(o->s + o->len, s, n);
+    o->len += n;
+    o->s[o->len] = '\0';
+}
+
+static const char *table_base(const struct relay_config *cfg)
+{
+    const char *dot = strchr(cfg->table, '.');
+    return dot ? dot + 1 : cfg->table;
+}
+
+static void put_identifier(struct out *o, const char *w, size_t n, const struct relay_config *cfg)
+{
+    size_t d = strlen(DEFAULT_NAME);
+    bool ours = n >= d && !strncasecmp(w, DEFAULT_NAME, d) && (n == d || w[d] == '_');
+    for (size_t i = 0; ours && i < sizeof(shared_names) / sizeof(shared_names[0]); i++)
+        if (strlen(shared_names[i]) == n && !strncasecmp(w, shared_names[i], n))
+            ours = false;
+    if (!ours) {
+        put(o, w, n);
+        return;
+    }
+    /* The table itself schema-qualified (function bodies run under the
+     * caller's search_path); derived names plain (an index or a trigger
+     * cannot be qualified; they land in the schema migrate sets). Quoted: the
+     * configured name may hold capitals (the relay quotes it too). */
+    if (n == d) {
+        char t[160];
+        config_table_sql(cfg, t, sizeof(t));
+        put(o, t, strlen(t));
+        return;
+    }
+    const char *base = table_base(cfg);
+    put(o, "\"", 1);
+    put(o, base, strlen(base));
+    for (size_t i = d; i < n; i++) {
+        char c = (char)tolower((unsigned char)w[i]);
+        put(o, &c, 1);
+    }
+    put(o, "\"", 1);
+}
+
+char *migrate_render(const char *text, const struct relay_config *cfg)
+{
+    struct out o = {0};
+    put(&o, "", 0);
+    const char *p = text;
+    while (*p && !o.oom) {
+        if (p[0] == '-' && p[1] == '-') { /* line comment: copied */
+            size_t n = strcspn(p, "\n");
+            put(&o, p, n);
+            p += n;
+        } else if (p[0] == '/' && p[1] == '*') {
+            const char *end = strstr(p + 2, "*/");
+            size_t n = end ? (size_t)(end + 2 - p) : strlen(p);
+            put(&o, p, n);
+            p += n;
+        } else if (*p == '\'') { /* string literal; '' is a quote inside */
+            const char *q = p + 1;
+            while (*q && !(q[0] == '\'' && q[1] != '\''))
+                q += (q[0] == '\'' && q[1] == '\'') ? 2 : 1;
+            size_t n = (size_t)(*q ? q + 1 - p : q - p);
+            if (n == strlen(DEFAULT_NAME) + 2 && !strncmp(p + 1, DEFAULT_NAME, n - 2)) {
+                put(&o, "'", 1);
+                put(&o, cfg->channel, strlen(cfg->channel)); /* validated identifier */
+                put(&o, "'", 1);
+            } else {
+                put(&o, p, n);
+            }
+            p += n;
+        } else if (*p == '"') { /* quoted identifier: meant as written */
+            const char *q = strchr(p + 1, '"');
+            size_t n = q ? (size_t)(q + 1 - p) : strlen(p);
+            put(&o, p, n);
+            p += n;
+        } else if (isalpha((unsigned char)*p) || *p == '_') {
+            size_t n = 1;
+            while (isalnum((unsigned char)p[n]) || p[n] == '_' || p[n] == '$')
+                n++;
+            put_identifier(&o, p, n, cfg);
+            p += n;
+        } else if (isdigit((unsigned char)*p)) { /* a number: keep 1e5, 0x1f together */
+            size_t n = 1;
+            while (isalnum((unsigned char)p[n]) || p[n] == '.')
+                n++;
+            put(&o, p, n);
+            p += n;
+        } else {
+            put(&o, p, 1);
+            p++;
+        }
+    }
+    if (o.oom) {
+        free(o.s);
+        return NULL;
+    }
+    return o.s;
+}
+
+bool migrate_file_applied(const struct migrate_file *f)
+{
+    return strstr(f->name, "example") == NULL;
+}
+
+int migrate_schema_version(void)
+{
+    for (size_t i = 0; i < migrate_nfiles; i++) {
+        const char *at = strstr(migrate_files[i].text, "schema version ");
+        if (at != NULL && strstr(migrate_files[i].name, "schema_version") != NULL)
+            return atoi(at + strlen("schema version "));
+    }
+    return 0;
+}
+
+const char migrate_version_sql[] =
+    "SELECT to_regclass($1) IS NOT NULL, "
+    "substring(obj_description(to_regclass($1), 'pg_class') FROM 'schema version ([0-9]+)')";
+
+enum migrate_verdict migrate_judge(PGresult *res, int *found)
+{
+    *found = 0;
+    if (PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 0), "t") != 0)
+        return MIGRATE_NO_TABLE;
+    if (PQgetisnull(res, 0, 1))
+        return MIGRATE_UNMARKED;
+    *found = atoi(PQgetvalue(res, 0, 1));
+    return *found >= migrate_schema_version() ? MIGRATE_CURRENT : MIGRATE_OLDER;
+}
+
+int migrate_check_version(PGconn *conn, const struct relay_config *cfg, char *msg, size_t len)
+{
+    char t[160];
+    config_table_sql(cfg, t, sizeof(t));
+    const char *params[] = {t};
+    PGresult *res = PQexecParams(conn, migrate_version_sql, 1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        snprintf(msg, len, "schema version check failed: %s",
+                 PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+        PQclear(res);
+        return -1;
+    }
+    int found, need = migrate_schema_version();
+    enum migrate_verdict v = migrate_judge(res, &found);
+    PQclear(res);
+    switch (v) {
+    case MIGRATE_CURRENT:
+        snprintf(msg, len, "table %s has schema version %d (this relay needs %d)", cfg->table,
+                 found, need);
+        break;
+    case MIGRATE_OLDER:
+        snprintf(msg, len,
+                 "table %s has schema version %d, older than %d: run `outbox-relay migrate`",
+                 cfg->table, found, need);
+        break;
+    case MIGRATE_UNMARKED:
+        snprintf(msg, len,
+                 "table %s carries no schema version (made by hand or by an older sql/): run "
+                 "`outbox-relay migrate`",
+                 cfg->table);
+        break;
+    case MIGRATE_NO_TABLE:
+        snprintf(msg, len, "table %s does not exist: run `outbox-relay migrate`", cfg->table);
+        break;
+    }
+    return (int)v;
+}
