@@ -19,9 +19,15 @@ CREATE INDEX IF NOT EXISTS outbox_published_at_idx
 
 -- Per-key order under concurrent producers: a claim asks, for each keyed
 -- row, for the nearest earlier unfinished row of its key (one backward probe).
+-- "Unfinished" is spelled differently here than in outbox_unfinished_idx on
+-- purpose: the probe names this predicate, which does not imply that index's,
+-- so the planner cannot answer the probe by walking outbox_unfinished_idx
+-- backwards and filtering on the key. It did, on statistics taken before the
+-- backlog (the partial indexes then look empty), at a cost that grows with
+-- the backlog.
 CREATE INDEX IF NOT EXISTS outbox_unfinished_keys_idx
     ON outbox (ordering_key, id)
-    WHERE status IN ('pending', 'failed') AND ordering_key IS NOT NULL;
+    WHERE status NOT IN ('published', 'dead') AND ordering_key IS NOT NULL;
 
 -- Dead rows, for the dead-rows gauge: few, so the index stays tiny.
 CREATE INDEX IF NOT EXISTS outbox_dead_idx

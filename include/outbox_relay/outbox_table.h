@@ -43,7 +43,9 @@ bool outbox_claim_keyed(const PGresult *res, int i);
 int64_t outbox_claim_prev(const PGresult *res, int i);
 /* The row's payload and header bytes as stored. */
 int64_t outbox_claim_bytes(const PGresult *res, int i);
-/* How many due rows the claim looked at before the byte cut (0 if no rows). */
+/* How many due rows the claim walked: the rows returned, plus one if the
+ * byte cut stopped the page (so more rows follow when it exceeds the rows
+ * returned or reaches the batch size); 0 if no rows. */
 int64_t outbox_claim_candidates(const PGresult *res);
 
 /*
