@@ -22,6 +22,7 @@
 #include "outbox_relay/retry_timer.h"
 #include "outbox_relay/scan.h"
 #include "outbox_relay/util.h"
+#include "outbox_relay/wakeup.h"
 
 struct relay {
     ev_prepare before_sleep; /* first member: flushes marks and claims once per loop turn */
@@ -35,6 +36,8 @@ struct relay {
     struct marks *marks;
     struct leader *leader;
     struct scan scan;
+    struct wakeup *wakeup;   /* NOTIFY while asleep, tail polls while awake */
+    int64_t claimed_in_pass; /* rows the current scan pass claimed */
     struct retry_timer retry;
     struct retention *retention; /* the leader prunes old published rows */
     struct metrics metrics;
@@ -252,11 +255,16 @@ static void relay_on_claim(void *arg, PGresult *res)
         if (row == NULL)
             continue; /* out of memory: a later pass claims it again */
         r->metrics.claimed_total++;
+        r->claimed_in_pass++;
         if (inflight_add(r->rows, row))
             relay_publish_row(r, row);
     }
     int64_t candidates = outbox_claim_candidates(res);
     scan_page_done(&r->scan, n, candidates >= r->cfg->batch_size || n < candidates);
+    if (r->scan.state != SCAN_IN_PASS) {
+        wakeup_pass_ended(r->wakeup, r->claimed_in_pass > 0);
+        r->claimed_in_pass = 0;
+    }
     if (n == 0 && inflight_count(r->rows) == 0)
         r->last_progress = ev_now(r->loop); /* idle is not a stall */
 }
@@ -317,6 +325,7 @@ static void relay_on_elected(void *arg)
     r->metrics.leader = true;
     scan_restart(&r->scan);
     retention_set_leader(r->retention, true);
+    wakeup_set_leader(r->wakeup, true);
     r->last_progress = ev_now(r->loop);
     log_info("became leader", "{s:s}", "table", r->cfg->table);
 }
@@ -333,6 +342,7 @@ static void relay_on_deposed(void *arg, const char *why)
     r->metrics.leader = false;
     scan_stop(&r->scan);
     retention_set_leader(r->retention, false);
+    wakeup_set_leader(r->wakeup, false);
     marks_fence(r->marks);
     r->orphans += inflight_publishing(r->rows);
     size_t dropped = inflight_drop_all(r->rows);
@@ -498,7 +508,8 @@ static void relay_on_pg_disconnected(void *arg, const char *why)
     r->metrics.pg_reconnects_total++;
     r->claim_running = false;
     r->sample_running = false;
-    /* The session, and with it the advisory lock, is gone. */
+    /* The session, and with it the advisory locks, is gone. */
+    wakeup_disconnected(r->wakeup);
     leader_disconnected(r->leader);
     relay_check_drained(r);
 }
@@ -506,6 +517,7 @@ static void relay_on_pg_disconnected(void *arg, const char *why)
 static void relay_on_pg_notified(void *arg)
 {
     struct relay *r = arg;
+    wakeup_notified(r->wakeup);
     scan_want(&r->scan, SCAN_NOTIFY);
 }
 
@@ -530,6 +542,12 @@ static void relay_on_poll(struct ev_loop *loop, ev_timer *w, int revents)
      * and rows that committed late are still found within a second. */
     double sweep_every = r->cfg->poll_interval_ms < 1000 ? 1.0 : r->cfg->poll_interval_ms / 1000.0;
     bool sweep = ev_now(loop) - r->scan.last_sweep >= sweep_every - 0.001;
+    scan_want(&r->scan, sweep ? SCAN_SWEEP : SCAN_TAIL);
+}
+
+static void relay_on_wakeup_scan(void *arg, bool sweep)
+{
+    struct relay *r = arg;
     scan_want(&r->scan, sweep ? SCAN_SWEEP : SCAN_TAIL);
 }
 
@@ -627,9 +645,11 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
     if (r->pg != NULL) {
         r->marks = marks_create(r->pg, r->sql.mark_published, r->sql.mark_failed, mark_events);
         r->leader = leader_create(loop, cfg, r->pg, leader_events);
+        r->wakeup = wakeup_create(loop, cfg, r->pg,
+                                  (struct wakeup_events){.scan = relay_on_wakeup_scan, .arg = r});
     }
     if (r->rows == NULL || r->acks == NULL || r->pg == NULL || r->marks == NULL ||
-        r->leader == NULL || r->fail_log == NULL || r->retention == NULL) {
+        r->leader == NULL || r->fail_log == NULL || r->retention == NULL || r->wakeup == NULL) {
         snprintf(err, errlen, "out of memory");
         relay_destroy(r);
         return NULL;
@@ -677,6 +697,7 @@ void relay_shutdown(struct relay *r)
     r->draining = true;
     scan_stop(&r->scan);
     retention_set_leader(r->retention, false);
+    wakeup_set_leader(r->wakeup, false);
     size_t dropped = inflight_drop_waiting(r->rows);
     log_info("shutting down: claiming stopped, waiting for in-flight acks", "{s:i, s:i, s:i}",
              "publishing", (int)inflight_publishing(r->rows), "released", (int)dropped,
@@ -712,6 +733,7 @@ void relay_destroy(struct relay *r)
     pg_source_destroy(r->pg);
     r->pg = NULL;
     leader_destroy(r->leader);
+    wakeup_destroy(r->wakeup);
     retention_destroy(r->retention);
     ack_queue_destroy(r->acks);
     marks_destroy(r->marks);

@@ -16,16 +16,19 @@
 #define ROUNDS           3
 
 /*
- * Every session of the relay has been idle for IDLE_SECONDS: it finished
- * its last claim and mark and is asleep, so a new row can only be found by
- * the wake-up path. A relay that polls adaptively after work has had time
- * to fall back to sleep.
+ * The relay is asleep: it holds its sleep lock (class 1869574266, key the
+ * table's oid), so producers notify, and it polls nothing but the fallback
+ * poll a minute away. Its session (the leader heartbeat aside) is idle. A
+ * relay that polls adaptively after work has had time to fall back to
+ * sleep; only a NOTIFY can find the next row in time.
  */
 static bool relay_asleep(void *arg)
 {
-    return it_pg_int(arg, "SELECT (count(*) > 0 AND bool_and(state = 'idle' AND state_change <"
-                          " clock_timestamp() - interval '" IDLE_SECONDS " s'))::int"
-                          " FROM pg_stat_activity WHERE application_name = 'outbox-relay'") == 1;
+    return it_pg_int(arg, "SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a"
+                          " USING (pid) WHERE l.locktype = 'advisory' AND l.granted"
+                          " AND l.classid = 1869574266 AND l.objid = 'outbox'::regclass::oid"
+                          " AND a.application_name = 'outbox-relay' AND a.state = 'idle'"
+                          " AND a.state_change < clock_timestamp() - interval '0.5 s'") == 1;
 }
 
 /* Inserts one row and returns how long it took to be published (fails past the deadline). */

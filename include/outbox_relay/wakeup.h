@@ -1,0 +1,65 @@
+/*
+ * Wake-ups: how the leader learns of new rows without making every
+ * producer pay for a NOTIFY.
+ *
+ * NOTIFY takes a database-wide lock at commit and holds it through the
+ * commit's flush, so notifying transactions commit one at a time. So the
+ * trigger notifies only while the relay sleeps: the relay holds a session
+ * advisory lock (class OUTBOX_SLEEP_CLASS, key the table's oid) while it
+ * sleeps, and the trigger tests it with pg_try_advisory_xact_lock_shared.
+ * An awake relay polls its tail instead: at once after a pass that found
+ * rows, then backing off to WAKEUP_POLL_MAX_MS, and after WAKEUP_IDLE_MS
+ * without rows it goes to sleep again.
+ *
+ * No row is missed by the race between a producer and the relay falling
+ * asleep: a producer whose trigger saw the relay awake (and so did not
+ * notify) holds the shared lock until its transaction ends, so the relay's
+ * try for the sleep lock fails until that row is committed (or rolled
+ * back); once the relay holds the lock it sweeps once, and every later
+ * trigger notifies. Loop thread only.
+ */
+#ifndef OUTBOX_RELAY_WAKEUP_H
+#define OUTBOX_RELAY_WAKEUP_H
+
+#include <stdbool.h>
+
+#include <ev.h>
+
+#include "outbox_relay/config.h"
+#include "outbox_relay/pg_source.h"
+
+#define OUTBOX_SLEEP_CLASS 1869574266
+#define WAKEUP_POLL_MAX_MS 50   /* an awake relay looks at its tail at least this often */
+#define WAKEUP_IDLE_MS     1000 /* an awake relay with no rows for this long goes to sleep */
+
+enum wakeup_state {
+    WAKEUP_OFF,    /* not leading: nothing to wake */
+    WAKEUP_AWAKE,  /* relaying: producers do not notify; the relay polls its tail */
+    WAKEUP_DOZING, /* the sleep lock's try is in flight */
+    WAKEUP_ASLEEP, /* holds the sleep lock: producers notify; the relay waits for one */
+};
+
+struct wakeup_events {
+    /* Look at the tail now (sweep: from id 0, after falling asleep). */
+    void (*scan)(void *arg, bool sweep);
+    void *arg;
+};
+
+struct wakeup;
+
+struct wakeup *wakeup_create(struct ev_loop *loop, const struct relay_config *cfg,
+                             struct pg_source *pg, struct wakeup_events events);
+void wakeup_destroy(struct wakeup *w);
+
+/* Leadership began (awake) or ended (off; the sleep lock is handed back). */
+void wakeup_set_leader(struct wakeup *w, bool leader);
+/* The session is gone, and with it the sleep lock. */
+void wakeup_disconnected(struct wakeup *w);
+/* A NOTIFY arrived. */
+void wakeup_notified(struct wakeup *w);
+/* A scan pass ended; found: it claimed rows. */
+void wakeup_pass_ended(struct wakeup *w, bool found);
+
+enum wakeup_state wakeup_state(const struct wakeup *w);
+
+#endif

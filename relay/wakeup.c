@@ -1,0 +1,170 @@
+/* Wake-ups: NOTIFY only while the relay sleeps; an awake relay polls its tail. */
+#include "outbox_relay/wakeup.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "outbox_relay/log.h"
+#include "outbox_relay/util.h"
+
+#define WAKEUP_POLL_MIN_MS 1
+
+struct wakeup {
+    ev_timer poll; /* the next look at the tail while awake */
+    struct ev_loop *loop;
+    struct pg_source *pg;
+    struct wakeup_events ev;
+    enum wakeup_state state;
+    bool notified_while_dozing;
+    double idle_since; /* ev_now of the last pass that found rows */
+    int poll_ms;       /* the current backoff of an awake relay's tail polls */
+    char table[160];   /* the quoted table, the parameter of both statements */
+};
+
+#define WAKEUP_STR(x)  #x
+#define WAKEUP_XSTR(x) WAKEUP_STR(x)
+
+/* The table's oid is the key: the trigger knows it as TG_RELID. */
+static const char sleep_sql[] =
+    "SELECT pg_try_advisory_lock(" WAKEUP_XSTR(OUTBOX_SLEEP_CLASS) ", $1::regclass::oid::int4)";
+static const char wake_sql[] =
+    "SELECT pg_advisory_unlock(" WAKEUP_XSTR(OUTBOX_SLEEP_CLASS) ", $1::regclass::oid::int4)";
+
+static void wakeup_arm(struct wakeup *w, int ms)
+{
+    ev_timer_stop(w->loop, &w->poll);
+    ev_timer_set(&w->poll, ms / 1000.0, 0.);
+    ev_timer_start(w->loop, &w->poll);
+}
+
+static void wakeup_on_poll(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct wakeup *w = container_of(t, struct wakeup, poll);
+    if (w->state == WAKEUP_AWAKE)
+        w->ev.scan(w->ev.arg, false);
+}
+
+static bool wakeup_query(struct wakeup *w, const char *sql, pg_result_fn fn)
+{
+    char *params[1] = {strdup(w->table)};
+    return params[0] != NULL && pg_source_query(w->pg, sql, 1, params, false, fn, w);
+}
+
+static void wakeup_on_unlocked(void *arg, PGresult *res)
+{
+}
+
+static void wakeup_wake(struct wakeup *w)
+{
+    wakeup_query(w, wake_sql, wakeup_on_unlocked);
+    w->state = WAKEUP_AWAKE;
+    w->poll_ms = WAKEUP_POLL_MIN_MS;
+    w->idle_since = ev_now(w->loop);
+}
+
+static void wakeup_on_sleep_lock(void *arg, PGresult *res)
+{
+    struct wakeup *w = arg;
+    if (w->state != WAKEUP_DOZING)
+        return; /* leadership or the session ended meanwhile */
+    bool got = res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+               PQgetvalue(res, 0, 0)[0] == 't';
+    if (!got) {
+        /* A producer that skipped its NOTIFY is still in its transaction:
+         * stay awake and look again. */
+        w->state = WAKEUP_AWAKE;
+        wakeup_arm(w, w->poll_ms);
+        return;
+    }
+    w->state = WAKEUP_ASLEEP;
+    ev_timer_stop(w->loop, &w->poll);
+    if (w->notified_while_dozing) {
+        wakeup_wake(w);
+        w->ev.scan(w->ev.arg, false);
+        return;
+    }
+    /* Every row whose producer skipped the NOTIFY is committed by now. */
+    w->ev.scan(w->ev.arg, true);
+}
+
+struct wakeup *wakeup_create(struct ev_loop *loop, const struct relay_config *cfg,
+                             struct pg_source *pg, struct wakeup_events events)
+{
+    struct wakeup *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return NULL;
+    w->loop = loop;
+    w->pg = pg;
+    w->ev = events;
+    w->state = WAKEUP_OFF;
+    config_table_sql(cfg, w->table, sizeof(w->table));
+    ev_timer_init(&w->poll, wakeup_on_poll, 0., 0.);
+    return w;
+}
+
+void wakeup_destroy(struct wakeup *w)
+{
+    if (w == NULL)
+        return;
+    ev_timer_stop(w->loop, &w->poll);
+    free(w);
+}
+
+void wakeup_set_leader(struct wakeup *w, bool leader)
+{
+    if (leader && w->state == WAKEUP_OFF) {
+        w->state = WAKEUP_AWAKE;
+        w->poll_ms = WAKEUP_POLL_MIN_MS;
+        w->idle_since = ev_now(w->loop);
+        return;
+    }
+    if (!leader && w->state != WAKEUP_OFF) {
+        if (w->state == WAKEUP_ASLEEP || w->state == WAKEUP_DOZING)
+            wakeup_query(w, wake_sql, wakeup_on_unlocked);
+        ev_timer_stop(w->loop, &w->poll);
+        w->state = WAKEUP_OFF;
+    }
+}
+
+void wakeup_disconnected(struct wakeup *w)
+{
+    ev_timer_stop(w->loop, &w->poll);
+    w->state = WAKEUP_OFF;
+}
+
+void wakeup_notified(struct wakeup *w)
+{
+    if (w->state == WAKEUP_ASLEEP)
+        wakeup_wake(w);
+    else if (w->state == WAKEUP_DOZING)
+        w->notified_while_dozing = true;
+}
+
+void wakeup_pass_ended(struct wakeup *w, bool found)
+{
+    if (w->state != WAKEUP_AWAKE)
+        return;
+    double now = ev_now(w->loop);
+    if (found) {
+        w->idle_since = now;
+        w->poll_ms = WAKEUP_POLL_MIN_MS;
+        wakeup_arm(w, w->poll_ms);
+        return;
+    }
+    w->poll_ms = w->poll_ms * 2 > WAKEUP_POLL_MAX_MS ? WAKEUP_POLL_MAX_MS : w->poll_ms * 2;
+    if ((now - w->idle_since) * 1000.0 < WAKEUP_IDLE_MS) {
+        wakeup_arm(w, w->poll_ms);
+        return;
+    }
+    if (wakeup_query(w, sleep_sql, wakeup_on_sleep_lock)) {
+        w->state = WAKEUP_DOZING;
+        w->notified_while_dozing = false;
+    } else {
+        wakeup_arm(w, w->poll_ms);
+    }
+}
+
+enum wakeup_state wakeup_state(const struct wakeup *w)
+{
+    return w->state;
+}
