@@ -1,5 +1,6 @@
 /* One-shot commands: verify both ends, read-only (--check); requeue dead rows (--requeue-dead). */
 #include "outbox_relay/admin.h"
+#include "outbox_relay/nats_options.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -224,56 +225,6 @@ static void read_recent_rows(struct check *c, PGconn *conn, const struct relay_c
     PQclear(res);
 }
 
-/*
- * A connection for JetStream's read-only API ($JS.API.STREAM.NAMES, INFO).
- * js_sink keeps its connection to itself; this one takes the same server
- * list, credentials and TLS settings.
- */
-static natsStatus admin_nats_connect(const struct relay_config *cfg, natsConnection **nc, char *why,
-                                     size_t whylen)
-{
-    natsOptions *o = NULL;
-    char *secret = NULL;
-    natsStatus s = natsOptions_Create(&o);
-    if (s == NATS_OK)
-        s = natsOptions_SetURL(o, cfg->nats_url);
-    if (s == NATS_OK)
-        s = natsOptions_SetTimeout(o, cfg->pg_timeout_ms < 5000 ? cfg->pg_timeout_ms : 5000);
-    if (s == NATS_OK && cfg->nats_creds[0] != '\0')
-        s = natsOptions_SetUserCredentialsFromFiles(o, cfg->nats_creds, NULL);
-    if (s == NATS_OK && cfg->nats_nkey_seed[0] == '\0' &&
-        (cfg->nats_user[0] != '\0' || cfg->nats_token_file[0] != '\0')) {
-        bool user = cfg->nats_user[0] != '\0';
-        secret =
-            config_read_secret(user ? cfg->nats_password_file : cfg->nats_token_file, why, whylen);
-        if (secret == NULL)
-            s = NATS_INVALID_ARG;
-        else
-            s = user ? natsOptions_SetUserInfo(o, cfg->nats_user, secret)
-                     : natsOptions_SetToken(o, secret);
-    }
-    bool tls = cfg->nats_tls_ca[0] || cfg->nats_tls_cert[0] || cfg->nats_tls_server_name[0] ||
-               strstr(cfg->nats_url, "tls://") != NULL;
-    if (s == NATS_OK && tls)
-        s = natsOptions_SetSecure(o, true);
-    if (s == NATS_OK && tls && cfg->nats_tls_ca[0])
-        s = natsOptions_LoadCATrustedCertificates(o, cfg->nats_tls_ca);
-    if (s == NATS_OK && tls && cfg->nats_tls_cert[0])
-        s = natsOptions_LoadCertificatesChain(o, cfg->nats_tls_cert, cfg->nats_tls_key);
-    if (s == NATS_OK && tls && cfg->nats_tls_server_name[0])
-        s = natsOptions_SetExpectedHostname(o, cfg->nats_tls_server_name);
-    if (s == NATS_OK)
-        s = natsConnection_Connect(nc, o);
-    if (s != NATS_OK && why[0] == '\0')
-        snprintf(why, whylen, "%s", natsStatus_GetText(s));
-    if (secret != NULL) {
-        memset(secret, 0, strlen(secret));
-        free(secret);
-    }
-    natsOptions_Destroy(o);
-    return s;
-}
-
 /* Duplicate window, seal and message size of one stream the relay publishes to. */
 static void check_stream_config(struct check *c, jsCtx *js, const struct relay_config *cfg,
                                 const char *stream, long long max_payload)
@@ -316,22 +267,11 @@ static void check_streams(struct check *c, const struct relay_config *cfg,
 {
     if (r->nsubjects == 0 && !configured_exists)
         return;
-    if (cfg->nats_nkey_seed[0] != '\0') {
-        say(c, CHECK_WARN,
-            "streams: not inspected with OUTBOX_NATS_NKEY_SEED (the subjects of recent rows and "
-            "the streams' duplicate windows are not checked)");
-        return;
-    }
     natsConnection *nc = NULL;
     jsCtx *js = NULL;
-    char why[256] = "";
-    natsStatus s = admin_nats_connect(cfg, &nc, why, sizeof(why));
-    if (s == NATS_OK)
-        s = natsConnection_JetStream(&js, nc, NULL);
-    if (s != NATS_OK) {
-        say(c, CHECK_FAIL, "streams: cannot inspect JetStream: %s",
-            why[0] ? why : natsStatus_GetText(s));
-        natsConnection_Destroy(nc);
+    char why[640];
+    if (nats_connect_once(cfg, "outbox-relay --check", &nc, &js, why, sizeof(why)) < 0) {
+        say(c, CHECK_FAIL, "streams: cannot inspect JetStream: %s", why);
         return;
     }
     char *checked[CHECK_MAX_SUBJECTS + 1];
@@ -347,7 +287,7 @@ static void check_streams(struct check *c, const struct relay_config *cfg,
         jo.Stream.Info.SubjectsFilter = r->subjects[i];
         jsStreamNamesList *names = NULL;
         jsErrCode jerr = 0;
-        s = js_StreamNames(&names, js, &jo, &jerr);
+        natsStatus s = js_StreamNames(&names, js, &jo, &jerr);
         if (s == NATS_NOT_FOUND || (s == NATS_OK && (names == NULL || names->Count == 0))) {
             say(c, CHECK_FAIL,
                 "subject %s (%lld of the last %d rows): no stream takes it; its rows fail until "

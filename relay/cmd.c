@@ -1,5 +1,6 @@
 /* Operator subcommands: dispatch, flag parsing on top of the settings table, connections. */
 #include "outbox_relay/cmd.h"
+#include "outbox_relay/nats_options.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -178,98 +179,23 @@ PGresult *cmd_pg_exec(const struct cmd_ctx *ctx, PGconn *conn, const char *sql, 
     return NULL;
 }
 
-static natsStatus cmd_nats_servers(natsOptions *o, const char *list)
+PGresult *cmd_pg_once(const struct cmd_ctx *ctx, const char *sql, int nparams,
+                      const char *const *params)
 {
-    char *copy = strdup(list), *save = NULL;
-    const char *servers[64];
-    int n = 0;
-    if (copy == NULL)
-        return NATS_NO_MEMORY;
-    for (char *s = strtok_r(copy, ",", &save); s != NULL && n < 64; s = strtok_r(NULL, ",", &save))
-        servers[n++] = s + strspn(s, " ");
-    natsStatus st = natsOptions_SetServers(o, servers, n);
-    free(copy);
-    return st;
+    PGconn *conn = cmd_pg_connect(ctx);
+    if (conn == NULL)
+        return NULL;
+    PGresult *res = cmd_pg_exec(ctx, conn, sql, nparams, params);
+    PQfinish(conn);
+    return res;
 }
 
-/*
- * The same NATS settings as js_sink's connection, for a short synchronous
- * session (js_sink does not hand out its JetStream context).
- */
+/* The relay's NATS settings, for a short synchronous session. */
 int cmd_nats_connect(const struct cmd_ctx *ctx, natsConnection **nc, jsCtx **js)
 {
-    const struct relay_config *cfg = &ctx->cfg;
-    natsOptions *o = NULL;
-    char *secret = NULL, why[256] = "";
-    const char *what = "OUTBOX_NATS_URL";
-    natsStatus s = natsOptions_Create(&o);
-    if (s == NATS_OK)
-        s = cmd_nats_servers(o, cfg->nats_url);
-    if (s == NATS_OK) {
-        natsOptions_SetName(o, ctx->name);
-        natsOptions_SetTimeout(o, 5000);
-        natsOptions_SetMaxReconnect(o, 0);
-    }
-    if (s == NATS_OK && cfg->nats_creds[0]) {
-        what = "OUTBOX_NATS_CREDS";
-        s = natsOptions_SetUserCredentialsFromFiles(o, cfg->nats_creds, NULL);
-    } else if (s == NATS_OK && cfg->nats_nkey_seed[0]) {
-        /* The public key is the "U..." line after the seed (see js_sink.c). */
-        what = "OUTBOX_NATS_NKEY_SEED";
-        FILE *f = fopen(cfg->nats_nkey_seed, "r");
-        char line[256], pub[64] = "";
-        while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
-            char *t = line + strspn(line, " \t");
-            size_t n = strspn(t, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567");
-            if (t[0] == 'U' && n == 56)
-                snprintf(pub, sizeof(pub), "%.56s", t);
-        }
-        if (f != NULL)
-            fclose(f);
-        s = pub[0] ? natsOptions_SetNKeyFromSeed(o, pub, cfg->nats_nkey_seed) : NATS_INVALID_ARG;
-    } else if (s == NATS_OK && cfg->nats_user[0]) {
-        what = "OUTBOX_NATS_PASSWORD_FILE";
-        secret = config_read_secret(cfg->nats_password_file, why, sizeof(why));
-        s = secret ? natsOptions_SetUserInfo(o, cfg->nats_user, secret) : NATS_INVALID_ARG;
-    } else if (s == NATS_OK && cfg->nats_token_file[0]) {
-        what = "OUTBOX_NATS_TOKEN_FILE";
-        secret = config_read_secret(cfg->nats_token_file, why, sizeof(why));
-        s = secret ? natsOptions_SetToken(o, secret) : NATS_INVALID_ARG;
-    }
-    bool tls = cfg->nats_tls_ca[0] || cfg->nats_tls_cert[0] || cfg->nats_tls_server_name[0] ||
-               strstr(cfg->nats_url, "tls://") != NULL;
-    if (s == NATS_OK && tls) {
-        what = "OUTBOX_NATS_TLS_*";
-        s = natsOptions_SetSecure(o, true);
-        if (s == NATS_OK && cfg->nats_tls_ca[0])
-            s = natsOptions_LoadCATrustedCertificates(o, cfg->nats_tls_ca);
-        if (s == NATS_OK && cfg->nats_tls_cert[0])
-            s = natsOptions_LoadCertificatesChain(o, cfg->nats_tls_cert, cfg->nats_tls_key);
-        if (s == NATS_OK && cfg->nats_tls_server_name[0])
-            s = natsOptions_SetExpectedHostname(o, cfg->nats_tls_server_name);
-    }
-    if (s == NATS_OK) {
-        what = "cannot connect to NATS (OUTBOX_NATS_URL)";
-        s = natsConnection_Connect(nc, o);
-    }
-    if (s == NATS_OK) {
-        jsOptions jo;
-        jsOptions_Init(&jo);
-        jo.Wait = cfg->publish_timeout_ms;
-        what = "JetStream context";
-        s = natsConnection_JetStream(js, *nc, &jo);
-    }
-    natsOptions_Destroy(o);
-    if (secret != NULL) {
-        explicit_bzero(secret, strlen(secret));
-        free(secret);
-    }
-    if (s != NATS_OK) {
-        const char *detail = nats_GetLastError(NULL);
-        cmd_fail(ctx, CMD_CONNECT, "%s: %s%s%s", what, why[0] ? why : natsStatus_GetText(s),
-                 detail && *detail ? ": " : "", detail && *detail ? detail : "");
-        natsConnection_Destroy(*nc);
-        *nc = NULL;
+    char err[640];
+    if (nats_connect_once(&ctx->cfg, ctx->name, nc, js, err, sizeof(err)) < 0) {
+        cmd_fail(ctx, CMD_CONNECT, "%s", err);
         return -1;
     }
     return 0;

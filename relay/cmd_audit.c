@@ -128,11 +128,7 @@ int cmd_audit(struct cmd_ctx *ctx)
                  "SELECT o.id, o.event_id, o.subject, o.payload, o.stream_seq FROM %s AS o "
                  "WHERE o.status = 'published'%s ORDER BY o.id",
                  t, where);
-    PGconn *conn = cmd_pg_connect(ctx);
-    if (conn == NULL)
-        return CMD_CONNECT;
-    PGresult *rows = cmd_pg_exec(ctx, conn, sql, np, params);
-    PQfinish(conn);
+    PGresult *rows = cmd_pg_once(ctx, sql, np, params);
     if (rows == NULL)
         return CMD_CONNECT;
     natsConnection *nc = NULL;

@@ -146,11 +146,7 @@ int cmd_requeue(struct cmd_ctx *ctx)
                  permanent, t, status_cond, where, t, force ? "true" : "false", ctx->cfg.channel, t,
                  force ? "true" : "false");
     }
-    PGconn *conn = cmd_pg_connect(ctx);
-    if (conn == NULL)
-        return CMD_CONNECT;
-    PGresult *res = cmd_pg_exec(ctx, conn, sql, np, params);
-    PQfinish(conn);
+    PGresult *res = cmd_pg_once(ctx, sql, np, params);
     if (res == NULL)
         return CMD_CONNECT;
 

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "outbox_relay/log.h"
+#include "outbox_relay/nats_options.h"
 #include "outbox_relay/stream_spec.h"
 
 /* Jobs for the connect worker, as bits: asking twice before it runs is asking once. */
@@ -28,7 +29,6 @@ struct js_sink {
     natsOptions *opts;
     jsOptions jo; /* kept for reopening */
     jsPubOptions pub;
-    char *secret; /* password or token, kept for reconnects; never logged */
 
     /*
      * The connection. Replaced only by the worker (reopen), which holds
@@ -244,66 +244,12 @@ static int64_t js_on_reconnect_delay(natsConnection *nc, int attempts, void *clo
     return 250 + rand() % (tls ? 1000 : 100);
 }
 
-/* Splits the comma-separated server list into nats.c's array form. */
-static natsStatus js_set_servers(natsOptions *opts, const char *list)
-{
-    char *copy = strdup(list);
-    const char *servers[64];
-    int n = 0;
-    char *save = NULL;
-    if (copy == NULL)
-        return NATS_NO_MEMORY;
-    for (char *s = strtok_r(copy, ",", &save); s != NULL && n < 64;
-         s = strtok_r(NULL, ",", &save)) {
-        while (*s == ' ')
-            s++;
-        servers[n++] = s;
-    }
-    natsStatus st = natsOptions_SetServers(opts, servers, n);
-    free(copy);
-    return st;
-}
-
 static int js_fail(char *err, size_t errlen, const char *what, natsStatus s)
 {
     const char *detail = nats_GetLastError(NULL);
     snprintf(err, errlen, "%s: %s%s%s", what, natsStatus_GetText(s), detail && *detail ? ": " : "",
              detail && *detail ? detail : "");
     return -1;
-}
-
-/*
- * The user's public key, which nats.c needs next to the seed (the server
- * matches it; without it CONNECT carries an empty nkey) but cannot derive
- * from it: it is the line "U..." that `nk -gen user -pubout` writes after the
- * seed. Only the public key is copied; the seed stays in the file.
- */
-static int js_nkey_public(const char *path, char *pub, size_t publen, char *why, size_t whylen)
-{
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        snprintf(why, whylen, "cannot read \"%s\"", path);
-        return -1;
-    }
-    char line[256];
-    int found = -1;
-    while (found < 0 && fgets(line, sizeof(line), f) != NULL) {
-        char *t = line + strspn(line, " \t");
-        size_t n = strspn(t, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567");
-        if (t[0] == 'U' && n == 56 && strchr(" \t\r\n", t[n]) != NULL && n < publen) {
-            memcpy(pub, t, n);
-            pub[n] = '\0';
-            found = 0;
-        }
-    }
-    explicit_bzero(line, sizeof(line));
-    fclose(f);
-    if (found < 0)
-        snprintf(why, whylen,
-                 "\"%s\" holds no user public key: put it (the \"U...\" line that "
-                 "`nk -gen user -pubout` prints) on the line after the seed",
-                 path);
-    return found;
 }
 
 static int js_build_options(struct js_sink *sink, bool keep_trying, char *err, size_t errlen)
@@ -314,11 +260,9 @@ static int js_build_options(struct js_sink *sink, bool keep_trying, char *err, s
     sink->opts = o;
     if (s != NATS_OK)
         return js_fail(err, errlen, "OUTBOX_NATS_URL", s);
-    s = js_set_servers(o, cfg->nats_url);
-    if (s != NATS_OK)
-        return js_fail(err, errlen, "OUTBOX_NATS_URL", s);
+    if (nats_options_apply(o, cfg, err, errlen) < 0)
+        return -1;
     natsOptions_SetName(o, "outbox-relay");
-    natsOptions_SetTimeout(o, cfg->pg_timeout_ms < 5000 ? cfg->pg_timeout_ms : 5000);
     natsOptions_SetMaxReconnect(o, keep_trying ? -1 : 0);
     natsOptions_SetReconnectWait(o, 250);
     natsOptions_SetReconnectJitter(o, 100, 1000);
@@ -341,54 +285,6 @@ static int js_build_options(struct js_sink *sink, bool keep_trying, char *err, s
         natsOptions_SetErrorHandler(o, js_on_error, sink);
     }
 
-    char why[256];
-    if (cfg->nats_creds[0] != '\0') {
-        s = natsOptions_SetUserCredentialsFromFiles(o, cfg->nats_creds, NULL);
-        if (s != NATS_OK)
-            return js_fail(err, errlen, "OUTBOX_NATS_CREDS", s);
-    } else if (cfg->nats_nkey_seed[0] != '\0') {
-        char pub[64];
-        if (js_nkey_public(cfg->nats_nkey_seed, pub, sizeof(pub), why, sizeof(why)) < 0) {
-            snprintf(err, errlen, "OUTBOX_NATS_NKEY_SEED: %s", why);
-            return -1;
-        }
-        s = natsOptions_SetNKeyFromSeed(o, pub, cfg->nats_nkey_seed);
-        if (s != NATS_OK)
-            return js_fail(err, errlen, "OUTBOX_NATS_NKEY_SEED", s);
-    } else if (cfg->nats_user[0] != '\0') {
-        sink->secret = config_read_secret(cfg->nats_password_file, why, sizeof(why));
-        if (sink->secret == NULL) {
-            snprintf(err, errlen, "OUTBOX_NATS_PASSWORD_FILE: %s", why);
-            return -1;
-        }
-        natsOptions_SetUserInfo(o, cfg->nats_user, sink->secret);
-    } else if (cfg->nats_token_file[0] != '\0') {
-        sink->secret = config_read_secret(cfg->nats_token_file, why, sizeof(why));
-        if (sink->secret == NULL) {
-            snprintf(err, errlen, "OUTBOX_NATS_TOKEN_FILE: %s", why);
-            return -1;
-        }
-        natsOptions_SetToken(o, sink->secret);
-    }
-    bool tls = cfg->nats_tls_ca[0] || cfg->nats_tls_cert[0] || cfg->nats_tls_server_name[0] ||
-               strstr(cfg->nats_url, "tls://") != NULL;
-    if (tls) {
-        s = natsOptions_SetSecure(o, true);
-        if (s == NATS_OK && cfg->nats_tls_ca[0])
-            s = natsOptions_LoadCATrustedCertificates(o, cfg->nats_tls_ca);
-        if (s != NATS_OK)
-            return js_fail(err, errlen, "OUTBOX_NATS_TLS_CA", s);
-        if (cfg->nats_tls_cert[0]) {
-            s = natsOptions_LoadCertificatesChain(o, cfg->nats_tls_cert, cfg->nats_tls_key);
-            if (s != NATS_OK)
-                return js_fail(err, errlen, "OUTBOX_NATS_TLS_CERT", s);
-        }
-        if (cfg->nats_tls_server_name[0]) {
-            s = natsOptions_SetExpectedHostname(o, cfg->nats_tls_server_name);
-            if (s != NATS_OK)
-                return js_fail(err, errlen, "OUTBOX_NATS_TLS_SERVER_NAME", s);
-        }
-    }
     return 0;
 }
 
@@ -631,11 +527,6 @@ void js_sink_destroy(struct js_sink *sink)
     pthread_mutex_lock(&sink->queue_mu);
     sink->queue = NULL;
     pthread_mutex_unlock(&sink->queue_mu);
-    if (sink->secret != NULL) {
-        memset(sink->secret, 0, strlen(sink->secret));
-        free(sink->secret);
-        sink->secret = NULL;
-    }
     if (closed != NATS_OK) {
         /* A nats.c thread may still call back into the sink: leave it
          * allocated (the process is ending) rather than free it under them. */

@@ -1,6 +1,9 @@
 /* The embedded sql/ templates rewritten for the configured names, and the schema version check. */
 #include "outbox_relay/migrate.h"
 
+#include "outbox_relay/log.h"
+#include "outbox_relay/pg_source.h"
+
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
@@ -157,6 +160,37 @@ enum migrate_verdict migrate_judge(PGresult *res, int *found)
         return MIGRATE_UNMARKED;
     *found = atoi(PQgetvalue(res, 0, 1));
     return *found >= migrate_schema_version() ? MIGRATE_CURRENT : MIGRATE_OLDER;
+}
+
+static void migrate_on_version(void *arg, PGresult *res)
+{
+    const struct relay_config *cfg = arg;
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK)
+        return;
+    int found = 0;
+    switch (migrate_judge(res, &found)) {
+    case MIGRATE_OLDER:
+        log_warn("the outbox schema is older than this relay: run `outbox-relay migrate`",
+                 "{s:s, s:i, s:i}", "table", cfg->table, "version", found, "wanted",
+                 migrate_schema_version());
+        break;
+    case MIGRATE_UNMARKED:
+        log_warn("the outbox table has no schema version: run `outbox-relay migrate`", "{s:s}",
+                 "table", cfg->table);
+        break;
+    case MIGRATE_CURRENT:
+    case MIGRATE_NO_TABLE:
+        break;
+    }
+}
+
+void migrate_check_queued(struct pg_source *pg, const struct relay_config *cfg)
+{
+    char *params[1] = {malloc(160)};
+    if (params[0] == NULL)
+        return;
+    config_table_sql(cfg, params[0], 160);
+    pg_source_query(pg, migrate_version_sql, 1, params, false, migrate_on_version, (void *)cfg);
 }
 
 int migrate_check_version(PGconn *conn, const struct relay_config *cfg, char *msg, size_t len)

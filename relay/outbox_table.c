@@ -112,12 +112,6 @@ void outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg)
              "AS v(id, status, delay_ms, err) "
              "WHERE o.id = v.id AND o.status <> 'published'",
              t);
-    /* The lock key: a fixed class id and the table name, so relays of other
-     * tables in the same database do not exclude each other. */
-    snprintf(sql->lock, sizeof(sql->lock), "SELECT pg_try_advisory_lock(%d, hashtext('%s'))",
-             OUTBOX_LOCK_CLASS, cfg->table);
-    snprintf(sql->unlock, sizeof(sql->unlock), "SELECT pg_advisory_unlock(%d, hashtext('%s'))",
-             OUTBOX_LOCK_CLASS, cfg->table);
     /* Cheap: the count and age walk the partial index of unfinished rows;
      * "is anything claimable" stops at the first such row; dead rows have
      * their own small partial index. */

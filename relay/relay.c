@@ -21,6 +21,7 @@
 #include "outbox_relay/retention.h"
 #include "outbox_relay/retry_timer.h"
 #include "outbox_relay/scan.h"
+#include "outbox_relay/table_sample.h"
 #include "outbox_relay/util.h"
 #include "outbox_relay/wakeup.h"
 
@@ -39,12 +40,12 @@ struct relay {
     struct wakeup *wakeup;   /* NOTIFY while asleep, tail polls while awake */
     int64_t claimed_in_pass; /* rows the current scan pass claimed */
     struct retry_timer retry;
+    struct table_sample *sample; /* unfinished and dead rows, oldest age */
     struct retention *retention; /* the leader prunes old published rows */
     struct metrics metrics;
     struct fail_log *fail_log; /* failed publishes, one warn line per reason per interval */
 
     ev_timer poll;         /* a tail pass; a sweep at most once a second */
-    ev_timer sample;       /* pending count and oldest age */
     ev_timer nats_lost;    /* a leader cut off from NATS gives up leadership */
     ev_timer nats_reopen;  /* a new NATS connection after nats.c gave up on one */
     ev_timer shutdown;     /* bound on the drain at SIGTERM */
@@ -56,7 +57,6 @@ struct relay {
     size_t orphans;
 
     bool claim_running;
-    bool sample_running;
     bool nats_up;
     bool nats_seen; /* connected at least once: later connects are reconnects */
     int nats_reopens;
@@ -457,30 +457,6 @@ static void relay_on_acks(void *arg, struct ack_entry *entries, size_t n)
 
 /* ------------------------------------------------------------ postgresql */
 
-/* The schema's version against this binary's: a table made by an older
- * sql/ still relays, but the operator should run `outbox-relay migrate`. */
-static void relay_on_schema_version(void *arg, PGresult *res)
-{
-    struct relay *r = arg;
-    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK)
-        return;
-    int found = 0;
-    switch (migrate_judge(res, &found)) {
-    case MIGRATE_OLDER:
-        log_warn("the outbox schema is older than this relay: run `outbox-relay migrate`",
-                 "{s:s, s:i, s:i}", "table", r->cfg->table, "version", found, "wanted",
-                 migrate_schema_version());
-        break;
-    case MIGRATE_UNMARKED:
-        log_warn("the outbox table has no schema version: run `outbox-relay migrate`", "{s:s}",
-                 "table", r->cfg->table);
-        break;
-    case MIGRATE_CURRENT:
-    case MIGRATE_NO_TABLE:
-        break;
-    }
-}
-
 static bool relay_retention_query(void *arg, const char *sql, int nparams, char **params,
                                   pg_result_fn fn, void *fn_arg)
 {
@@ -493,11 +469,7 @@ static void relay_on_pg_connected(void *arg)
     struct relay *r = arg;
     r->metrics.pg_connected = true;
     log_info("postgresql connected", "{s:s}", "table", r->cfg->table);
-    char *params[1] = {malloc(160)};
-    if (params[0] != NULL) {
-        config_table_sql(r->cfg, params[0], 160);
-        pg_source_query(r->pg, migrate_version_sql, 1, params, false, relay_on_schema_version, r);
-    }
+    migrate_check_queued(r->pg, r->cfg);
     leader_connected(r->leader);
 }
 
@@ -507,7 +479,6 @@ static void relay_on_pg_disconnected(void *arg, const char *why)
     r->metrics.pg_connected = false;
     r->metrics.pg_reconnects_total++;
     r->claim_running = false;
-    r->sample_running = false;
     /* The session, and with it the advisory locks, is gone. */
     wakeup_disconnected(r->wakeup);
     leader_disconnected(r->leader);
@@ -567,27 +538,15 @@ static void relay_on_retry_due(void *arg)
     scan_want(&r->scan, SCAN_SWEEP);
 }
 
-static void relay_on_sample_result(void *arg, PGresult *res)
+static void relay_on_sampled(void *arg, const struct table_figures *f)
 {
     struct relay *r = arg;
-    r->sample_running = false;
-    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
-        return;
-    r->metrics.pending = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-    r->sampled_due = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
-    r->metrics.oldest_pending_age_seconds = strtod(PQgetvalue(res, 0, 2), NULL);
-    r->metrics.dead_rows = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
-    if (r->sampled_due == 0 && inflight_count(r->rows) == 0)
-        r->last_progress = ev_now(r->loop);
-}
-
-static void relay_on_sample(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    struct relay *r = container_of(w, struct relay, sample);
-    if (r->sample_running || pg_source_state(r->pg) != PG_READY)
-        return;
-    if (pg_source_query(r->pg, r->sql.sample, 0, NULL, false, relay_on_sample_result, r))
-        r->sample_running = true;
+    r->metrics.pending = f->unfinished;
+    r->metrics.oldest_pending_age_seconds = f->oldest_age_s;
+    r->metrics.dead_rows = f->dead;
+    r->sampled_due = f->any_due;
+    if (!f->any_due && inflight_count(r->rows) == 0)
+        r->last_progress = ev_now(r->loop); /* idle is not a stall */
 }
 
 static void relay_on_shutdown_timeout(struct ev_loop *loop, ev_timer *w, int revents)
@@ -655,11 +614,13 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
     if (r->pg != NULL) {
         r->marks = marks_create(r->pg, r->sql.mark_published, r->sql.mark_failed, mark_events);
         r->leader = leader_create(loop, cfg, r->pg, leader_events);
+        r->sample = table_sample_create(loop, cfg, r->pg, r->sql.sample, relay_on_sampled, r);
         r->wakeup = wakeup_create(loop, cfg, r->pg,
                                   (struct wakeup_events){.scan = relay_on_wakeup_scan, .arg = r});
     }
     if (r->rows == NULL || r->acks == NULL || r->pg == NULL || r->marks == NULL ||
-        r->leader == NULL || r->fail_log == NULL || r->retention == NULL || r->wakeup == NULL) {
+        r->leader == NULL || r->fail_log == NULL || r->retention == NULL || r->wakeup == NULL ||
+        r->sample == NULL) {
         snprintf(err, errlen, "out of memory");
         relay_destroy(r);
         return NULL;
@@ -671,7 +632,6 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
     ev_prepare_init(&r->before_sleep, relay_on_before_sleep);
     ev_timer_init(&r->poll, relay_on_poll, cfg->poll_interval_ms / 1000.0,
                   cfg->poll_interval_ms / 1000.0);
-    ev_timer_init(&r->sample, relay_on_sample, 0.05, cfg->metrics_interval_ms / 1000.0);
     ev_timer_init(&r->nats_lost, relay_on_nats_lost_timeout, 0., 0.);
     ev_timer_init(&r->nats_reopen, relay_on_nats_reopen, 0., 0.);
     ev_timer_init(&r->shutdown, relay_on_shutdown_timeout, 0., 0.);
@@ -687,7 +647,7 @@ void relay_start(struct relay *r)
 {
     ev_prepare_start(r->loop, &r->before_sleep);
     ev_timer_start(r->loop, &r->poll);
-    ev_timer_start(r->loop, &r->sample);
+    table_sample_start(r->sample);
     ev_timer_start(r->loop, &r->ack_deadline);
     pg_source_start(r->pg);
     /* nats.c reports only background connects; an immediate one is ours to see. */
@@ -728,7 +688,6 @@ void relay_destroy(struct relay *r)
     ev_prepare_stop(r->loop, &r->before_sleep);
     ev_timer_stop(r->loop, &r->poll);
     retry_timer_free(&r->retry);
-    ev_timer_stop(r->loop, &r->sample);
     ev_timer_stop(r->loop, &r->nats_lost);
     ev_timer_stop(r->loop, &r->nats_reopen);
     ev_timer_stop(r->loop, &r->ack_deadline);
@@ -744,6 +703,7 @@ void relay_destroy(struct relay *r)
     r->pg = NULL;
     leader_destroy(r->leader);
     wakeup_destroy(r->wakeup);
+    table_sample_destroy(r->sample);
     retention_destroy(r->retention);
     ack_queue_destroy(r->acks);
     marks_destroy(r->marks);

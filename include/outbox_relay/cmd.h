@@ -66,6 +66,10 @@ PGconn *cmd_pg_connect(const struct cmd_ctx *ctx);
 PGresult *cmd_pg_exec(const struct cmd_ctx *ctx, PGconn *conn, const char *sql, int nparams,
                       const char *const *params);
 
+/* One statement on a connection of its own (connect, run, close); NULL as cmd_pg_exec. */
+PGresult *cmd_pg_once(const struct cmd_ctx *ctx, const char *sql, int nparams,
+                      const char *const *params);
+
 /*
  * A synchronous NATS connection and JetStream context with the daemon's NATS
  * settings (servers, credentials, TLS). -1 after printing why.

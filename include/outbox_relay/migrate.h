@@ -58,6 +58,14 @@ enum migrate_verdict {
 enum migrate_verdict migrate_judge(PGresult *res, int *found);
 
 /*
+ * The relay's check at each connect, queued on its connection: logs a
+ * warning when the table's schema is older than this binary or unmarked
+ * (the relay still relays; the operator should run `outbox-relay migrate`).
+ */
+struct pg_source;
+void migrate_check_queued(struct pg_source *pg, const struct relay_config *cfg);
+
+/*
  * Blocking form for the relay at start: runs the query on conn and writes a
  * sentence for the log into msg. Returns the verdict, or -1 when the query
  * failed (msg says why).

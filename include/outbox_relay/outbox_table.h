@@ -28,8 +28,6 @@ struct outbox_sql {
     char mark_published[512];
     /* $1 ids, $2 'failed'|'dead', $3 retry delays (ms), $4 reasons. */
     char mark_failed[640];
-    char lock[160];
-    char unlock[160];
     /* One row: unfinished count, any due row (0/1), oldest unfinished age (s), dead count. */
     char sample[1600];
 };

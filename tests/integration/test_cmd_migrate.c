@@ -66,9 +66,14 @@ START_TEST(test_migrate_custom_names_then_relay_then_noop)
     ck_assert_int_eq(it_pg_int(c, "SELECT count(*) FROM pg_proc WHERE pronamespace ="
                                   " 'shop'::regnamespace AND proname LIKE 'events\\_%%'"),
                      5);
-    /* The NOTIFY goes to the configured channel. */
+    /* The NOTIFY goes to the configured channel. Producers notify only while
+     * a relay sleeps, holding its sleep key (class 1869574266, the table's
+     * oid): a second session plays that relay. */
+    PGconn *sleeper = connect_empty();
+    it_pg_exec(sleeper, "SELECT pg_advisory_lock(1869574266, 'shop.events'::regclass::oid::int4)");
     it_pg_exec(c, "LISTEN shop_wake");
     it_pg_exec(c, "SELECT shop.events_enqueue('it.migrate.probe', '{\"n\": 0}')");
+    PQfinish(sleeper);
     PQconsumeInput(c);
     PGnotify *note = PQnotifies(c);
     ck_assert_ptr_nonnull(note);
