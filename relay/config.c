@@ -121,6 +121,10 @@ static const struct setting settings[] = {
      "2m", 0, 0,
      "duplicate window of a stream the relay creates (e.g. 2m, 1h): size it to the longest "
      "outage a retried publish must still be deduplicated across"},
+    {"OUTBOX_PIPELINE", "pipeline", STR(pipeline), "auto", 0, 0,
+     "auto: publish many rows of one ordering_key at once, fenced by Nats-Expected-Last-Msg-Id, "
+     "when OUTBOX_STREAM is set (the relay must be the stream's only writer); off: one publish "
+     "per key at a time"},
 };
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
 
@@ -318,6 +322,10 @@ static int config_validate(struct relay_config *cfg, char *err, size_t errlen)
     if (cfg->stream[0] != '\0' && strpbrk(cfg->stream, " .*>\t") != NULL) {
         fail(err, errlen, "OUTBOX_STREAM: \"%s\" may not contain spaces, '.', '*' or '>'",
              cfg->stream);
+        return -1;
+    }
+    if (strcmp(cfg->pipeline, "auto") != 0 && strcmp(cfg->pipeline, "off") != 0) {
+        fail(err, errlen, "OUTBOX_PIPELINE: \"%s\" is not auto or off", cfg->pipeline);
         return -1;
     }
     struct stream_spec spec;
@@ -662,4 +670,9 @@ size_t config_unknown_env(char *const *envp,
         found++;
     }
     return found;
+}
+
+bool config_pipelined(const struct relay_config *cfg)
+{
+    return strcmp(cfg->pipeline, "auto") == 0 && cfg->stream[0] != '\0';
 }

@@ -65,7 +65,12 @@ struct relay_config {
     char *stream_storage;          /* file | memory */
     char *stream_max_age;          /* duration, "0" = unlimited */
     char *stream_duplicate_window; /* duration */
+
+    char *pipeline; /* auto | off: pipelining a key's publishes (see pub_chain.h) */
 };
+
+/* Whether a key's publishes are pipelined: OUTBOX_PIPELINE=auto and OUTBOX_STREAM set. */
+bool config_pipelined(const struct relay_config *cfg);
 
 /*
  * Fill cfg from defaults, then OUTBOX_* variables, then flags (flags win),
