@@ -319,6 +319,18 @@ static bool ready_start(const struct outbox_row *row)
     return row->ordering_key == NULL || (row->key != NULL && row->key->head == row);
 }
 
+bool inflight_behind_failure(const struct outbox_row *row)
+{
+    if (row->behind_failed)
+        return true;
+    if (row->key == NULL || row->key->failed == 0)
+        return false;
+    for (const struct outbox_row *r = row->key->head; r != NULL && r != row; r = r->key_next)
+        if (r->holds_key)
+            return true;
+    return false;
+}
+
 struct outbox_row **inflight_ready(struct inflight *t, size_t *n)
 {
     *n = 0;

@@ -164,6 +164,18 @@ static void relay_publish_row(struct relay *r, struct outbox_row *row)
 }
 
 /*
+ * A chained row whose publish failed after an earlier row of its key failed
+ * goes back to the table untouched: one key at a time it would not have
+ * been tried, so this is no attempt of its own; the table holds it until
+ * the earlier row is published or dead.
+ */
+static void relay_release_behind_failure(struct relay *r, struct outbox_row *row)
+{
+    inflight_release(r->rows, row);
+    scan_want(&r->scan, SCAN_SWEEP);
+}
+
+/*
  * A chained publish refused with 10070: the stream's last message was not
  * the one it named, because an earlier publish was not stored (it failed,
  * or was a duplicate). The row was not stored either; it is no attempt of
@@ -181,11 +193,10 @@ static void relay_on_chain_refused(struct relay *r, struct outbox_row *row, nats
                  "{s:s}", "stream", r->cfg->stream);
     }
     row->chain.epoch = row->chain.seq = 0;
-    if (r->draining || row->behind_failed) {
-        /* An earlier row of its key failed and left: the table decides when it goes. */
+    if (r->draining || inflight_behind_failure(row)) {
+        /* An earlier row of its key failed: the table decides when it goes. */
         natsMsg_Destroy(msg);
-        inflight_release(r->rows, row);
-        scan_want(&r->scan, SCAN_SWEEP);
+        relay_release_behind_failure(r, row);
         return;
     }
     inflight_requeue(r->rows, row, msg);
@@ -212,6 +223,11 @@ static void relay_on_puback(struct relay *r, struct ack_entry *e)
     e->msg = NULL;
     if (!e->ok) {
         pub_chain_failed(&r->chain, &row->chain);
+        if (row->chain.epoch != 0 && inflight_behind_failure(row)) {
+            relay_release_behind_failure(r, row);
+            relay_chain_resume(r);
+            return;
+        }
         struct publish_verdict v = publish_error_classify(e->status, e->js_code);
         relay_row_failed(r, row, e->error, v.permanent, v.reason);
         relay_chain_resume(r);
@@ -251,6 +267,10 @@ static void relay_on_ack_overdue(void *arg, struct outbox_row *row)
              r->cfg->publish_timeout_ms);
     r->orphans++;
     pub_chain_failed(&r->chain, &row->chain);
+    if (row->chain.epoch != 0 && inflight_behind_failure(row)) {
+        relay_release_behind_failure(r, row);
+        return;
+    }
     relay_row_failed(r, row, why, false, PUBLISH_TIMEOUT);
 }
 

@@ -112,6 +112,13 @@ void inflight_requeue(struct inflight *t, struct outbox_row *row, natsMsg *msg);
 size_t inflight_release(struct inflight *t, struct outbox_row *row);
 
 /*
+ * Whether an earlier row of row's key failed (it is marking that failure,
+ * or left with it while row was publishing): row's own outcome then is no
+ * attempt of its own, as it would not have been tried one key at a time.
+ */
+bool inflight_behind_failure(const struct outbox_row *row);
+
+/*
  * The waiting rows that may be published now, each the start of a run: a
  * row without a key, or the first row of its key. Pipelined, the WAITING
  * rows that follow a run's start in its key (key_next) may be published
