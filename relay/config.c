@@ -131,6 +131,11 @@ static const struct setting settings[] = {
      "rows deleted per retention statement"},
     {"OUTBOX_RETENTION_INTERVAL_MS", "retention-interval-ms", INT(retention_interval_ms), "60000",
      100, DAY_MS, "how often retention looks for old rows (full batches follow each other faster)"},
+
+    {"OUTBOX_PIPELINE", "pipeline", STR(pipeline), "auto", 0, 0,
+     "auto: publish many rows of one ordering_key at once, fenced by Nats-Expected-Last-Msg-Id, "
+     "when OUTBOX_STREAM is set (the relay must be the stream's only writer); off: one publish "
+     "per key at a time"},
 };
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
 
@@ -345,6 +350,10 @@ static int config_validate(struct relay_config *cfg, char *err, size_t errlen)
     if (cfg->stream[0] != '\0' && strpbrk(cfg->stream, " .*>\t") != NULL) {
         fail(err, errlen, "OUTBOX_STREAM: \"%s\" may not contain spaces, '.', '*' or '>'",
              cfg->stream);
+        return -1;
+    }
+    if (strcmp(cfg->pipeline, "auto") != 0 && strcmp(cfg->pipeline, "off") != 0) {
+        fail(err, errlen, "OUTBOX_PIPELINE: \"%s\" is not auto or off", cfg->pipeline);
         return -1;
     }
     struct stream_spec spec;
@@ -691,4 +700,9 @@ size_t config_unknown_env(char *const *envp,
         found++;
     }
     return found;
+}
+
+bool config_pipelined(const struct relay_config *cfg)
+{
+    return strcmp(cfg->pipeline, "auto") == 0 && cfg->stream[0] != '\0';
 }

@@ -7,6 +7,7 @@
 struct key_queue {
     char *key;
     struct outbox_row *head, *tail;
+    size_t failed;          /* rows in the queue that failed and hold the key */
     struct key_queue *next; /* hash chain */
 };
 
@@ -17,7 +18,8 @@ struct inflight {
     struct key_queue **by_key;
     struct outbox_row *all; /* doubly linked list of every row */
     size_t count, publishing;
-    int64_t bytes; /* payload + header bytes of every held row */
+    int64_t bytes;  /* payload + header bytes of every held row */
+    bool pipelined; /* a key's rows may be published while earlier ones are */
 };
 
 static size_t hash_u64(uint64_t x, size_t nbuckets)
@@ -98,6 +100,16 @@ size_t inflight_publishing(const struct inflight *t)
     return t->publishing;
 }
 
+void inflight_set_pipelined(struct inflight *t, bool pipelined)
+{
+    t->pipelined = pipelined;
+}
+
+bool inflight_pipelined(const struct inflight *t)
+{
+    return t->pipelined;
+}
+
 struct outbox_row *inflight_find(const struct inflight *t, int64_t id)
 {
     for (struct outbox_row *r = t->by_id[hash_u64((uint64_t)id, t->nbuckets)]; r; r = r->id_next)
@@ -129,15 +141,19 @@ bool inflight_add(struct inflight *t, struct outbox_row *row)
     row->state = ROW_WAITING;
     row->key = NULL;
     row->key_next = NULL;
+    row->behind_failed = false;
     if (row->ordering_key == NULL)
         return true;
 
     struct key_queue **slot = key_slot(t, row->ordering_key);
     if (*slot != NULL) {
+        /* Pipelined, a publishing tail means the whole queue is publishing: a
+         * row that waits or failed stops every row behind it from going. */
+        bool go = t->pipelined && (*slot)->tail->state == ROW_PUBLISHING && (*slot)->failed == 0;
         (*slot)->tail->key_next = row;
         (*slot)->tail = row;
         row->key = *slot;
-        return false;
+        return go;
     }
     struct key_queue *q = calloc(1, sizeof(*q));
     if (q == NULL) {
@@ -187,6 +203,8 @@ static void remove_from_key(struct inflight *t, struct outbox_row *row)
     if (q == NULL)
         return;
     row->key = NULL;
+    if (row->holds_key || row->behind_failed)
+        q->failed--;
     if (q->head == row) {
         q->head = row->key_next;
     } else {
@@ -222,7 +240,11 @@ struct outbox_row *inflight_acked(struct inflight *t, struct outbox_row *row)
 void inflight_failed(struct inflight *t, struct outbox_row *row)
 {
     row->state = ROW_MARKING;
-    row->holds_key = row->key != NULL;
+    if (!row->holds_key && row->key != NULL) {
+        row->holds_key = true;
+        if (!row->behind_failed)
+            row->key->failed++;
+    }
 }
 
 static void remove_row(struct inflight *t, struct outbox_row *row)
@@ -248,19 +270,92 @@ static void remove_row(struct inflight *t, struct outbox_row *row)
     t->bytes -= row->bytes;
 }
 
+/* Frees the WAITING rows behind row in its key; flags the others behind_failed. */
+static size_t drop_behind(struct inflight *t, struct outbox_row *row)
+{
+    size_t dropped = 0;
+    struct outbox_row *prev = row;
+    while (prev->key_next != NULL) {
+        struct outbox_row *next = prev->key_next;
+        if (next->state == ROW_WAITING) {
+            remove_from_key(t, next);
+            remove_row(t, next);
+            outbox_row_free(next);
+            dropped++;
+        } else {
+            /* Publishing (pipelined) or marking: its own outcome decides. */
+            if (!next->behind_failed && !next->holds_key)
+                next->key->failed++;
+            next->behind_failed = true;
+            prev = next;
+        }
+    }
+    return dropped;
+}
+
+void inflight_requeue(struct inflight *t, struct outbox_row *row, natsMsg *msg)
+{
+    natsMsg_Destroy(row->msg);
+    row->msg = msg;
+    row->state = ROW_WAITING;
+}
+
+size_t inflight_release(struct inflight *t, struct outbox_row *row)
+{
+    size_t n = 1;
+    if (row->key != NULL)
+        n += drop_behind(t, row);
+    remove_from_key(t, row);
+    remove_row(t, row);
+    outbox_row_free(row);
+    return n;
+}
+
+/* A waiting row without a key, or first of its key (a keyed row without a queue never goes). */
+static bool ready_start(const struct outbox_row *row)
+{
+    if (row->state != ROW_WAITING)
+        return false;
+    return row->ordering_key == NULL || (row->key != NULL && row->key->head == row);
+}
+
+bool inflight_behind_failure(const struct outbox_row *row)
+{
+    if (row->behind_failed)
+        return true;
+    if (row->key == NULL || row->key->failed == 0)
+        return false;
+    for (const struct outbox_row *r = row->key->head; r != NULL && r != row; r = r->key_next)
+        if (r->holds_key)
+            return true;
+    return false;
+}
+
+struct outbox_row **inflight_ready(struct inflight *t, size_t *n)
+{
+    *n = 0;
+    size_t k = 0;
+    for (struct outbox_row *row = t->all; row != NULL; row = row->all_next)
+        if (ready_start(row))
+            k++;
+    if (k == 0)
+        return NULL;
+    struct outbox_row **ready = malloc(k * sizeof(*ready));
+    if (ready == NULL)
+        return NULL;
+    for (struct outbox_row *row = t->all; row != NULL && *n < k; row = row->all_next)
+        if (ready_start(row))
+            ready[(*n)++] = row;
+    return ready;
+}
+
 size_t inflight_recorded(struct inflight *t, struct outbox_row *row)
 {
     size_t dropped = 0;
     if (row->holds_key && row->key != NULL) {
         /* Everything behind a failed head waits for a later scan, which the
          * table's per-key hold (or the resumed key) then decides. */
-        while (row->key_next != NULL) {
-            struct outbox_row *next = row->key_next;
-            remove_from_key(t, next);
-            remove_row(t, next);
-            outbox_row_free(next);
-            dropped++;
-        }
+        dropped = drop_behind(t, row);
     }
     remove_from_key(t, row);
     remove_row(t, row);

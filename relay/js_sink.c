@@ -759,6 +759,26 @@ int js_sink_stream_diff(struct js_sink *sink, char *out, size_t len)
     return stream_spec_diff(&sink->spec, &have, out, len);
 }
 
+#define JS_HEADER_EXPECT_LAST_MSG_ID "Nats-Expected-Last-Msg-Id"
+
+natsStatus js_sink_publish_after(struct js_sink *sink, natsMsg **msg, const char *expect_last_id)
+{
+    natsStatus s = expect_last_id != NULL
+                       ? natsMsgHeader_Set(*msg, JS_HEADER_EXPECT_LAST_MSG_ID, expect_last_id)
+                       : natsMsgHeader_Delete(*msg, JS_HEADER_EXPECT_LAST_MSG_ID);
+    if (s != NATS_OK && s != NATS_NOT_FOUND)
+        return s;
+    return js_sink_publish(sink, msg);
+}
+
+const char *js_sink_msg_id(natsMsg *msg)
+{
+    const char *id = NULL;
+    if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) != NATS_OK)
+        return NULL;
+    return id;
+}
+
 natsStatus js_sink_publish(struct js_sink *sink, natsMsg **msg)
 {
     pthread_mutex_lock(&sink->conn_mu);

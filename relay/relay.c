@@ -17,6 +17,7 @@
 #include "outbox_relay/migrate.h"
 #include "outbox_relay/publish_error.h"
 #include "outbox_relay/outbox_table.h"
+#include "outbox_relay/pub_chain.h"
 #include "outbox_relay/pg_source.h"
 #include "outbox_relay/retention.h"
 #include "outbox_relay/retry_timer.h"
@@ -44,6 +45,7 @@ struct relay {
     struct retention *retention; /* the leader prunes old published rows */
     struct metrics metrics;
     struct fail_log *fail_log; /* failed publishes, one warn line per reason per interval */
+    struct pub_chain chain;    /* the fence that lets one key's publishes be pipelined */
 
     ev_timer poll;         /* a tail pass; a sweep at most once a second */
     ev_timer nats_lost;    /* a leader cut off from NATS gives up leadership */
@@ -91,6 +93,35 @@ static void relay_row_failed(struct relay *r, struct outbox_row *row, const char
         inflight_recorded(r->rows, row);
 }
 
+static void relay_publish_row(struct relay *r, struct outbox_row *row);
+
+/* Publishes row and, pipelined, the waiting rows behind it in its key, in order. */
+static void relay_publish_run(struct relay *r, struct outbox_row *row)
+{
+    while (row != NULL && row->state == ROW_WAITING) {
+        relay_publish_row(r, row);
+        if (row->state != ROW_PUBLISHING || !inflight_pipelined(r->rows))
+            return; /* failed (it holds its key), or waits for the chain */
+        row = row->key_next;
+    }
+}
+
+/*
+ * A broken chain with nothing left in flight starts anew: every row that
+ * waits for it goes, each key's rows in order.
+ */
+static void relay_chain_resume(struct relay *r)
+{
+    if (!r->chain.broken || r->draining || inflight_publishing(r->rows) > 0)
+        return;
+    pub_chain_may_publish(&r->chain, 0);
+    size_t n = 0;
+    struct outbox_row **ready = inflight_ready(r->rows, &n);
+    for (size_t i = 0; i < n && !r->chain.broken; i++)
+        relay_publish_run(r, ready[i]);
+    free(ready);
+}
+
 static void relay_publish_row(struct relay *r, struct outbox_row *row)
 {
     if (row->msg == NULL) {
@@ -99,37 +130,120 @@ static void relay_publish_row(struct relay *r, struct outbox_row *row)
                          row->invalid_reason);
         return;
     }
-    natsMsg *msg = row->msg;
-    const natsMsg *identity = msg;
-    row->msg = NULL;
-    natsStatus s = js_sink_publish(r->js, &msg);
-    if (s == NATS_OK) {
-        inflight_sent(r->rows, row, identity, ev_now(r->loop));
+    if (r->chain.broken) {
+        /* Nothing goes until every publish of the broken chain resolved;
+         * then the chain starts anew with every waiting row, this one too. */
+        if (inflight_publishing(r->rows) == 0)
+            relay_chain_resume(r);
         return;
     }
+    natsMsg *msg = row->msg;
+    const natsMsg *identity = msg;
+    struct chain_pos pos = {0, 0};
+    const char *expect = NULL;
+    char *event_id = NULL;
+    if (r->chain.enabled) {
+        /* Copied now: once published, nats.c owns msg and may free it at any time. */
+        const char *id = js_sink_msg_id(msg);
+        event_id = id != NULL ? strdup(id) : NULL;
+        if (event_id == NULL) {
+            /* Unchained, it could overtake an earlier row of its key. */
+            relay_row_failed(r, row, "publish failed: out of memory", false, PUBLISH_NATS_ERROR);
+            return;
+        }
+        expect = pub_chain_expect(&r->chain, inflight_publishing(r->rows), &pos);
+    }
+    natsStatus s =
+        pos.epoch != 0 ? js_sink_publish_after(r->js, &msg, expect) : js_sink_publish(r->js, &msg);
+    if (s == NATS_OK) {
+        row->msg = NULL;
+        row->chain = pos;
+        inflight_sent(r->rows, row, identity, ev_now(r->loop));
+        pub_chain_sent(&r->chain, &pos, event_id);
+        return;
+    }
+    free(event_id);
+    row->msg = NULL;
     natsMsg_Destroy(msg);
+    row->chain.epoch = row->chain.seq = 0;
     char why[160];
     snprintf(why, sizeof(why), "publish failed: %s", natsStatus_GetText(s));
     struct publish_verdict v = publish_error_classify(s, 0);
     relay_row_failed(r, row, why, v.permanent, v.reason);
 }
 
+/*
+ * A chained row whose publish failed after an earlier row of its key failed
+ * goes back to the table untouched: one key at a time it would not have
+ * been tried, so this is no attempt of its own; the table holds it until
+ * the earlier row is published or dead.
+ */
+static void relay_release_behind_failure(struct relay *r, struct outbox_row *row)
+{
+    inflight_release(r->rows, row);
+    scan_want(&r->scan, SCAN_SWEEP);
+}
+
+/*
+ * A chained publish refused with 10070: the stream's last message was not
+ * the one it named, because an earlier publish was not stored (it failed,
+ * or was a duplicate). The row was not stored either; it is no attempt of
+ * its own and waits in its place for the chain to start anew. Unless the
+ * previous publish was stored: then another writer came in between, and
+ * the relay falls back to one publish per key.
+ */
+static void relay_on_chain_refused(struct relay *r, struct outbox_row *row, natsMsg *msg)
+{
+    if (pub_chain_rejected(&r->chain, &row->chain) == CHAIN_OTHER_WRITER) {
+        inflight_set_pipelined(r->rows, false);
+        log_warn("another writer stores messages in OUTBOX_STREAM: publishing one row per "
+                 "ordering_key at a time from now on (OUTBOX_PIPELINE needs the relay to be the "
+                 "stream's only writer)",
+                 "{s:s}", "stream", r->cfg->stream);
+    }
+    row->chain.epoch = row->chain.seq = 0;
+    if (r->draining || inflight_behind_failure(row)) {
+        /* An earlier row of its key failed: the table decides when it goes. */
+        natsMsg_Destroy(msg);
+        relay_release_behind_failure(r, row);
+        return;
+    }
+    inflight_requeue(r->rows, row, msg);
+}
+
 static void relay_on_puback(struct relay *r, struct ack_entry *e)
 {
     struct outbox_row *row = inflight_by_msg(r->rows, e->msg);
-    natsMsg_Destroy(e->msg);
-    e->msg = NULL;
     if (row == NULL) {
+        natsMsg_Destroy(e->msg);
+        e->msg = NULL;
         /* The ack of a row given up on (overdue, or dropped with leadership). */
         if (r->orphans > 0)
             r->orphans--;
         return;
     }
-    if (!e->ok) {
-        struct publish_verdict v = publish_error_classify(e->status, e->js_code);
-        relay_row_failed(r, row, e->error, v.permanent, v.reason);
+    if (!e->ok && row->chain.epoch != 0 && e->js_code == JSStreamWrongLastMsgIDErr) {
+        relay_on_chain_refused(r, row, e->msg);
+        e->msg = NULL;
+        relay_chain_resume(r);
         return;
     }
+    natsMsg_Destroy(e->msg);
+    e->msg = NULL;
+    if (!e->ok) {
+        pub_chain_failed(&r->chain, &row->chain);
+        if (row->chain.epoch != 0 && inflight_behind_failure(row)) {
+            relay_release_behind_failure(r, row);
+            relay_chain_resume(r);
+            return;
+        }
+        struct publish_verdict v = publish_error_classify(e->status, e->js_code);
+        relay_row_failed(r, row, e->error, v.permanent, v.reason);
+        relay_chain_resume(r);
+        return;
+    }
+    if (row->chain.epoch != 0)
+        pub_chain_acked(&r->chain, &row->chain, e->duplicate);
     if (e->duplicate) {
         /* A re-publish after a crash, or an event_id the application reused:
          * inside the duplicate window JetStream kept the first message. */
@@ -143,7 +257,8 @@ static void relay_on_puback(struct relay *r, struct ack_entry *e)
     if (!marks_add_published(r->marks, row, e->stream_seq, e->at))
         inflight_recorded(r->rows, row); /* published again later; JetStream drops it */
     if (next != NULL && !r->draining)
-        relay_publish_row(r, next);
+        relay_publish_run(r, next);
+    relay_chain_resume(r);
 }
 
 /*
@@ -160,12 +275,18 @@ static void relay_on_ack_overdue(void *arg, struct outbox_row *row)
     snprintf(why, sizeof(why), "no PubAck within %d ms (OUTBOX_PUBLISH_TIMEOUT_MS)",
              r->cfg->publish_timeout_ms);
     r->orphans++;
+    pub_chain_failed(&r->chain, &row->chain);
+    if (row->chain.epoch != 0 && inflight_behind_failure(row)) {
+        relay_release_behind_failure(r, row);
+        return;
+    }
     relay_row_failed(r, row, why, false, PUBLISH_TIMEOUT);
 }
 
 static void relay_on_ack_deadline(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct relay *r = container_of(w, struct relay, ack_deadline);
+    relay_chain_resume(r); /* a safety net: a chain left broken with nothing in flight */
     if (inflight_publishing(r->rows) == 0)
         return;
     size_t n = inflight_expire(r->rows, ev_now(loop) - r->cfg->publish_timeout_ms / 1000.0,
@@ -175,6 +296,7 @@ static void relay_on_ack_deadline(struct ev_loop *loop, ev_timer *w, int revents
                  r->cfg->publish_timeout_ms);
     if (r->orphans + inflight_publishing(r->rows) >= (size_t)r->cfg->max_inflight)
         js_sink_reclaim_pending(r->js, "no PubAck: nats.c's pending publishes were reclaimed");
+    relay_chain_resume(r);
     relay_check_drained(r);
 }
 
@@ -590,6 +712,13 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
     r->fail_log = fail_log_create(10.0, NULL, NULL);
     r->retention = retention_create(loop, cfg, (struct retention_hooks){relay_retention_query, r});
     r->rows = inflight_create((size_t)cfg->max_inflight);
+    pub_chain_init(&r->chain, config_pipelined(cfg));
+    if (r->rows != NULL)
+        inflight_set_pipelined(r->rows, r->chain.enabled);
+    log_info(r->chain.enabled ? "pipelining: many publishes per ordering_key in flight, fenced by "
+                                "Nats-Expected-Last-Msg-Id"
+                              : "pipelining off: one publish per ordering_key at a time",
+             "{s:s, s:s}", "pipeline", cfg->pipeline, "stream", cfg->stream);
     r->acks = ack_queue_create(loop, relay_on_acks, r);
     struct pg_source_events pg_events = {
         .connected = relay_on_pg_connected,
@@ -708,6 +837,7 @@ void relay_destroy(struct relay *r)
     ack_queue_destroy(r->acks);
     marks_destroy(r->marks);
     inflight_destroy(r->rows);
+    pub_chain_free(&r->chain);
     fail_log_destroy(r->fail_log);
     free(r);
 }

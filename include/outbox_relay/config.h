@@ -70,7 +70,12 @@ struct relay_config {
     int64_t retention_s;       /* published rows older than this are deleted; 0 = never */
     int retention_batch;       /* rows per retention DELETE */
     int retention_interval_ms; /* how often retention looks for old rows */
+
+    char *pipeline; /* auto | off: pipelining a key's publishes (see pub_chain.h) */
 };
+
+/* Whether a key's publishes are pipelined: OUTBOX_PIPELINE=auto and OUTBOX_STREAM set. */
+bool config_pipelined(const struct relay_config *cfg);
 
 /*
  * Fill cfg from defaults, then OUTBOX_* variables, then flags (flags win),

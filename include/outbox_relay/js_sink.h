@@ -104,6 +104,17 @@ int js_sink_stream_diff(struct js_sink *sink, char *out, size_t len);
 natsStatus js_sink_publish(struct js_sink *sink, natsMsg **msg);
 
 /*
+ * js_sink_publish with JetStream's Nats-Expected-Last-Msg-Id set to
+ * expect_last_id (NULL: the header is removed, e.g. from a message sent
+ * before and published again): the stream stores the message only if its
+ * last message has that id, else the PubAck is JetStream error 10070.
+ */
+natsStatus js_sink_publish_after(struct js_sink *sink, natsMsg **msg, const char *expect_last_id);
+
+/* The message's Nats-Msg-Id (its row's event_id), or NULL; valid while msg lives. */
+const char *js_sink_msg_id(natsMsg *msg);
+
+/*
  * Takes back every message nats.c still waits an ack for and reports each as
  * a failed ACK_PUBACK with reason why (after a reconnect: those acks died
  * with the old connection). Returns how many.

@@ -79,8 +79,21 @@ static int compare_row(struct it_msgs *msgs, PGresult *rows, int i, char *buf, s
     json_error_t jerr;
     json_t *obj = json_loads(headers, 0, &jerr);
     ck_assert_msg(json_is_object(obj), "row %s: headers %s", id, headers);
-    /* Every row header, plus Nats-Msg-Id: nothing more, nothing less. */
-    if ((size_t)m->nheaders != json_object_size(obj) + 1) {
+    /* Pipelined (OUTBOX_STREAM set), a publish carries the fence of the chain: the id of the
+     * message the stream stored just before it. */
+    const struct it_header *fence = it_msg_header(m, "Nats-Expected-Last-Msg-Id");
+    if (fence != NULL) {
+        size_t at = (size_t)(m - msgs->msgs);
+        if (at == 0 || fence->nvalues != 1 || msgs->msgs[at - 1].msg_id == NULL ||
+            strcmp(fence->values[0], msgs->msgs[at - 1].msg_id) != 0) {
+            snprintf(buf, len, "row %s: fence %s does not name the message before it", id,
+                     fence->nvalues > 0 ? fence->values[0] : "(empty)");
+            json_decref(obj);
+            return 1;
+        }
+    }
+    /* Every row header, plus Nats-Msg-Id (and the fence): nothing more, nothing less. */
+    if ((size_t)m->nheaders != json_object_size(obj) + 1 + (fence != NULL)) {
         snprintf(buf, len, "row %s: %zu headers in the row, %d in the message (with Nats-Msg-Id)",
                  id, json_object_size(obj), m->nheaders);
         json_decref(obj);

@@ -1,5 +1,7 @@
 /* A hot key under faults (issue 11 §3): every row on one ordering_key, nats-server killed and
- * restarted mid-drain, then PubAck timeouts; the stream holds each row once, in id order. */
+ * restarted mid-drain, then PubAck timeouts; the stream holds each row once, in id order.
+ * Run twice: one publish per key (no OUTBOX_STREAM), and pipelined (OUTBOX_STREAM set: many
+ * publishes of the key in flight, fenced by Nats-Expected-Last-Msg-Id). */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +45,7 @@ static void wait_progress(PGconn *conn, int64_t more, const char *what)
 
 START_TEST(test_hot_key_order_survives_restart_and_ack_timeouts)
 {
+    bool pipelined = _i == 1;
     const char *subjects[] = {"it.hot.>", NULL};
     it_js_add_stream(STREAM, subjects);
     PGconn *conn = it_pg_connect();
@@ -54,10 +57,18 @@ START_TEST(test_hot_key_order_survives_restart_and_ack_timeouts)
                          "OUTBOX_MAX_ATTEMPTS=1000",
                          "OUTBOX_POLL_INTERVAL_MS=200",
                          "OUTBOX_NATS_LOST_MS=60000",
+                         NULL, /* pipelined: the stream, which turns the chain on */
+                         NULL,
                          NULL};
+    if (pipelined) {
+        env[6] = "OUTBOX_STREAM=" STREAM;
+        env[7] = "OUTBOX_STREAM_SUBJECTS=it.hot.>";
+    }
     insert_wave(conn);
     struct it_relay *relay = it_relay_start(env, NULL);
     wait_progress(conn, 300, "before the first fault");
+    ck_assert_msg(it_relay_log_contains(relay, pipelined ? "pipelining: many" : "pipelining off"),
+                  "the relay runs in the wrong mode");
 
     /* Fault 1: nats-server killed (no goodbye) with a backlog in flight, restarted at once. */
     insert_wave(conn);
@@ -86,15 +97,19 @@ START_TEST(test_hot_key_order_survives_restart_and_ack_timeouts)
         it_relay_dump_log(relay);
     ck_assert_msg(got == total, "%lld of %lld rows published", (long long)got, (long long)total);
     fprintf(stderr,
-            "hot key: killed nats at %lld of %lld published, froze it at %lld;"
+            "hot key (%s): killed nats at %lld of %lld published, froze it at %lld;"
             " %lld rows needed more than one attempt\n",
-            (long long)at_kill, (long long)(2 * WAVE), (long long)at_freeze,
+            pipelined ? "pipelined" : "one at a time", (long long)at_kill, (long long)(2 * WAVE),
+            (long long)at_freeze,
             (long long)it_pg_int(conn, "SELECT count(*) FROM outbox WHERE attempts > 1"));
 
     /* Retried publishes whose first copy was stored must have been dropped by dedup, and no
      * retried row may sit after a later row of the key. */
     it_assert_keys_in_order_once(conn, STREAM);
     it_assert_each_row_once(conn, STREAM, total);
+    if (pipelined)
+        ck_assert_msg(!it_relay_log_contains(relay, "another writer"),
+                      "the relay took its own retries for another writer");
     it_relay_stop(relay);
     PQfinish(conn);
 }
@@ -104,6 +119,6 @@ int main(void)
 {
     Suite *suite = suite_create("hot_key_order_faults");
     TCase *tc = it_tcase(suite, "hot_key_order_faults", it_start_servers, 240);
-    tcase_add_test(tc, test_hot_key_order_survives_restart_and_ack_timeouts);
+    tcase_add_loop_test(tc, test_hot_key_order_survives_restart_and_ack_timeouts, 0, 2);
     return run_suite(suite);
 }

@@ -344,6 +344,118 @@ START_TEST(test_many_rows_and_real_messages)
 }
 END_TEST
 
+/* Pipelined: every row of a key goes while the ones before it are publishing. */
+START_TEST(test_pipelined_key_publishes_behind_publishing_rows)
+{
+    struct inflight *t = inflight_create(16);
+    inflight_set_pipelined(t, true);
+    ck_assert(inflight_add(t, row_new(1, "k")));
+    /* Row 1 not sent yet: row 2 waits behind it. */
+    ck_assert(!inflight_add(t, row_new(2, "k")));
+    send_row(t, inflight_find(t, 1), 1);
+    send_row(t, inflight_find(t, 2), 2);
+    ck_assert(inflight_add(t, row_new(3, "k")));
+    send_row(t, inflight_find(t, 3), 3);
+    ck_assert_uint_eq(inflight_publishing(t), 3);
+    /* In-order acks: each leaves the queue, nothing waits to be released. */
+    ck_assert_ptr_null(inflight_acked(t, inflight_by_msg(t, MSG(1))));
+    ck_assert_ptr_null(inflight_acked(t, inflight_by_msg(t, MSG(2))));
+    ck_assert(inflight_add(t, row_new(4, "k")));
+    inflight_destroy(t);
+}
+END_TEST
+
+/* A failed row's record drops the rows waiting behind it, never those still publishing. */
+START_TEST(test_pipelined_failure_drops_waiting_and_flags_publishing)
+{
+    struct inflight *t = inflight_create(16);
+    inflight_set_pipelined(t, true);
+    for (int i = 1; i <= 3; i++) {
+        inflight_add(t, row_new(i, "k"));
+        send_row(t, inflight_find(t, i), i);
+    }
+    /* Row 1 fails; 2 and 3 are still publishing; row 4 arrives behind. */
+    struct outbox_row *r1 = inflight_by_msg(t, MSG(1));
+    inflight_failed(t, r1);
+    ck_assert(r1->holds_key);
+    ck_assert_msg(!inflight_add(t, row_new(4, "k")), "a row behind a failure must wait");
+    ck_assert_uint_eq(inflight_recorded(t, r1), 1); /* row 4 */
+    ck_assert_ptr_null(inflight_find(t, 4));
+    struct outbox_row *r2 = inflight_find(t, 2), *r3 = inflight_find(t, 3);
+    ck_assert(r2->behind_failed && r3->behind_failed);
+    ck_assert_int_eq(r2->state, ROW_PUBLISHING);
+    ck_assert_uint_eq(inflight_publishing(t), 2);
+    /* Row 2 refused by the chain: back to the table with the rows behind it that wait. */
+    ck_assert_ptr_eq(inflight_by_msg(t, MSG(2)), r2);
+    ck_assert(!inflight_add(t, row_new(5, "k")));
+    ck_assert_uint_eq(inflight_release(t, r2), 2); /* rows 2 and 5 */
+    ck_assert_ptr_null(inflight_find(t, 5));
+    ck_assert_ptr_nonnull(inflight_find(t, 3));
+    ck_assert_uint_eq(inflight_count(t), 1);
+    inflight_destroy(t);
+}
+END_TEST
+
+/* A refused row waits in its place; the restart finds each run's first row. */
+START_TEST(test_requeued_rows_restart_in_key_order)
+{
+    ck_assert_int_eq(nats_Open(-1), NATS_OK);
+    natsMsg *m = NULL;
+    ck_assert_int_eq(natsMsg_Create(&m, "s", NULL, "x", 1), NATS_OK);
+    struct inflight *t = inflight_create(16);
+    inflight_set_pipelined(t, true);
+    for (int i = 1; i <= 3; i++) {
+        inflight_add(t, row_new(i, "k"));
+        send_row(t, inflight_find(t, i), i);
+    }
+    inflight_add(t, row_new(10, NULL));
+    send_row(t, inflight_find(t, 10), 10);
+    inflight_add(t, row_new(11, "other"));
+    /* 1 and 10 acked, 2, 3 refused (2 keeps the message nats.c handed back). */
+    inflight_acked(t, inflight_by_msg(t, MSG(1)));
+    inflight_acked(t, inflight_by_msg(t, MSG(10)));
+    struct outbox_row *r2 = inflight_by_msg(t, MSG(2));
+    inflight_requeue(t, r2, m);
+    ck_assert_int_eq(r2->state, ROW_WAITING);
+    ck_assert_ptr_eq(r2->msg, m);
+    struct outbox_row *r3 = inflight_by_msg(t, MSG(3));
+    inflight_requeue(t, r3, NULL);
+    ck_assert_uint_eq(inflight_publishing(t), 0);
+    size_t n = 0;
+    struct outbox_row **ready = inflight_ready(t, &n);
+    ck_assert_uint_eq(n, 2);
+    bool saw2 = false, saw11 = false;
+    for (size_t i = 0; i < n; i++) {
+        saw2 |= ready[i] == r2;
+        saw11 |= ready[i]->id == 11;
+    }
+    ck_assert(saw2 && saw11);
+    ck_assert_ptr_eq(r2->key_next, r3); /* the run goes on behind row 2, in id order */
+    free(ready);
+    inflight_destroy(t); /* frees m with row 2 */
+    nats_CloseAndWait(5000);
+}
+END_TEST
+
+/* A failed row heading its key starts no run; nothing behind it is ready. */
+START_TEST(test_ready_skips_keys_held_by_a_failure)
+{
+    struct inflight *t = inflight_create(16);
+    inflight_set_pipelined(t, true);
+    inflight_add(t, row_new(1, "k"));
+    send_row(t, inflight_find(t, 1), 1);
+    inflight_add(t, row_new(2, "k"));
+    send_row(t, inflight_find(t, 2), 2);
+    inflight_failed(t, inflight_by_msg(t, MSG(1)));
+    inflight_requeue(t, inflight_by_msg(t, MSG(2)), NULL);
+    size_t n = 9;
+    struct outbox_row **ready = inflight_ready(t, &n);
+    ck_assert_uint_eq(n, 0);
+    ck_assert_ptr_null(ready);
+    inflight_destroy(t);
+}
+END_TEST
+
 static Suite *inflight_suite(void)
 {
     Suite *s = suite_create("inflight");
@@ -363,6 +475,13 @@ static Suite *inflight_suite(void)
     tcase_add_test(tc, test_recorded_while_publishing_leaves_index);
     tcase_add_test(tc, test_many_rows_and_real_messages);
     tcase_add_test(tc, test_expire_overdue_publishes);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("pipelined");
+    tcase_add_test(tc, test_pipelined_key_publishes_behind_publishing_rows);
+    tcase_add_test(tc, test_pipelined_failure_drops_waiting_and_flags_publishing);
+    tcase_add_test(tc, test_requeued_rows_restart_in_key_order);
+    tcase_add_test(tc, test_ready_skips_keys_held_by_a_failure);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,0 +1,80 @@
+/*
+ * The publish chain that lets many publishes of one ordering_key be in
+ * flight at once. Pure; loop thread only.
+ *
+ * JetStream stores a retried message after the ones that followed it, so a
+ * key may only be pipelined behind a fence: each publish carries
+ * Nats-Expected-Last-Msg-Id = the event_id of the relay's previous publish
+ * to the stream, and the server refuses it (JetStream error 10070, "wrong
+ * last msg ID") unless that message is the stream's last. Once publish N is
+ * not stored, no publish after it in the chain can be: a later row of N's
+ * key can never overtake N. The fence holds only while the relay alone
+ * writes the stream (OUTBOX_STREAM, OUTBOX_PIPELINE).
+ *
+ * Life of a chain. An epoch starts with nothing in flight: its first
+ * publish expects nothing (every earlier publish has resolved, and on one
+ * connection the server handles them before it). Any failure of a chained
+ * publish breaks the chain: nothing is published until every publish in
+ * flight has resolved; then a new epoch starts with the rows still waiting,
+ * in key order. A 10070 is no failure of its row (it was not stored; it is
+ * published again in the new epoch), except that a 10070 right after a
+ * publish the server stored as new means someone else wrote the stream in
+ * between: the chain is switched off for good (one publish per key).
+ */
+#ifndef OUTBOX_RELAY_PUB_CHAIN_H
+#define OUTBOX_RELAY_PUB_CHAIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Where a publish sits in the chain; epoch 0 = not chained. */
+struct chain_pos {
+    uint64_t epoch, seq;
+};
+
+struct pub_chain {
+    bool enabled;        /* publishes are chained (and keys pipelined) */
+    bool broken;         /* a chained publish failed: wait for the rest to resolve */
+    bool other_writer;   /* switched off after seeing another writer */
+    uint64_t epoch, seq; /* the current epoch and the seq of its last publish */
+    uint64_t stored_seq; /* the highest seq of this epoch the server stored as new */
+    char *last_id;       /* event_id of the last publish of this epoch; NULL: none yet */
+};
+
+enum chain_verdict {
+    CHAIN_RETRY,        /* not stored because an earlier publish was not: publish it again */
+    CHAIN_OTHER_WRITER, /* someone else writes the stream: the chain is now off */
+};
+
+void pub_chain_init(struct pub_chain *c, bool enabled);
+void pub_chain_free(struct pub_chain *c);
+
+/*
+ * Whether a publish may go now. A broken chain with nothing left in flight
+ * (publishing == 0) is repaired here: the caller then publishes every
+ * waiting row, in key order.
+ */
+bool pub_chain_may_publish(struct pub_chain *c, size_t publishing);
+
+/*
+ * A publish of event_id is about to go with `publishing` others in flight.
+ * Returns the Nats-Expected-Last-Msg-Id it must carry (NULL: none; valid
+ * until pub_chain_sent) and its position; with the chain off, NULL and
+ * epoch 0. Call pub_chain_sent once it went.
+ */
+const char *pub_chain_expect(struct pub_chain *c, size_t publishing, struct chain_pos *pos);
+/*
+ * The publish went: event_id (ownership taken; NULL when out of memory,
+ * then the chain breaks) is now the chain's last. Not chained: only frees it.
+ */
+void pub_chain_sent(struct pub_chain *c, const struct chain_pos *pos, char *event_id);
+
+/* A chained publish was acknowledged; duplicate: the stream had it already (nothing stored). */
+void pub_chain_acked(struct pub_chain *c, const struct chain_pos *pos, bool duplicate);
+/* A chained publish failed for its own reason (error, timeout, connection lost). */
+void pub_chain_failed(struct pub_chain *c, const struct chain_pos *pos);
+/* A chained publish was refused with 10070 (wrong last msg ID). */
+enum chain_verdict pub_chain_rejected(struct pub_chain *c, const struct chain_pos *pos);
+
+#endif
