@@ -15,9 +15,10 @@
 #include "outbox_relay/log.h"
 #include "outbox_relay/marks.h"
 #include "outbox_relay/migrate.h"
+#include "outbox_relay/nats_link.h"
 #include "outbox_relay/publish_error.h"
 #include "outbox_relay/outbox_table.h"
-#include "outbox_relay/pub_chain.h"
+#include "outbox_relay/publisher.h"
 #include "outbox_relay/pg_source.h"
 #include "outbox_relay/retention.h"
 #include "outbox_relay/retry_timer.h"
@@ -44,24 +45,15 @@ struct relay {
     struct table_sample *sample; /* unfinished and dead rows, oldest age */
     struct retention *retention; /* the leader prunes old published rows */
     struct metrics metrics;
-    struct fail_log *fail_log; /* failed publishes, one warn line per reason per interval */
-    struct pub_chain chain;    /* the fence that lets one key's publishes be pipelined */
+    struct fail_log *fail_log;   /* failed publishes, one warn line per reason per interval */
+    struct publisher *publisher; /* rows to JetStream, PubAcks, the fence */
+    struct nats_link *nats;      /* NATS up or down, reopening */
 
-    ev_timer poll;         /* a tail pass; a sweep at most once a second */
-    ev_timer nats_lost;    /* a leader cut off from NATS gives up leadership */
-    ev_timer nats_reopen;  /* a new NATS connection after nats.c gave up on one */
-    ev_timer shutdown;     /* bound on the drain at SIGTERM */
-    ev_timer ack_deadline; /* fails rows whose PubAck is overdue */
-    /* Messages nats.c still waits an ack for whose rows the relay gave up on
-     * (overdue, or dropped with leadership). They count against nats.c's
-     * MaxPending, past which every publish would block the loop: reclaimed
-     * before that. */
-    size_t orphans;
+    ev_timer poll;      /* a tail pass; a sweep at most once a second */
+    ev_timer nats_lost; /* a leader cut off from NATS gives up leadership */
+    ev_timer shutdown;  /* bound on the drain at SIGTERM */
 
     bool claim_running;
-    bool nats_up;
-    bool nats_seen; /* connected at least once: later connects are reconnects */
-    int nats_reopens;
     bool draining;
     bool stopped;
     int exit_code;
@@ -93,211 +85,33 @@ static void relay_row_failed(struct relay *r, struct outbox_row *row, const char
         inflight_recorded(r->rows, row);
 }
 
-static void relay_publish_row(struct relay *r, struct outbox_row *row);
-
-/* Publishes row and, pipelined, the waiting rows behind it in its key, in order. */
-static void relay_publish_run(struct relay *r, struct outbox_row *row)
+static void relay_on_failed(void *arg, struct outbox_row *row, const char *error, bool permanent,
+                            enum publish_reason reason)
 {
-    while (row != NULL && row->state == ROW_WAITING) {
-        relay_publish_row(r, row);
-        if (row->state != ROW_PUBLISHING || !inflight_pipelined(r->rows))
-            return; /* failed (it holds its key), or waits for the chain */
-        row = row->key_next;
-    }
+    relay_row_failed(arg, row, error, permanent, reason);
 }
 
-/*
- * A broken chain with nothing left in flight starts anew: every row that
- * waits for it goes, each key's rows in order.
- */
-static void relay_chain_resume(struct relay *r)
+static void relay_on_acked(void *arg, struct outbox_row *row, uint64_t stream_seq, double at,
+                           bool duplicate)
 {
-    if (!r->chain.broken || r->draining || inflight_publishing(r->rows) > 0)
-        return;
-    pub_chain_may_publish(&r->chain, 0);
-    size_t n = 0;
-    struct outbox_row **ready = inflight_ready(r->rows, &n);
-    for (size_t i = 0; i < n && !r->chain.broken; i++)
-        relay_publish_run(r, ready[i]);
-    free(ready);
-}
-
-static void relay_publish_row(struct relay *r, struct outbox_row *row)
-{
-    if (row->msg == NULL) {
-        /* The row was refused when claimed; the reason was kept. */
-        relay_row_failed(r, row, row->invalid ? row->invalid : "invalid row", true,
-                         row->invalid_reason);
-        return;
-    }
-    if (r->chain.broken) {
-        /* Nothing goes until every publish of the broken chain resolved;
-         * then the chain starts anew with every waiting row, this one too. */
-        if (inflight_publishing(r->rows) == 0)
-            relay_chain_resume(r);
-        return;
-    }
-    natsMsg *msg = row->msg;
-    const natsMsg *identity = msg;
-    struct chain_pos pos = {0, 0};
-    const char *expect = NULL;
-    char *event_id = NULL;
-    if (r->chain.enabled) {
-        /* Copied now: once published, nats.c owns msg and may free it at any time. */
-        const char *id = js_sink_msg_id(msg);
-        event_id = id != NULL ? strdup(id) : NULL;
-        if (event_id == NULL) {
-            /* Unchained, it could overtake an earlier row of its key. */
-            relay_row_failed(r, row, "publish failed: out of memory", false, PUBLISH_NATS_ERROR);
-            return;
-        }
-        expect = pub_chain_expect(&r->chain, inflight_publishing(r->rows), &pos);
-    }
-    natsStatus s =
-        pos.epoch != 0 ? js_sink_publish_after(r->js, &msg, expect) : js_sink_publish(r->js, &msg);
-    if (s == NATS_OK) {
-        row->msg = NULL;
-        row->chain = pos;
-        inflight_sent(r->rows, row, identity, ev_now(r->loop));
-        pub_chain_sent(&r->chain, &pos, event_id);
-        return;
-    }
-    free(event_id);
-    row->msg = NULL;
-    natsMsg_Destroy(msg);
-    row->chain.epoch = row->chain.seq = 0;
-    char why[160];
-    snprintf(why, sizeof(why), "publish failed: %s", natsStatus_GetText(s));
-    struct publish_verdict v = publish_error_classify(s, 0);
-    relay_row_failed(r, row, why, v.permanent, v.reason);
-}
-
-/*
- * A chained row whose publish failed after an earlier row of its key failed
- * goes back to the table untouched: one key at a time it would not have
- * been tried, so this is no attempt of its own; the table holds it until
- * the earlier row is published or dead.
- */
-static void relay_release_behind_failure(struct relay *r, struct outbox_row *row)
-{
-    inflight_release(r->rows, row);
-    scan_want(&r->scan, SCAN_SWEEP);
-}
-
-/*
- * A chained publish refused with 10070: the stream's last message was not
- * the one it named, because an earlier publish was not stored (it failed,
- * or was a duplicate). The row was not stored either; it is no attempt of
- * its own and waits in its place for the chain to start anew. Unless the
- * previous publish was stored: then another writer came in between, and
- * the relay falls back to one publish per key.
- */
-static void relay_on_chain_refused(struct relay *r, struct outbox_row *row, natsMsg *msg)
-{
-    if (pub_chain_rejected(&r->chain, &row->chain) == CHAIN_OTHER_WRITER) {
-        inflight_set_pipelined(r->rows, false);
-        log_warn("another writer stores messages in OUTBOX_STREAM: publishing one row per "
-                 "ordering_key at a time from now on (OUTBOX_PIPELINE needs the relay to be the "
-                 "stream's only writer)",
-                 "{s:s}", "stream", r->cfg->stream);
-    }
-    row->chain.epoch = row->chain.seq = 0;
-    if (r->draining || inflight_behind_failure(row)) {
-        /* An earlier row of its key failed: the table decides when it goes. */
-        natsMsg_Destroy(msg);
-        relay_release_behind_failure(r, row);
-        return;
-    }
-    inflight_requeue(r->rows, row, msg);
-}
-
-static void relay_on_puback(struct relay *r, struct ack_entry *e)
-{
-    struct outbox_row *row = inflight_by_msg(r->rows, e->msg);
-    if (row == NULL) {
-        natsMsg_Destroy(e->msg);
-        e->msg = NULL;
-        /* The ack of a row given up on (overdue, or dropped with leadership). */
-        if (r->orphans > 0)
-            r->orphans--;
-        return;
-    }
-    if (!e->ok && row->chain.epoch != 0 && e->js_code == JSStreamWrongLastMsgIDErr) {
-        relay_on_chain_refused(r, row, e->msg);
-        e->msg = NULL;
-        relay_chain_resume(r);
-        return;
-    }
-    natsMsg_Destroy(e->msg);
-    e->msg = NULL;
-    if (!e->ok) {
-        pub_chain_failed(&r->chain, &row->chain);
-        if (row->chain.epoch != 0 && inflight_behind_failure(row)) {
-            relay_release_behind_failure(r, row);
-            relay_chain_resume(r);
-            return;
-        }
-        struct publish_verdict v = publish_error_classify(e->status, e->js_code);
-        relay_row_failed(r, row, e->error, v.permanent, v.reason);
-        relay_chain_resume(r);
-        return;
-    }
-    if (row->chain.epoch != 0)
-        pub_chain_acked(&r->chain, &row->chain, e->duplicate);
-    if (e->duplicate) {
+    struct relay *r = arg;
+    if (duplicate) {
         /* A re-publish after a crash, or an event_id the application reused:
          * inside the duplicate window JetStream kept the first message. */
         r->metrics.duplicate_acks_total++;
         log_info("duplicate ack: the stream already held this event_id", "{s:I, s:I}", "id",
-                 (json_int_t)row->id, "stream_seq", (json_int_t)e->stream_seq);
+                 (json_int_t)row->id, "stream_seq", (json_int_t)stream_seq);
     }
-    if (row->created_at > 0 && e->at >= row->created_at)
-        metrics_observe_latency(&r->metrics, e->at - row->created_at);
-    struct outbox_row *next = inflight_acked(r->rows, row);
-    if (!marks_add_published(r->marks, row, e->stream_seq, e->at))
+    if (row->created_at > 0 && at >= row->created_at)
+        metrics_observe_latency(&r->metrics, at - row->created_at);
+    if (!marks_add_published(r->marks, row, stream_seq, at))
         inflight_recorded(r->rows, row); /* published again later; JetStream drops it */
-    if (next != NULL && !r->draining)
-        relay_publish_run(r, next);
-    relay_chain_resume(r);
 }
 
-/*
- * The PubAck deadline is the relay's, not nats.c's: nats.c keeps a timeout
- * record per publish until its deadline even after the ack came, so its
- * MaxWait costs memory in proportion to rate x timeout (about 20 MB at
- * 45k msgs/s and 5 s). A late ack for an expired row matches no row and is
- * dropped; the row was retried and JetStream deduplicates it.
- */
-static void relay_on_ack_overdue(void *arg, struct outbox_row *row)
+static void relay_on_released(void *arg, struct outbox_row *row)
 {
     struct relay *r = arg;
-    char why[96];
-    snprintf(why, sizeof(why), "no PubAck within %d ms (OUTBOX_PUBLISH_TIMEOUT_MS)",
-             r->cfg->publish_timeout_ms);
-    r->orphans++;
-    pub_chain_failed(&r->chain, &row->chain);
-    if (row->chain.epoch != 0 && inflight_behind_failure(row)) {
-        relay_release_behind_failure(r, row);
-        return;
-    }
-    relay_row_failed(r, row, why, false, PUBLISH_TIMEOUT);
-}
-
-static void relay_on_ack_deadline(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    struct relay *r = container_of(w, struct relay, ack_deadline);
-    relay_chain_resume(r); /* a safety net: a chain left broken with nothing in flight */
-    if (inflight_publishing(r->rows) == 0)
-        return;
-    size_t n = inflight_expire(r->rows, ev_now(loop) - r->cfg->publish_timeout_ms / 1000.0,
-                               relay_on_ack_overdue, r);
-    if (n > 0)
-        log_warn("publishes timed out", "{s:i, s:i}", "rows", (int)n, "timeout_ms",
-                 r->cfg->publish_timeout_ms);
-    if (r->orphans + inflight_publishing(r->rows) >= (size_t)r->cfg->max_inflight)
-        js_sink_reclaim_pending(r->js, "no PubAck: nats.c's pending publishes were reclaimed");
-    relay_chain_resume(r);
-    relay_check_drained(r);
+    scan_want(&r->scan, SCAN_SWEEP);
 }
 
 /* ----------------------------------------------------------------- marks */
@@ -379,7 +193,7 @@ static void relay_on_claim(void *arg, PGresult *res)
         r->metrics.claimed_total++;
         r->claimed_in_pass++;
         if (inflight_add(r->rows, row))
-            relay_publish_row(r, row);
+            publisher_send(r->publisher, row);
     }
     int64_t candidates = outbox_claim_candidates(res);
     scan_page_done(&r->scan, n, candidates >= r->cfg->batch_size || n < candidates);
@@ -394,7 +208,7 @@ static void relay_on_claim(void *arg, PGresult *res)
 /* Claims the scanner's next page when the relay may, within both budgets. */
 static void relay_claim(struct relay *r)
 {
-    if (r->claim_running || !leader_is(r->leader) || !r->nats_up || r->draining)
+    if (r->claim_running || !leader_is(r->leader) || !nats_link_up(r->nats) || r->draining)
         return;
     size_t room = (size_t)r->cfg->max_inflight - inflight_count(r->rows);
     int64_t room_bytes = (int64_t)r->cfg->max_inflight_bytes - inflight_bytes(r->rows);
@@ -438,13 +252,12 @@ static void relay_on_before_sleep(struct ev_loop *loop, ev_prepare *w, int reven
 static bool relay_may_lead(void *arg)
 {
     struct relay *r = arg;
-    return r->nats_up && !r->draining;
+    return nats_link_up(r->nats) && !r->draining;
 }
 
 static void relay_on_elected(void *arg)
 {
     struct relay *r = arg;
-    r->metrics.leader = true;
     scan_restart(&r->scan);
     retention_set_leader(r->retention, true);
     wakeup_set_leader(r->wakeup, true);
@@ -461,84 +274,33 @@ static void relay_on_elected(void *arg)
 static void relay_on_deposed(void *arg, const char *why)
 {
     struct relay *r = arg;
-    r->metrics.leader = false;
     scan_stop(&r->scan);
     retention_set_leader(r->retention, false);
     wakeup_set_leader(r->wakeup, false);
     marks_fence(r->marks);
-    r->orphans += inflight_publishing(r->rows);
-    size_t dropped = inflight_drop_all(r->rows);
+    size_t dropped = publisher_drop_all(r->publisher);
     log_warn("leadership released: standing by", "{s:s, s:i}", "reason", why, "rows_dropped",
              (int)dropped);
     relay_check_drained(r);
 }
 
-static void relay_on_nats_lost_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+/* A leader that cannot publish only blocks a healthy standby. Outcomes
+ * already known are sent first: queries run in order, so they commit under
+ * the lock. */
+static void relay_on_nats_lost(void *arg)
 {
-    struct relay *r = container_of(w, struct relay, nats_lost);
-    if (!leader_is(r->leader) || r->nats_up)
+    struct relay *r = arg;
+    if (!leader_is(r->leader))
         return;
-    /* A leader that cannot publish only blocks a healthy standby. Outcomes
-     * already known are sent first: queries run in order, so they commit
-     * under the lock. */
     marks_flush(r->marks);
     leader_resign(r->leader, "nats unreachable for longer than OUTBOX_NATS_LOST_MS");
 }
 
-/* ------------------------------------------------------------------ nats */
-
-static void relay_on_nats_connected(struct relay *r)
+static void relay_on_nats_up(void *arg)
 {
-    if (!r->nats_up && r->nats_seen) {
-        r->metrics.nats_reconnects_total++;
-        /* Acks for what was in flight died with the old connection. */
-        js_sink_reclaim_pending(r->js, "nats connection lost before the PubAck");
-    }
-    r->nats_up = r->nats_seen = true;
-    r->metrics.nats_connected = true;
-    r->nats_reopens = 0;
-    ev_timer_stop(r->loop, &r->nats_lost);
-    log_info("nats connected", "{s:I}", "max_payload", (json_int_t)js_sink_max_payload(r->js));
-    /* Checked (or created) on js_sink's worker; it logs the outcome. */
-    char err[512];
-    js_sink_ensure_stream(r->js, err, sizeof(err));
+    struct relay *r = arg;
     scan_want(&r->scan, SCAN_SWEEP);
     leader_try(r->leader);
-}
-
-/*
- * nats.c stops reconnecting for good when a server refuses the same
- * credentials twice (wrong password, revoked user). Staying up, not ready,
- * and saying why beats both silence and a crash loop: the server side may
- * be fixed without touching the relay.
- */
-static void relay_on_nats_closed(struct relay *r)
-{
-    if (r->draining || r->stopped || ev_is_active(&r->nats_reopen))
-        return;
-    char why[640];
-    js_sink_last_error(r->js, why, sizeof(why));
-    int64_t delay_ms =
-        backoff_delay_ms(++r->nats_reopens, 1000, r->cfg->reconnect_max_ms, backoff_random());
-    log_error("nats connection closed; connecting anew", "{s:s, s:f}", "error",
-              why[0] ? why : "closed by the client library", "retry_in_s", delay_ms / 1000.0);
-    ev_timer_set(&r->nats_reopen, delay_ms / 1000.0, 0.);
-    ev_timer_start(r->loop, &r->nats_reopen);
-}
-
-/* The reopen runs on js_sink's worker: its outcome comes back as a
- * CONNECTED or CLOSED event. */
-static void relay_on_nats_reopen(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    struct relay *r = container_of(w, struct relay, nats_reopen);
-    char err[512];
-    js_sink_reopen(r->js, err, sizeof(err));
-}
-
-static void relay_on_nats_down(struct relay *r)
-{
-    r->nats_up = false;
-    r->metrics.nats_connected = false;
 }
 
 static void relay_on_acks(void *arg, struct ack_entry *entries, size_t n)
@@ -554,23 +316,12 @@ static void relay_on_acks(void *arg, struct ack_entry *entries, size_t n)
         struct ack_entry *e = &entries[i];
         switch (e->kind) {
         case ACK_PUBACK:
-            relay_on_puback(r, e);
+            publisher_on_puback(r->publisher, e);
             break;
         case ACK_NATS_DISCONNECTED:
-            if (r->nats_up)
-                log_warn("nats disconnected; claiming paused", NULL);
-            relay_on_nats_down(r);
-            if (leader_is(r->leader) && !ev_is_active(&r->nats_lost)) {
-                ev_timer_set(&r->nats_lost, r->cfg->nats_lost_ms / 1000.0, 0.);
-                ev_timer_start(r->loop, &r->nats_lost);
-            }
-            break;
         case ACK_NATS_CONNECTED:
-            relay_on_nats_connected(r);
-            break;
         case ACK_NATS_CLOSED:
-            relay_on_nats_down(r);
-            relay_on_nats_closed(r);
+            nats_link_event(r->nats, e->kind);
             break;
         }
     }
@@ -589,7 +340,6 @@ static bool relay_retention_query(void *arg, const char *sql, int nparams, char 
 static void relay_on_pg_connected(void *arg)
 {
     struct relay *r = arg;
-    r->metrics.pg_connected = true;
     log_info("postgresql connected", "{s:s}", "table", r->cfg->table);
     migrate_check_queued(r->pg, r->cfg);
     leader_connected(r->leader);
@@ -598,7 +348,6 @@ static void relay_on_pg_connected(void *arg)
 static void relay_on_pg_disconnected(void *arg, const char *why)
 {
     struct relay *r = arg;
-    r->metrics.pg_connected = false;
     r->metrics.pg_reconnects_total++;
     r->claim_running = false;
     /* The session, and with it the advisory locks, is gone. */
@@ -712,13 +461,6 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
     r->fail_log = fail_log_create(10.0, NULL, NULL);
     r->retention = retention_create(loop, cfg, (struct retention_hooks){relay_retention_query, r});
     r->rows = inflight_create((size_t)cfg->max_inflight);
-    pub_chain_init(&r->chain, config_pipelined(cfg));
-    if (r->rows != NULL)
-        inflight_set_pipelined(r->rows, r->chain.enabled);
-    log_info(r->chain.enabled ? "pipelining: many publishes per ordering_key in flight, fenced by "
-                                "Nats-Expected-Last-Msg-Id"
-                              : "pipelining off: one publish per ordering_key at a time",
-             "{s:s, s:s}", "pipeline", cfg->pipeline, "stream", cfg->stream);
     r->acks = ack_queue_create(loop, relay_on_acks, r);
     struct pg_source_events pg_events = {
         .connected = relay_on_pg_connected,
@@ -758,16 +500,26 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
         relay_destroy(r);
         return NULL;
     }
+    struct publisher_events publisher_events = {
+        .acked = relay_on_acked,
+        .failed = relay_on_failed,
+        .released = relay_on_released,
+        .arg = r,
+    };
+    r->publisher = publisher_create(loop, cfg, r->rows, r->js, publisher_events);
+    r->nats = nats_link_create(loop, cfg, r->js,
+                               (struct nats_link_events){.up = relay_on_nats_up,
+                                                         .lost_too_long = relay_on_nats_lost,
+                                                         .arg = r});
+    if (r->publisher == NULL || r->nats == NULL) {
+        snprintf(err, errlen, "out of memory");
+        relay_destroy(r);
+        return NULL;
+    }
     ev_prepare_init(&r->before_sleep, relay_on_before_sleep);
     ev_timer_init(&r->poll, relay_on_poll, cfg->poll_interval_ms / 1000.0,
                   cfg->poll_interval_ms / 1000.0);
-    ev_timer_init(&r->nats_lost, relay_on_nats_lost_timeout, 0., 0.);
-    ev_timer_init(&r->nats_reopen, relay_on_nats_reopen, 0., 0.);
     ev_timer_init(&r->shutdown, relay_on_shutdown_timeout, 0., 0.);
-    /* Check deadlines ten times per timeout: a row fails at most 10% late. */
-    double tick = cfg->publish_timeout_ms / 10000.0;
-    tick = tick < 0.01 ? 0.01 : tick > 1.0 ? 1.0 : tick;
-    ev_timer_init(&r->ack_deadline, relay_on_ack_deadline, tick, tick);
     r->last_progress = ev_now(loop);
     return r;
 }
@@ -777,11 +529,9 @@ void relay_start(struct relay *r)
     ev_prepare_start(r->loop, &r->before_sleep);
     ev_timer_start(r->loop, &r->poll);
     table_sample_start(r->sample);
-    ev_timer_start(r->loop, &r->ack_deadline);
+    publisher_start(r->publisher);
     pg_source_start(r->pg);
-    /* nats.c reports only background connects; an immediate one is ours to see. */
-    if (js_sink_connected(r->js))
-        relay_on_nats_connected(r);
+    nats_link_start(r->nats);
 }
 
 void relay_shutdown(struct relay *r)
@@ -794,6 +544,7 @@ void relay_shutdown(struct relay *r)
         return;
     }
     r->draining = true;
+    publisher_drain(r->publisher);
     scan_stop(&r->scan);
     retention_set_leader(r->retention, false);
     wakeup_set_leader(r->wakeup, false);
@@ -803,7 +554,7 @@ void relay_shutdown(struct relay *r)
              "timeout_ms", r->cfg->shutdown_timeout_ms);
     ev_timer_stop(r->loop, &r->poll);
     retry_timer_stop(&r->retry);
-    ev_timer_stop(r->loop, &r->nats_reopen);
+    nats_link_stop(r->nats);
     ev_timer_set(&r->shutdown, r->cfg->shutdown_timeout_ms / 1000.0, 0.);
     ev_timer_start(r->loop, &r->shutdown);
     relay_check_drained(r);
@@ -817,9 +568,6 @@ void relay_destroy(struct relay *r)
     ev_prepare_stop(r->loop, &r->before_sleep);
     ev_timer_stop(r->loop, &r->poll);
     retry_timer_free(&r->retry);
-    ev_timer_stop(r->loop, &r->nats_lost);
-    ev_timer_stop(r->loop, &r->nats_reopen);
-    ev_timer_stop(r->loop, &r->ack_deadline);
     ev_timer_stop(r->loop, &r->shutdown);
     /* NATS first: its threads stop calling back before the queue goes. */
     js_sink_destroy(r->js);
@@ -837,7 +585,8 @@ void relay_destroy(struct relay *r)
     ack_queue_destroy(r->acks);
     marks_destroy(r->marks);
     inflight_destroy(r->rows);
-    pub_chain_free(&r->chain);
+    publisher_destroy(r->publisher);
+    nats_link_destroy(r->nats);
     fail_log_destroy(r->fail_log);
     free(r);
 }
@@ -854,7 +603,7 @@ bool relay_ready(const struct relay *r, char *why, size_t len)
         snprintf(why, len, "%s", pg_why);
         return false;
     }
-    if (!r->nats_up) {
+    if (!nats_link_up(r->nats)) {
         snprintf(why, len, "nats not connected");
         return false;
     }
@@ -891,7 +640,8 @@ const struct metrics *relay_metrics(struct relay *r)
 {
     r->metrics.inflight = (int64_t)inflight_count(r->rows);
     r->metrics.pg_connected = pg_source_state(r->pg) == PG_READY;
-    r->metrics.nats_connected = r->nats_up;
+    r->metrics.nats_connected = nats_link_up(r->nats);
+    r->metrics.nats_reconnects_total = nats_link_reconnects(r->nats);
     r->metrics.leader = leader_is(r->leader);
     r->metrics.pruned_total = r->retention != NULL ? retention_pruned_total(r->retention) : 0;
     return &r->metrics;
