@@ -49,7 +49,6 @@ struct relay {
     struct publisher *publisher; /* rows to JetStream, PubAcks, the fence */
     struct nats_link *nats;      /* NATS up or down, reopening */
 
-    ev_timer poll;      /* a tail pass; a sweep at most once a second */
     ev_timer nats_lost; /* a leader cut off from NATS gives up leadership */
     ev_timer shutdown;  /* bound on the drain at SIGTERM */
 
@@ -374,21 +373,8 @@ static void relay_on_pg_fatal(void *arg, const char *why)
 
 /* ---------------------------------------------------------------- timers */
 
-static void relay_on_poll(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    struct relay *r = container_of(w, struct relay, poll);
-    /* Each tick looks for new rows (cheap: the index from high_water on). A
-     * sweep from id 0 re-reads every unfinished row the relay holds or must
-     * skip, so it runs at most once a second however short the poll: a
-     * poll-only setup (NOTIFY trigger disabled, poll at 20-50 ms) stays cheap,
-     * and rows that committed late are still found within a second. */
-    double sweep_every = r->cfg->poll_interval_ms < 1000 ? 1.0 : r->cfg->poll_interval_ms / 1000.0;
-    bool sweep = ev_now(loop) - r->scan.last_sweep >= sweep_every - 0.001;
-    scan_want(&r->scan, sweep ? SCAN_SWEEP : SCAN_TAIL);
-}
-
 /*
- * An awake relay's tail poll. No NOTIFY comes while it is awake, so nothing
+ * The leader's polls (wakeup.c). No NOTIFY comes while it is awake, so nothing
  * says "a row committed late below the high water" (ids are taken at
  * insert, commits land in another order): with few rows held, as in steady
  * flow, the poll reads from id 0 and finds such a row at once, for about
@@ -517,8 +503,6 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
         return NULL;
     }
     ev_prepare_init(&r->before_sleep, relay_on_before_sleep);
-    ev_timer_init(&r->poll, relay_on_poll, cfg->poll_interval_ms / 1000.0,
-                  cfg->poll_interval_ms / 1000.0);
     ev_timer_init(&r->shutdown, relay_on_shutdown_timeout, 0., 0.);
     r->last_progress = ev_now(loop);
     return r;
@@ -527,7 +511,6 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
 void relay_start(struct relay *r)
 {
     ev_prepare_start(r->loop, &r->before_sleep);
-    ev_timer_start(r->loop, &r->poll);
     table_sample_start(r->sample);
     publisher_start(r->publisher);
     pg_source_start(r->pg);
@@ -552,7 +535,6 @@ void relay_shutdown(struct relay *r)
     log_info("shutting down: claiming stopped, waiting for in-flight acks", "{s:i, s:i, s:i}",
              "publishing", (int)inflight_publishing(r->rows), "released", (int)dropped,
              "timeout_ms", r->cfg->shutdown_timeout_ms);
-    ev_timer_stop(r->loop, &r->poll);
     retry_timer_stop(&r->retry);
     nats_link_stop(r->nats);
     ev_timer_set(&r->shutdown, r->cfg->shutdown_timeout_ms / 1000.0, 0.);
@@ -566,7 +548,6 @@ void relay_destroy(struct relay *r)
         return;
     r->draining = r->stopped = true;
     ev_prepare_stop(r->loop, &r->before_sleep);
-    ev_timer_stop(r->loop, &r->poll);
     retry_timer_free(&r->retry);
     ev_timer_stop(r->loop, &r->shutdown);
     /* NATS first: its threads stop calling back before the queue goes. */

@@ -10,15 +10,18 @@
 #define WAKEUP_POLL_MIN_MS 1
 
 struct wakeup {
-    ev_timer poll; /* the next look at the tail while awake */
+    ev_timer poll;     /* the next look at the tail while awake */
+    ev_timer fallback; /* OUTBOX_POLL_INTERVAL_MS, asleep or awake: NOTIFY is only a hint */
     struct ev_loop *loop;
     struct pg_source *pg;
     struct wakeup_events ev;
     enum wakeup_state state;
     bool notified_while_dozing;
-    double idle_since; /* ev_now of the last pass that found rows */
-    int poll_ms;       /* the current backoff of an awake relay's tail polls */
-    char table[160];   /* the quoted table, the parameter of both statements */
+    double idle_since;  /* ev_now of the last pass that found rows */
+    int poll_ms;        /* the current backoff of an awake relay's tail polls */
+    double sweep_every; /* the fallback poll sweeps from id 0 at most this often (s) */
+    double last_sweep;  /* ev_now of the fallback poll's last sweep */
+    char table[160];    /* the quoted table, the parameter of both statements */
 };
 
 #define WAKEUP_STR(x)  #x
@@ -42,6 +45,22 @@ static void wakeup_on_poll(struct ev_loop *loop, ev_timer *t, int revents)
     struct wakeup *w = container_of(t, struct wakeup, poll);
     if (w->state == WAKEUP_AWAKE)
         w->ev.scan(w->ev.arg, false);
+}
+
+/*
+ * Each tick looks for new rows (cheap: the index from the high water on). A
+ * sweep from id 0 re-reads every unfinished row the relay holds or must
+ * skip, so it runs at most once a second however short the poll: a
+ * poll-only setup (NOTIFY trigger disabled, poll at 20-50 ms) stays cheap,
+ * and rows that committed late are still found within a second.
+ */
+static void wakeup_on_fallback(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct wakeup *w = container_of(t, struct wakeup, fallback);
+    bool sweep = ev_now(loop) - w->last_sweep >= w->sweep_every - 0.001;
+    if (sweep)
+        w->last_sweep = ev_now(loop);
+    w->ev.scan(w->ev.arg, sweep);
 }
 
 static bool wakeup_query(struct wakeup *w, const char *sql, pg_result_fn fn)
@@ -99,6 +118,9 @@ struct wakeup *wakeup_create(struct ev_loop *loop, const struct relay_config *cf
     w->state = WAKEUP_OFF;
     config_table_sql(cfg, w->table, sizeof(w->table));
     ev_timer_init(&w->poll, wakeup_on_poll, 0., 0.);
+    double every = cfg->poll_interval_ms / 1000.0;
+    ev_timer_init(&w->fallback, wakeup_on_fallback, every, every);
+    w->sweep_every = every < 1.0 ? 1.0 : every;
     return w;
 }
 
@@ -107,12 +129,14 @@ void wakeup_destroy(struct wakeup *w)
     if (w == NULL)
         return;
     ev_timer_stop(w->loop, &w->poll);
+    ev_timer_stop(w->loop, &w->fallback);
     free(w);
 }
 
 void wakeup_set_leader(struct wakeup *w, bool leader)
 {
     if (leader && w->state == WAKEUP_OFF) {
+        ev_timer_start(w->loop, &w->fallback);
         w->state = WAKEUP_AWAKE;
         w->poll_ms = WAKEUP_POLL_MIN_MS;
         w->idle_since = ev_now(w->loop);
@@ -122,6 +146,7 @@ void wakeup_set_leader(struct wakeup *w, bool leader)
         if (w->state == WAKEUP_ASLEEP || w->state == WAKEUP_DOZING)
             wakeup_query(w, wake_sql, wakeup_on_unlocked);
         ev_timer_stop(w->loop, &w->poll);
+        ev_timer_stop(w->loop, &w->fallback);
         w->state = WAKEUP_OFF;
     }
 }
@@ -129,6 +154,7 @@ void wakeup_set_leader(struct wakeup *w, bool leader)
 void wakeup_disconnected(struct wakeup *w)
 {
     ev_timer_stop(w->loop, &w->poll);
+    ev_timer_stop(w->loop, &w->fallback);
     w->state = WAKEUP_OFF;
 }
 
