@@ -18,6 +18,7 @@ struct leader {
     bool query_running; /* a lock, watch or heartbeat query is in flight */
     bool said_standby;  /* "standing by" logged for this standby period */
     struct leader_view view;
+    uint64_t takeovers;
     char lock_sql[160];
     char unlock_sql[160];
     char watch_sql[900];
@@ -119,7 +120,7 @@ static void leader_on_watch(void *arg, PGresult *res)
     l->view.holder_silent_s = silent;
     l->view.holder_stalled = seen && silent * 1000.0 > l->cfg->leader_lease_ms;
     if (ended) {
-        l->view.takeovers++;
+        l->takeovers++;
         log_warn("leader session silent past its lease: ended it to take over", "{s:s, s:f, s:i}",
                  "pid", PQgetvalue(res, 0, 0), "silent_s", silent, "lease_ms",
                  l->cfg->leader_lease_ms);
@@ -272,4 +273,9 @@ enum leader_state leader_state(const struct leader *l)
 const struct leader_view *leader_view(const struct leader *l)
 {
     return &l->view;
+}
+
+uint64_t leader_takeovers(const struct leader *l)
+{
+    return l->takeovers;
 }

@@ -230,6 +230,12 @@ char *metrics_render(const struct metrics *m, const char *version, size_t *len)
     gauge_double(&b, "oldest_pending_age_seconds", m->oldest_pending_age_seconds,
                  "Age of the oldest pending or failed row (sampled); 0 when there is none.");
     gauge_int(&b, "leader", m->leader ? 1 : 0, "1 when this relay holds the table's leader lock.");
+    gauge_int(&b, "leader_stalled", m->leader_stalled ? 1 : 0,
+              "1 on a standby that finds the leader's session silent past OUTBOX_LEADER_LEASE_MS.");
+    gauge_double(&b, "leader_silent_seconds", m->leader_silent_seconds,
+                 "On a standby: how long the leader's session has been silent (sampled).");
+    counter(&b, "takeovers_total", m->takeovers_total,
+            "Leaders whose session this relay ended after it stayed silent past its lease.");
     gauge_int(&b, "pg_connected", m->pg_connected ? 1 : 0, "1 when PostgreSQL is connected.");
     gauge_int(&b, "nats_connected", m->nats_connected ? 1 : 0, "1 when NATS is connected.");
 

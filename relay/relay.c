@@ -624,6 +624,9 @@ const struct metrics *relay_metrics(struct relay *r)
     r->metrics.nats_connected = nats_link_up(r->nats);
     r->metrics.nats_reconnects_total = nats_link_reconnects(r->nats);
     r->metrics.leader = leader_is(r->leader);
+    r->metrics.leader_stalled = leader_view(r->leader)->holder_stalled;
+    r->metrics.leader_silent_seconds = leader_view(r->leader)->holder_silent_s;
+    r->metrics.takeovers_total = leader_takeovers(r->leader);
     r->metrics.pruned_total = r->retention != NULL ? retention_pruned_total(r->retention) : 0;
     return &r->metrics;
 }

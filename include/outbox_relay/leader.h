@@ -45,7 +45,6 @@ struct leader_view {
     bool holder_seen;       /* some session holds the lock */
     double holder_silent_s; /* how long that session has been silent */
     bool holder_stalled;    /* silent past the lease */
-    long takeovers;         /* silent leaders this relay ended */
 };
 
 struct leader;
@@ -68,5 +67,7 @@ void leader_stop(struct leader *l);
 bool leader_is(const struct leader *l);
 enum leader_state leader_state(const struct leader *l);
 const struct leader_view *leader_view(const struct leader *l);
+/* Silent leaders whose session this relay ended. */
+uint64_t leader_takeovers(const struct leader *l);
 
 #endif

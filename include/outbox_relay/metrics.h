@@ -53,6 +53,9 @@ struct metrics {
     int64_t dead_rows;             /* rows with status 'dead' in the table, sampled */
     uint64_t duplicate_acks_total; /* PubAcks with duplicate=true (already in the stream) */
     uint64_t pruned_total;         /* published rows deleted by retention */
+    uint64_t takeovers_total;      /* silent leaders whose session this relay ended */
+    bool leader_stalled;           /* standby: the lock holder's session is silent past its lease */
+    double leader_silent_seconds;  /* standby: how long the lock holder's session has been silent */
     /* Per-reason shares of failed_total and dead_total, counted by
      * metrics_failed() / metrics_dead(). What the totals hold beyond their
      * sum is rendered as reason="other". */

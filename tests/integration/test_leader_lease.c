@@ -191,6 +191,12 @@ START_TEST(test_frozen_leader_is_replaced_and_steps_down)
         if (i != leader && it_metric(f.relay[i]->http_port, "outbox_relay_leader") == 1)
             next = i;
     ck_assert_msg(next >= 0, "no standby reports itself leader");
+    /* A standby said so: it ended the silent leader's session, and counted it. */
+    double takeovers = 0;
+    for (int i = 0; i < RELAYS; i++)
+        if (i != leader)
+            takeovers += it_metric(f.relay[i]->http_port, "outbox_relay_takeovers_total");
+    ck_assert_msg(takeovers >= 1, "no standby counted a takeover of the silent leader");
     ck_assert_msg(it_wait_metric(old->http_port, "outbox_relay_leader", 0, 15000),
                   "the woken old leader still reports itself leader");
     drain_and_audit(conn);
