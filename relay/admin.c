@@ -1,6 +1,7 @@
 /* One-shot commands: verify both ends, read-only (--check); requeue dead rows (--requeue-dead). */
 #include "outbox_relay/admin.h"
 #include "outbox_relay/nats_options.h"
+#include "outbox_relay/stream_spec.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -253,6 +254,17 @@ static void check_stream_config(struct check *c, jsCtx *js, const struct relay_c
     else
         say(c, CHECK_OK, "stream %s: duplicate window %.0f s covers the %d s outage budget", stream,
             window_s, CHECK_OUTAGE_BUDGET_S);
+    /* The stream the relay would create: does the existing one match the settings? */
+    struct stream_spec want, have;
+    char why[512];
+    if (strcmp(stream, cfg->stream) == 0 &&
+        stream_spec_from_config(cfg, &want, why, sizeof(why)) == 0) {
+        stream_spec_from_stream(sc, &have);
+        if (stream_spec_diff(&want, &have, why, sizeof(why)) > 0)
+            say(c, CHECK_WARN,
+                "stream %s differs from OUTBOX_STREAM_* (the relay creates, never alters): %s",
+                stream, why);
+    }
     if (sc->MaxMsgSize > 0 && max_payload > sc->MaxMsgSize)
         say(c, CHECK_WARN,
             "stream %s: max_msg_size %d is below the largest recent payload (%lld bytes): such "

@@ -733,31 +733,6 @@ int js_sink_ensure_stream(struct js_sink *sink, char *err, size_t errlen)
     return js_ensure_on(sink, sink->js, err, errlen);
 }
 
-int js_sink_stream_diff(struct js_sink *sink, char *out, size_t len)
-{
-    const struct relay_config *cfg = sink->cfg;
-    if (cfg->stream[0] == '\0') {
-        snprintf(out, len, "no stream configured (OUTBOX_STREAM)");
-        return -1;
-    }
-    jsStreamInfo *si = NULL;
-    int found = js_stream_info(sink, sink->js, cfg->stream, &si, out, len);
-    if (found <= 0) {
-        if (found == 0)
-            snprintf(out, len, "stream \"%s\" does not exist", cfg->stream);
-        return -1;
-    }
-    struct stream_spec have = {0};
-    const jsStreamConfig *c = si->Config;
-    have.replicas = (int)c->Replicas;
-    have.memory = c->Storage == js_MemoryStorage;
-    have.max_age_ns = c->MaxAge;
-    have.duplicate_window_ns = c->Duplicates;
-    for (int i = 0; i < c->SubjectsLen && have.nsubjects < STREAM_SPEC_MAX_SUBJECTS; i++)
-        snprintf(have.subjects[have.nsubjects++], sizeof(have.subjects[0]), "%s", c->Subjects[i]);
-    jsStreamInfo_Destroy(si);
-    return stream_spec_diff(&sink->spec, &have, out, len);
-}
 
 #define JS_HEADER_EXPECT_LAST_MSG_ID "Nats-Expected-Last-Msg-Id"
 

@@ -185,6 +185,17 @@ static void diff_add(char *out, size_t len, int *count, const char *fmt, ...)
     (*count)++;
 }
 
+void stream_spec_from_stream(const jsStreamConfig *c, struct stream_spec *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->replicas = (int)c->Replicas;
+    out->memory = c->Storage == js_MemoryStorage;
+    out->max_age_ns = c->MaxAge;
+    out->duplicate_window_ns = c->Duplicates;
+    for (int i = 0; i < c->SubjectsLen && out->nsubjects < STREAM_SPEC_MAX_SUBJECTS; i++)
+        snprintf(out->subjects[out->nsubjects++], sizeof(out->subjects[0]), "%s", c->Subjects[i]);
+}
+
 int stream_spec_diff(const struct stream_spec *want, const struct stream_spec *have, char *out,
                      size_t len)
 {

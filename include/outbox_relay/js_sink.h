@@ -87,13 +87,6 @@ enum js_stream_state js_sink_stream_state(struct js_sink *sink, char *why, size_
 /* Whether the stream exists (blocking, for --check); -1 with err when the lookup failed. */
 int js_sink_stream_exists(struct js_sink *sink, const char *stream, char *err, size_t errlen);
 
-/*
- * Blocking, for --check: how OUTBOX_STREAM as it exists differs from what
- * the settings would create (see stream_spec_diff: "replicas 1, settings
- * ask 3; ..."). Returns the number of differences (0: out is ""), -1 with
- * out holding the error when the stream cannot be read (or is missing).
- */
-int js_sink_stream_diff(struct js_sink *sink, char *out, size_t len);
 
 /*
  * Publishes *msg asynchronously. On success nats.c owns the message and *msg

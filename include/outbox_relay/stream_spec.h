@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <nats/nats.h>
+
 #include "outbox_relay/config.h"
 
 #define STREAM_SPEC_MAX_SUBJECTS 64
@@ -48,6 +50,9 @@ int stream_spec_from_config(const struct relay_config *cfg, struct stream_spec *
  * "replicas 1, settings ask 3". Subjects: those of want missing from have.
  * Returns how many items differ.
  */
+/* What an existing stream is configured with, in the same terms. */
+void stream_spec_from_stream(const jsStreamConfig *c, struct stream_spec *out);
+
 int stream_spec_diff(const struct stream_spec *want, const struct stream_spec *have, char *out,
                      size_t len);
 

@@ -65,6 +65,7 @@ static struct {
     int fast_rate;      /* second latency run: rows/s */
     int fast_producers; /* ... from this many connections */
     int fast_seconds;   /* ... for this long */
+    int retention_rows; /* old published rows pruned while a backlog of half as many drains */
     int cost_producers[MAX_COST_RUNS]; /* producer cost: connection counts */
     int ncost;
 } opt = {
@@ -85,6 +86,7 @@ static struct {
     .perf_args = "-a -g -F 999",
     .cold_rows = 100000,
     .key_rows = 20000,
+    .retention_rows = 100000,
     .big64k_rows = 2000,
     .big1m_rows = 300,
     .fast_rate = 10000,
@@ -928,12 +930,20 @@ struct shape_drain {
 
 /* A relay started on the backlog (the clock starts before its spawn) until every row is published.
  */
-static void shape_drain(PGconn *conn, const char *what, int rows, struct shape_drain *out)
+static void shape_drain_env(PGconn *conn, const char *what, int rows, const char *const *extra,
+                            struct shape_drain *out)
 {
+    const char *env[MAX_RELAY_ENV + 8];
+    int n = 0;
+    for (int i = 0; i < opt.nrelay_env; i++)
+        env[n++] = opt.relay_env[i];
+    for (; extra != NULL && *extra != NULL && n < MAX_RELAY_ENV + 7; extra++)
+        env[n++] = *extra;
+    env[n] = NULL;
     uint64_t before = it_js_stream_msgs(STREAM);
     progress("%s: %d rows", what, rows);
     double t0 = mono_now();
-    struct it_relay *relay = it_relay_start(opt.relay_env, NULL);
+    struct it_relay *relay = it_relay_start(env, NULL);
     int timeout_ms = 300000 + rows / 10;
     struct stream_wait w = {.want = before + (uint64_t)rows};
     if (!it_wait_until(stream_reached, &w, timeout_ms))
@@ -947,6 +957,48 @@ static void shape_drain(PGconn *conn, const char *what, int rows, struct shape_d
     relay_stop(relay);
     it_pg_exec(conn, "ALTER TABLE outbox RESET (autovacuum_enabled)");
     ck_assert_msg(left == 0, "%s: %lld rows not published", what, (long long)left);
+}
+
+static void shape_drain(PGconn *conn, const char *what, int rows, struct shape_drain *out)
+{
+    shape_drain_env(conn, what, rows, NULL, out);
+}
+
+/*
+ * Issue 12: what retention costs a drain running at the same time. The same
+ * backlog drains twice next to `retention_rows` published rows a week old:
+ * once with retention off, once with the leader pruning them (batches every
+ * 100 ms, the default batch size).
+ */
+static void bench_retention(PGconn *conn, double limit)
+{
+    int backlog = opt.retention_rows / 2;
+    struct shape_drain off, on;
+    const char *env_off[] = {"OUTBOX_RETENTION=0", NULL};
+    const char *env_on[] = {"OUTBOX_RETENTION=7d", "OUTBOX_RETENTION_INTERVAL_MS=100", NULL};
+    struct shape_drain *runs[] = {&off, &on};
+    const char *const *envs[] = {env_off, env_on};
+    int64_t pruned = 0;
+    for (int i = 0; i < 2; i++) {
+        backlog_build(conn, backlog, opt.payload_bytes, "NULL", STATS_ANALYZED);
+        it_pg_exec(conn,
+                   "INSERT INTO outbox (subject, status, published_at, stream_seq, created_at)"
+                   " SELECT 'bench.old', 'published', now() - interval '8 days', g,"
+                   " now() - interval '8 days' FROM generate_series(1, %d) AS g",
+                   opt.retention_rows);
+        it_pg_exec(conn, "VACUUM ANALYZE outbox");
+        shape_drain_env(conn, i ? "drain while pruning" : "drain, retention off", backlog, envs[i],
+                        runs[i]);
+        pruned = opt.retention_rows -
+                 it_pg_int(conn, "SELECT count(*) FROM outbox WHERE subject = 'bench.old'");
+    }
+    bench_record("retention", "old_rows", "rows", opt.retention_rows);
+    bench_record("retention", "backlog_rows", "rows", backlog);
+    bench_record("retention", "drain_rate_off", "rows/s", off.rate);
+    bench_record("retention", "drain_rate_pruning", "rows/s", on.rate);
+    bench_record("retention", "pruned_during_drain", "rows", (double)pruned);
+    bench_record("retention", "ratio_pruning_to_off", "x", on.rate / off.rate);
+    bench_record("retention", "ratio_to_L", "x", on.rate / limit);
 }
 
 /*
@@ -1391,6 +1443,8 @@ START_TEST(bench_all)
         bench_big(conn, "big64k", opt.big64k_rows, 65536);
     if (opt.big1m_rows > 0)
         bench_big(conn, "big1m", opt.big1m_rows, 1000000);
+    if (opt.retention_rows > 0)
+        bench_retention(conn, limit);
     /* Issue 11 §2: p99 <= 5 ms at 2,000 rows/s, <= 10 ms at 10,000 rows/s. */
     bench_steady(conn, "steady", opt.steady_rate, opt.producers, opt.steady_seconds, 5.0,
                  opt.latency_out, true);
@@ -1433,6 +1487,7 @@ static void usage(FILE *out)
                  "Workload shapes (issues 10 and 11; 0 skips one):\n"
                  "  --cold-rows N           backlog drained without ANALYZE, and after (100000)\n"
                  "  --key-rows N            one-key vs no-key drain (20000)\n"
+                 "  --retention-rows N      old published rows pruned during a drain (100000)\n"
                  "  --big64k-rows N         64 KiB rows: drain vs raw JetStream (2000)\n"
                  "  --big1m-rows N          1 MB rows: drain vs raw JetStream (300)\n"
                  "  --fast-rate N           second latency run: rows/s (10000)\n"
@@ -1486,6 +1541,7 @@ static void parse_flags(int argc, char **argv)
         {"perf-args", required_argument, NULL, 'A'},
         {"cold-rows", required_argument, NULL, 'C'},
         {"key-rows", required_argument, NULL, 'K'},
+        {"retention-rows", required_argument, NULL, 'T'},
         {"big64k-rows", required_argument, NULL, 'G'},
         {"big1m-rows", required_argument, NULL, 'M'},
         {"fast-rate", required_argument, NULL, 'R'},
@@ -1566,6 +1622,9 @@ static void parse_flags(int argc, char **argv)
             break;
         case 'K':
             opt.key_rows = parse_int(name, optarg, 0);
+            break;
+        case 'T':
+            opt.retention_rows = parse_int(name, optarg, 0);
             break;
         case 'G':
             opt.big64k_rows = parse_int(name, optarg, 0);

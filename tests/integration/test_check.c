@@ -89,7 +89,8 @@ START_TEST(test_check_healthy_setup)
     PGconn *conn = it_pg_connect();
     it_pg_exec(conn, "INSERT INTO outbox (subject, payload) SELECT 'it.check.' || (g %% 3), 'x'"
                      " FROM generate_series(1, 30) g");
-    const char *env[] = {"OUTBOX_STREAM=IT_CHECK", "OUTBOX_STREAM_SUBJECTS=it.check.>", NULL};
+    const char *env[] = {"OUTBOX_STREAM=IT_CHECK", "OUTBOX_STREAM_SUBJECTS=it.check.>",
+                         "OUTBOX_STREAM_STORAGE=memory", NULL};
     char *out = NULL;
     int code = it_relay_run(env, check_args, DEADLINE_MS, &out);
     fprintf(stderr, "%s", out);
@@ -100,6 +101,15 @@ START_TEST(test_check_healthy_setup)
     assert_line(out, "ok   stream IT_CHECK", "duplicate window 120 s");
     assert_line(out, "ok   nats reached", "max_payload 1048576");
     ck_assert_msg(strstr(out, "FAIL") == NULL && strstr(out, "warn") == NULL, "%s", out);
+    /* An existing stream that differs from what the settings would create: a warning. */
+    free(out);
+    const char *differs[] = {"OUTBOX_STREAM=IT_CHECK", "OUTBOX_STREAM_SUBJECTS=it.check.>",
+                             "OUTBOX_STREAM_DUPLICATE_WINDOW=5m", "OUTBOX_STREAM_REPLICAS=3", NULL};
+    code = it_relay_run(differs, check_args, DEADLINE_MS, &out);
+    ck_assert_msg(code == 0, "--check exited %d on a stream that only differs:\n%s", code, out);
+    assert_line(out, "warn stream IT_CHECK differs", "duplicate window 2m");
+    assert_line(out, "warn stream IT_CHECK differs", "replicas 1, settings ask 3");
+    assert_line(out, "warn stream IT_CHECK differs", "storage memory, settings ask file");
     /* read-only: the rows are untouched */
     ck_assert_int_eq(it_pg_int(conn, "SELECT count(*) FROM outbox WHERE status = 'pending'"
                                      " AND attempts = 0"),
