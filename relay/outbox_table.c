@@ -18,9 +18,9 @@ enum claim_column {
     C_KEY,
     C_ATTEMPTS,
     C_CREATED,
-    C_PREV,       /* nearest earlier unfinished row of the key, NULL if none */
-    C_BYTES,      /* payload + header bytes */
-    C_CANDIDATES, /* due rows considered before the byte cut */
+    C_PREV,  /* nearest earlier unfinished row of the key, NULL if none */
+    C_BYTES, /* payload + header bytes */
+    C_NEXT,  /* the id of the due row after this one, NULL if none */
 };
 
 void outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg)
@@ -47,25 +47,21 @@ void outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg)
              "AND h.status IN ('failed', 'dead')%s))",
              t, cfg->dead_holds_key ? "" : " AND h.status <> 'dead'");
     /*
-     * The walk: one due row at a time, each the first due row above the one
-     * before, by an ordered probe of outbox_unfinished_idx with LIMIT 1. A
-     * single "ORDER BY id LIMIT $2" leaves the planner a choice it makes on
-     * the row estimate: on a backlog it has no statistics for it estimates a
-     * few rows, reads every due row above the cursor through a bitmap and
-     * sorts them (15-65 ms per 500-row page at 100,000 rows, growing with the
-     * backlog). A LIMIT 1 step costs the same per row whatever the estimate.
+     * One ordered scan of outbox_unfinished_idx from the cursor, LIMIT $2.
+     * Left to the estimates, a backlog the planner has no statistics for
+     * (built while the relay was down, never analyzed) looks empty: it read
+     * every due row above the cursor through a bitmap and sorted them, 15-65
+     * ms per 500-row page at 100,000 rows and growing with the backlog. The
+     * relay's session turns sorts and bitmap scans off (pg_source.c), so the
+     * only plan left is the ordered index scan, whose cost per row does not
+     * depend on the backlog or the statistics.
      *
-     * The byte cut is made in the walk: each step carries the running total
-     * of the stored lengths (octet_length of a TOASTed bytea reads its
-     * header, not the value), and the walk stops one row past the budget, so
-     * no payload past the cut is read or sent and one claim never brings
-     * more than the budget into memory. The first row always comes, however
-     * large. `candidates` counts the rows walked: the rows returned, plus the
-     * one that did not fit (so "more rows follow" reads as candidates > rows
-     * or candidates = $2).
-     *
-     * The rows are then fetched by primary key, one probe each (LATERAL
-     * keeps the join a nested loop over the walk, whatever the estimates).
+     * The byte cut: the running total of the stored lengths (octet_length of
+     * a TOASTed bytea reads its header, not the value) stops the page where
+     * it passes $3, before any payload past the cut is read or sent; the
+     * first row always comes, however large. `next` is the id of the due
+     * row after each one: on the last row returned, non-NULL means the page
+     * was cut by bytes and more rows follow.
      *
      * `prev` is what keeps per-key order under concurrent producers: a row
      * that committed late below the scan's cursor is still unfinished, and
@@ -75,22 +71,19 @@ void outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg)
      * sql/002_outbox_indexes.sql for why it is not IN ('pending', 'failed')).
      */
     snprintf(sql->claim, sizeof(sql->claim),
-             "WITH RECURSIVE walk (id, bytes, run, n) AS ("
-             "SELECT $1::bigint, 0, 0::bigint, 0 "
-             "UNION ALL "
-             "SELECT s.id, s.bytes, w.run + s.bytes, w.n + 1 FROM walk AS w CROSS JOIN LATERAL ("
-             "SELECT o.id, octet_length(o.payload) + pg_column_size(o.headers) AS bytes "
-             "FROM %s AS o WHERE o.id > w.id AND %s ORDER BY o.id LIMIT 1) AS s "
-             "WHERE w.n < $2::int AND (w.n <= 1 OR w.run <= $3::bigint)) "
              "SELECT c.id, c.event_id, c.subject, c.payload, c.headers::text, c.ordering_key, "
              "c.attempts, extract(epoch FROM c.created_at)::float8, "
              "CASE WHEN c.ordering_key IS NOT NULL THEN (SELECT p.id FROM %s AS p "
              "WHERE p.ordering_key = c.ordering_key AND p.id < c.id "
              "AND p.status NOT IN ('published', 'dead') ORDER BY p.id DESC LIMIT 1) END, "
-             "w.bytes, (SELECT count(*) FROM walk WHERE n > 0) "
-             "FROM walk AS w CROSS JOIN LATERAL (SELECT * FROM %s AS r WHERE r.id = w.id) AS c "
-             "WHERE w.n = 1 OR (w.n > 1 AND w.run <= $3::bigint) ORDER BY w.n",
-             t, due, t, t);
+             "c.bytes, c.next FROM ("
+             "SELECT o.*, octet_length(o.payload) + pg_column_size(o.headers) AS bytes, "
+             "sum(octet_length(o.payload) + pg_column_size(o.headers)) OVER w AS run, "
+             "row_number() OVER w AS rn, lead(o.id) OVER w AS next FROM ("
+             "SELECT * FROM %s AS o WHERE o.id > $1::bigint AND %s ORDER BY o.id "
+             "LIMIT $2::int) AS o WINDOW w AS (ORDER BY o.id)) AS c "
+             "WHERE c.rn = 1 OR c.run <= $3::bigint ORDER BY c.id",
+             t, t, due);
     /* Marks join through the primary key only. A filter on status here
      * would let the planner drive the join from the partial index of
      * unfinished rows and hash the whole backlog on every mark (it did, at
@@ -169,11 +162,10 @@ int64_t outbox_claim_bytes(const PGresult *res, int i)
     return PQgetisnull(res, i, C_BYTES) ? 0 : be32(PQgetvalue(res, i, C_BYTES));
 }
 
-int64_t outbox_claim_candidates(const PGresult *res)
+bool outbox_claim_cut(const PGresult *res)
 {
-    if (PQntuples(res) == 0)
-        return 0;
-    return be64(PQgetvalue(res, 0, C_CANDIDATES));
+    int n = PQntuples(res);
+    return n > 0 && !PQgetisnull(res, n - 1, C_NEXT);
 }
 
 struct outbox_row *outbox_row_decode(const PGresult *res, int i, int64_t max_payload)

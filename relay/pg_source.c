@@ -292,15 +292,24 @@ static void pg_on_table_check(void *arg, PGresult *res)
 static void pg_on_session_set(void *arg, PGresult *res)
 {
     struct pg_source *src = arg;
-    if (pg_setup_ok(src, res, PGRES_COMMAND_OK))
+    if (pg_setup_ok(src, res, PGRES_TUPLES_OK))
         pg_setup_then(src, src->check_sql, pg_on_table_check);
 }
 
 static void pg_begin_setup(struct pg_source *src)
 {
     src->state = PG_SETUP;
-    struct pg_query *q = pg_query_new("SET plan_cache_mode = force_custom_plan", 0, NULL, false,
-                                      pg_on_session_set, src);
+    /* Plans that do not depend on statistics: every execution of the
+     * prepared statements is planned with its parameters (a generic plan
+     * misjudges a cursor deep in the table), and with sorts and bitmap scans
+     * off the claim keeps its ordered index scan even on a backlog the
+     * planner has no statistics for (outbox_table.c). The relay's other
+     * statements join through the primary key and need neither. */
+    struct pg_query *q =
+        pg_query_new("SELECT set_config('plan_cache_mode', 'force_custom_plan', false), "
+                     "set_config('enable_sort', 'off', false), "
+                     "set_config('enable_bitmapscan', 'off', false)",
+                     0, NULL, false, pg_on_session_set, src);
     if (q == NULL) {
         pg_lost(src, "out of memory");
         return;

@@ -194,8 +194,7 @@ static void relay_on_claim(void *arg, PGresult *res)
         if (inflight_add(r->rows, row))
             publisher_send(r->publisher, row);
     }
-    int64_t candidates = outbox_claim_candidates(res);
-    scan_page_done(&r->scan, n, candidates >= r->cfg->batch_size || n < candidates);
+    scan_page_done(&r->scan, n, n >= r->cfg->batch_size || outbox_claim_cut(res));
     if (r->scan.state != SCAN_IN_PASS) {
         wakeup_pass_ended(r->wakeup, r->claimed_in_pass > 0);
         r->claimed_in_pass = 0;

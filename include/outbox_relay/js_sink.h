@@ -87,7 +87,6 @@ enum js_stream_state js_sink_stream_state(struct js_sink *sink, char *why, size_
 /* Whether the stream exists (blocking, for --check); -1 with err when the lookup failed. */
 int js_sink_stream_exists(struct js_sink *sink, const char *stream, char *err, size_t errlen);
 
-
 /*
  * Publishes *msg asynchronously. On success nats.c owns the message and *msg
  * is NULL; its outcome arrives as exactly one ACK_PUBACK entry carrying the

@@ -22,7 +22,8 @@
 struct outbox_sql {
     /* $1 cursor (id), $2 rows, $3 bytes: due rows above the cursor in id
      * order, at most $2 of them, cut where their payload and header bytes
-     * pass $3 (the first row always comes, however large). */
+     * pass $3 (the first row always comes, however large). The session's
+     * planner settings (pg_source.c) keep its plan one ordered index scan. */
     char claim[2048];
     /* $1 ids, $2 stream sequences, $3 ack times (epoch seconds). */
     char mark_published[512];
@@ -41,10 +42,8 @@ bool outbox_claim_keyed(const PGresult *res, int i);
 int64_t outbox_claim_prev(const PGresult *res, int i);
 /* The row's payload and header bytes as stored. */
 int64_t outbox_claim_bytes(const PGresult *res, int i);
-/* How many due rows the claim walked: the rows returned, plus one if the
- * byte cut stopped the page (so more rows follow when it exceeds the rows
- * returned or reaches the batch size); 0 if no rows. */
-int64_t outbox_claim_candidates(const PGresult *res);
+/* The byte budget cut the page: more due rows follow its last row. */
+bool outbox_claim_cut(const PGresult *res);
 
 /*
  * Decodes row i into a new outbox_row with its message built (max_payload:
