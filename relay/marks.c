@@ -149,7 +149,9 @@ static bool marks_params(const struct mark_batch *b, char **params)
         sb_printf(&p[0], "%s%" PRId64, sep, m->row->id);
         if (b->published) {
             sb_printf(&p[1], "%s%" PRIu64, sep, m->stream_seq);
-            sb_printf(&p[2], "%s%.6f", sep, m->acked_at);
+            /* Microseconds as an integer: formatting a double per row
+             * showed in the drain's profile. */
+            sb_printf(&p[2], "%s%lld", sep, (long long)(m->acked_at * 1e6));
         } else {
             sb_printf(&p[1], "%s%s", sep, m->dead ? "dead" : "failed");
             sb_printf(&p[2], "%s%" PRId64, sep, m->delay_ms);

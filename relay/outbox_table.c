@@ -91,9 +91,10 @@ void outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg)
      * A PubAck is a fact: the published mark needs no guard; a failure must
      * only never undo a publish. */
     snprintf(sql->mark_published, sizeof(sql->mark_published),
-             "UPDATE %s AS o SET status = 'published', published_at = to_timestamp(v.at), "
+             "UPDATE %s AS o SET status = 'published', published_at = to_timestamp(v.at_us::float8 "
+             "/ 1000000), "
              "stream_seq = v.seq, attempts = o.attempts + 1, next_attempt_at = NULL "
-             "FROM unnest($1::bigint[], $2::bigint[], $3::float8[]) AS v(id, seq, at) "
+             "FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS v(id, seq, at_us) "
              "WHERE o.id = v.id",
              t);
     snprintf(sql->mark_failed, sizeof(sql->mark_failed),

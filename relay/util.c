@@ -42,19 +42,26 @@ void sb_puts(struct strbuf *b, const char *s)
     b->n += len;
 }
 
-/* Formats straight into the buffer: a piece of any length fits (a fixed
- * stack buffer here once over-read past 64 bytes). */
+/* Pieces are short (numbers): formatted once on the stack and copied, and
+ * only a longer one is formatted again into room made for it. (Copying
+ * len + 1 bytes out of the stack buffer whatever len was once over-read it
+ * past 64 bytes.) */
 void sb_printf(struct strbuf *b, const char *fmt, ...)
 {
+    char tmp[64];
     va_list ap;
     va_start(ap, fmt);
-    int len = vsnprintf(NULL, 0, fmt, ap);
+    int len = vsnprintf(tmp, sizeof(tmp), fmt, ap);
     va_end(ap);
     if (len < 0 || !sb_reserve(b, (size_t)len))
         return;
-    va_start(ap, fmt);
-    vsnprintf(b->s + b->n, (size_t)len + 1, fmt, ap);
-    va_end(ap);
+    if ((size_t)len < sizeof(tmp)) {
+        memcpy(b->s + b->n, tmp, (size_t)len + 1);
+    } else {
+        va_start(ap, fmt);
+        vsnprintf(b->s + b->n, (size_t)len + 1, fmt, ap);
+        va_end(ap);
+    }
     b->n += (size_t)len;
 }
 

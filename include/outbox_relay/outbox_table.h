@@ -25,7 +25,7 @@ struct outbox_sql {
      * pass $3 (the first row always comes, however large). The session's
      * planner settings (pg_source.c) keep its plan one ordered index scan. */
     char claim[2048];
-    /* $1 ids, $2 stream sequences, $3 ack times (epoch seconds). */
+    /* $1 ids, $2 stream sequences, $3 ack times (epoch microseconds). */
     char mark_published[512];
     /* $1 ids, $2 'failed'|'dead', $3 retry delays (ms), $4 reasons. */
     char mark_failed[640];
