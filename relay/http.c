@@ -2,6 +2,8 @@
 /* _GNU_SOURCE (for accept4) comes from the build. */
 #include "outbox_relay/http.h"
 
+#include "outbox_relay/util.h"
+
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -17,8 +19,6 @@
 #define HTTP_ACCEPT_BURST    32   /* accepts per wake-up, so a flood cannot starve the loop */
 #define HTTP_ACCEPT_PAUSE    0.25 /* seconds to stop accepting after EMFILE and friends */
 #define HTTP_DEFAULT_TIMEOUT 5.0
-
-#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 enum conn_state {
     CONN_READING,  /* collecting the request head */

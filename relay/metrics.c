@@ -1,6 +1,8 @@
 /* Relay counters, gauges and the delivery latency histogram, in Prometheus text format 0.0.4. */
 #include "outbox_relay/metrics.h"
 
+#include "outbox_relay/util.h"
+
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
@@ -51,45 +53,6 @@ void metrics_observe_latency(struct metrics *m, double seconds)
     m->latency_sum += seconds;
 }
 
-struct textbuf {
-    char *data;
-    size_t len, cap;
-    bool failed; /* an allocation failed; later appends are no-ops */
-};
-
-static void textbuf_append(struct textbuf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void textbuf_append(struct textbuf *b, const char *fmt, ...)
-{
-    if (b->failed)
-        return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->data + b->len, b->cap - b->len, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->failed = true;
-            return;
-        }
-        if ((size_t)n < b->cap - b->len) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = b->cap * 2;
-        while (cap - b->len <= (size_t)n)
-            cap *= 2;
-        char *data = realloc(b->data, cap);
-        if (data == NULL) {
-            b->failed = true;
-            return;
-        }
-        b->data = data;
-        b->cap = cap;
-    }
-}
-
 /* The shortest %g form that reads back as the same double: "0.001", not "0.00100000000000000002".
  */
 static void format_double(char *out, size_t outlen, double v)
@@ -114,10 +77,9 @@ static void format_double(char *out, size_t outlen, double v)
     }
 }
 
-static void family(struct textbuf *b, const char *name, const char *type, const char *help)
+static void family(struct strbuf *b, const char *name, const char *type, const char *help)
 {
-    textbuf_append(b, "# HELP outbox_relay_%s %s\n# TYPE outbox_relay_%s %s\n", name, help, name,
-                   type);
+    sb_printf(b, "# HELP outbox_relay_%s %s\n# TYPE outbox_relay_%s %s\n", name, help, name, type);
 }
 
 /*
@@ -125,7 +87,7 @@ static void family(struct textbuf *b, const char *name, const char *type, const 
  * metrics_failed()/metrics_dead() (so beyond the per-reason sum) shows as
  * "other": the labelled series always add up to the total.
  */
-static void counter_by_reason(struct textbuf *b, const char *name, uint64_t total,
+static void counter_by_reason(struct strbuf *b, const char *name, uint64_t total,
                               const uint64_t by_reason[PUBLISH_REASONS], const char *help)
 {
     uint64_t sum = 0;
@@ -136,21 +98,21 @@ static void counter_by_reason(struct textbuf *b, const char *name, uint64_t tota
         uint64_t v = by_reason[r];
         if (r == PUBLISH_OTHER && total > sum)
             v += total - sum;
-        textbuf_append(b, "outbox_relay_%s{reason=\"%s\"} %" PRIu64 "\n", name,
-                       publish_reason_name((enum publish_reason)r), v);
+        sb_printf(b, "outbox_relay_%s{reason=\"%s\"} %" PRIu64 "\n", name,
+                  publish_reason_name((enum publish_reason)r), v);
     }
 }
 
 /* process_* families: the names every Prometheus client library uses, without our prefix. */
-static void process_gauge(struct textbuf *b, const char *name, const char *type, double value,
+static void process_gauge(struct strbuf *b, const char *name, const char *type, double value,
                           const char *help)
 {
     char num[32];
     format_double(num, sizeof(num), value);
-    textbuf_append(b, "# HELP %s %s\n# TYPE %s %s\n%s %s\n", name, help, name, type, name, num);
+    sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %s\n", name, help, name, type, name, num);
 }
 
-static void render_process(struct textbuf *b, const struct metrics_process *p)
+static void render_process(struct strbuf *b, const struct metrics_process *p)
 {
     process_gauge(b, "process_cpu_seconds_total", "counter", p->cpu_seconds_total,
                   "Total user and system CPU time spent in seconds.");
@@ -165,48 +127,44 @@ static void render_process(struct textbuf *b, const struct metrics_process *p)
                   "Maximum number of open file descriptors.");
 }
 
-static void counter(struct textbuf *b, const char *name, uint64_t value, const char *help)
+static void counter(struct strbuf *b, const char *name, uint64_t value, const char *help)
 {
     family(b, name, "counter", help);
-    textbuf_append(b, "outbox_relay_%s %" PRIu64 "\n", name, value);
+    sb_printf(b, "outbox_relay_%s %" PRIu64 "\n", name, value);
 }
 
-static void gauge_int(struct textbuf *b, const char *name, int64_t value, const char *help)
+static void gauge_int(struct strbuf *b, const char *name, int64_t value, const char *help)
 {
     family(b, name, "gauge", help);
-    textbuf_append(b, "outbox_relay_%s %" PRId64 "\n", name, value);
+    sb_printf(b, "outbox_relay_%s %" PRId64 "\n", name, value);
 }
 
-static void gauge_double(struct textbuf *b, const char *name, double value, const char *help)
+static void gauge_double(struct strbuf *b, const char *name, double value, const char *help)
 {
     char num[32];
     format_double(num, sizeof(num), value);
     family(b, name, "gauge", help);
-    textbuf_append(b, "outbox_relay_%s %s\n", name, num);
+    sb_printf(b, "outbox_relay_%s %s\n", name, num);
 }
 
 /* Label values escape backslash, double quote and newline (text format 0.0.4). */
-static void label_value(struct textbuf *b, const char *value)
+static void label_value(struct strbuf *b, const char *value)
 {
     for (const char *p = value; *p; p++) {
         if (*p == '\\')
-            textbuf_append(b, "\\\\");
+            sb_printf(b, "\\\\");
         else if (*p == '"')
-            textbuf_append(b, "\\\"");
+            sb_printf(b, "\\\"");
         else if (*p == '\n')
-            textbuf_append(b, "\\n");
+            sb_printf(b, "\\n");
         else
-            textbuf_append(b, "%c", *p);
+            sb_printf(b, "%c", *p);
     }
 }
 
 char *metrics_render(const struct metrics *m, const char *version, size_t *len)
 {
-    /* Smaller than a full exposition on purpose: the growth path runs on every render. */
-    struct textbuf b = {.data = malloc(1024), .len = 0, .cap = 1024, .failed = false};
-    if (b.data == NULL)
-        return NULL;
-    b.data[0] = '\0';
+    struct strbuf b = {0};
 
     counter(&b, "published_total", m->published_total,
             "Rows marked published after their PubAck (a duplicate ack counts).");
@@ -246,30 +204,28 @@ char *metrics_render(const struct metrics *m, const char *version, size_t *len)
         char le[32];
         format_double(le, sizeof(le), metrics_latency_bounds[k]);
         cumulative += m->latency_buckets[k];
-        textbuf_append(&b, "outbox_relay_delivery_latency_seconds_bucket{le=\"%s\"} %" PRIu64 "\n",
-                       le, cumulative);
+        sb_printf(&b, "outbox_relay_delivery_latency_seconds_bucket{le=\"%s\"} %" PRIu64 "\n", le,
+                  cumulative);
     }
     char sum[32];
     format_double(sum, sizeof(sum), m->latency_sum);
-    textbuf_append(&b,
-                   "outbox_relay_delivery_latency_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n"
-                   "outbox_relay_delivery_latency_seconds_sum %s\n"
-                   "outbox_relay_delivery_latency_seconds_count %" PRIu64 "\n",
-                   m->latency_count, sum, m->latency_count);
+    sb_printf(&b,
+              "outbox_relay_delivery_latency_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n"
+              "outbox_relay_delivery_latency_seconds_sum %s\n"
+              "outbox_relay_delivery_latency_seconds_count %" PRIu64 "\n",
+              m->latency_count, sum, m->latency_count);
 
     family(&b, "build_info", "gauge", "Build information; the value is always 1.");
-    textbuf_append(&b, "outbox_relay_build_info{version=\"");
+    sb_printf(&b, "outbox_relay_build_info{version=\"");
     label_value(&b, version ? version : "unknown");
-    textbuf_append(&b, "\"} 1\n");
+    sb_printf(&b, "\"} 1\n");
 
     if (m->process.valid)
         render_process(&b, &m->process);
 
-    if (b.failed) {
-        free(b.data);
-        return NULL;
-    }
-    if (len)
-        *len = b.len;
-    return b.data;
+    size_t n = b.n;
+    char *text = sb_take(&b);
+    if (text != NULL && len)
+        *len = n;
+    return text;
 }
