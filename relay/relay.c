@@ -332,7 +332,10 @@ static bool relay_retention_query(void *arg, const char *sql, int nparams, char 
                                   pg_result_fn fn, void *fn_arg)
 {
     struct relay *r = arg;
-    return pg_source_query(r->pg, sql, nparams, params, false, fn, fn_arg);
+    /* The hook owns the array as well as the strings; pg_source takes the strings. */
+    bool queued = pg_source_query(r->pg, sql, nparams, params, false, fn, fn_arg);
+    free(params);
+    return queued;
 }
 
 static void relay_on_pg_connected(void *arg)

@@ -55,10 +55,10 @@ START_TEST(test_replay_inside_and_past_the_duplicate_window)
     struct it_relay *relay = it_relay_start(NULL, NULL);
     ck_assert_int_eq(it_pg_wait_published(conn, 6, 30000), 6);
     it_relay_stop(relay);
-    char *before = strdup(PQgetvalue(
-        it_pg_query(conn, "SELECT string_agg(id || status || stream_seq, ',' ORDER BY id)"
-                          " FROM outbox"),
-        0, 0));
+    PGresult *before_res = it_pg_query(conn, "SELECT string_agg(id || status || stream_seq, ','"
+                                             " ORDER BY id) FROM outbox");
+    char *before = strdup(PQgetvalue(before_res, 0, 0));
+    PQclear(before_res);
 
     /* Inside the window, same Nats-Msg-Id: JetStream acks each as a duplicate, stores nothing. */
     json_t *doc = NULL;
@@ -109,10 +109,10 @@ START_TEST(test_replay_inside_and_past_the_duplicate_window)
     it_msgs_free(&msgs);
 
     /* The rows were not changed: status and stream_seq still name the originals. */
-    char *after = strdup(PQgetvalue(
-        it_pg_query(conn, "SELECT string_agg(id || status || stream_seq, ',' ORDER BY id)"
-                          " FROM outbox"),
-        0, 0));
+    PGresult *after_res = it_pg_query(conn, "SELECT string_agg(id || status || stream_seq, ','"
+                                            " ORDER BY id) FROM outbox");
+    char *after = strdup(PQgetvalue(after_res, 0, 0));
+    PQclear(after_res);
     ck_assert_str_eq(before, after);
     free(before);
     free(after);

@@ -133,8 +133,9 @@ START_TEST(test_requeue_filters_dry_run_and_permanent_reasons)
         it_pg_wait_int(conn, "SELECT count(*) FROM mark_log WHERE id = 6 AND status = 'dead'", 1,
                        30000),
         1);
-    ck_assert_str_eq(PQgetvalue(it_pg_query(conn, "SELECT status FROM outbox WHERE id = 6"), 0, 0),
-                     "dead");
+    PGresult *status6 = it_pg_query(conn, "SELECT status FROM outbox WHERE id = 6");
+    ck_assert_str_eq(PQgetvalue(status6, 0, 0), "dead");
+    PQclear(status6);
     ck_assert_int_eq(it_pg_int(conn, "SELECT attempts FROM outbox WHERE id = 6"), 1);
     ck_assert_int_eq(it_pg_int(conn, "SELECT count(*) FROM mark_log WHERE id = 7"), 0);
     ck_assert_int_eq(it_pg_int(conn, "SELECT attempts FROM outbox WHERE id = 7"), 1);

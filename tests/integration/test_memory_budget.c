@@ -119,6 +119,14 @@ START_TEST(test_big_rows_drain_within_memory_budget)
                   "8 MiB budget: %lld rows published, %llu in the stream, of %d",
                   (long long)small.published, (unsigned long long)small.in_stream, ROWS);
     ck_assert_int_eq(it_pg_int(conn, "SELECT count(DISTINCT stream_seq) FROM outbox"), ROWS);
+#ifdef __SANITIZE_ADDRESS__
+    /* The sanitizer build's relay keeps freed memory in quarantine and maps
+     * shadow memory: its RSS says nothing about the budget. The drains above
+     * still had to complete. */
+    fprintf(stderr, "memory: sanitizer build: RSS bounds not checked\n");
+    PQfinish(conn);
+    return;
+#endif
     ck_assert_msg(by_default.peak_kb > 0 && by_default.peak_kb <= SHIPPED_LIMIT / 1024,
                   "default budget: relay peak RSS %.1f MiB, over the shipped %ld MiB limit",
                   by_default.peak_kb / 1024.0, SHIPPED_LIMIT / MIB);
