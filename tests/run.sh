@@ -23,4 +23,12 @@ fi
 
 cmake -S "$top" -B "$top/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo
 cmake --build "$top/build" -j"$(nproc)"
+# The pure modules again under AddressSanitizer and UBSan (the unit suites
+# take seconds; the whole suite under the sanitizers is
+# `cmake -B build-asan -DCMAKE_BUILD_TYPE=Asan && ctest --test-dir build-asan`).
+cmake -S "$top" -B "$top/build-asan" -DCMAKE_BUILD_TYPE=Asan >/dev/null
+cmake --build "$top/build-asan" -j"$(nproc)" --target outbox-relay $(cd "$top/tests/unit" && ls test_*.c | sed 's/\.c$//; s/^/unit_/')
+ctest --test-dir "$top/build-asan" --output-on-failure -j2 --timeout 300 -L unit
+
+# The whole suite; its summary is the last thing printed.
 ctest --test-dir "$top/build" --output-on-failure -j2 --timeout 900
