@@ -601,9 +601,9 @@ static double bench_raw_pg(PGconn *conn)
 
     /* relay.c's mark_published_sql, on the copy. */
     const char *sql = "UPDATE bench_copy AS o SET status = 'published', "
-                      "published_at = to_timestamp(v.at), "
+                      "published_at = to_timestamp(v.at_us::float8 / 1000000), "
                       "stream_seq = v.seq, attempts = o.attempts + 1, next_attempt_at = NULL "
-                      "FROM unnest($1::bigint[], $2::bigint[], $3::float8[]) AS v(id, seq, at) "
+                      "FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS v(id, seq, at_us) "
                       "WHERE o.id = v.id AND o.status IN ('pending', 'failed')";
 
     /* The array literals are built before the clock starts: M is PostgreSQL's part. */
@@ -618,7 +618,7 @@ static double bench_raw_pg(PGconn *conn)
             const char *sep = i > b * opt.mark_batch ? "," : "";
             sb_printf(&params[b][0], "%s%" PRId64, sep, first + i);
             sb_printf(&params[b][1], "%s%d", sep, i + 1);
-            sb_printf(&params[b][2], "%s%.6f", sep, at + i * 1e-5);
+            sb_printf(&params[b][2], "%s%lld", sep, (long long)(at * 1e6) + i * 10);
         }
         for (int k = 0; k < 3; k++)
             sb_printf(&params[b][k], "}");
