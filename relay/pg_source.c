@@ -304,11 +304,15 @@ static void pg_begin_setup(struct pg_source *src)
      * misjudges a cursor deep in the table), and with sorts and bitmap scans
      * off the claim keeps its ordered index scan even on a backlog the
      * planner has no statistics for (outbox_table.c). The relay's other
-     * statements join through the primary key and need neither. */
+     * statements join through the primary key and need neither. No JIT:
+     * with every execution planned afresh, a claim whose estimate passed
+     * jit_above_cost (it did, on a table missing its per-key index) was
+     * compiled on every page, ~100 ms each. */
     struct pg_query *q =
         pg_query_new("SELECT set_config('plan_cache_mode', 'force_custom_plan', false), "
                      "set_config('enable_sort', 'off', false), "
-                     "set_config('enable_bitmapscan', 'off', false)",
+                     "set_config('enable_bitmapscan', 'off', false), "
+                     "set_config('jit', 'off', false)",
                      0, NULL, false, pg_on_session_set, src);
     if (q == NULL) {
         pg_lost(src, "out of memory");
