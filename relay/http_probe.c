@@ -86,7 +86,7 @@ int http_probe(const char *addr, const char *path, int timeout_ms, char *err, si
         goto out;
     }
     /* Only the status line matters: "HTTP/1.x NNN ...". */
-    char head[64];
+    char head[64] = {0};
     size_t got = 0;
     while (got < sizeof(head) - 1 && memchr(head, '\n', got) == NULL) {
         if (!probe_wait(fd, POLLIN, deadline)) {
