@@ -172,9 +172,13 @@ void wakeup_pass_ended(struct wakeup *w, bool found)
         return;
     double now = ev_now(w->loop);
     if (found) {
+        /* Rows are coming: look again at once. Measured at 2,000 rows/s
+         * (bench, medians of 3): p50 2.43 -> 1.78 ms, p90 3.34 -> 2.55 ms,
+         * for about a third more PostgreSQL CPU than a 1 ms pause; the
+         * producers' commit rate did not move. */
         w->idle_since = now;
         w->poll_ms = WAKEUP_POLL_MIN_MS;
-        wakeup_arm(w, w->poll_ms);
+        wakeup_arm(w, 0);
         return;
     }
     w->poll_ms = w->poll_ms * 2 > WAKEUP_POLL_MAX_MS ? WAKEUP_POLL_MAX_MS : w->poll_ms * 2;

@@ -8,7 +8,7 @@
  * advisory lock (class OUTBOX_SLEEP_CLASS, key the table's oid) while it
  * sleeps, and the trigger tests it with pg_try_advisory_xact_lock_shared.
  * An awake relay polls its tail instead: at once after a pass that found
- * rows, then backing off to WAKEUP_POLL_MAX_MS, and after WAKEUP_IDLE_MS
+ * rows, then from 1 ms backing off to WAKEUP_POLL_MAX_MS, and after WAKEUP_IDLE_MS
  * without rows it goes to sleep again. Asleep or awake, the leader also
  * looks every OUTBOX_POLL_INTERVAL_MS (sweeping from id 0 at most once a
  * second): a lost notification delays a row, never loses it.
