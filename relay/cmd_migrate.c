@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "outbox_relay/cmd.h"
+#include "outbox_relay/outbox_table.h"
 #include "outbox_relay/migrate.h"
 
 const struct cmd_option cmd_migrate_options[] = {
@@ -14,7 +15,6 @@ const struct cmd_option cmd_migrate_options[] = {
 };
 
 /* Serialises concurrent migrates of one table (e.g. two Helm hooks); not the leader lock. */
-#define MIGRATE_LOCK_CLASS "1869574265"
 
 static int version_of(const struct cmd_ctx *ctx, PGconn *conn, const char *t, int *found)
 {
@@ -122,8 +122,9 @@ int cmd_migrate(struct cmd_ctx *ctx)
     if (res != NULL) {
         const char *params[] = {cfg->table};
         res = cmd_pg_exec(ctx, conn,
-                          "SELECT pg_advisory_xact_lock(" MIGRATE_LOCK_CLASS ", hashtext($1))", 1,
-                          params);
+                          "SELECT pg_advisory_xact_lock(" OUTBOX_CLASS_SQL(
+                              OUTBOX_MIGRATE_CLASS) ", hashtext($1))",
+                          1, params);
         PQclear(res);
     }
     /* Another migrate may have finished while this one waited for the lock. */

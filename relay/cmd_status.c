@@ -3,14 +3,12 @@
 #include <string.h>
 
 #include "outbox_relay/cmd.h"
+#include "outbox_relay/outbox_table.h"
 
 const struct cmd_option cmd_status_options[] = {
     {"limit", true, "at most this many dead reasons and held keys (default 20)"},
     {NULL, false, NULL},
 };
-
-/* The relay's leader lock: pg_try_advisory_lock(1869574264, hashtext(table)), see relay.c. */
-#define LOCK_CLASS "1869574264"
 
 static json_t *field_value(PGresult *res, int row, int col, bool number)
 {
@@ -106,7 +104,7 @@ int cmd_status(struct cmd_ctx *ctx)
              "AND (l.pid IS NOT NULL OR (a.application_name = 'outbox-relay' AND NOT EXISTS ("
              "SELECT 1 FROM pg_locks AS x WHERE x.pid = a.pid AND x.locktype = 'advisory' "
              "AND x.granted AND x.classid = %s::oid))) ORDER BY leader DESC, a.backend_start",
-             LOCK_CLASS, LOCK_CLASS);
+             OUTBOX_CLASS_SQL(OUTBOX_LOCK_CLASS), OUTBOX_CLASS_SQL(OUTBOX_LOCK_CLASS));
     if (res[3])
         res[4] = cmd_pg_exec(ctx, conn, sql, 1, p_table);
     int rc = res[4] ? CMD_OK : CMD_CONNECT;

@@ -73,12 +73,7 @@ void inflight_destroy(struct inflight *t)
 {
     if (t == NULL)
         return;
-    while (t->all != NULL) {
-        struct outbox_row *row = t->all;
-        remove_from_key(t, row);
-        remove_row(t, row);
-        outbox_row_free(row);
-    }
+    inflight_drop_all(t);
     free(t->by_id);
     free(t->by_msg);
     free(t->by_key);

@@ -65,11 +65,12 @@ static void relay_check_drained(struct relay *r);
 
 /* ------------------------------------------------------------- outcomes */
 
-/* The row could not be published: schedule a retry, or give up. */
-static void relay_row_failed(struct relay *r, struct outbox_row *row, const char *error,
-                             bool permanent, enum publish_reason reason)
+/* The row could not be published (the publisher already holds its key):
+ * schedule a retry, or give up. */
+static void relay_on_failed(void *arg, struct outbox_row *row, const char *error, bool permanent,
+                            enum publish_reason reason)
 {
-    inflight_failed(r->rows, row);
+    struct relay *r = arg;
     bool dead = permanent || row->attempts + 1 >= r->cfg->max_attempts;
     int64_t delay_ms = dead ? 0
                             : backoff_delay_ms(row->attempts + 1, r->cfg->retry_base_ms,
@@ -82,12 +83,6 @@ static void relay_row_failed(struct relay *r, struct outbox_row *row, const char
      * and a later scan claims it again. */
     if (!marks_add_failed(r->marks, row, dead, delay_ms, error, reason))
         inflight_recorded(r->rows, row);
-}
-
-static void relay_on_failed(void *arg, struct outbox_row *row, const char *error, bool permanent,
-                            enum publish_reason reason)
-{
-    relay_row_failed(arg, row, error, permanent, reason);
 }
 
 static void relay_on_acked(void *arg, struct outbox_row *row, uint64_t stream_seq, double at,

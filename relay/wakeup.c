@@ -24,14 +24,11 @@ struct wakeup {
     char table[160];    /* the quoted table, the parameter of both statements */
 };
 
-#define WAKEUP_STR(x)  #x
-#define WAKEUP_XSTR(x) WAKEUP_STR(x)
-
 /* The table's oid is the key: the trigger knows it as TG_RELID. */
-static const char sleep_sql[] =
-    "SELECT pg_try_advisory_lock(" WAKEUP_XSTR(OUTBOX_SLEEP_CLASS) ", $1::regclass::oid::int4)";
+static const char sleep_sql[] = "SELECT pg_try_advisory_lock(" OUTBOX_CLASS_SQL(
+    OUTBOX_SLEEP_CLASS) ", $1::regclass::oid::int4)";
 static const char wake_sql[] =
-    "SELECT pg_advisory_unlock(" WAKEUP_XSTR(OUTBOX_SLEEP_CLASS) ", $1::regclass::oid::int4)";
+    "SELECT pg_advisory_unlock(" OUTBOX_CLASS_SQL(OUTBOX_SLEEP_CLASS) ", $1::regclass::oid::int4)";
 
 static void wakeup_arm(struct wakeup *w, int ms)
 {

@@ -16,8 +16,18 @@
 #include "outbox_relay/config.h"
 #include "outbox_relay/inflight.h"
 
-/* The advisory lock class of leadership; the key is hashtext(table). */
-#define OUTBOX_LOCK_CLASS 1869574264
+/*
+ * Advisory lock classes (the first key; the second names the table):
+ * leadership (hashtext of OUTBOX_TABLE), a running `migrate` (hashtext of
+ * the table), and the relay asleep (the table's oid, which the NOTIFY
+ * trigger in sql/003 tests as TG_RELID).
+ */
+#define OUTBOX_LOCK_CLASS    1869574264
+#define OUTBOX_MIGRATE_CLASS 1869574265
+#define OUTBOX_SLEEP_CLASS   1869574266
+/* A class as an SQL literal, for statements built at compile time. */
+#define OUTBOX_CLASS_SQL(c)  OUTBOX_CLASS_SQL_(c)
+#define OUTBOX_CLASS_SQL_(c) #c
 
 struct outbox_sql {
     /* $1 cursor (id), $2 rows, $3 bytes: due rows above the cursor in id

@@ -28,9 +28,9 @@
 #include <ev.h>
 
 #include "outbox_relay/config.h"
+#include "outbox_relay/outbox_table.h"
 #include "outbox_relay/pg_source.h"
 
-#define OUTBOX_SLEEP_CLASS 1869574266
 #define WAKEUP_POLL_MAX_MS 50   /* an awake relay looks at its tail at least this often */
 #define WAKEUP_IDLE_MS     1000 /* an awake relay with no rows for this long goes to sleep */
 
