@@ -7,6 +7,7 @@
 
 #include "outbox_relay/backoff.h"
 #include "outbox_relay/log.h"
+#include "outbox_relay/outbox_table.h"
 
 #define PG_MAX_STATEMENTS 16
 
@@ -282,13 +283,7 @@ static void pg_on_table_check(void *arg, PGresult *res)
     pg_lost(src, why);
 }
 
-/*
- * Setup, step 1. The relay's statements are prepared, but each execution is
- * planned afresh: a generic plan cached while the table was small (a hash
- * join over a sequential scan) stayed in use as it grew, and at 2,000 rows/s
- * PostgreSQL's CPU went from 26 to 35 s per 30 s and p99 latency from 11 to
- * 24 ms (bench). Planning these small queries is cheap; parsing is still saved.
- */
+/* Setup, step 1: the session settings that fix the plans (outbox_table.c). */
 static void pg_on_session_set(void *arg, PGresult *res)
 {
     struct pg_source *src = arg;
@@ -299,21 +294,7 @@ static void pg_on_session_set(void *arg, PGresult *res)
 static void pg_begin_setup(struct pg_source *src)
 {
     src->state = PG_SETUP;
-    /* Plans that do not depend on statistics: every execution of the
-     * prepared statements is planned with its parameters (a generic plan
-     * misjudges a cursor deep in the table), and with sorts and bitmap scans
-     * off the claim keeps its ordered index scan even on a backlog the
-     * planner has no statistics for (outbox_table.c). The relay's other
-     * statements join through the primary key and need neither. No JIT:
-     * with every execution planned afresh, a claim whose estimate passed
-     * jit_above_cost (it did, on a table missing its per-key index) was
-     * compiled on every page, ~100 ms each. */
-    struct pg_query *q =
-        pg_query_new("SELECT set_config('plan_cache_mode', 'force_custom_plan', false), "
-                     "set_config('enable_sort', 'off', false), "
-                     "set_config('enable_bitmapscan', 'off', false), "
-                     "set_config('jit', 'off', false)",
-                     0, NULL, false, pg_on_session_set, src);
+    struct pg_query *q = pg_query_new(outbox_session_sql, 0, NULL, false, pg_on_session_set, src);
     if (q == NULL) {
         pg_lost(src, "out of memory");
         return;

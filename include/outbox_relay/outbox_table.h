@@ -29,6 +29,13 @@
 #define OUTBOX_CLASS_SQL(c)  OUTBOX_CLASS_SQL_(c)
 #define OUTBOX_CLASS_SQL_(c) #c
 
+/*
+ * The relay's session settings, sent once per connection before anything
+ * else: they fix the plans of the statements below (see outbox_table.c).
+ * One row back (PGRES_TUPLES_OK).
+ */
+extern const char outbox_session_sql[];
+
 struct outbox_sql {
     /* $1 cursor (id), $2 rows, $3 bytes: due rows above the cursor in id
      * order, at most $2 of them, cut where their payload and header bytes
