@@ -8,6 +8,7 @@
 
 #include "outbox_relay/ack_queue.h"
 #include "outbox_relay/backoff.h"
+#include "outbox_relay/claimer.h"
 #include "outbox_relay/fail_log.h"
 #include "outbox_relay/inflight.h"
 #include "outbox_relay/js_sink.h"
@@ -22,7 +23,7 @@
 #include "outbox_relay/pg_source.h"
 #include "outbox_relay/retention.h"
 #include "outbox_relay/retry_timer.h"
-#include "outbox_relay/scan.h"
+#include "outbox_relay/stall_watch.h"
 #include "outbox_relay/table_sample.h"
 #include "outbox_relay/util.h"
 #include "outbox_relay/wakeup.h"
@@ -38,9 +39,8 @@ struct relay {
     struct inflight *rows;
     struct marks *marks;
     struct leader *leader;
-    struct scan scan;
+    struct claimer *claimer; /* the scanner's pages into held rows */
     struct wakeup *wakeup;   /* NOTIFY while asleep, tail polls while awake */
-    int64_t claimed_in_pass; /* rows the current scan pass claimed */
     struct retry_timer retry;
     struct table_sample *sample; /* unfinished and dead rows, oldest age */
     struct retention *retention; /* the leader prunes old published rows */
@@ -49,16 +49,13 @@ struct relay {
     struct publisher *publisher; /* rows to JetStream, PubAcks, the fence */
     struct nats_link *nats;      /* NATS up or down, reopening */
 
-    ev_timer nats_lost; /* a leader cut off from NATS gives up leadership */
-    ev_timer shutdown;  /* bound on the drain at SIGTERM */
+    ev_timer shutdown; /* bound on the drain at SIGTERM */
 
-    bool claim_running;
     bool draining;
     bool stopped;
     int exit_code;
 
-    double last_progress; /* ev_now of the last committed outcome, or of idleness */
-    int64_t sampled_due;  /* 1 if the last sample found a row a claim may take now */
+    struct stall_watch stall; /* /healthz: due work but no progress */
 };
 
 static void relay_check_drained(struct relay *r);
@@ -105,7 +102,7 @@ static void relay_on_acked(void *arg, struct outbox_row *row, uint64_t stream_se
 static void relay_on_released(void *arg, struct outbox_row *row)
 {
     struct relay *r = arg;
-    scan_want(&r->scan, SCAN_SWEEP);
+    claimer_want(r->claimer, SCAN_SWEEP);
 }
 
 /* ----------------------------------------------------------------- marks */
@@ -120,11 +117,11 @@ static void relay_on_recorded(void *arg, const struct mark *m, bool published)
     bool released = row->ordering_key != NULL &&
                     (published ? row->attempts > 0 : m->dead && !r->cfg->dead_holds_key);
     if (released)
-        scan_key_released(&r->scan, row->id);
+        claimer_key_released(r->claimer, row->id);
     if (published) {
         r->metrics.published_total++;
         if (row->attempts > 0)
-            scan_want(&r->scan, SCAN_SWEEP);
+            claimer_want(r->claimer, SCAN_SWEEP);
     } else if (m->dead) {
         metrics_dead(&r->metrics, m->reason);
         log_warn("row is dead", "{s:I, s:i, s:s}", "id", (json_int_t)row->id, "attempts",
@@ -142,8 +139,8 @@ static void relay_on_batch_recorded(void *arg, bool published)
     /* Rows dropped behind a failed row come back by a sweep; the table's
      * per-key hold decides which may go. */
     if (!published)
-        scan_want(&r->scan, SCAN_SWEEP);
-    r->last_progress = ev_now(r->loop);
+        claimer_want(r->claimer, SCAN_SWEEP);
+    stall_watch_progress(&r->stall, ev_now(r->loop));
     relay_check_drained(r);
 }
 
@@ -155,75 +152,24 @@ static void relay_on_mark_forgotten(void *arg, struct outbox_row *row)
 
 /* ---------------------------------------------------------------- claims */
 
-static void relay_on_claim(void *arg, PGresult *res)
+static bool relay_may_claim(void *arg)
 {
     struct relay *r = arg;
-    r->claim_running = false;
-    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
-        if (res != NULL)
-            log_error("claim query failed", "{s:s}", "error", PQresultErrorMessage(res));
-        scan_page_failed(&r->scan);
-        return;
-    }
-    bool leading = leader_is(r->leader) && !r->draining;
-    int n = PQntuples(res);
-    for (int i = 0; i < n; i++) {
-        int64_t id = outbox_claim_id(res, i);
-        scan_row_seen(&r->scan, id);
-        /* Held rows come back in sweeps until their mark commits: skip them. */
-        if (!leading || inflight_find(r->rows, id) != NULL)
-            continue;
-        /* Per-key order: an earlier unfinished row of the key that the
-         * relay does not hold (it committed late, below the cursor) goes
-         * first; this row waits for the pass to come back. */
-        int64_t prev = outbox_claim_prev(res, i);
-        if (prev != 0 && inflight_find(r->rows, prev) == NULL) {
-            scan_row_blocked(&r->scan, prev);
-            continue;
-        }
-        struct outbox_row *row = outbox_row_decode(res, i, js_sink_max_payload(r->js));
-        if (row == NULL)
-            continue; /* out of memory: a later pass claims it again */
-        r->metrics.claimed_total++;
-        r->claimed_in_pass++;
-        if (inflight_add(r->rows, row))
-            publisher_send(r->publisher, row);
-    }
-    scan_page_done(&r->scan, n, n >= r->cfg->batch_size || outbox_claim_cut(res));
-    if (r->scan.state != SCAN_IN_PASS) {
-        wakeup_pass_ended(r->wakeup, r->claimed_in_pass > 0);
-        r->claimed_in_pass = 0;
-    }
-    if (n == 0 && inflight_count(r->rows) == 0)
-        r->last_progress = ev_now(r->loop); /* idle is not a stall */
+    return leader_is(r->leader) && nats_link_up(r->nats) && !r->draining;
 }
 
-/* Claims the scanner's next page when the relay may, within both budgets. */
-static void relay_claim(struct relay *r)
+static void relay_on_claimed(void *arg, struct outbox_row *row)
 {
-    if (r->claim_running || !leader_is(r->leader) || !nats_link_up(r->nats) || r->draining)
-        return;
-    size_t room = (size_t)r->cfg->max_inflight - inflight_count(r->rows);
-    int64_t room_bytes = (int64_t)r->cfg->max_inflight_bytes - inflight_bytes(r->rows);
-    if (room < (size_t)r->cfg->batch_size || room_bytes <= 0)
-        return; /* backpressure: wait for acks and marks to free room */
-    int64_t from;
-    if (!scan_next_page(&r->scan, ev_now(r->loop), &from))
-        return;
-    char *params[3] = {NULL, NULL, NULL};
-    if (asprintf(&params[0], "%" PRId64, from) < 0 ||
-        asprintf(&params[1], "%d", r->cfg->batch_size) < 0 ||
-        asprintf(&params[2], "%" PRId64, room_bytes) < 0) {
-        /* Out of memory: the pass ends; the poll starts another. */
-        for (int i = 0; i < 3; i++)
-            free(params[i]);
-        scan_page_failed(&r->scan);
-        return;
-    }
-    if (pg_source_query(r->pg, r->sql.claim, 3, params, true, relay_on_claim, r))
-        r->claim_running = true;
-    else
-        scan_page_failed(&r->scan);
+    struct relay *r = arg;
+    publisher_send(r->publisher, row);
+}
+
+static void relay_on_pass_ended(void *arg, bool found)
+{
+    struct relay *r = arg;
+    wakeup_pass_ended(r->wakeup, found);
+    if (!found && inflight_count(r->rows) == 0)
+        stall_watch_progress(&r->stall, ev_now(r->loop)); /* idle is not a stall */
 }
 
 /* Once per loop turn, after every event of the turn: the natural place to
@@ -237,7 +183,7 @@ static void relay_on_before_sleep(struct ev_loop *loop, ev_prepare *w, int reven
     /* Only a leader writes outcomes: a deposed one's die with it. */
     if (leader_is(r->leader) || r->draining)
         marks_flush(r->marks);
-    relay_claim(r);
+    claimer_run(r->claimer, ev_now(loop));
 }
 
 /* ------------------------------------------------------------ leadership */
@@ -251,10 +197,10 @@ static bool relay_may_lead(void *arg)
 static void relay_on_elected(void *arg)
 {
     struct relay *r = arg;
-    scan_restart(&r->scan);
+    claimer_restart(r->claimer);
     retention_set_leader(r->retention, true);
     wakeup_set_leader(r->wakeup, true);
-    r->last_progress = ev_now(r->loop);
+    stall_watch_progress(&r->stall, ev_now(r->loop));
     log_info("became leader", "{s:s}", "table", r->cfg->table);
 }
 
@@ -267,7 +213,7 @@ static void relay_on_elected(void *arg)
 static void relay_on_deposed(void *arg, const char *why)
 {
     struct relay *r = arg;
-    scan_stop(&r->scan);
+    claimer_stop(r->claimer);
     retention_set_leader(r->retention, false);
     wakeup_set_leader(r->wakeup, false);
     marks_fence(r->marks);
@@ -292,7 +238,7 @@ static void relay_on_nats_lost(void *arg)
 static void relay_on_nats_up(void *arg)
 {
     struct relay *r = arg;
-    scan_want(&r->scan, SCAN_SWEEP);
+    claimer_want(r->claimer, SCAN_SWEEP);
     leader_try(r->leader);
 }
 
@@ -323,16 +269,6 @@ static void relay_on_acks(void *arg, struct ack_entry *entries, size_t n)
 
 /* ------------------------------------------------------------ postgresql */
 
-static bool relay_retention_query(void *arg, const char *sql, int nparams, char **params,
-                                  pg_result_fn fn, void *fn_arg)
-{
-    struct relay *r = arg;
-    /* The hook owns the array as well as the strings; pg_source takes the strings. */
-    bool queued = pg_source_query(r->pg, sql, nparams, params, false, fn, fn_arg);
-    free(params);
-    return queued;
-}
-
 static void relay_on_pg_connected(void *arg)
 {
     struct relay *r = arg;
@@ -345,7 +281,7 @@ static void relay_on_pg_disconnected(void *arg, const char *why)
 {
     struct relay *r = arg;
     r->metrics.pg_reconnects_total++;
-    r->claim_running = false;
+    claimer_disconnected(r->claimer);
     /* The session, and with it the advisory locks, is gone. */
     wakeup_disconnected(r->wakeup);
     leader_disconnected(r->leader);
@@ -356,7 +292,7 @@ static void relay_on_pg_notified(void *arg)
 {
     struct relay *r = arg;
     wakeup_notified(r->wakeup);
-    scan_want(&r->scan, SCAN_NOTIFY);
+    claimer_want(r->claimer, SCAN_NOTIFY);
 }
 
 static void relay_on_pg_fatal(void *arg, const char *why)
@@ -370,37 +306,13 @@ static void relay_on_pg_fatal(void *arg, const char *why)
 
 /* ---------------------------------------------------------------- timers */
 
-/*
- * The leader's polls (wakeup.c). No NOTIFY comes while it is awake, so nothing
- * says "a row committed late below the high water" (ids are taken at
- * insert, commits land in another order): with few rows held, as in steady
- * flow, the poll reads from id 0 and finds such a row at once, for about
- * the cost of a tail pass; with a backlog it reads above the high water and
- * late rows wait for the once-a-second sweep.
- */
-static void relay_on_wakeup_scan(void *arg, bool sweep)
-{
-    struct relay *r = arg;
-    if (inflight_count(r->rows) < (size_t)r->cfg->batch_size)
-        sweep = true;
-    scan_want(&r->scan, sweep ? SCAN_SWEEP : SCAN_TAIL);
-}
-
-static void relay_on_retry_due(void *arg)
-{
-    struct relay *r = arg;
-    scan_want(&r->scan, SCAN_SWEEP);
-}
-
 static void relay_on_sampled(void *arg, const struct table_figures *f)
 {
     struct relay *r = arg;
     r->metrics.pending = f->unfinished;
     r->metrics.oldest_pending_age_seconds = f->oldest_age_s;
     r->metrics.dead_rows = f->dead;
-    r->sampled_due = f->any_due;
-    if (!f->any_due && inflight_count(r->rows) == 0)
-        r->last_progress = ev_now(r->loop); /* idle is not a stall */
+    stall_watch_sampled(&r->stall, f->any_due, inflight_count(r->rows) > 0, ev_now(r->loop));
 }
 
 static void relay_on_shutdown_timeout(struct ev_loop *loop, ev_timer *w, int revents)
@@ -439,10 +351,7 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
     r->cfg = cfg;
     metrics_init(&r->metrics);
     outbox_sql_build(&r->sql, cfg);
-    scan_init(&r->scan);
-    retry_timer_init(&r->retry, loop, relay_on_retry_due, r);
     r->fail_log = fail_log_create(10.0, NULL, NULL);
-    r->retention = retention_create(loop, cfg, (struct retention_hooks){relay_retention_query, r});
     r->rows = inflight_create((size_t)cfg->max_inflight);
     r->acks = ack_queue_create(loop, relay_on_acks, r);
     struct pg_source_events pg_events = {
@@ -469,12 +378,10 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
         r->marks = marks_create(r->pg, r->sql.mark_published, r->sql.mark_failed, mark_events);
         r->leader = leader_create(loop, cfg, r->pg, leader_events);
         r->sample = table_sample_create(loop, cfg, r->pg, r->sql.sample, relay_on_sampled, r);
-        r->wakeup = wakeup_create(loop, cfg, r->pg,
-                                  (struct wakeup_events){.scan = relay_on_wakeup_scan, .arg = r});
+        r->retention = retention_create(loop, cfg, r->pg);
     }
     if (r->rows == NULL || r->acks == NULL || r->pg == NULL || r->marks == NULL ||
-        r->leader == NULL || r->fail_log == NULL || r->retention == NULL || r->wakeup == NULL ||
-        r->sample == NULL) {
+        r->leader == NULL || r->fail_log == NULL || r->retention == NULL || r->sample == NULL) {
         snprintf(err, errlen, "out of memory");
         relay_destroy(r);
         return NULL;
@@ -490,18 +397,30 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
         .arg = r,
     };
     r->publisher = publisher_create(loop, cfg, r->rows, r->js, publisher_events);
+    struct claimer_events claimer_events = {
+        .may_claim = relay_may_claim,
+        .claimed = relay_on_claimed,
+        .pass_ended = relay_on_pass_ended,
+        .arg = r,
+    };
+    r->claimer = claimer_create(cfg, r->pg, r->rows, r->js, r->sql.claim, claimer_events);
+    if (r->claimer != NULL) {
+        retry_timer_init(&r->retry, loop, claimer_on_sweep_due, r->claimer);
+        r->wakeup = wakeup_create(
+            loop, cfg, r->pg, (struct wakeup_events){.scan = claimer_on_poll, .arg = r->claimer});
+    }
     r->nats = nats_link_create(loop, cfg, r->js,
                                (struct nats_link_events){.up = relay_on_nats_up,
                                                          .lost_too_long = relay_on_nats_lost,
                                                          .arg = r});
-    if (r->publisher == NULL || r->nats == NULL) {
+    if (r->publisher == NULL || r->nats == NULL || r->claimer == NULL || r->wakeup == NULL) {
         snprintf(err, errlen, "out of memory");
         relay_destroy(r);
         return NULL;
     }
     ev_prepare_init(&r->before_sleep, relay_on_before_sleep);
     ev_timer_init(&r->shutdown, relay_on_shutdown_timeout, 0., 0.);
-    r->last_progress = ev_now(loop);
+    stall_watch_init(&r->stall, cfg->stall_timeout_ms / 1000.0, ev_now(loop));
     return r;
 }
 
@@ -525,7 +444,7 @@ void relay_shutdown(struct relay *r)
     }
     r->draining = true;
     publisher_drain(r->publisher);
-    scan_stop(&r->scan);
+    claimer_stop(r->claimer);
     retention_set_leader(r->retention, false);
     wakeup_set_leader(r->wakeup, false);
     size_t dropped = inflight_drop_waiting(r->rows);
@@ -564,6 +483,7 @@ void relay_destroy(struct relay *r)
     marks_destroy(r->marks);
     inflight_destroy(r->rows);
     publisher_destroy(r->publisher);
+    claimer_destroy(r->claimer);
     nats_link_destroy(r->nats);
     fail_log_destroy(r->fail_log);
     free(r);
@@ -602,12 +522,10 @@ bool relay_healthy(const struct relay *r, char *why, size_t len)
                  v->holder_silent_s);
         return false;
     }
-    /* Only the leader moves rows. Progress = a published, failed or dead
-     * outcome recorded; or finding nothing to do. */
-    bool due_work = leader_is(r->leader) && (inflight_count(r->rows) > 0 || r->sampled_due > 0 ||
-                                             marks_unrecorded(r->marks) > 0);
-    double idle_for = ev_now(r->loop) - r->last_progress;
-    if (due_work && idle_for * 1000.0 > r->cfg->stall_timeout_ms) {
+    bool holding = inflight_count(r->rows) > 0 || marks_unrecorded(r->marks) > 0;
+    double idle_for =
+        stall_watch_stalled_for(&r->stall, leader_is(r->leader), holding, ev_now(r->loop));
+    if (idle_for > 0) {
         snprintf(why, len, "stalled: due rows but no progress for %.0f s", idle_for);
         return false;
     }
@@ -616,6 +534,7 @@ bool relay_healthy(const struct relay *r, char *why, size_t len)
 
 const struct metrics *relay_metrics(struct relay *r)
 {
+    r->metrics.claimed_total = (uint64_t)claimer_claimed_total(r->claimer);
     r->metrics.inflight = (int64_t)inflight_count(r->rows);
     r->metrics.pg_connected = pg_source_state(r->pg) == PG_READY;
     r->metrics.nats_connected = nats_link_up(r->nats);

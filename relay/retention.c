@@ -16,7 +16,7 @@
 struct retention {
     struct ev_loop *loop;
     const struct relay_config *cfg;
-    struct retention_hooks hooks;
+    struct pg_source *pg;
     ev_timer timer;
     bool leader;
     bool running; /* a statement is queued or running */
@@ -81,39 +81,29 @@ static void retention_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
     struct retention *r = w->data;
     if (!r->leader || r->running)
         return;
-    char **params = malloc(2 * sizeof(char *));
-    char age[32], batch[16];
-    snprintf(age, sizeof(age), "%lld", (long long)r->cfg->retention_s);
-    snprintf(batch, sizeof(batch), "%d", r->cfg->retention_batch);
-    if (params != NULL) {
-        params[0] = strdup(age);
-        params[1] = strdup(batch);
-    }
-    if (params == NULL || params[0] == NULL || params[1] == NULL) {
-        if (params != NULL) {
-            free(params[0]);
-            free(params[1]);
-        }
-        free(params);
+    char *params[2] = {NULL, NULL};
+    if (asprintf(&params[0], "%lld", (long long)r->cfg->retention_s) < 0 ||
+        asprintf(&params[1], "%d", r->cfg->retention_batch) < 0) {
+        free(params[0]); /* out of memory: the next round */
         retention_arm(r, r->cfg->retention_interval_ms / 1000.0);
         return;
     }
     r->running = true;
-    if (!r->hooks.query(r->hooks.arg, r->sql, 2, params, retention_on_result, r)) {
+    if (!pg_source_query(r->pg, r->sql, 2, params, false, retention_on_result, r)) {
         r->running = false;
         retention_arm(r, r->cfg->retention_interval_ms / 1000.0);
     }
 }
 
 struct retention *retention_create(struct ev_loop *loop, const struct relay_config *cfg,
-                                   struct retention_hooks hooks)
+                                   struct pg_source *pg)
 {
     struct retention *r = calloc(1, sizeof(*r));
     if (r == NULL)
         return NULL;
     r->loop = loop;
     r->cfg = cfg;
-    r->hooks = hooks;
+    r->pg = pg;
     retention_build_sql(cfg, r->sql, sizeof(r->sql));
     ev_timer_init(&r->timer, retention_on_timer, 0., 0.);
     r->timer.data = r;

@@ -16,24 +16,13 @@
 struct retention;
 
 /*
- * How retention runs a statement: the relay passes a function that queues it
- * on its pg_source (pg_source_query(pg, sql, nparams, params, false, fn,
- * fn_arg)); it takes params like pg_source_query does and returns false when
- * the connection is not ready (retention then waits for its next round).
- */
-struct retention_hooks {
-    bool (*query)(void *arg, const char *sql, int nparams, char **params, pg_result_fn fn,
-                  void *fn_arg);
-    void *arg;
-};
-
-/*
  * Does nothing until retention_set_leader(r, true). With OUTBOX_RETENTION=0
- * it never runs. Destroy it after the pg_source it queries through (a queued
+ * it never runs. Its statements queue on pg between the relay's; when pg is
+ * not ready a round waits for the next. Destroy it after pg (a queued
  * statement's callback may still arrive while pg_source is destroyed).
  */
 struct retention *retention_create(struct ev_loop *loop, const struct relay_config *cfg,
-                                   struct retention_hooks hooks);
+                                   struct pg_source *pg);
 void retention_destroy(struct retention *r);
 
 /* On gaining leadership: a first round shortly after; on losing it: stop. */
