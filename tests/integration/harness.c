@@ -969,11 +969,17 @@ static void it_env_put(char **env, int *n, const char *entry)
     env[*n] = NULL;
 }
 
+const char *it_relay_binary(void)
+{
+    const char *path = getenv("IT_RELAY_BINARY");
+    return path != NULL && *path ? path : RELAY_BINARY;
+}
+
 struct it_relay *it_relay_start(const char *const *env, const char *const *args)
 {
     it_setup();
-    ck_assert_msg(access(RELAY_BINARY, X_OK) == 0,
-                  "relay binary %s is missing (build the outbox-relay target)", RELAY_BINARY);
+    ck_assert_msg(access(it_relay_binary(), X_OK) == 0,
+                  "relay binary %s is missing (build the outbox-relay target)", it_relay_binary());
     ck_assert_msg(it.nrelays < IT_MAX_RELAYS, "too many relays in one test");
 
     size_t nenv = 0, nextra = 0, nargs = 0;
@@ -1005,7 +1011,7 @@ struct it_relay *it_relay_start(const char *const *env, const char *const *args)
 
     const char **argv = calloc(nargs + 2, sizeof *argv);
     ck_assert_ptr_nonnull(argv);
-    argv[0] = RELAY_BINARY;
+    argv[0] = it_relay_binary();
     for (size_t i = 0; i < nargs; i++)
         argv[i + 1] = args[i];
 

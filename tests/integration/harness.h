@@ -150,6 +150,9 @@ struct it_relay {
  * (NULL-terminated, may be NULL) follow the program name. The harness owns
  * the result; it is killed (if running) and freed at teardown.
  */
+/* The relay binary tests start: $IT_RELAY_BINARY (e.g. another build, for an A/B bench), else
+ * this build's. */
+const char *it_relay_binary(void);
 struct it_relay *it_relay_start(const char *const *env, const char *const *args);
 
 /* it_relay_start with OUTBOX_HTTP_ADDR on a free loopback port (first: `env` may replace it). */
