@@ -41,10 +41,10 @@ struct js_sink {
     bool published; /* js has had a publish: nats.c's pending list exists (it crashes on none) */
 
     /* Where nats.c's callbacks and the worker report; NULL once closing. */
-    pthread_mutex_t queue_mu;
-    struct ack_queue *queue;
+    pthread_mutex_t bridge_mu;
+    struct nats_bridge *bridge;
 
-    /* The connect worker (only with a queue) and its mailbox. */
+    /* The connect worker (only with a bridge) and its mailbox. */
     pthread_t worker;
     bool worker_running;
     pthread_mutex_t work_mu;
@@ -76,21 +76,21 @@ static double wall_now(void)
 }
 
 /* Any thread: hands an event to the loop, unless the sink is closing (then a message is freed). */
-static void js_report(struct js_sink *sink, const struct ack_entry *e)
+static void js_report(struct js_sink *sink, const struct nats_event *e)
 {
-    pthread_mutex_lock(&sink->queue_mu);
-    if (sink->queue != NULL)
-        ack_queue_push(sink->queue, e);
+    pthread_mutex_lock(&sink->bridge_mu);
+    if (sink->bridge != NULL)
+        nats_bridge_push(sink->bridge, e);
     else
         natsMsg_Destroy(e->msg); /* teardown: no row waits for it any more */
-    pthread_mutex_unlock(&sink->queue_mu);
+    pthread_mutex_unlock(&sink->bridge_mu);
 }
 
 /* nats.c thread: the outcome of one publish. */
 static void js_on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
 {
     struct js_sink *sink = closure;
-    struct ack_entry e = {.kind = ACK_PUBACK, .msg = msg, .at = wall_now()};
+    struct nats_event e = {.kind = NATS_EVENT_PUBACK, .msg = msg, .at = wall_now()};
     if (pa != NULL) {
         e.ok = true;
         e.duplicate = pa->Duplicate;
@@ -116,25 +116,25 @@ static void js_on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, v
     js_report(sink, &e); /* its slot was reserved at publish: cannot fail */
 }
 
-static void js_push_event(struct js_sink *sink, enum ack_kind kind)
+static void js_push_event(struct js_sink *sink, enum nats_event_kind kind)
 {
-    struct ack_entry e = {.kind = kind, .at = wall_now()};
+    struct nats_event e = {.kind = kind, .at = wall_now()};
     js_report(sink, &e);
 }
 
 static void js_on_disconnected(natsConnection *nc, void *closure)
 {
-    js_push_event(closure, ACK_NATS_DISCONNECTED);
+    js_push_event(closure, NATS_EVENT_DISCONNECTED);
 }
 
 static void js_on_connected(natsConnection *nc, void *closure)
 {
-    js_push_event(closure, ACK_NATS_CONNECTED);
+    js_push_event(closure, NATS_EVENT_CONNECTED);
 }
 
 static void js_on_closed(natsConnection *nc, void *closure)
 {
-    js_push_event(closure, ACK_NATS_CLOSED);
+    js_push_event(closure, NATS_EVENT_CLOSED);
 }
 
 static void js_describe(const struct js_sink *sink, natsStatus s, const char *detail, char *buf,
@@ -364,9 +364,9 @@ static void js_worker_reopen(struct js_sink *sink)
     if (rc < 0) {
         js_note_failure(sink, err);
         log_error("nats connection not reopened", "{s:s}", "error", err);
-        js_push_event(sink, ACK_NATS_CLOSED); /* the loop schedules the next attempt */
+        js_push_event(sink, NATS_EVENT_CLOSED); /* the loop schedules the next attempt */
     } else if (natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED) {
-        js_push_event(sink, ACK_NATS_CONNECTED);
+        js_push_event(sink, NATS_EVENT_CONNECTED);
     } /* else nats.c goes on in the background and calls js_on_connected */
 }
 
@@ -455,7 +455,7 @@ static int js_start_worker(struct js_sink *sink, char *err, size_t errlen)
     return 0;
 }
 
-int js_sink_create(struct js_sink **out, const struct relay_config *cfg, struct ack_queue *queue,
+int js_sink_create(struct js_sink **out, const struct relay_config *cfg, struct nats_bridge *bridge,
                    bool keep_trying, char *err, size_t errlen)
 {
     struct js_sink *sink = calloc(1, sizeof(*sink));
@@ -465,10 +465,10 @@ int js_sink_create(struct js_sink **out, const struct relay_config *cfg, struct 
         return -1;
     }
     sink->cfg = cfg;
-    sink->queue = queue;
+    sink->bridge = bridge;
     pthread_mutex_init(&sink->failure_mu, NULL);
     pthread_mutex_init(&sink->conn_mu, NULL);
-    pthread_mutex_init(&sink->queue_mu, NULL);
+    pthread_mutex_init(&sink->bridge_mu, NULL);
     pthread_mutex_init(&sink->work_mu, NULL);
     pthread_mutex_init(&sink->stream_mu, NULL);
     atomic_init(&sink->stream_state,
@@ -481,7 +481,7 @@ int js_sink_create(struct js_sink **out, const struct relay_config *cfg, struct 
     jsOptions *jo = &sink->jo;
     jsOptions_Init(jo);
     jo->Wait = cfg->publish_timeout_ms;
-    if (queue != NULL) {
+    if (bridge != NULL) {
         jo->PublishAsync.AckHandler = js_on_ack;
         jo->PublishAsync.AckHandlerClosure = sink;
         /* The relay bounds its own in-flight count well below this, so a
@@ -490,7 +490,7 @@ int js_sink_create(struct js_sink **out, const struct relay_config *cfg, struct 
         jo->PublishAsync.StallWait = 1;
     }
     if (js_connect(sink, keep_trying, &sink->nc, &sink->js, err, errlen) < 0 ||
-        (queue != NULL && js_start_worker(sink, err, errlen) < 0)) {
+        (bridge != NULL && js_start_worker(sink, err, errlen) < 0)) {
         js_sink_destroy(sink);
         return -1;
     }
@@ -513,7 +513,7 @@ void js_sink_destroy(struct js_sink *sink)
         pthread_join(sink->worker, NULL);
         pthread_cond_destroy(&sink->work_cv);
     }
-    bool had_queue = sink->queue != NULL;
+    bool had_bridge = sink->bridge != NULL;
     jsCtx_Destroy(sink->js);
     if (sink->nc != NULL) {
         natsConnection_Close(sink->nc);
@@ -522,11 +522,11 @@ void js_sink_destroy(struct js_sink *sink)
     natsOptions_Destroy(sink->opts);
     /* nats.c runs callbacks on its own threads, which can still fire after
      * the close; wait for them before the closure goes away. */
-    natsStatus closed = had_queue ? nats_CloseAndWait(2000) : NATS_OK;
-    /* Whatever still runs must not reach the queue, which goes next. */
-    pthread_mutex_lock(&sink->queue_mu);
-    sink->queue = NULL;
-    pthread_mutex_unlock(&sink->queue_mu);
+    natsStatus closed = had_bridge ? nats_CloseAndWait(2000) : NATS_OK;
+    /* Whatever still runs must not reach the bridge, which goes next. */
+    pthread_mutex_lock(&sink->bridge_mu);
+    sink->bridge = NULL;
+    pthread_mutex_unlock(&sink->bridge_mu);
     if (closed != NATS_OK) {
         /* A nats.c thread may still call back into the sink: leave it
          * allocated (the process is ending) rather than free it under them. */
@@ -536,7 +536,7 @@ void js_sink_destroy(struct js_sink *sink)
     }
     pthread_mutex_destroy(&sink->failure_mu);
     pthread_mutex_destroy(&sink->conn_mu);
-    pthread_mutex_destroy(&sink->queue_mu);
+    pthread_mutex_destroy(&sink->bridge_mu);
     pthread_mutex_destroy(&sink->work_mu);
     pthread_mutex_destroy(&sink->stream_mu);
     free(sink);
@@ -567,10 +567,10 @@ static int js_reclaim_from(struct js_sink *sink, jsCtx *js, const char *why)
     if (js == NULL || js_PublishAsyncGetPendingList(&pending, js) != NATS_OK)
         return 0;
     for (int i = 0; i < pending.Count; i++) {
-        struct ack_entry e = {.kind = ACK_PUBACK,
-                              .msg = pending.Msgs[i],
-                              .at = wall_now(),
-                              .status = NATS_CONNECTION_CLOSED};
+        struct nats_event e = {.kind = NATS_EVENT_PUBACK,
+                               .msg = pending.Msgs[i],
+                               .at = wall_now(),
+                               .status = NATS_CONNECTION_CLOSED};
         snprintf(e.error, sizeof(e.error), "%s", why);
         js_report(sink, &e); /* reserved at publish; nats.c will never ack it now */
         pending.Msgs[i] = NULL;
@@ -593,7 +593,7 @@ int js_sink_reclaim_pending(struct js_sink *sink, const char *why)
 int js_sink_reopen(struct js_sink *sink, char *err, size_t errlen)
 {
     if (!sink->worker_running) {
-        snprintf(err, errlen, "no connect worker (a sink without a queue cannot reopen)");
+        snprintf(err, errlen, "no connect worker (a sink without a bridge cannot reopen)");
         return -1;
     }
     js_ask_worker(sink, JS_WORK_REOPEN);
@@ -761,14 +761,14 @@ natsStatus js_sink_publish(struct js_sink *sink, natsMsg **msg)
         pthread_mutex_unlock(&sink->conn_mu);
         return NATS_CONNECTION_CLOSED;
     }
-    if (sink->queue != NULL && !ack_queue_reserve(sink->queue)) {
+    if (sink->bridge != NULL && !nats_bridge_reserve(sink->bridge)) {
         pthread_mutex_unlock(&sink->conn_mu);
         return NATS_NO_MEMORY;
     }
     sink->published = true;
     natsStatus s = js_PublishMsgAsync(sink->js, msg, &sink->pub);
-    if (s != NATS_OK && sink->queue != NULL)
-        ack_queue_unreserve(sink->queue);
+    if (s != NATS_OK && sink->bridge != NULL)
+        nats_bridge_unreserve(sink->bridge);
     pthread_mutex_unlock(&sink->conn_mu);
     return s;
 }

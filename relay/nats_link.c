@@ -101,13 +101,13 @@ void nats_link_start(struct nats_link *l)
         nats_link_connected(l);
 }
 
-void nats_link_event(struct nats_link *l, enum ack_kind kind)
+void nats_link_event(struct nats_link *l, enum nats_event_kind kind)
 {
     switch (kind) {
-    case ACK_NATS_CONNECTED:
+    case NATS_EVENT_CONNECTED:
         nats_link_connected(l);
         break;
-    case ACK_NATS_DISCONNECTED:
+    case NATS_EVENT_DISCONNECTED:
         if (l->up)
             log_warn("nats disconnected; claiming paused", NULL);
         l->up = false;
@@ -116,11 +116,11 @@ void nats_link_event(struct nats_link *l, enum ack_kind kind)
             ev_timer_start(l->loop, &l->lost);
         }
         break;
-    case ACK_NATS_CLOSED:
+    case NATS_EVENT_CLOSED:
         l->up = false;
         nats_link_closed(l);
         break;
-    case ACK_PUBACK:
+    case NATS_EVENT_PUBACK:
         break;
     }
 }

@@ -151,7 +151,7 @@ static void publisher_on_chain_refused(struct publisher *p, struct outbox_row *r
     inflight_requeue(p->rows, row, msg);
 }
 
-void publisher_on_puback(struct publisher *p, struct ack_entry *e)
+void publisher_on_puback(struct publisher *p, struct nats_event *e)
 {
     struct outbox_row *row = inflight_by_msg(p->rows, e->msg);
     if (row == NULL) {

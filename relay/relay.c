@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "outbox_relay/ack_queue.h"
+#include "outbox_relay/nats_bridge.h"
 #include "outbox_relay/backoff.h"
 #include "outbox_relay/claimer.h"
 #include "outbox_relay/fail_log.h"
@@ -35,7 +35,7 @@ struct relay {
     struct outbox_sql sql;
     struct pg_source *pg;
     struct js_sink *js;
-    struct ack_queue *acks;
+    struct nats_bridge *bridge; /* nats.c threads -> the loop: PubAcks, connection events */
     struct inflight *rows;
     struct marks *marks;
     struct leader *leader;
@@ -242,7 +242,7 @@ static void relay_on_nats_up(void *arg)
     leader_try(r->leader);
 }
 
-static void relay_on_acks(void *arg, struct ack_entry *entries, size_t n)
+static void relay_on_nats_events(void *arg, struct nats_event *entries, size_t n)
 {
     struct relay *r = arg;
     if (r->js == NULL) {
@@ -252,14 +252,14 @@ static void relay_on_acks(void *arg, struct ack_entry *entries, size_t n)
         return;
     }
     for (size_t i = 0; i < n; i++) {
-        struct ack_entry *e = &entries[i];
+        struct nats_event *e = &entries[i];
         switch (e->kind) {
-        case ACK_PUBACK:
+        case NATS_EVENT_PUBACK:
             publisher_on_puback(r->publisher, e);
             break;
-        case ACK_NATS_DISCONNECTED:
-        case ACK_NATS_CONNECTED:
-        case ACK_NATS_CLOSED:
+        case NATS_EVENT_DISCONNECTED:
+        case NATS_EVENT_CONNECTED:
+        case NATS_EVENT_CLOSED:
             nats_link_event(r->nats, e->kind);
             break;
         }
@@ -353,7 +353,7 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
     outbox_sql_build(&r->sql, cfg);
     r->fail_log = fail_log_create(10.0, NULL, NULL);
     r->rows = inflight_create((size_t)cfg->max_inflight);
-    r->acks = ack_queue_create(loop, relay_on_acks, r);
+    r->bridge = nats_bridge_create(loop, relay_on_nats_events, r);
     struct pg_source_events pg_events = {
         .connected = relay_on_pg_connected,
         .disconnected = relay_on_pg_disconnected,
@@ -380,13 +380,13 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
         r->sample = table_sample_create(loop, cfg, r->pg, r->sql.sample, relay_on_sampled, r);
         r->retention = retention_create(loop, cfg, r->pg);
     }
-    if (r->rows == NULL || r->acks == NULL || r->pg == NULL || r->marks == NULL ||
+    if (r->rows == NULL || r->bridge == NULL || r->pg == NULL || r->marks == NULL ||
         r->leader == NULL || r->fail_log == NULL || r->retention == NULL || r->sample == NULL) {
         snprintf(err, errlen, "out of memory");
         relay_destroy(r);
         return NULL;
     }
-    if (js_sink_create(&r->js, cfg, r->acks, true, err, errlen) < 0) {
+    if (js_sink_create(&r->js, cfg, r->bridge, true, err, errlen) < 0) {
         relay_destroy(r);
         return NULL;
     }
@@ -466,11 +466,11 @@ void relay_destroy(struct relay *r)
     ev_prepare_stop(r->loop, &r->before_sleep);
     retry_timer_free(&r->retry);
     ev_timer_stop(r->loop, &r->shutdown);
-    /* NATS first: its threads stop calling back before the queue goes. */
+    /* NATS first: its threads stop calling back before the bridge goes. */
     js_sink_destroy(r->js);
     r->js = NULL;
-    if (r->acks != NULL)
-        ack_queue_drain(r->acks);
+    if (r->bridge != NULL)
+        nats_bridge_drain(r->bridge);
     /* The connection before the modules that queued queries on it: each
      * query still calls back (with no result) as it is dropped. */
     pg_source_destroy(r->pg);
@@ -479,7 +479,7 @@ void relay_destroy(struct relay *r)
     wakeup_destroy(r->wakeup);
     table_sample_destroy(r->sample);
     retention_destroy(r->retention);
-    ack_queue_destroy(r->acks);
+    nats_bridge_destroy(r->bridge);
     marks_destroy(r->marks);
     inflight_destroy(r->rows);
     publisher_destroy(r->publisher);

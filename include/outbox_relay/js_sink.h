@@ -7,10 +7,10 @@
  * opening a new connection (js_sink_reopen) and checking/creating the stream
  * (js_sink_ensure_stream, js_sink_stream_lost) — run on js_sink's own
  * connect worker thread. nats.c's threads and that worker reach the loop
- * only through the ack_queue (see ack_queue.h for the rule): PubAcks, and
- * ACK_NATS_CONNECTED / _DISCONNECTED / _CLOSED. The stream's state is read
+ * only through the nats_bridge (see nats_bridge.h for the rule): PubAcks, and
+ * NATS_EVENT_CONNECTED / _DISCONNECTED / _CLOSED. The stream's state is read
  * with js_sink_stream_state(). Only js_sink_create (start-up) and the
- * functions marked "blocking" (--check, no queue) wait on the network.
+ * functions marked "blocking" (--check, no bridge) wait on the network.
  */
 #ifndef OUTBOX_RELAY_JS_SINK_H
 #define OUTBOX_RELAY_JS_SINK_H
@@ -20,7 +20,7 @@
 
 #include <nats/nats.h>
 
-#include "outbox_relay/ack_queue.h"
+#include "outbox_relay/nats_bridge.h"
 #include "outbox_relay/config.h"
 
 struct js_sink;
@@ -28,12 +28,12 @@ struct js_sink;
 /*
  * Connects (at start-up, before the loop runs: may block up to the connect
  * timeout). With keep_trying, a server that is down now is retried in the
- * background (ACK_NATS_CONNECTED arrives later) and only configuration
+ * background (NATS_EVENT_CONNECTED arrives later) and only configuration
  * errors fail; without it, the first failure is returned (for --check).
- * queue may be NULL when no publishing is done; then there is no worker and
+ * bridge may be NULL when no publishing is done; then there is no worker and
  * the stream functions block.
  */
-int js_sink_create(struct js_sink **out, const struct relay_config *cfg, struct ack_queue *queue,
+int js_sink_create(struct js_sink **out, const struct relay_config *cfg, struct nats_bridge *bridge,
                    bool keep_trying, char *err, size_t errlen);
 /* Stops the worker (waits for a connect it is making), closes, releases. */
 void js_sink_destroy(struct js_sink *sink);
@@ -46,10 +46,10 @@ void js_sink_last_error(struct js_sink *sink, char *buf, size_t len);
 /*
  * nats.c closes a connection for good when a server refuses the same
  * credentials twice in a row; only a new connection tries again. Loop
- * thread, after ACK_NATS_CLOSED: hands the worker the job and returns 0 at
+ * thread, after NATS_EVENT_CLOSED: hands the worker the job and returns 0 at
  * once. The worker reports every publish the old connection still held as
- * failed (ACK_PUBACK entries), then connects anew with the same options:
- * ACK_NATS_CONNECTED follows when it is up, ACK_NATS_CLOSED again (reason
+ * failed (NATS_EVENT_PUBACK entries), then connects anew with the same options:
+ * NATS_EVENT_CONNECTED follows when it is up, NATS_EVENT_CLOSED again (reason
  * in js_sink_last_error) when the new connection could not be made.
  * Publishes meanwhile fail with NATS_CONNECTION_CLOSED. Kept as int for
  * the callers: never returns 1 or -1 any more.
@@ -61,7 +61,7 @@ int64_t js_sink_max_payload(const struct js_sink *sink);
 /*
  * Makes sure OUTBOX_STREAM exists: creates it with OUTBOX_STREAM_SUBJECTS,
  * _REPLICAS, _STORAGE, _MAX_AGE and _DUPLICATE_WINDOW when missing. With
- * no stream configured, does nothing. With a queue: asks the worker and
+ * no stream configured, does nothing. With a bridge: asks the worker and
  * returns 0 at once (outcome: js_sink_stream_state, and the log). Without
  * (--check): blocking, -1 with err on failure. Call on every (re)connect.
  */
@@ -89,8 +89,8 @@ int js_sink_stream_exists(struct js_sink *sink, const char *stream, char *err, s
 
 /*
  * Publishes *msg asynchronously. On success nats.c owns the message and *msg
- * is NULL; its outcome arrives as exactly one ACK_PUBACK entry carrying the
- * same pointer (its slot in the queue is reserved here, so it cannot be
+ * is NULL; its outcome arrives as exactly one NATS_EVENT_PUBACK entry carrying the
+ * same pointer (its slot in the bridge is reserved here, so it cannot be
  * lost). On failure the caller still owns *msg.
  */
 natsStatus js_sink_publish(struct js_sink *sink, natsMsg **msg);
@@ -108,7 +108,7 @@ const char *js_sink_msg_id(natsMsg *msg);
 
 /*
  * Takes back every message nats.c still waits an ack for and reports each as
- * a failed ACK_PUBACK with reason why (after a reconnect: those acks died
+ * a failed NATS_EVENT_PUBACK with reason why (after a reconnect: those acks died
  * with the old connection). Returns how many.
  */
 int js_sink_reclaim_pending(struct js_sink *sink, const char *why);

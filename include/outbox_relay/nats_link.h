@@ -12,7 +12,7 @@
 
 #include <ev.h>
 
-#include "outbox_relay/ack_queue.h"
+#include "outbox_relay/nats_bridge.h"
 #include "outbox_relay/config.h"
 #include "outbox_relay/js_sink.h"
 
@@ -33,7 +33,7 @@ void nats_link_destroy(struct nats_link *l);
 /* nats.c reports only background connects: an immediate one is seen here. */
 void nats_link_start(struct nats_link *l);
 /* A connection event from the ack bridge (ACK_NATS_*). */
-void nats_link_event(struct nats_link *l, enum ack_kind kind);
+void nats_link_event(struct nats_link *l, enum nats_event_kind kind);
 /* Shutting down: no more reopening. */
 void nats_link_stop(struct nats_link *l);
 

@@ -13,7 +13,7 @@
 
 #include <ev.h>
 
-#include "outbox_relay/ack_queue.h"
+#include "outbox_relay/nats_bridge.h"
 #include "outbox_relay/config.h"
 #include "outbox_relay/inflight.h"
 #include "outbox_relay/js_sink.h"
@@ -43,7 +43,7 @@ void publisher_destroy(struct publisher *p);
 /* Publishes a held row that may go now and, pipelined, the rows behind it in its key. */
 void publisher_send(struct publisher *p, struct outbox_row *row);
 /* A PubAck (or its error) from the ack bridge. */
-void publisher_on_puback(struct publisher *p, struct ack_entry *e);
+void publisher_on_puback(struct publisher *p, struct nats_event *e);
 /* Shutting down: acks are still taken, nothing new is sent. */
 void publisher_drain(struct publisher *p);
 /* Leadership lost: every held row is dropped; acks still due match nothing. */

@@ -3,7 +3,7 @@
  *
  * Owns the loop-side state: leadership, the scan cursor, the held rows and
  * the outcome batches. Everything runs on the libev loop; nats.c results
- * reach it through the ack_queue.
+ * reach it through the nats_bridge.
  */
 #ifndef OUTBOX_RELAY_RELAY_H
 #define OUTBOX_RELAY_RELAY_H

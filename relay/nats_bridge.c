@@ -1,5 +1,5 @@
 /* The off-loop → loop-thread crossing: reserved PubAck slots, fixed event slots, ev_async. */
-#include "outbox_relay/ack_queue.h"
+#include "outbox_relay/nats_bridge.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -8,15 +8,15 @@
 #define ACK_EVENT_SLOTS 8
 
 struct ack_event {
-    enum ack_kind kind;
+    enum nats_event_kind kind;
     double at;
     size_t before; /* PubAcks queued ahead of it */
 };
 
-struct ack_queue {
+struct nats_bridge {
     ev_async wake; /* first member: the callback casts back */
     struct ev_loop *loop;
-    ack_queue_fn fn;
+    nats_bridge_fn fn;
     void *arg;
     pthread_mutex_t lock;
     /*
@@ -25,10 +25,10 @@ struct ack_queue {
      * swapping it in keeps the first. spare is NULL while fn consumes the
      * other buffer, whose capacity busy_cap then stands in for spare_cap.
      */
-    struct ack_entry *items; /* filled by pushes */
+    struct nats_event *items; /* filled by pushes */
     size_t n, cap;
     size_t reserved; /* PubAcks published but not yet pushed */
-    struct ack_entry *spare;
+    struct nats_event *spare;
     size_t spare_cap;
     size_t busy_cap;
     struct ack_event events[ACK_EVENT_SLOTS];
@@ -36,17 +36,17 @@ struct ack_queue {
     size_t lost; /* PubAcks pushed without a reservation that found no room (a bug) */
 };
 
-static void ack_queue_on_wake(struct ev_loop *loop, ev_async *w, int revents)
+static void nats_bridge_on_wake(struct ev_loop *loop, ev_async *w, int revents)
 {
-    ack_queue_drain((struct ack_queue *)w);
+    nats_bridge_drain((struct nats_bridge *)w);
 }
 
-void ack_queue_drain(struct ack_queue *q)
+void nats_bridge_drain(struct nats_bridge *q)
 {
     /* Swap the buffers under the lock and consume outside it, so no other
      * thread is ever blocked while the loop marks rows. */
     pthread_mutex_lock(&q->lock);
-    struct ack_entry *batch = q->items;
+    struct nats_event *batch = q->items;
     size_t n = q->n, cap = q->cap, nevents = q->nevents;
     struct ack_event events[ACK_EVENT_SLOTS];
     memcpy(events, q->events, nevents * sizeof(events[0]));
@@ -66,7 +66,7 @@ void ack_queue_drain(struct ack_queue *q)
             q->fn(q->arg, batch + done, events[i].before - done);
             done = events[i].before;
         }
-        struct ack_entry e = {.kind = events[i].kind, .at = events[i].at};
+        struct nats_event e = {.kind = events[i].kind, .at = events[i].at};
         q->fn(q->arg, &e, 1);
     }
     if (n > done)
@@ -84,29 +84,29 @@ void ack_queue_drain(struct ack_queue *q)
     pthread_mutex_unlock(&q->lock);
 }
 
-struct ack_queue *ack_queue_create(struct ev_loop *loop, ack_queue_fn fn, void *arg)
+struct nats_bridge *nats_bridge_create(struct ev_loop *loop, nats_bridge_fn fn, void *arg)
 {
-    struct ack_queue *q = calloc(1, sizeof(*q));
+    struct nats_bridge *q = calloc(1, sizeof(*q));
     if (q == NULL)
         return NULL;
     q->loop = loop;
     q->fn = fn;
     q->arg = arg;
     pthread_mutex_init(&q->lock, NULL);
-    ev_async_init(&q->wake, ack_queue_on_wake);
+    ev_async_init(&q->wake, nats_bridge_on_wake);
     ev_async_start(loop, &q->wake);
     return q;
 }
 
 /* Grows *buf to hold at least want entries (doubling, from 1024). */
-static bool ack_grow(struct ack_entry **buf, size_t *cap, size_t want)
+static bool ack_grow(struct nats_event **buf, size_t *cap, size_t want)
 {
     if (*cap >= want && *buf != NULL)
         return true;
     size_t c = *cap ? *cap : 1024;
     while (c < want)
         c *= 2;
-    struct ack_entry *b = realloc(*buf, c * sizeof(*b));
+    struct nats_event *b = realloc(*buf, c * sizeof(*b));
     if (b == NULL)
         return false;
     *buf = b;
@@ -114,7 +114,7 @@ static bool ack_grow(struct ack_entry **buf, size_t *cap, size_t want)
     return true;
 }
 
-bool ack_queue_reserve(struct ack_queue *q)
+bool nats_bridge_reserve(struct nats_bridge *q)
 {
     pthread_mutex_lock(&q->lock);
     size_t want = q->reserved + 1;
@@ -129,7 +129,7 @@ bool ack_queue_reserve(struct ack_queue *q)
     return ok;
 }
 
-void ack_queue_unreserve(struct ack_queue *q)
+void nats_bridge_unreserve(struct nats_bridge *q)
 {
     pthread_mutex_lock(&q->lock);
     if (q->reserved > 0)
@@ -137,10 +137,10 @@ void ack_queue_unreserve(struct ack_queue *q)
     pthread_mutex_unlock(&q->lock);
 }
 
-void ack_queue_push(struct ack_queue *q, const struct ack_entry *e)
+void nats_bridge_push(struct nats_bridge *q, const struct nats_event *e)
 {
     pthread_mutex_lock(&q->lock);
-    if (e->kind == ACK_PUBACK) {
+    if (e->kind == NATS_EVENT_PUBACK) {
         if (q->reserved > 0)
             q->reserved--;
         if (q->n < q->cap || ack_grow(&q->items, &q->cap, q->n + 1))
@@ -156,7 +156,7 @@ void ack_queue_push(struct ack_queue *q, const struct ack_entry *e)
     ev_async_send(q->loop, &q->wake);
 }
 
-void ack_queue_destroy(struct ack_queue *q)
+void nats_bridge_destroy(struct nats_bridge *q)
 {
     if (q == NULL)
         return;

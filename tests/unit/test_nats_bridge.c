@@ -4,17 +4,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "outbox_relay/ack_queue.h"
+#include "outbox_relay/nats_bridge.h"
 #include "run_suite.h"
 
 struct seen {
-    struct ack_entry *items;
+    struct nats_event *items;
     size_t n, cap;
-    struct ack_queue *q;
+    struct nats_bridge *q;
     int republish; /* PubAcks to reserve and push from inside the callback */
 };
 
-static void record(void *arg, struct ack_entry *entries, size_t n)
+static void record(void *arg, struct nats_event *entries, size_t n)
 {
     struct seen *s = arg;
     for (size_t i = 0; i < n; i++) {
@@ -25,49 +25,49 @@ static void record(void *arg, struct ack_entry *entries, size_t n)
         }
         s->items[s->n++] = entries[i];
         /* The pipeline publishes the next row of a key from inside the callback. */
-        if (entries[i].kind == ACK_PUBACK && s->republish > 0) {
+        if (entries[i].kind == NATS_EVENT_PUBACK && s->republish > 0) {
             s->republish--;
-            ck_assert(ack_queue_reserve(s->q));
-            struct ack_entry e = {.kind = ACK_PUBACK, .stream_seq = 1000000 + s->republish};
-            ack_queue_push(s->q, &e);
+            ck_assert(nats_bridge_reserve(s->q));
+            struct nats_event e = {.kind = NATS_EVENT_PUBACK, .stream_seq = 1000000 + s->republish};
+            nats_bridge_push(s->q, &e);
         }
     }
 }
 
-static void push_ack(struct ack_queue *q, uint64_t id)
+static void push_ack(struct nats_bridge *q, uint64_t id)
 {
-    struct ack_entry e = {.kind = ACK_PUBACK, .ok = true, .stream_seq = id};
-    ack_queue_push(q, &e);
+    struct nats_event e = {.kind = NATS_EVENT_PUBACK, .ok = true, .stream_seq = id};
+    nats_bridge_push(q, &e);
 }
 
-static void push_event(struct ack_queue *q, enum ack_kind kind)
+static void push_event(struct nats_bridge *q, enum nats_event_kind kind)
 {
-    struct ack_entry e = {.kind = kind};
-    ack_queue_push(q, &e);
+    struct nats_event e = {.kind = kind};
+    nats_bridge_push(q, &e);
 }
 
 START_TEST(test_events_keep_their_place_among_pubacks)
 {
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     struct seen s = {0};
-    struct ack_queue *q = ack_queue_create(loop, record, &s);
+    struct nats_bridge *q = nats_bridge_create(loop, record, &s);
     for (int i = 0; i < 3; i++)
-        ck_assert(ack_queue_reserve(q));
+        ck_assert(nats_bridge_reserve(q));
     push_ack(q, 1);
-    push_event(q, ACK_NATS_DISCONNECTED);
-    push_event(q, ACK_NATS_CONNECTED);
+    push_event(q, NATS_EVENT_DISCONNECTED);
+    push_event(q, NATS_EVENT_CONNECTED);
     push_ack(q, 2);
     push_ack(q, 3);
-    push_event(q, ACK_NATS_CLOSED);
-    ack_queue_drain(q);
+    push_event(q, NATS_EVENT_CLOSED);
+    nats_bridge_drain(q);
     ck_assert_uint_eq(s.n, 6);
-    enum ack_kind want[] = {ACK_PUBACK, ACK_NATS_DISCONNECTED, ACK_NATS_CONNECTED, ACK_PUBACK,
-                            ACK_PUBACK, ACK_NATS_CLOSED};
+    enum nats_event_kind want[] = {NATS_EVENT_PUBACK, NATS_EVENT_DISCONNECTED, NATS_EVENT_CONNECTED,
+                                   NATS_EVENT_PUBACK, NATS_EVENT_PUBACK,       NATS_EVENT_CLOSED};
     for (size_t i = 0; i < 6; i++)
         ck_assert_int_eq(s.items[i].kind, want[i]);
     ck_assert(s.items[0].stream_seq == 1 && s.items[3].stream_seq == 2 &&
               s.items[4].stream_seq == 3);
-    ack_queue_destroy(q);
+    nats_bridge_destroy(q);
     ev_loop_destroy(loop);
     free(s.items);
 }
@@ -77,22 +77,22 @@ START_TEST(test_many_events_collapse_into_the_last)
 {
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     struct seen s = {0};
-    struct ack_queue *q = ack_queue_create(loop, record, &s);
+    struct nats_bridge *q = nats_bridge_create(loop, record, &s);
     for (int i = 0; i < 50; i++)
-        push_event(q, i % 2 ? ACK_NATS_CONNECTED : ACK_NATS_DISCONNECTED);
-    push_event(q, ACK_NATS_CLOSED);
-    ack_queue_drain(q);
+        push_event(q, i % 2 ? NATS_EVENT_CONNECTED : NATS_EVENT_DISCONNECTED);
+    push_event(q, NATS_EVENT_CLOSED);
+    nats_bridge_drain(q);
     ck_assert_uint_ge(s.n, 2);
     ck_assert_uint_le(s.n, 8);
-    ck_assert_int_eq(s.items[0].kind, ACK_NATS_DISCONNECTED);
-    ck_assert_int_eq(s.items[s.n - 1].kind, ACK_NATS_CLOSED);
+    ck_assert_int_eq(s.items[0].kind, NATS_EVENT_DISCONNECTED);
+    ck_assert_int_eq(s.items[s.n - 1].kind, NATS_EVENT_CLOSED);
     /* The fixed slots are free again. */
     s.n = 0;
-    push_event(q, ACK_NATS_CONNECTED);
-    ack_queue_drain(q);
+    push_event(q, NATS_EVENT_CONNECTED);
+    nats_bridge_drain(q);
     ck_assert_uint_eq(s.n, 1);
-    ck_assert_int_eq(s.items[0].kind, ACK_NATS_CONNECTED);
-    ack_queue_destroy(q);
+    ck_assert_int_eq(s.items[0].kind, NATS_EVENT_CONNECTED);
+    nats_bridge_destroy(q);
     ev_loop_destroy(loop);
     free(s.items);
 }
@@ -102,7 +102,7 @@ END_TEST
 #define PER_THREAD 20000
 
 struct pusher {
-    struct ack_queue *q;
+    struct nats_bridge *q;
     int thread;
 };
 
@@ -112,7 +112,7 @@ static void *push_many(void *arg)
     for (int i = 0; i < PER_THREAD; i++) {
         push_ack(p->q, (uint64_t)p->thread * PER_THREAD + (uint64_t)i);
         if (i % 1000 == 0)
-            push_event(p->q, ACK_NATS_CONNECTED);
+            push_event(p->q, NATS_EVENT_CONNECTED);
     }
     return NULL;
 }
@@ -127,11 +127,11 @@ START_TEST(test_reserved_pubacks_from_threads_all_arrive_once)
 {
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     struct seen s = {0};
-    struct ack_queue *q = ack_queue_create(loop, record, &s);
+    struct nats_bridge *q = nats_bridge_create(loop, record, &s);
     s.q = q;
     s.republish = 5000;
     for (int i = 0; i < THREADS * PER_THREAD; i++)
-        ck_assert(ack_queue_reserve(q));
+        ck_assert(nats_bridge_reserve(q));
     pthread_t t[THREADS];
     struct pusher p[THREADS];
     for (int i = 0; i < THREADS; i++) {
@@ -140,20 +140,20 @@ START_TEST(test_reserved_pubacks_from_threads_all_arrive_once)
     }
     for (int round = 0; round < 200; round++) {
         ev_run(loop, EVRUN_NOWAIT);
-        ack_queue_drain(q);
+        nats_bridge_drain(q);
     }
     for (int i = 0; i < THREADS; i++)
         pthread_join(t[i], NULL);
     while (s.republish > 0 || s.n == 0)
-        ack_queue_drain(q);
-    ack_queue_drain(q);
-    ack_queue_drain(q);
+        nats_bridge_drain(q);
+    nats_bridge_drain(q);
+    nats_bridge_drain(q);
 
     size_t total = THREADS * PER_THREAD + 5000;
     char *got = calloc(total, 1);
     size_t acks = 0;
     for (size_t i = 0; i < s.n; i++) {
-        if (s.items[i].kind != ACK_PUBACK)
+        if (s.items[i].kind != NATS_EVENT_PUBACK)
             continue;
         uint64_t id = s.items[i].stream_seq;
         size_t slot = id >= 1000000 ? THREADS * PER_THREAD + (size_t)(id - 1000000) : (size_t)id;
@@ -164,7 +164,7 @@ START_TEST(test_reserved_pubacks_from_threads_all_arrive_once)
     }
     ck_assert_uint_eq(acks, total);
     free(got);
-    ack_queue_destroy(q);
+    nats_bridge_destroy(q);
     ev_loop_destroy(loop);
     free(s.items);
 }
@@ -172,8 +172,8 @@ END_TEST
 
 int main(void)
 {
-    Suite *suite = suite_create("ack_queue");
-    TCase *tc = tcase_create("ack_queue");
+    Suite *suite = suite_create("nats_bridge");
+    TCase *tc = tcase_create("nats_bridge");
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_events_keep_their_place_among_pubacks);
     tcase_add_test(tc, test_many_events_collapse_into_the_last);
