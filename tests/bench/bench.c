@@ -1131,6 +1131,37 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/*
+ * 5b. One row after an idle spell, insert -> receipt: the wake-up path of a
+ * relay asleep (NOTIFY). Three rounds; the relay falls asleep again after
+ * a second without work.
+ */
+static void idle_wakeups(natsConnection *nc, PGconn *conn)
+{
+    enum { ROUNDS = 3 };
+    natsSubscription *sub = NULL;
+    natsStatus s = natsConnection_SubscribeSync(&sub, nc, "bench.wake");
+    ck_assert_msg(s == NATS_OK, "subscribe: %s", natsStatus_GetText(s));
+    ck_assert(natsConnection_Flush(nc) == NATS_OK);
+    double ms[ROUNDS];
+    for (int i = 0; i < ROUNDS; i++) {
+        if (i > 0)
+            sleep_ms(2000); /* idle again */
+        double t0 = mono_now();
+        it_pg_exec(conn, "INSERT INTO outbox (subject, payload) VALUES ('bench.wake', 'x')");
+        natsMsg *m = NULL;
+        s = natsSubscription_NextMsg(&m, sub, 5000);
+        ck_assert_msg(s == NATS_OK, "a row after idling did not arrive within 5 s: %s",
+                      natsStatus_GetText(s));
+        ms[i] = (mono_now() - t0) * 1000.0;
+        natsMsg_Destroy(m);
+    }
+    natsSubscription_Destroy(sub);
+    qsort(ms, ROUNDS, sizeof ms[0], cmp_double);
+    bench_record("idle", "wakeup_p50_ms", "ms", ms[ROUNDS / 2]);
+    bench_record("idle", "wakeup_max_ms", "ms", ms[ROUNDS - 1]);
+}
+
 /* Nearest-rank percentile of sorted values. */
 static double percentile(const double *sorted, size_t n, double p)
 {
@@ -1185,6 +1216,7 @@ static void bench_steady(PGconn *conn, const char *section, int rate, int produc
     if (with_idle) {
         progress("idle: %d s", opt.idle_seconds);
         idle_window(relay, "");
+        idle_wakeups(nc, conn);
     }
 
     progress("%s: %d rows/s from %d producers for %d s", section, rate, producers, seconds);
