@@ -145,16 +145,25 @@ void outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg)
              "AS v(id, status, delay_ms, err) "
              "WHERE o.id = v.id AND o.status <> 'published'",
              t);
-    /* Cheap: the count and age walk the partial index of unfinished rows;
-     * "is anything claimable" stops at the first such row; dead rows have
-     * their own small partial index. */
+    /*
+     * Bounded, whatever the backlog: counting every unfinished row took 0.2 s
+     * at 1,000,000 rows (2 s at 10,000,000), every sample, on the
+     * connection the claims and marks wait behind. The count is exact up to
+     * OUTBOX_SAMPLE_EXACT rows; past that, the rows above the last one counted
+     * are estimated from the id range (a backlog is the newest ids: dense).
+     * The oldest age is the lowest unfinished id's (ids follow inserts).
+     * "Is anything claimable" stops at the first such row; dead rows have
+     * their own partial index and are exceptional.
+     */
     snprintf(sql->sample, sizeof(sql->sample),
-             "SELECT s.n, EXISTS (SELECT 1 FROM %s AS o WHERE %s)::int, s.age, "
+             "SELECT CASE WHEN u.n < %d THEN u.n ELSE u.n + (SELECT max(id) FROM %s) - u.last END, "
+             "EXISTS (SELECT 1 FROM %s AS o WHERE %s)::int, "
+             "COALESCE(extract(epoch FROM now() - (SELECT created_at FROM %s "
+             "WHERE status IN ('pending', 'failed') ORDER BY id LIMIT 1)), 0)::float8, "
              "(SELECT count(*) FROM %s WHERE status = 'dead') FROM ("
-             "SELECT count(*) AS n, "
-             "COALESCE(extract(epoch FROM now() - min(created_at)), 0)::float8 AS age "
-             "FROM %s WHERE status IN ('pending', 'failed')) AS s",
-             t, due, t, t);
+             "SELECT count(*) AS n, max(id) AS last FROM (SELECT id FROM %s "
+             "WHERE status IN ('pending', 'failed') ORDER BY id LIMIT %d) AS b) AS u",
+             OUTBOX_SAMPLE_EXACT, t, t, due, t, t, t, OUTBOX_SAMPLE_EXACT);
 }
 
 static int64_t be64(const char *p)

@@ -36,6 +36,9 @@
  */
 extern const char outbox_session_sql[];
 
+/* The sample counts unfinished rows exactly up to this many; past it, it estimates. */
+#define OUTBOX_SAMPLE_EXACT 100000
+
 struct outbox_sql {
     /* $1 cursor (id), $2 rows, $3 bytes: due rows above the cursor in id
      * order, at most $2 of them, cut where their payload and header bytes
@@ -46,8 +49,9 @@ struct outbox_sql {
     char mark_published[512];
     /* $1 ids, $2 'failed'|'dead', $3 retry delays (ms), $4 reasons. */
     char mark_failed[640];
-    /* One row: unfinished count, any due row (0/1), oldest unfinished age (s), dead count. */
-    char sample[1600];
+    /* One row: unfinished count (exact up to OUTBOX_SAMPLE_EXACT, then
+     * estimated), any due row (0/1), oldest unfinished age (s), dead count. */
+    char sample[2048];
 };
 
 void outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg);
