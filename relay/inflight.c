@@ -375,7 +375,10 @@ size_t inflight_expire(struct inflight *t, double before,
     for (struct outbox_row *row = t->all; row != NULL && k < n; row = row->all_next)
         if (row->state == ROW_PUBLISHING && row->sent != NULL && row->sent_at < before)
             expired[k++] = row;
-    for (size_t i = 0; i < k; i++) {
+    /* Oldest first (the list is newest first): a key's earliest overdue row fails first, so the
+     * rows behind it see that failure and go back without an attempt of their own. Newest first,
+     * every row of a pipelined key saw nothing failed ahead of it and was charged an attempt. */
+    for (size_t i = k; i-- > 0;) {
         inflight_by_msg(t, expired[i]->sent);
         fn(arg, expired[i]);
     }

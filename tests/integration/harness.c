@@ -60,7 +60,7 @@ static struct {
     bool nats_initialized;
     int nats_port;
     pid_t nats_pid;
-    char nats_url[64];
+    char nats_url[256];       /* a cluster's: every node's URL, comma-separated */
     char nats_conf[PATH_MAX]; /* config file passed with -c, "" = none */
 
     struct it_relay *relays[IT_MAX_RELAYS];
@@ -88,6 +88,7 @@ static void it_sleep_ms(int ms)
 
 static void it_check_relays_alive(void);
 static void it_pg_replica_teardown(void);
+static void it_nats_cluster_teardown(void);
 
 bool it_wait_until(bool (*cond)(void *arg), void *arg, int timeout_ms)
 {
@@ -564,6 +565,7 @@ void it_teardown(void)
     /* The data is thrown away: no need for graceful shutdowns. */
     it_stop_process(it.nats_pid, SIGKILL, 0);
     it.nats_pid = 0;
+    it_nats_cluster_teardown();
     it_pg_replica_teardown();
     /* Immediate shutdown: the postmaster stops its backends and releases shared memory. */
     it_stop_process(it.pg_pid, SIGQUIT, 10000);
@@ -996,7 +998,7 @@ struct it_relay *it_relay_start(const char *const *env, const char *const *args)
     for (size_t i = 0; i < nenv; i++)
         if (strncmp(environ[i], "OUTBOX_", 7) != 0)
             envp[n++] = environ[i];
-    char pg[300], nats[100];
+    char pg[300], nats[300];
     if (it.pg_initialized) {
         snprintf(pg, sizeof pg, "OUTBOX_PG_URL=%s", it.pg_url);
         it_env_put(envp, &n, pg);
@@ -1130,6 +1132,19 @@ int it_relay_run(const char *const *env, const char *const *args, int timeout_ms
 
 /* ---- JetStream reader ---- */
 
+/* nats.c's SetURL takes one URL: a cluster's comma-separated list goes through SetServers. */
+static natsStatus it_nats_set_servers(natsOptions *opts, const char *list)
+{
+    char copy[sizeof it.nats_url];
+    const char *servers[8];
+    int n = 0;
+    snprintf(copy, sizeof copy, "%s", list);
+    for (char *save = NULL, *u = strtok_r(copy, ",", &save); u && n < 8;
+         u = strtok_r(NULL, ",", &save))
+        servers[n++] = u;
+    return natsOptions_SetServers(opts, servers, n);
+}
+
 jsCtx *it_js(void)
 {
     if (it.js)
@@ -1138,7 +1153,7 @@ jsCtx *it_js(void)
     natsOptions *opts = NULL;
     natsStatus s = natsOptions_Create(&opts);
     if (s == NATS_OK)
-        s = natsOptions_SetURL(opts, it.nats_url);
+        s = it_nats_set_servers(opts, it.nats_url);
     if (s == NATS_OK)
         s = natsOptions_SetTimeout(opts, 5000);
     /* Tests restart nats-server under the reader: keep reconnecting, quickly. */
@@ -2144,4 +2159,248 @@ int it_relay_cmd(const char *const *env, const char *const *args, json_t **doc, 
     else
         free(out);
     return rc;
+}
+
+/* ==== a 3-node nats-server cluster (issue 11 §3) ==== */
+
+/* Outside `it`, like the replica: it_teardown() stops the nodes before PostgreSQL. */
+static struct {
+    pid_t owner; /* the process that started them */
+    pid_t pid[IT_CLUSTER_NODES];
+    int port[IT_CLUSTER_NODES];  /* client */
+    int route[IT_CLUSTER_NODES]; /* cluster (route) listener */
+    char log_path[IT_CLUSTER_NODES][PATH_MAX];
+} it_cluster;
+
+/* True once a server on 127.0.0.1:port accepts a connection and sends its INFO line. */
+static bool it_nats_port_ready(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bool ok = false;
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        char buf[8] = {0};
+        if (poll(&p, 1, 2000) == 1 && recv(fd, buf, 5, MSG_WAITALL) == 5)
+            ok = memcmp(buf, "INFO ", 5) == 0;
+    }
+    close(fd);
+    return ok;
+}
+
+/* A free port none of the first `n` of `taken` holds (two binds to port 0 may agree). */
+static int it_free_port_except(const int *taken, int n)
+{
+    for (;;) {
+        int port = it_free_port(), i = 0;
+        while (i < n && taken[i] != port)
+            i++;
+        if (i == n)
+            return port;
+    }
+}
+
+static void it_nats_cluster_write_config(int node, const char *path)
+{
+    FILE *f = fopen(path, "w");
+    ck_assert_msg(f != NULL, "create %s: %s", path, strerror(errno));
+    fprintf(f,
+            "server_name: it-n%d\n"
+            "listen: 127.0.0.1:%d\n"
+            "jetstream { store_dir: \"%s/nats-n%d\" }\n"
+            "cluster {\n  name: it-cluster\n  listen: 127.0.0.1:%d\n  routes: [\n",
+            node + 1, it_cluster.port[node], it.dir, node + 1, it_cluster.route[node]);
+    for (int i = 0; i < IT_CLUSTER_NODES; i++)
+        if (i != node)
+            fprintf(f, "    nats-route://127.0.0.1:%d\n", it_cluster.route[i]);
+    fprintf(f, "  ]\n}\n");
+    ck_assert_msg(fclose(f) == 0, "write %s: %s", path, strerror(errno));
+}
+
+static void it_nats_cluster_dump_logs(void)
+{
+    for (int i = 0; i < IT_CLUSTER_NODES; i++)
+        it_dump_tail("nats-server node log", it_cluster.log_path[i], 30);
+}
+
+/* Creates an R3 stream on a JetStream API that may not be placing streams yet; false: retry. */
+static bool it_js_try_add_stream(const char *name, const char *const *subjects, int replicas,
+                                 natsStatus *s, jsErrCode *jerr)
+{
+    jsStreamConfig cfg;
+    jsStreamConfig_Init(&cfg);
+    int n = 0;
+    while (subjects[n])
+        n++;
+    cfg.Name = name;
+    cfg.Subjects = (const char **)subjects;
+    cfg.SubjectsLen = n;
+    cfg.Storage = js_FileStorage;
+    cfg.Replicas = replicas;
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = 2000;
+    jsStreamInfo *si = NULL;
+    *jerr = 0;
+    *s = js_AddStream(&si, it_js(), &cfg, &jo, jerr);
+    jsStreamInfo_Destroy(si);
+    return *s == NATS_OK;
+}
+
+struct it_stream_create {
+    const char *name;
+    const char *const *subjects;
+    int replicas;
+    natsStatus s;
+    jsErrCode jerr;
+};
+
+static bool it_stream_created(void *arg)
+{
+    struct it_stream_create *c = arg;
+    return it_js_try_add_stream(c->name, c->subjects, c->replicas, &c->s, &c->jerr);
+}
+
+void it_js_add_stream_replicas(const char *name, const char *const *subjects, int replicas)
+{
+    /* A fresh cluster answers "no suitable peers" / times out until every node has joined. */
+    struct it_stream_create c = {name, subjects, replicas, NATS_OK, 0};
+    ck_assert_msg(it_wait_until(it_stream_created, &c, 30000),
+                  "add stream %s with %d replicas: %s (%d: %s)", name, replicas,
+                  natsStatus_GetText(c.s), (int)c.jerr, nats_GetLastError(NULL));
+}
+
+void it_nats_cluster_start(void)
+{
+    it_setup();
+    ck_assert_msg(!it.nats_initialized, "a cluster replaces it_nats_start, not both");
+    int taken[2 * IT_CLUSTER_NODES], ntaken = 0;
+    for (int i = 0; i < IT_CLUSTER_NODES; i++) {
+        it_cluster.port[i] = taken[ntaken] = it_free_port_except(taken, ntaken);
+        ntaken++;
+        it_cluster.route[i] = taken[ntaken] = it_free_port_except(taken, ntaken);
+        ntaken++;
+    }
+    it_cluster.owner = getpid();
+    size_t used = 0;
+    for (int i = 0; i < IT_CLUSTER_NODES; i++) {
+        char conf[PATH_MAX];
+        snprintf(conf, sizeof conf, "%s/nats-n%d.conf", it.dir, i + 1);
+        snprintf(it_cluster.log_path[i], sizeof it_cluster.log_path[i], "%s/nats-n%d.log", it.dir,
+                 i + 1);
+        it_nats_cluster_write_config(i, conf);
+        const char *argv[] = {it_nats_binary(), "-c", conf, NULL};
+        it_cluster.pid[i] = it_spawn(argv, NULL, it_cluster.log_path[i], false, SIGKILL);
+        used += (size_t)snprintf(it.nats_url + used, sizeof it.nats_url - used,
+                                 "%snats://127.0.0.1:%d", i ? "," : "", it_cluster.port[i]);
+    }
+    /* it_js() and it_relay_start() now talk to the cluster. */
+    it.nats_port = it_cluster.port[0];
+    it.nats_initialized = true;
+
+    int64_t deadline = it_now_ms() + 20000;
+    for (int i = 0; i < IT_CLUSTER_NODES; i++)
+        while (!it_nats_port_ready(it_cluster.port[i])) {
+            int st;
+            if (waitpid(it_cluster.pid[i], &st, WNOHANG) == it_cluster.pid[i]) {
+                char why[64];
+                it_untrack(it_cluster.pid[i]);
+                it_cluster.pid[i] = 0;
+                it_nats_cluster_dump_logs();
+                ck_abort_msg("nats-server node %d exited at start: %s", i + 1,
+                             it_describe_status(st, why, sizeof why));
+            }
+            if (it_now_ms() >= deadline) {
+                it_nats_cluster_dump_logs();
+                ck_abort_msg("nats-server node %d not ready on port %d within 20 s", i + 1,
+                             it_cluster.port[i]);
+            }
+            it_sleep_ms(20);
+        }
+    /* JetStream is usable once a meta leader places a stream on every node. */
+    const char *subjects[] = {"it.cluster.probe", NULL};
+    struct it_stream_create c = {"IT_CLUSTER_PROBE", subjects, IT_CLUSTER_NODES, NATS_OK, 0};
+    if (!it_wait_until(it_stream_created, &c, 30000)) {
+        it_nats_cluster_dump_logs();
+        ck_abort_msg("the cluster places no R%d stream within 30 s: %s (%d)", IT_CLUSTER_NODES,
+                     natsStatus_GetText(c.s), (int)c.jerr);
+    }
+    jsErrCode jerr = 0;
+    natsStatus s = js_DeleteStream(it_js(), "IT_CLUSTER_PROBE", NULL, &jerr);
+    ck_assert_msg(s == NATS_OK, "delete the probe stream: %s (%d)", natsStatus_GetText(s),
+                  (int)jerr);
+}
+
+const char *it_nats_cluster_url(void)
+{
+    ck_assert_msg(it_cluster.owner == getpid(), "no cluster running");
+    return it.nats_url;
+}
+
+int it_nats_cluster_port(int node)
+{
+    return it_cluster.port[node];
+}
+
+pid_t it_nats_cluster_pid(int node)
+{
+    return it_cluster.pid[node];
+}
+
+static void it_nats_cluster_teardown(void)
+{
+    if (it_cluster.owner == getpid())
+        for (int i = 0; i < IT_CLUSTER_NODES; i++)
+            it_stop_process(it_cluster.pid[i], SIGKILL, 0);
+    memset(&it_cluster, 0, sizeof it_cluster);
+}
+
+void it_start_servers_cluster(void)
+{
+    it_setup();
+    it_pg_start();
+    it_nats_cluster_start();
+}
+
+natsConnection *it_nats_conn(void)
+{
+    it_js();
+    return it.nc;
+}
+
+/* Stream info with a short deadline: during an election nobody answers for a while. */
+static jsStreamInfo *it_js_stream_info_quick(const char *name, natsStatus *status)
+{
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = 1000;
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    *status = js_GetStreamInfo(&si, it_js(), name, &jo, &jerr);
+    return si;
+}
+
+bool it_js_stream_leader(const char *name, char *buf, size_t len)
+{
+    natsStatus s;
+    jsStreamInfo *si = it_js_stream_info_quick(name, &s);
+    bool found = s == NATS_OK && si->Cluster != NULL && si->Cluster->Leader != NULL &&
+                 si->Cluster->Leader[0] != '\0';
+    if (found)
+        snprintf(buf, len, "%s", si->Cluster->Leader);
+    jsStreamInfo_Destroy(si);
+    return found;
+}
+
+int it_js_stream_replicas(const char *name)
+{
+    natsStatus s;
+    jsStreamInfo *si = it_js_stream_info(name, &s);
+    ck_assert_msg(s == NATS_OK, "stream info %s: %s", name, natsStatus_GetText(s));
+    int replicas = si->Config->Replicas;
+    jsStreamInfo_Destroy(si);
+    return replicas;
 }

@@ -377,3 +377,37 @@ void it_audit_key_order(PGconn *conn, const char *stream, int show, struct it_ke
 
 /* it_audit_key_order, then: 0 inversions, 0 duplicates, 0 unknown, 0 missing, messages == rows. */
 void it_assert_keys_in_order_once(PGconn *conn, const char *stream);
+
+/* ==== a 3-node nats-server cluster (issue 11 §3) ==== */
+
+#define IT_CLUSTER_NODES 3
+
+/*
+ * Instead of it_nats_start: three nats-server -js processes on 127.0.0.1,
+ * each with a generated config (server_name it-n1..3, cluster it-cluster,
+ * free client and route ports, routes to the other two, its own store dir
+ * under it_dir()). Returns once JetStream places a stream with 3 replicas
+ * (a meta leader and every peer). From then on it_nats_url() is the
+ * comma-separated URL of the three client ports, which it_js() and
+ * it_relay_start() use. The nodes are stopped by it_teardown, and with the
+ * test process like every child.
+ */
+void it_nats_cluster_start(void);
+const char *it_nats_cluster_url(void);
+int it_nats_cluster_port(int node); /* node 0..IT_CLUSTER_NODES-1, client port */
+pid_t it_nats_cluster_pid(int node);
+
+/* Checked-fixture setup: it_setup + PostgreSQL (migrated) + it_nats_cluster_start. */
+void it_start_servers_cluster(void);
+
+/* The connection under it_js(), e.g. for JetStream API requests nats.c has no call for. */
+natsConnection *it_nats_conn(void);
+
+/* it_js_add_stream with `replicas`, retried for up to 30 s while the cluster cannot place it. */
+void it_js_add_stream_replicas(const char *name, const char *const *subjects, int replicas);
+
+/* The server_name of the stream's cluster leader into buf; false if no leader answers (1 s). */
+bool it_js_stream_leader(const char *name, char *buf, size_t len);
+
+/* The stream's configured replicas; fails the test if it is missing. */
+int it_js_stream_replicas(const char *name);

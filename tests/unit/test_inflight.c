@@ -396,6 +396,47 @@ START_TEST(test_pipelined_failure_drops_waiting_and_flags_publishing)
 }
 END_TEST
 
+/* What the publisher does with an overdue row: behind a failed row of its key it goes back to
+ * the table untouched (no attempt of its own), else it fails (an attempt, it holds the key). */
+struct expire_outcome {
+    struct inflight *t;
+    int failed, released;
+};
+
+static void expire_like_publisher(void *arg, struct outbox_row *row)
+{
+    struct expire_outcome *o = arg;
+    if (inflight_behind_failure(row)) {
+        inflight_release(o->t, row);
+        o->released++;
+    } else {
+        inflight_failed(o->t, row);
+        o->failed++;
+    }
+}
+
+/* A key's pipelined publishes all overdue at once (a stream leader change): only the first
+ * fails; the rows behind it were not at fault and go back to the table without an attempt. */
+START_TEST(test_pipelined_expiry_fails_the_key_head_only)
+{
+    struct inflight *t = inflight_create(16);
+    inflight_set_pipelined(t, true);
+    for (int i = 1; i <= 4; i++) {
+        inflight_add(t, row_new(i, "k"));
+        send_row(t, inflight_find(t, i), i);
+    }
+    struct expire_outcome o = {t, 0, 0};
+    ck_assert_uint_eq(inflight_expire(t, 1e9, expire_like_publisher, &o), 4);
+    ck_assert_int_eq(o.failed, 1);
+    ck_assert_int_eq(o.released, 3);
+    struct outbox_row *r1 = inflight_find(t, 1);
+    ck_assert_ptr_nonnull(r1);
+    ck_assert(r1->holds_key);
+    ck_assert_uint_eq(inflight_count(t), 1);
+    inflight_destroy(t);
+}
+END_TEST
+
 /* A refused row waits in its place; the restart finds each run's first row. */
 START_TEST(test_requeued_rows_restart_in_key_order)
 {
@@ -482,6 +523,7 @@ static Suite *inflight_suite(void)
     tcase_add_test(tc, test_pipelined_failure_drops_waiting_and_flags_publishing);
     tcase_add_test(tc, test_requeued_rows_restart_in_key_order);
     tcase_add_test(tc, test_ready_skips_keys_held_by_a_failure);
+    tcase_add_test(tc, test_pipelined_expiry_fails_the_key_head_only);
     suite_add_tcase(s, tc);
     return s;
 }
