@@ -198,12 +198,9 @@ void publisher_on_puback(struct publisher *p, struct nats_event *e)
  * 45k msgs/s and 5 s). A late ack for an expired row matches no row and is
  * dropped; the row was retried and JetStream deduplicates it.
  */
-static void publisher_on_ack_overdue(void *arg, struct outbox_row *row)
+/* A publish the relay stopped waiting for: its ack, if any, will match no row (an orphan). */
+static void publisher_give_up(struct publisher *p, struct outbox_row *row, const char *why)
 {
-    struct publisher *p = arg;
-    char why[96];
-    snprintf(why, sizeof(why), "no PubAck within %d ms (OUTBOX_PUBLISH_TIMEOUT_MS)",
-             p->cfg->publish_timeout_ms);
     p->orphans++;
     pub_chain_failed(&p->chain, &row->chain);
     if (row->chain.epoch != 0 && inflight_behind_failure(row)) {
@@ -211,6 +208,20 @@ static void publisher_on_ack_overdue(void *arg, struct outbox_row *row)
         return;
     }
     publisher_failed(p, row, why, false, PUBLISH_TIMEOUT);
+}
+
+static void publisher_on_ack_overdue(void *arg, struct outbox_row *row)
+{
+    struct publisher *p = arg;
+    char why[96];
+    snprintf(why, sizeof(why), "no PubAck within %d ms (OUTBOX_PUBLISH_TIMEOUT_MS)",
+             p->cfg->publish_timeout_ms);
+    publisher_give_up(p, row, why);
+}
+
+static void publisher_on_reclaimed(void *arg, struct outbox_row *row)
+{
+    publisher_give_up(arg, row, "no PubAck: nats.c's pending publishes were reclaimed");
 }
 
 static void publisher_on_ack_deadline(struct ev_loop *loop, ev_timer *w, int revents)
@@ -224,8 +235,16 @@ static void publisher_on_ack_deadline(struct ev_loop *loop, ev_timer *w, int rev
     if (n > 0)
         log_warn("publishes timed out", "{s:i, s:i}", "rows", (int)n, "timeout_ms",
                  p->cfg->publish_timeout_ms);
-    if (p->orphans + inflight_publishing(p->rows) >= (size_t)p->cfg->max_inflight)
+    /* nats.c blocks a publish past MaxPending, 2 x OUTBOX_MAX_INFLIGHT + 1024
+     * (js_sink.c); held rows never pass OUTBOX_MAX_INFLIGHT, so orphans may
+     * reach as many before a publish could block the loop. Then the rows
+     * still publishing are given up first, oldest first (one failure per
+     * key, the rest of each key released untouched), and nats.c's whole
+     * pending list goes; the acks it reports match no row. */
+    if (p->orphans >= (size_t)p->cfg->max_inflight) {
+        inflight_expire(p->rows, ev_now(loop) + 1.0, publisher_on_reclaimed, p);
         js_sink_reclaim_pending(p->js, "no PubAck: nats.c's pending publishes were reclaimed");
+    }
     publisher_chain_resume(p);
 }
 
