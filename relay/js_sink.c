@@ -65,6 +65,20 @@ struct js_sink {
     char failure[640];
 };
 
+/*
+ * The wait for a stream API answer (lookup, create): at least this, however
+ * short OUTBOX_PUBLISH_TIMEOUT_MS. Creating a replicated stream waits for an
+ * election; at 300 ms the creation timed out on a 3-node cluster although the
+ * server created the stream, and rows were published into no stream meanwhile.
+ */
+#define JS_STREAM_API_MIN_WAIT_MS 5000
+
+static int64_t js_stream_api_wait_ms(const struct relay_config *cfg)
+{
+    return cfg->publish_timeout_ms > JS_STREAM_API_MIN_WAIT_MS ? cfg->publish_timeout_ms
+                                                               : JS_STREAM_API_MIN_WAIT_MS;
+}
+
 #define JS_OUTAGE_FIRST_LOG_MS 5000  /* a quick restart of the server is not worth a line */
 #define JS_OUTAGE_LOG_EVERY_MS 30000 /* then a reminder, not a flood */
 
@@ -642,7 +656,7 @@ static int js_stream_info(struct js_sink *sink, jsCtx *js, const char *stream, j
     jsErrCode jerr = 0;
     jsOptions jo;
     jsOptions_Init(&jo);
-    jo.Wait = sink->cfg->publish_timeout_ms;
+    jo.Wait = js_stream_api_wait_ms(sink->cfg);
     *si = NULL;
     if (js == NULL) {
         snprintf(err, errlen, "JetStream stream lookup: not connected");
@@ -691,7 +705,7 @@ static int js_ensure_on(struct js_sink *sink, jsCtx *js, char *err, size_t errle
     jsErrCode jerr = 0;
     jsOptions jo;
     jsOptions_Init(&jo);
-    jo.Wait = cfg->publish_timeout_ms;
+    jo.Wait = js_stream_api_wait_ms(cfg);
     natsStatus s = js_AddStream(&si, js, &sc, &jo, &jerr);
     jsStreamInfo_Destroy(si);
     if (s != NATS_OK && jerr != JSStreamNameExistErr) {
