@@ -17,6 +17,7 @@
 enum js_work {
     JS_WORK_REOPEN = 1 << 0, /* a new connection in place of one nats.c closed */
     JS_WORK_ENSURE = 1 << 1, /* check the stream, create it when missing */
+    JS_WORK_FLUSH = 1 << 2,  /* write what nats.c buffered now (js_sink_flush) */
 };
 
 #define JS_ENSURE_MIN_GAP_MS                                                                       \
@@ -39,6 +40,7 @@ struct js_sink {
     natsConnection *nc;
     jsCtx *js;
     bool published; /* js has had a publish: nats.c's pending list exists (it crashes on none) */
+    bool unflushed; /* loop only: published since the last js_sink_flush */
 
     /* Where nats.c's callbacks and the worker report; NULL once closing. */
     pthread_mutex_t bridge_mu;
@@ -424,6 +426,21 @@ static void js_worker_ensure(struct js_sink *sink)
     }
 }
 
+/*
+ * Worker: writes the connection's buffer now. nats.c's flusher thread,
+ * woken by the first publish, waits 1 ms for more before it writes: right
+ * for a burst, but it is most of the delivery latency of a relay that keeps
+ * up with its producers. A flush writes the buffer at once, then a PING; its
+ * PONG is not needed (the wait is the shortest nats.c allows, and a missed
+ * PONG costs nothing: each is matched to its own PING).
+ */
+static void js_worker_flush(struct js_sink *sink)
+{
+    /* Only this thread replaces nc: no lock needed to use it here. */
+    if (sink->nc != NULL && natsConnection_Status(sink->nc) == NATS_CONN_STATUS_CONNECTED)
+        (void)natsConnection_FlushTimeout(sink->nc, 1);
+}
+
 static void *js_worker_main(void *arg)
 {
     struct js_sink *sink = arg;
@@ -436,6 +453,8 @@ static void *js_worker_main(void *arg)
         unsigned work = sink->work;
         sink->work = 0;
         pthread_mutex_unlock(&sink->work_mu);
+        if (work & JS_WORK_FLUSH)
+            js_worker_flush(sink);
         if (work & JS_WORK_REOPEN)
             js_worker_reopen(sink);
         if (work & JS_WORK_ENSURE)
@@ -783,6 +802,15 @@ natsStatus js_sink_publish(struct js_sink *sink, natsMsg **msg)
     natsStatus s = js_PublishMsgAsync(sink->js, msg, &sink->pub);
     if (s != NATS_OK && sink->bridge != NULL)
         nats_bridge_unreserve(sink->bridge);
+    sink->unflushed |= s == NATS_OK;
     pthread_mutex_unlock(&sink->conn_mu);
     return s;
+}
+
+void js_sink_flush(struct js_sink *sink)
+{
+    if (!sink->unflushed || !sink->worker_running)
+        return;
+    sink->unflushed = false;
+    js_ask_worker(sink, JS_WORK_FLUSH);
 }

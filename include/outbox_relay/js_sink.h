@@ -103,6 +103,14 @@ natsStatus js_sink_publish(struct js_sink *sink, natsMsg **msg);
  */
 natsStatus js_sink_publish_after(struct js_sink *sink, natsMsg **msg, const char *expect_last_id);
 
+/*
+ * Has what was published since the last call written to the server now,
+ * on the worker, rather than after nats.c's flusher pause (1 ms). Loop
+ * only; call once per loop turn, after the turn's publishes: a relay at its
+ * tail then delivers in a round trip, and a burst still goes in large writes.
+ */
+void js_sink_flush(struct js_sink *sink);
+
 /* The message's Nats-Msg-Id (its row's event_id), or NULL; valid while msg lives. */
 const char *js_sink_msg_id(natsMsg *msg);
 
