@@ -178,8 +178,15 @@ void wakeup_pass_ended(struct wakeup *w, bool found)
         wakeup_arm(w, 0);
         return;
     }
+    double idle_ms = (now - w->idle_since) * 1000.0;
+    if (idle_ms < WAKEUP_EAGER_MS) {
+        /* Between two rows of a steady flow: the next is likely a
+         * millisecond away, and waiting for a doubled pause delayed it. */
+        wakeup_arm(w, WAKEUP_POLL_MIN_MS);
+        return;
+    }
     w->poll_ms = w->poll_ms * 2 > WAKEUP_POLL_MAX_MS ? WAKEUP_POLL_MAX_MS : w->poll_ms * 2;
-    if ((now - w->idle_since) * 1000.0 < WAKEUP_IDLE_MS) {
+    if (idle_ms < WAKEUP_IDLE_MS) {
         wakeup_arm(w, w->poll_ms);
         return;
     }
