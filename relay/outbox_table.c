@@ -36,6 +36,15 @@ enum claim_column {
  * 0.14 ms of execution per claim at 2,000 rows/s (pg_stat_statements).
  * No JIT: a claim whose estimate passed jit_above_cost (it did, on a table
  * missing its per-key index) was compiled on every page, ~100 ms each.
+ *
+ * Marks commit without waiting for their WAL flush (synchronous_commit off,
+ * this session only). A mark is a record of what JetStream already holds:
+ * one lost to a PostgreSQL crash or failover (at most ~3 x
+ * wal_writer_delay of them) leaves its row unfinished, the row is published
+ * again, and JetStream drops it by Nats-Msg-Id, as after a relay crash.
+ * Waiting for the flush put every claim queued behind a mark behind an
+ * fsync: at 2,000 rows/s p90 2.29 -> 1.97 ms and PostgreSQL CPU -17 %
+ * without it (bench, medians of 3).
  */
 const char outbox_session_sql[] =
     "SELECT set_config('plan_cache_mode', 'force_generic_plan', false), "
@@ -44,7 +53,8 @@ const char outbox_session_sql[] =
     "set_config('enable_bitmapscan', 'off', false), "
     "set_config('enable_hashjoin', 'off', false), "
     "set_config('enable_mergejoin', 'off', false), "
-    "set_config('jit', 'off', false)";
+    "set_config('jit', 'off', false), "
+    "set_config('synchronous_commit', 'off', false)";
 
 void outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg)
 {
