@@ -415,7 +415,7 @@ static void pg_checkpoint(PGconn *conn)
 
 /* ---- JetStream helpers ---- */
 
-static natsConnection *nats_connect(void)
+static natsConnection *nats_connect_asap(bool send_asap)
 {
     natsOptions *o = NULL;
     natsConnection *nc = NULL;
@@ -423,12 +423,19 @@ static natsConnection *nats_connect(void)
     if (s == NATS_OK)
         s = natsOptions_SetURL(o, it_nats_url());
     if (s == NATS_OK)
+        s = natsOptions_SetSendAsap(o, send_asap);
+    if (s == NATS_OK)
         s = natsOptions_SetTimeout(o, 5000);
     if (s == NATS_OK)
         s = natsConnection_Connect(&nc, o);
     natsOptions_Destroy(o);
     ck_assert_msg(s == NATS_OK, "connect %s: %s", it_nats_url(), natsStatus_GetText(s));
     return nc;
+}
+
+static natsConnection *nats_connect(void)
+{
+    return nats_connect_asap(false);
 }
 
 /* ---- relay processes ---- */
@@ -548,8 +555,59 @@ static double raw_js_rate(int msgs, int bytes, int window)
     return msgs / seconds;
 }
 
+static int cmp_double(const void *a, const void *b);
+
+/*
+ * The floor under the relay's delivery latency: a message published on its
+ * own (written at once) into a file stream, to a push consumer's receipt.
+ * One every millisecond, as a relay at its tail sends them.
+ */
+static void raw_js_latency(int msgs)
+{
+    const char *subjects[] = {"raw.>", NULL};
+    it_js_add_stream(RAW_STREAM, subjects);
+    natsConnection *pub = nats_connect_asap(true), *nc = nats_connect();
+    jsCtx *js = NULL;
+    natsStatus s = natsConnection_JetStream(&js, nc, NULL);
+    ck_assert_msg(s == NATS_OK, "JetStream context: %s", natsStatus_GetText(s));
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = RAW_STREAM;
+    so.Config.DeliverPolicy = js_DeliverNew;
+    so.Config.AckPolicy = js_AckNone;
+    natsSubscription *sub = NULL;
+    jsErrCode jerr = 0;
+    s = js_SubscribeSync(&sub, js, RAW_SUBJECT, NULL, &so, &jerr);
+    ck_assert_msg(s == NATS_OK, "subscribe: %s (%d)", natsStatus_GetText(s), (int)jerr);
+    double *ms = calloc((size_t)msgs, sizeof *ms);
+    ck_assert_ptr_nonnull(ms);
+    progress("raw JetStream delivery latency: %d messages", msgs);
+    for (int i = 0; i < msgs; i++) {
+        double t0 = mono_now();
+        s = natsConnection_PublishString(pub, RAW_SUBJECT, "latency");
+        ck_assert_msg(s == NATS_OK, "publish: %s", natsStatus_GetText(s));
+        natsMsg *m = NULL;
+        s = natsSubscription_NextMsg(&m, sub, 5000);
+        ck_assert_msg(s == NATS_OK, "receipt: %s", natsStatus_GetText(s));
+        ms[i] = (mono_now() - t0) * 1000.0;
+        natsMsg_Destroy(m);
+        sleep_ms(1);
+    }
+    qsort(ms, (size_t)msgs, sizeof *ms, cmp_double);
+    bench_record("raw", "js_delivery_p50_ms", "ms", ms[msgs / 2]);
+    bench_record("raw", "js_delivery_p99_ms", "ms", ms[msgs * 99 / 100]);
+    free(ms);
+    natsSubscription_Destroy(sub);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    natsConnection_Destroy(pub);
+    s = js_DeleteStream(it_js(), RAW_STREAM, NULL, &jerr);
+    ck_assert_msg(s == NATS_OK, "delete stream: %s", natsStatus_GetText(s));
+}
+
 static double bench_raw_js(void)
 {
+    raw_js_latency(1000);
     double rate = raw_js_rate(opt.raw_js_msgs, opt.payload_bytes, opt.js_window);
     bench_record("raw", "js_msgs", "msgs", opt.raw_js_msgs);
     bench_record("raw", "js_window", "msgs", opt.js_window);
