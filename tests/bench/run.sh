@@ -2,7 +2,9 @@
 # Builds Release, runs the benchmark 3 times, prints the medians and plots the latency distribution.
 #
 # Usage: tests/bench/run.sh [outbox_bench flags...]      (e.g. --relay-env OUTBOX_BATCH_SIZE=1000)
-# Environment: BENCH_BUILD_DIR (default build-bench), BENCH_RUNS (default 3).
+# Environment: BENCH_BUILD_DIR (default build-bench), BENCH_RUNS (default 3),
+#   BENCH_COMPARE_RELAY: another relay binary (e.g. a build of an older commit) run by the same
+#   bench after each run, interleaved; its medians go to results/compare-median.csv.
 # Writes tests/bench/results/: run-N.csv, latency-run-N.dat, median.csv, latency.svg, latency.png.
 set -eu
 
@@ -14,17 +16,26 @@ results=$repo/tests/bench/results
 cmake -S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" --target outbox-relay outbox_bench -j"$(nproc)" >/dev/null
 mkdir -p "$results"
-rm -f "$results"/run-*.csv "$results"/latency-run-*.dat
+rm -f "$results"/run-*.csv "$results"/latency-run-*.dat "$results"/compare-*
 
 i=1
 while [ "$i" -le "$runs" ]; do
     echo "== run $i of $runs" >&2
     "$build/tests/bench/outbox_bench" --csv "$results/run-$i.csv" \
         --latency-out "$results/latency-run-$i.dat" "$@" >"$results/run-$i.log"
+    if [ -n "${BENCH_COMPARE_RELAY:-}" ]; then
+        echo "== run $i of $runs: $BENCH_COMPARE_RELAY" >&2
+        IT_RELAY_BINARY=$BENCH_COMPARE_RELAY "$build/tests/bench/outbox_bench" \
+            --csv "$results/compare-run-$i.csv" "$@" >"$results/compare-run-$i.log"
+    fi
     i=$((i + 1))
 done
 
 # Medians per metric over the runs; text (conditions) from the first run, loadavg from each.
+# summarize OUT PREFIX: the runs results/PREFIX1.csv ... into OUT.
+summarize() {
+out=$1
+prefix=$2
 awk -F, -v runs="$runs" '
 FNR == 1 { run++; next }
 {
@@ -45,7 +56,7 @@ function median(key,    vals, m, i, j, t) {
 END {
     header = "section,metric,median,unit"
     for (i = 1; i <= runs; i++) header = header ",run" i
-    print header > "'"$results/median.csv"'"
+    print header > "'"$out"'"
     printf "%-11s %-24s %14s  %-10s %s\n", "section", "metric", "median", "unit", "runs"
     for (k = 1; k <= n; k++) {
         key = order[k]
@@ -62,16 +73,24 @@ END {
             line = key "," shown "," unit[key]
         }
         for (i = 1; i <= runs; i++) line = line "," v[key, i]
-        print line > "'"$results/median.csv"'"
+        print line > "'"$out"'"
         if (med == "" && parts[2] !~ /^loadavg/)
             printf "%-11s %-24s %s\n", parts[1], parts[2], v[key, 1]
         else
             printf "%-11s %-24s %14s  %-10s %s\n", parts[1], parts[2], shown, unit[key], all
     }
-}' $(i=1; while [ "$i" -le "$runs" ]; do printf '%s ' "$results/run-$i.csv"; i=$((i + 1)); done)
+}' $(i=1; while [ "$i" -le "$runs" ]; do printf '%s ' "$results/$prefix$i.csv"; i=$((i + 1)); done)
+}
 
+summarize "$results/median.csv" run-
 echo
 echo "medians: $results/median.csv"
+if [ -n "${BENCH_COMPARE_RELAY:-}" ]; then
+    echo
+    echo "== $BENCH_COMPARE_RELAY"
+    summarize "$results/compare-median.csv" compare-run-
+    echo "medians: $results/compare-median.csv"
+fi
 
 if command -v gnuplot >/dev/null 2>&1; then
     plots=""
