@@ -844,13 +844,13 @@ static const char *it_nats_binary(void)
     return NULL;
 }
 
-/* True once the server accepts a connection and sends its INFO line. */
-static bool it_nats_ready(void)
+/* True once a server on 127.0.0.1:port accepts a connection and sends its INFO line. */
+static bool it_nats_port_ready(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return false;
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)it.nats_port)};
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     bool ok = false;
     if (connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0) {
@@ -861,6 +861,12 @@ static bool it_nats_ready(void)
     }
     close(fd);
     return ok;
+}
+
+/* True once the harness's server accepts a connection and sends its INFO line. */
+static bool it_nats_ready(void)
+{
+    return it_nats_port_ready(it.nats_port);
 }
 
 void it_nats_start(void)
@@ -1598,6 +1604,21 @@ int64_t it_pg_wait_published(PGconn *conn, int64_t want, int timeout_ms)
     return it_pg_wait_int(conn, IT_PUBLISHED_SQL, want, timeout_ms);
 }
 
+static bool it_pg_published_reached(void *arg)
+{
+    struct it_pg_wait *w = arg;
+    w->last = it_pg_published(w->conn);
+    return w->last >= w->want;
+}
+
+void it_pg_wait_progress(PGconn *conn, int64_t more, int timeout_ms, const char *what)
+{
+    struct it_pg_wait w = {.conn = conn, .want = it_pg_published(conn) + more, .last = -1};
+    ck_assert_msg(it_wait_until(it_pg_published_reached, &w, timeout_ms),
+                  "no progress %s: %lld rows published, waited for %lld", what, (long long)w.last,
+                  (long long)w.want);
+}
+
 void it_pg_record_marks(PGconn *conn)
 {
     it_pg_exec(conn,
@@ -2171,25 +2192,6 @@ static struct {
     int route[IT_CLUSTER_NODES]; /* cluster (route) listener */
     char log_path[IT_CLUSTER_NODES][PATH_MAX];
 } it_cluster;
-
-/* True once a server on 127.0.0.1:port accepts a connection and sends its INFO line. */
-static bool it_nats_port_ready(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return false;
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bool ok = false;
-    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        char buf[8] = {0};
-        if (poll(&p, 1, 2000) == 1 && recv(fd, buf, 5, MSG_WAITALL) == 5)
-            ok = memcmp(buf, "INFO ", 5) == 0;
-    }
-    close(fd);
-    return ok;
-}
 
 /* A free port none of the first `n` of `taken` holds (two binds to port 0 may agree). */
 static int it_free_port_except(const int *taken, int n)

@@ -253,6 +253,9 @@ int64_t it_pg_published(PGconn *conn);
 
 /* Waits until `want` rows are published; returns the last count seen. */
 int64_t it_pg_wait_published(PGconn *conn, int64_t want, int timeout_ms);
+/* Waits until `more` rows beyond those published now are published; fails the test (naming
+ * `what`) past the deadline. */
+void it_pg_wait_progress(PGconn *conn, int64_t more, int timeout_ms, const char *what);
 
 /*
  * From now on every UPDATE of an outbox row, as the relay committed it, is

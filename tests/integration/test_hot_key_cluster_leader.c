@@ -30,24 +30,6 @@ static void insert_wave(PGconn *conn, int rows)
                rows);
 }
 
-struct progress {
-    PGconn *conn;
-    int64_t want;
-};
-
-static bool published_at_least(void *arg)
-{
-    struct progress *p = arg;
-    return it_pg_published(p->conn) >= p->want;
-}
-
-/* Waits until `more` rows beyond those published now are published. */
-static void wait_progress(PGconn *conn, int64_t more, const char *what)
-{
-    struct progress p = {conn, it_pg_published(conn) + more};
-    ck_assert_msg(it_wait_until(published_at_least, &p, 30000), "no progress %s", what);
-}
-
 struct leader {
     char name[128];
 };
@@ -132,7 +114,7 @@ START_TEST(test_hot_key_order_survives_stream_leader_changes)
     insert_wave(conn, wave);
     int64_t total = wave;
     struct it_relay *relay = it_relay_start(env, NULL);
-    wait_progress(conn, 50, "before the first leader change");
+    it_pg_wait_progress(conn, 50, 30000, "before the first leader change");
     ck_assert_msg(it_relay_log_contains(relay, pipelined ? "pipelining: many" : "pipelining off"),
                   "the relay runs in the wrong mode");
     ck_assert_int_eq(it_js_stream_replicas(STREAM), 3);
@@ -143,7 +125,7 @@ START_TEST(test_hot_key_order_survives_stream_leader_changes)
         /* A fresh wave whose drain has begun: the rest is queued or in flight at the change. */
         insert_wave(conn, wave);
         total += wave;
-        wait_progress(conn, 50, "before a leader change");
+        it_pg_wait_progress(conn, 50, 30000, "before a leader change");
         struct leader old;
         step_down(&old);
         at[k] = it_pg_published(conn);

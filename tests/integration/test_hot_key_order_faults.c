@@ -27,24 +27,6 @@ static void insert_wave(PGconn *conn)
                WAVE);
 }
 
-struct progress {
-    PGconn *conn;
-    int64_t want;
-};
-
-static bool published_at_least(void *arg)
-{
-    struct progress *p = arg;
-    return it_pg_published(p->conn) >= p->want;
-}
-
-/* Waits until `more` rows beyond those published now are published. */
-static void wait_progress(PGconn *conn, int64_t more, const char *what)
-{
-    struct progress p = {conn, it_pg_published(conn) + more};
-    ck_assert_msg(it_wait_until(published_at_least, &p, 60000), "no progress %s", what);
-}
-
 START_TEST(test_hot_key_order_survives_restart_and_ack_timeouts)
 {
     bool pipelined = _i == 1;
@@ -68,7 +50,7 @@ START_TEST(test_hot_key_order_survives_restart_and_ack_timeouts)
     }
     insert_wave(conn);
     struct it_relay *relay = it_relay_start(env, NULL);
-    wait_progress(conn, 300, "before the first fault");
+    it_pg_wait_progress(conn, 300, 60000, "before the first fault");
     ck_assert_msg(it_relay_log_contains(relay, pipelined ? "pipelining: many" : "pipelining off"),
                   "the relay runs in the wrong mode");
 
@@ -79,7 +61,7 @@ START_TEST(test_hot_key_order_survives_restart_and_ack_timeouts)
     it_nats_kill();
     it_nats_start(); /* same store dir, same port */
     ck_assert_msg(at_kill < total, "the drain finished before the kill");
-    wait_progress(conn, 300, "after the restart");
+    it_pg_wait_progress(conn, 300, 60000, "after the restart");
 
     /* Fault 2: nats-server frozen: the connection stays up, PubAcks time out, the relay retries.
      */
