@@ -1176,17 +1176,25 @@ jsCtx *it_js(void)
     return it.js;
 }
 
-void it_js_add_stream(const char *name, const char *const *subjects)
+/* A file stream on subjects (NULL-terminated) with `replicas` copies. */
+static void it_stream_config(jsStreamConfig *cfg, const char *name, const char *const *subjects,
+                             int replicas)
 {
-    jsStreamConfig cfg;
-    jsStreamConfig_Init(&cfg);
+    jsStreamConfig_Init(cfg);
     int n = 0;
     while (subjects[n])
         n++;
-    cfg.Name = name;
-    cfg.Subjects = (const char **)subjects;
-    cfg.SubjectsLen = n;
-    cfg.Storage = js_FileStorage;
+    cfg->Name = name;
+    cfg->Subjects = (const char **)subjects;
+    cfg->SubjectsLen = n;
+    cfg->Storage = js_FileStorage;
+    cfg->Replicas = replicas;
+}
+
+void it_js_add_stream(const char *name, const char *const *subjects)
+{
+    jsStreamConfig cfg;
+    it_stream_config(&cfg, name, subjects, 1);
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
     natsStatus s = js_AddStream(&si, it_js(), &cfg, NULL, &jerr);
@@ -2233,15 +2241,7 @@ static bool it_js_try_add_stream(const char *name, const char *const *subjects, 
                                  natsStatus *s, jsErrCode *jerr)
 {
     jsStreamConfig cfg;
-    jsStreamConfig_Init(&cfg);
-    int n = 0;
-    while (subjects[n])
-        n++;
-    cfg.Name = name;
-    cfg.Subjects = (const char **)subjects;
-    cfg.SubjectsLen = n;
-    cfg.Storage = js_FileStorage;
-    cfg.Replicas = replicas;
+    it_stream_config(&cfg, name, subjects, replicas);
     jsOptions jo;
     jsOptions_Init(&jo);
     jo.Wait = 2000;
