@@ -19,14 +19,18 @@ static void probes_text(struct http_reply *reply, bool ok, const char *why)
 static void probes_healthz(void *arg, struct http_reply *reply)
 {
     char why[200] = "";
-    bool ok = relay_healthy(arg, why, sizeof(why));
+    struct relay_facts f;
+    relay_facts(arg, &f);
+    bool ok = health_healthy(&f, why, sizeof(why));
     probes_text(reply, ok, why);
 }
 
 static void probes_readyz(void *arg, struct http_reply *reply)
 {
     char why[200] = "";
-    bool ok = relay_ready(arg, why, sizeof(why));
+    struct relay_facts f;
+    relay_facts(arg, &f);
+    bool ok = health_ready(&f, why, sizeof(why));
     probes_text(reply, ok, why);
 }
 

@@ -500,42 +500,20 @@ int relay_exit_code(const struct relay *r)
     return r->exit_code;
 }
 
-bool relay_ready(const struct relay *r, char *why, size_t len)
+void relay_facts(const struct relay *r, struct relay_facts *f)
 {
-    const char *pg_why = pg_source_not_ready_reason(r->pg);
-    if (pg_why != NULL) {
-        snprintf(why, len, "%s", pg_why);
-        return false;
-    }
-    if (!nats_link_up(r->nats)) {
-        snprintf(why, len, "nats not connected");
-        return false;
-    }
-    return true;
-}
-
-bool relay_healthy(const struct relay *r, char *why, size_t len)
-{
-    if (r->stopped) {
-        snprintf(why, len, "stopped");
-        return false;
-    }
-    /* A standby that sees the leader's session silent past its lease says
-     * so: the table is stalled, whichever replica is asked. */
     const struct leader_view *v = leader_view(r->leader);
-    if (!leader_is(r->leader) && v->holder_stalled) {
-        snprintf(why, len, "leader stalled: its session has been silent for %.0f s",
-                 v->holder_silent_s);
-        return false;
-    }
     bool holding = inflight_count(r->rows) > 0 || marks_unrecorded(r->marks) > 0;
-    double idle_for =
-        stall_watch_stalled_for(&r->stall, leader_is(r->leader), holding, ev_now(r->loop));
-    if (idle_for > 0) {
-        snprintf(why, len, "stalled: due rows but no progress for %.0f s", idle_for);
-        return false;
-    }
-    return true;
+    *f = (struct relay_facts){
+        .stopped = r->stopped,
+        .pg_not_ready = pg_source_not_ready_reason(r->pg),
+        .nats_up = nats_link_up(r->nats),
+        .leading = leader_is(r->leader),
+        .holder_stalled = v->holder_stalled,
+        .holder_silent_s = v->holder_silent_s,
+        .stalled_for_s =
+            stall_watch_stalled_for(&r->stall, leader_is(r->leader), holding, ev_now(r->loop)),
+    };
 }
 
 const struct metrics *relay_metrics(struct relay *r)

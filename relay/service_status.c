@@ -48,9 +48,11 @@ static void service_status_on_tick(struct ev_loop *loop, ev_timer *w, int revent
 {
     struct service_status *ss = (struct service_status *)w;
     char ready_why[200] = "", healthy_why[200] = "", status[256], message[512];
-    bool ready = relay_ready(ss->relay, ready_why, sizeof(ready_why));
-    bool healthy = relay_healthy(ss->relay, healthy_why, sizeof(healthy_why));
-    bool leader = relay_metrics(ss->relay)->leader;
+    struct relay_facts f;
+    relay_facts(ss->relay, &f);
+    bool ready = health_ready(&f, ready_why, sizeof(ready_why));
+    bool healthy = health_healthy(&f, healthy_why, sizeof(healthy_why));
+    bool leader = f.leading;
     service_status_text(ready, ready_why, healthy, healthy_why, leader, ss->stopping, status,
                         sizeof(status));
     sd_notify_compose(&ss->told, ready && !ss->stopping, healthy, status, ev_now(loop),

@@ -14,6 +14,7 @@
 #include <ev.h>
 
 #include "outbox_relay/config.h"
+#include "outbox_relay/health.h"
 #include "outbox_relay/metrics.h"
 
 struct relay;
@@ -32,9 +33,8 @@ void relay_destroy(struct relay *r);
 /* 0 after a clean shutdown; non-zero after a fatal error (e.g. unusable table). */
 int relay_exit_code(const struct relay *r);
 
-/* Probes. why gets a short reason when the answer is no. */
-bool relay_healthy(const struct relay *r, char *why, size_t len);
-bool relay_ready(const struct relay *r, char *why, size_t len);
+/* What the probes decide from (health.h). */
+void relay_facts(const struct relay *r, struct relay_facts *f);
 /* A snapshot of the metrics with the gauges brought up to date. */
 const struct metrics *relay_metrics(struct relay *r);
 

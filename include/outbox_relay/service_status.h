@@ -15,7 +15,7 @@ struct service_status;
 /*
  * Reads NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID; without NOTIFY_SOCKET
  * it returns NULL and every call below is a no-op (they accept NULL). When
- * set, a timer on loop polls relay_ready()/relay_healthy() every second (or
+ * set, a timer on loop polls health_ready()/health_healthy() every second (or
  * every half watchdog interval, if shorter) and sends READY=1 once ready,
  * STATUS= on every change of state, WATCHDOG=1 while healthy (the /healthz
  * rule: a stalled leader stops pinging and WatchdogSec= restarts it).
@@ -31,7 +31,7 @@ void service_status_stop(struct service_status *ss);
  * The one-line state for STATUS= (and logs): "leader: relaying",
  * "standby: another relay holds the leader lock", "waiting: postgresql not
  * connected", "leader: stalled: ...", "stopping: ...". why strings as
- * relay_ready()/relay_healthy() give them. Pure.
+ * health_ready()/health_healthy() give them. Pure.
  */
 void service_status_text(bool ready, const char *ready_why, bool healthy, const char *healthy_why,
                          bool leader, bool stopping, char *buf, size_t len);
