@@ -152,11 +152,6 @@ void claimer_stop(struct claimer *c)
     scan_stop(&c->scan);
 }
 
-void claimer_disconnected(struct claimer *c)
-{
-    c->running = false;
-}
-
 int64_t claimer_claimed_total(const struct claimer *c)
 {
     return c->claimed_total;

@@ -287,7 +287,6 @@ static void relay_on_pg_disconnected(void *arg, const char *why)
 {
     struct relay *r = arg;
     r->metrics.pg_reconnects_total++;
-    claimer_disconnected(r->claimer);
     /* The session, and with it the advisory locks, is gone. */
     wakeup_disconnected(r->wakeup);
     leader_disconnected(r->leader);

@@ -53,8 +53,6 @@ void claimer_key_released(struct claimer *c, int64_t id);
 void claimer_restart(struct claimer *c);
 /* Claim nothing until a reason comes (leadership lost, shutting down). */
 void claimer_stop(struct claimer *c);
-/* The connection went: a claim in flight is gone with it. */
-void claimer_disconnected(struct claimer *c);
 
 int64_t claimer_claimed_total(const struct claimer *c);
 
