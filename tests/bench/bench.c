@@ -438,6 +438,23 @@ static natsConnection *nats_connect(void)
     return nats_connect_asap(false);
 }
 
+static jsCtx *js_context(natsConnection *nc)
+{
+    jsCtx *js = NULL;
+    natsStatus s = natsConnection_JetStream(&js, nc, NULL);
+    ck_assert_msg(s == NATS_OK, "JetStream context: %s", natsStatus_GetText(s));
+    return js;
+}
+
+/* A push consumer of what the stream stores from now on, without acks. */
+static void new_messages_of(jsSubOptions *so, const char *stream)
+{
+    jsSubOptions_Init(so);
+    so->Stream = stream;
+    so->Config.DeliverPolicy = js_DeliverNew;
+    so->Config.AckPolicy = js_AckNone;
+}
+
 /* ---- relay processes ---- */
 
 static bool relay_is_leader(void *arg)
@@ -567,17 +584,12 @@ static void raw_js_latency(int msgs)
     const char *subjects[] = {"raw.>", NULL};
     it_js_add_stream(RAW_STREAM, subjects);
     natsConnection *pub = nats_connect_asap(true), *nc = nats_connect();
-    jsCtx *js = NULL;
-    natsStatus s = natsConnection_JetStream(&js, nc, NULL);
-    ck_assert_msg(s == NATS_OK, "JetStream context: %s", natsStatus_GetText(s));
+    jsCtx *js = js_context(nc);
     jsSubOptions so;
-    jsSubOptions_Init(&so);
-    so.Stream = RAW_STREAM;
-    so.Config.DeliverPolicy = js_DeliverNew;
-    so.Config.AckPolicy = js_AckNone;
+    new_messages_of(&so, RAW_STREAM);
     natsSubscription *sub = NULL;
     jsErrCode jerr = 0;
-    s = js_SubscribeSync(&sub, js, RAW_SUBJECT, NULL, &so, &jerr);
+    natsStatus s = js_SubscribeSync(&sub, js, RAW_SUBJECT, NULL, &so, &jerr);
     ck_assert_msg(s == NATS_OK, "subscribe: %s (%d)", natsStatus_GetText(s), (int)jerr);
     double *ms = calloc((size_t)msgs, sizeof *ms);
     ck_assert_ptr_nonnull(ms);
@@ -1255,17 +1267,12 @@ static void bench_steady(PGconn *conn, const char *section, int rate, int produc
     c.latency_ms = malloc(c.cap * sizeof *c.latency_ms);
     ck_assert_ptr_nonnull(c.latency_ms);
     natsConnection *nc = nats_connect();
-    jsCtx *js = NULL;
-    natsStatus s = natsConnection_JetStream(&js, nc, NULL);
-    ck_assert_msg(s == NATS_OK, "JetStream context: %s", natsStatus_GetText(s));
+    jsCtx *js = js_context(nc);
     jsSubOptions so;
-    jsSubOptions_Init(&so);
-    so.Stream = STREAM;
-    so.Config.DeliverPolicy = js_DeliverNew;
-    so.Config.AckPolicy = js_AckNone;
+    new_messages_of(&so, STREAM);
     natsSubscription *sub = NULL;
     jsErrCode jerr = 0;
-    s = js_Subscribe(&sub, js, subject, consumer_on_msg, &c, NULL, &so, &jerr);
+    natsStatus s = js_Subscribe(&sub, js, subject, consumer_on_msg, &c, NULL, &so, &jerr);
     ck_assert_msg(s == NATS_OK, "subscribe: %s (%d)", natsStatus_GetText(s), (int)jerr);
     s = natsSubscription_SetPendingLimits(sub, -1, -1);
     ck_assert_msg(s == NATS_OK, "pending limits: %s", natsStatus_GetText(s));
