@@ -30,6 +30,7 @@
 
 static int http_port;
 static atomic_bool drain_over;
+static atomic_int mid_drain_seen; /* scrapes, across scrapers, that saw a partial drain */
 
 /* A blocking loopback connection with receive/send timeouts, or -1. */
 static int connect_to(int port, int timeout_ms)
@@ -157,8 +158,10 @@ static void *scraper_main(void *arg)
             double published = -1;
             if (complete_metrics(buf, len, &published)) {
                 s->ok++;
-                if (published > 0 && published < ROWS)
+                if (published > 0 && published < ROWS) {
                     s->mid_drain++;
+                    atomic_fetch_add(&mid_drain_seen, 1);
+                }
             } else if (len == 0 && clean) {
                 s->refused++;
             } else {
@@ -354,6 +357,27 @@ static bool all_published(void *conn)
     return it_pg_published(conn) == ROWS;
 }
 
+static bool half_published(void *conn)
+{
+    return it_pg_published(conn) == ROWS / 2;
+}
+
+static bool scrape_saw_partial_drain(void *arg)
+{
+    (void)arg;
+    return atomic_load(&mid_drain_seen) > 0;
+}
+
+static void insert_rows(PGconn *conn, int from, int to)
+{
+    it_pg_exec(conn,
+               "INSERT INTO outbox (subject, payload, ordering_key)"
+               " SELECT 'it.http.' || (g %% 8), convert_to(g::text, 'UTF8'),"
+               "        CASE WHEN g %% 5 = 0 THEN 'key-' || (g %% 13) END"
+               " FROM generate_series(%d, %d) g",
+               from, to);
+}
+
 static bool healthz_ok(void *arg)
 {
     return it_http_status(http_port, "/healthz") == 200;
@@ -381,13 +405,16 @@ START_TEST(test_listener_survives_abuse_while_relaying)
     ck_assert_int_eq(pthread_create(&loris.thread, NULL, loris_main, &loris), 0);
     ck_assert_int_eq(pthread_create(&abuse.thread, NULL, abuse_main, &abuse), 0);
 
-    /* The rows arrive while the listener is busy; scrapers go on until they are all out. */
-    it_pg_exec(conn,
-               "INSERT INTO outbox (subject, payload, ordering_key)"
-               " SELECT 'it.http.' || (g %% 8), convert_to(g::text, 'UTF8'),"
-               "        CASE WHEN g %% 5 = 0 THEN 'key-' || (g %% 13) END"
-               " FROM generate_series(1, %d) g",
-               ROWS);
+    /* The rows arrive in two halves while the listener is busy; scrapers go on until they
+     * are all out. A whole drain can take less time than a wave of scrapes, so the test
+     * does not rely on a scrape landing inside it: after the first half is out, a scrape
+     * must see the relay part-way (a live counter between 0 and ROWS) before the second
+     * half goes in. */
+    insert_rows(conn, 1, ROWS / 2);
+    ck_assert_msg(it_wait_until(half_published, conn, 60000), "the first half was not relayed");
+    ck_assert_msg(it_wait_until(scrape_saw_partial_drain, NULL, 30000),
+                  "no scrape saw the relay part-way through the rows");
+    insert_rows(conn, ROWS / 2 + 1, ROWS);
     bool drained = it_wait_until(all_published, conn, 120000);
     atomic_store(&drain_over, true);
     int64_t drained_ms = it_now_ms() - t0;
