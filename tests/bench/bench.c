@@ -201,6 +201,30 @@ static double proc_cpu_s(pid_t pid, bool with_children, pid_t *ppid)
     return ticks / clock_tick();
 }
 
+/*
+ * The relay's loop thread (tid = pid) from /proc/<pid>/task/<pid>/schedstat:
+ * ns on a CPU, ns runnable but waiting for one, and the times it was
+ * scheduled in. What the scheduler, not the relay, adds to latency.
+ */
+struct sched_take {
+    double wait_s, slices;
+};
+
+static void sched_take(pid_t pid, struct sched_take *t)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task/%d/schedstat", (int)pid, (int)pid);
+    FILE *f = fopen(path, "r");
+    unsigned long long run = 0, wait = 0, slices = 0;
+    if (f) {
+        if (fscanf(f, "%llu %llu %llu", &run, &wait, &slices) != 3)
+            run = wait = slices = 0;
+        fclose(f);
+    }
+    t->wait_s = (double)wait / 1e9;
+    t->slices = (double)slices;
+}
+
 /* A "Name:   N kB" line of /proc/<pid>/status in MB, or -1. */
 static double proc_status_mb(pid_t pid, const char *name)
 {
@@ -662,8 +686,7 @@ static double bench_raw_pg(PGconn *conn)
                "INSERT INTO bench_copy (subject, payload) SELECT 'bench.raw', %s"
                " FROM generate_series(1, %d) AS g",
                payload, opt.raw_pg_rows);
-    /* The same preparation as the drain's backlog: statistics, hint bits, a clean start. */
-    it_pg_exec(conn, "VACUUM ANALYZE bench_copy");
+    /* The same preparation as the drain's backlog: none but a clean start. */
     pg_checkpoint(conn);
     int64_t first = it_pg_int(conn, "SELECT min(id) FROM bench_copy");
     ck_assert_int_eq(it_pg_int(conn, "SELECT max(id) FROM bench_copy") - first + 1,
@@ -901,7 +924,7 @@ static void bench_drain(PGconn *conn, double limit)
                "INSERT INTO outbox (subject, payload) SELECT 'bench.drain', %s"
                " FROM generate_series(1, %d) AS g",
                payload, opt.drain_rows);
-    it_pg_exec(conn, "VACUUM ANALYZE outbox");
+    /* No ANALYZE: a backlog is drained as the application left it. */
     pg_checkpoint(conn);
     uint64_t before = it_js_stream_msgs(STREAM);
 
@@ -954,31 +977,16 @@ static void bench_drain(PGconn *conn, double limit)
 
 /* What the planner knows of a backlog when the relay starts on it. */
 enum backlog_stats {
-    STATS_NONE,     /* the table was never analyzed: no statistics at all */
+    STATS_NONE,     /* no ANALYZE since the table was emptied: what every shape drains */
     STATS_STALE,    /* analyzed when it held only published rows, as a live outbox is */
-    STATS_ANALYZED, /* VACUUM ANALYZE after the inserts: the reference */
+    STATS_ANALYZED, /* VACUUM ANALYZE after the inserts: the cold shape's reference only */
 };
 
-/*
- * A backlog built while no relay runs: `rows` pending rows of `bytes` each,
- * ordering_key = key_sql (an SQL expression of g, or NULL). Autovacuum is
- * off for the table until the next build, so nothing analyzes it behind
- * the bench's back.
- */
-static void backlog_build(PGconn *conn, int rows, int bytes, const char *key_sql,
-                          enum backlog_stats stats)
+/* `rows` pending rows of `bytes` each, in statements of at most ~64 MB. */
+static void backlog_insert(PGconn *conn, int rows, int bytes, const char *key_sql)
 {
     char payload[160];
     sql_payload_expr_of(bytes, payload, sizeof payload);
-    it_pg_exec(conn, "TRUNCATE outbox");
-    it_pg_exec(conn, "ALTER TABLE outbox SET (autovacuum_enabled = false)");
-    if (stats == STATS_STALE) {
-        it_pg_exec(conn, "INSERT INTO outbox (subject, status, published_at, stream_seq)"
-                         " SELECT 'bench.history', 'published', now(), 0"
-                         " FROM generate_series(1, 1000)");
-        it_pg_exec(conn, "VACUUM ANALYZE outbox");
-    }
-    /* Statements of at most ~64 MB. */
     int chunk = bytes > 0 ? (64 << 20) / bytes : rows;
     if (chunk < 1)
         chunk = 1;
@@ -989,6 +997,26 @@ static void backlog_build(PGconn *conn, int rows, int bytes, const char *key_sql
                    " SELECT 'bench.shape', %s, %s FROM generate_series(%d, %d) AS g",
                    key_sql, payload, from, to);
     }
+}
+
+/*
+ * A backlog built while no relay runs: `rows` pending rows of `bytes` each,
+ * ordering_key = key_sql (an SQL expression of g, or NULL). Autovacuum is
+ * off for the table until the next build, so nothing analyzes it behind
+ * the bench's back.
+ */
+static void backlog_build(PGconn *conn, int rows, int bytes, const char *key_sql,
+                          enum backlog_stats stats)
+{
+    it_pg_exec(conn, "TRUNCATE outbox");
+    it_pg_exec(conn, "ALTER TABLE outbox SET (autovacuum_enabled = false)");
+    if (stats == STATS_STALE) {
+        it_pg_exec(conn, "INSERT INTO outbox (subject, status, published_at, stream_seq)"
+                         " SELECT 'bench.history', 'published', now(), 0"
+                         " FROM generate_series(1, 1000)");
+        it_pg_exec(conn, "VACUUM ANALYZE outbox");
+    }
+    backlog_insert(conn, rows, bytes, key_sql);
     if (stats == STATS_ANALYZED)
         it_pg_exec(conn, "VACUUM ANALYZE outbox");
     pg_checkpoint(conn);
@@ -1050,13 +1078,17 @@ static void bench_retention(PGconn *conn, double limit)
     const char *const *envs[] = {env_off, env_on};
     int64_t pruned = 0;
     for (int i = 0; i < 2; i++) {
-        backlog_build(conn, backlog, opt.payload_bytes, "NULL", STATS_ANALYZED);
+        /* A week of history autovacuum has long since analyzed, then a backlog it has not. */
+        it_pg_exec(conn, "TRUNCATE outbox");
+        it_pg_exec(conn, "ALTER TABLE outbox SET (autovacuum_enabled = false)");
         it_pg_exec(conn,
                    "INSERT INTO outbox (subject, status, published_at, stream_seq, created_at)"
                    " SELECT 'bench.old', 'published', now() - interval '8 days', g,"
                    " now() - interval '8 days' FROM generate_series(1, %d) AS g",
                    opt.retention_rows);
         it_pg_exec(conn, "VACUUM ANALYZE outbox");
+        backlog_insert(conn, backlog, opt.payload_bytes, "NULL");
+        pg_checkpoint(conn);
         shape_drain_env(conn, i ? "drain while pruning" : "drain, retention off", backlog, envs[i],
                         runs[i]);
         pruned = opt.retention_rows -
@@ -1100,9 +1132,9 @@ static void bench_cold(PGconn *conn, double limit)
 static void bench_keyed(PGconn *conn, double limit)
 {
     struct shape_drain one, none;
-    backlog_build(conn, opt.key_rows, opt.payload_bytes, "'hot'", STATS_ANALYZED);
+    backlog_build(conn, opt.key_rows, opt.payload_bytes, "'hot'", STATS_NONE);
     shape_drain(conn, "one-key drain", opt.key_rows, &one);
-    backlog_build(conn, opt.key_rows, opt.payload_bytes, "NULL", STATS_ANALYZED);
+    backlog_build(conn, opt.key_rows, opt.payload_bytes, "NULL", STATS_NONE);
     shape_drain(conn, "no-key drain", opt.key_rows, &none);
     bench_record("keyed", "rows", "rows", opt.key_rows);
     bench_record("keyed", "one_key_rate", "rows/s", one.rate);
@@ -1126,7 +1158,7 @@ static void bench_big(PGconn *conn, const char *section, int rows, int bytes)
         window = 1;
     double raw = raw_js_rate(rows, bytes, window) * bytes;
     struct shape_drain d;
-    backlog_build(conn, rows, bytes, "NULL", STATS_ANALYZED);
+    backlog_build(conn, rows, bytes, "NULL", STATS_NONE);
     char what[64];
     snprintf(what, sizeof what, "drain of %d-byte rows", bytes);
     shape_drain(conn, what, rows, &d);
@@ -1287,6 +1319,8 @@ static void bench_steady(PGconn *conn, const char *section, int rate, int produc
     progress("%s: %d rows/s from %d producers for %d s", section, rate, producers, seconds);
     struct cpu_split c0, c1;
     cpu_split_take(&c0, relay->pid);
+    struct sched_take s0, s1;
+    sched_take(relay->pid, &s0);
     struct anon_sampler anon;
     anon_sampler_start(&anon, relay->pid);
     double elapsed;
@@ -1295,6 +1329,7 @@ static void bench_steady(PGconn *conn, const char *section, int rate, int produc
     while ((int64_t)consumer_count(&c) < rows && it_now_ms() < deadline)
         sleep_ms(20);
     cpu_split_take(&c1, relay->pid);
+    sched_take(relay->pid, &s1);
     double peak_rss = proc_peak_rss_mb(relay->pid);
     double peak_anon = anon_sampler_stop(&anon);
     natsSubscription_Unsubscribe(sub);
@@ -1374,6 +1409,12 @@ static void bench_steady(PGconn *conn, const char *section, int rate, int produc
     bench_record(section, "relay_peak_rss_mb", "MB", peak_rss);
     bench_record(section, "relay_peak_anon_mb", "MB", peak_anon);
     cpu_split_record(section, &c0, &c1, elapsed);
+    /* Each time the loop thread became runnable (a socket readable, a timer due) it waited this
+     * long on average for a CPU before it ran. */
+    double slices = s1.slices - s0.slices;
+    bench_record(section, "relay_loop_runq_wait_s", "s", s1.wait_s - s0.wait_s);
+    bench_record(section, "relay_loop_runq_wait_avg_ms", "ms",
+                 slices > 0 ? 1000.0 * (s1.wait_s - s0.wait_s) / slices : 0);
     free(c.latency_ms);
 }
 
