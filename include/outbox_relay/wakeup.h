@@ -8,7 +8,9 @@
  * advisory lock (class OUTBOX_SLEEP_CLASS, key the table's oid) while it
  * sleeps, and the trigger tests it with pg_try_advisory_xact_lock_shared.
  * An awake relay polls its tail instead: at once after a pass that found
- * rows, every 1 ms for WAKEUP_EAGER_MS after that, then backing off to
+ * rows, every WAKEUP_HOT_POLL_US for WAKEUP_HOT_MS after that (a timerfd:
+ * libev's epoll timers wait at least 1 ms), every 1 ms until
+ * WAKEUP_EAGER_MS, then backing off to
  * WAKEUP_POLL_MAX_MS, and after WAKEUP_IDLE_MS without rows it goes to
  * sleep again. Asleep or awake, the leader also
  * looks every OUTBOX_POLL_INTERVAL_MS (sweeping from id 0 at most once a
@@ -32,7 +34,9 @@
 #include "outbox_relay/outbox_table.h"
 #include "outbox_relay/pg_source.h"
 
-#define WAKEUP_EAGER_MS    10   /* after rows, empty passes repeat every 1 ms this long */
+#define WAKEUP_HOT_MS      2    /* after rows, empty passes repeat every ... */
+#define WAKEUP_HOT_POLL_US 500  /* ... 500 us this long, */
+#define WAKEUP_EAGER_MS    10   /* then every 1 ms this long */
 #define WAKEUP_POLL_MAX_MS 50   /* an awake relay looks at its tail at least this often */
 #define WAKEUP_IDLE_MS     1000 /* an awake relay with no rows for this long goes to sleep */
 
