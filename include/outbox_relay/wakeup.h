@@ -10,9 +10,9 @@
  * An awake relay polls its tail instead: at once after a pass that found
  * rows, every WAKEUP_HOT_POLL_US for WAKEUP_HOT_MS after that (a timerfd:
  * libev's epoll timers wait at least 1 ms), every 1 ms until
- * WAKEUP_EAGER_MS, then backing off to
- * WAKEUP_POLL_MAX_MS, and after WAKEUP_IDLE_MS without rows it goes to
- * sleep again. Asleep or awake, the leader also
+ * WAKEUP_EAGER_MS, and then it goes to sleep again. If a producer's open
+ * transaction keeps it from sleeping, it looks again after pauses that
+ * double up to WAKEUP_POLL_MAX_MS. Asleep or awake, the leader also
  * looks every OUTBOX_POLL_INTERVAL_MS (sweeping from id 0 at most once a
  * second): a lost notification delays a row, never loses it.
  *
@@ -34,11 +34,10 @@
 #include "outbox_relay/outbox_table.h"
 #include "outbox_relay/pg_source.h"
 
-#define WAKEUP_HOT_MS      2    /* after rows, empty passes repeat every ... */
-#define WAKEUP_HOT_POLL_US 500  /* ... 500 us this long, */
-#define WAKEUP_EAGER_MS    10   /* then every 1 ms this long */
-#define WAKEUP_POLL_MAX_MS 50   /* an awake relay looks at its tail at least this often */
-#define WAKEUP_IDLE_MS     1000 /* an awake relay with no rows for this long goes to sleep */
+#define WAKEUP_HOT_MS      2   /* after rows, empty passes repeat every ... */
+#define WAKEUP_HOT_POLL_US 500 /* ... 500 us this long, */
+#define WAKEUP_EAGER_MS    10  /* then every 1 ms this long, then sleep */
+#define WAKEUP_POLL_MAX_MS 50  /* a relay kept from sleeping looks at its tail this often */
 
 enum wakeup_state {
     WAKEUP_OFF,    /* not leading: nothing to wake */

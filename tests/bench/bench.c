@@ -67,6 +67,8 @@ static struct {
     int fast_rate;      /* second latency run: rows/s */
     int fast_producers; /* ... from this many connections */
     int fast_seconds;   /* ... for this long */
+    int sparse_rate;    /* third latency run: a sparse flow, rows/s */
+    int sparse_seconds; /* ... for this long (2 producers) */
     int retention_rows; /* old published rows pruned while a backlog of half as many drains */
     int cost_producers[MAX_COST_RUNS]; /* producer cost: connection counts */
     int ncost;
@@ -94,6 +96,8 @@ static struct {
     .fast_rate = 10000,
     .fast_producers = 32,
     .fast_seconds = 30,
+    .sparse_rate = 20,
+    .sparse_seconds = 20,
     .cost_producers = {8, 32},
     .ncost = 2,
 };
@@ -1254,8 +1258,8 @@ static int cmp_double(const void *a, const void *b)
 
 /*
  * 5b. One row after an idle spell, insert -> receipt: the wake-up path of a
- * relay asleep (NOTIFY). Three rounds; the relay falls asleep again after
- * a second without work.
+ * relay asleep (NOTIFY). Three rounds, 2 s apart; the relay falls asleep
+ * again ~10 ms after the last rows.
  */
 static void idle_wakeups(natsConnection *nc, PGconn *conn)
 {
@@ -1608,6 +1612,10 @@ START_TEST(bench_all)
     if (opt.fast_seconds > 0)
         bench_steady(conn, "steady_hi", opt.fast_rate, opt.fast_producers, opt.fast_seconds, 10.0,
                      NULL, false);
+    /* The commonest outbox: a row now and then, each found through a wake-up or a poll. */
+    if (opt.sparse_seconds > 0)
+        bench_steady(conn, "steady_sparse", opt.sparse_rate, 2, opt.sparse_seconds, 5.0, NULL,
+                     false);
     bench_notify(conn);
     bench_conditions(conn, "loadavg_end");
     PQfinish(conn);
@@ -1650,6 +1658,8 @@ static void usage(FILE *out)
                  "  --fast-rate N           second latency run: rows/s (10000)\n"
                  "  --fast-producers N      ... producer connections (32)\n"
                  "  --fast-seconds N        ... length, 0 skips it (30)\n"
+                 "  --sparse-rate N         third latency run, 2 producers: rows/s (20)\n"
+                 "  --sparse-seconds N      ... length, 0 skips it (20)\n"
                  "  --cost-producers N,M    producer cost at these connection counts (8,32)\n");
 }
 
@@ -1704,6 +1714,8 @@ static void parse_flags(int argc, char **argv)
         {"fast-rate", required_argument, NULL, 'R'},
         {"fast-producers", required_argument, NULL, 'Q'},
         {"fast-seconds", required_argument, NULL, 'S'},
+        {"sparse-rate", required_argument, NULL, 'Y'},
+        {"sparse-seconds", required_argument, NULL, 'Z'},
         {"cost-producers", required_argument, NULL, 'X'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -1797,6 +1809,12 @@ static void parse_flags(int argc, char **argv)
             break;
         case 'S':
             opt.fast_seconds = parse_int(name, optarg, 0);
+            break;
+        case 'Y':
+            opt.sparse_rate = parse_int(name, optarg, 1);
+            break;
+        case 'Z':
+            opt.sparse_seconds = parse_int(name, optarg, 0);
             break;
         case 'X': {
             opt.ncost = 0;

@@ -11,7 +11,8 @@ mkdir -p "$out"
     --raw-js-msgs 3000 --raw-pg-rows 3000 --drain-rows 3000 \
     --steady-rate 400 --steady-seconds 1 --notify-seconds 1 --idle-seconds 1 \
     --cold-rows 1000 --key-rows 300 --big64k-rows 20 --big1m-rows 4 --retention-rows 2000 \
-    --fast-rate 1000 --fast-producers 32 --fast-seconds 1 --cost-producers 8
+    --fast-rate 1000 --fast-producers 32 --fast-seconds 1 --sparse-rate 20 --sparse-seconds 1 \
+    --cost-producers 8
 
 # Every metric the table promises, then sanity: rates > 0, counts that add up.
 awk -F, '
@@ -32,6 +33,8 @@ BEGIN {
               "big64k/raw_js_mb_s big64k/drain_mb_s big64k/ratio_to_raw big64k/relay_peak_rss_mb " \
               "big1m/raw_js_mb_s big1m/drain_mb_s big1m/ratio_to_raw big1m/relay_peak_rss_mb " \
               "steady_hi/p50_ms steady_hi/p99_ms steady_hi/p99_to_goal steady_hi/received " \
+              "steady_sparse/p50_ms steady_sparse/p99_ms steady_sparse/received " \
+              "steady/relay_loop_runq_wait_s " \
               "prodcost/shipped_rate_8c prodcost/no_trigger_rate_8c prodcost/ratio_8c " \
               "retention/drain_rate_off retention/drain_rate_pruning retention/pruned_during_drain",
               want, " ")
