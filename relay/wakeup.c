@@ -29,7 +29,7 @@ struct wakeup {
     enum wakeup_state state;
     bool notified_while_dozing;
     double idle_since;  /* ev_now of the last pass that found rows */
-    int retry_ms;       /* the pause after a failed try for the sleep lock (doubles) */
+    int backoff_ms;     /* the pause while the relay cannot sleep (doubles) */
     double sweep_every; /* the fallback poll sweeps from id 0 at most this often (s) */
     double last_sweep;  /* ev_now of the fallback poll's last sweep */
     char table[160];    /* the quoted table, the parameter of both statements */
@@ -118,7 +118,7 @@ static void wakeup_wake(struct wakeup *w)
 {
     wakeup_query(w, wake_sql, wakeup_on_unlocked);
     w->state = WAKEUP_AWAKE;
-    w->retry_ms = WAKEUP_POLL_MIN_MS;
+    w->backoff_ms = WAKEUP_POLL_MIN_MS;
     w->idle_since = ev_now(w->loop);
 }
 
@@ -134,8 +134,9 @@ static void wakeup_on_sleep_lock(void *arg, PGresult *res)
          * its row is likely a moment away, so stay awake and look again
          * soon; a long transaction makes the tries back off. */
         w->state = WAKEUP_AWAKE;
-        wakeup_arm(w, w->retry_ms);
-        w->retry_ms = w->retry_ms * 2 > WAKEUP_POLL_MAX_MS ? WAKEUP_POLL_MAX_MS : w->retry_ms * 2;
+        wakeup_arm(w, w->backoff_ms);
+        w->backoff_ms =
+            w->backoff_ms * 2 > WAKEUP_POLL_MAX_MS ? WAKEUP_POLL_MAX_MS : w->backoff_ms * 2;
         return;
     }
     w->state = WAKEUP_ASLEEP;
@@ -191,7 +192,7 @@ void wakeup_set_leader(struct wakeup *w, bool leader)
     if (leader && w->state == WAKEUP_OFF) {
         ev_timer_start(w->loop, &w->fallback);
         w->state = WAKEUP_AWAKE;
-        w->retry_ms = WAKEUP_POLL_MIN_MS;
+        w->backoff_ms = WAKEUP_POLL_MIN_MS;
         w->idle_since = ev_now(w->loop);
         return;
     }
@@ -219,8 +220,14 @@ void wakeup_notified(struct wakeup *w)
         w->notified_while_dozing = true;
 }
 
-void wakeup_pass_ended(struct wakeup *w, bool found)
+void wakeup_pass_ended(struct wakeup *w, bool found, bool holding)
 {
+    if (found && w->state == WAKEUP_ASLEEP) {
+        /* Rows came without a NOTIFY: the fallback poll found them (the
+         * trigger disabled for a poll-only setup, a notification lost).
+         * Be awake while they flow rather than wait for the next poll. */
+        wakeup_wake(w);
+    }
     if (w->state != WAKEUP_AWAKE)
         return;
     double now = ev_now(w->loop);
@@ -230,7 +237,7 @@ void wakeup_pass_ended(struct wakeup *w, bool found)
          * for about a third more PostgreSQL CPU than a 1 ms pause; the
          * producers' commit rate did not move. */
         w->idle_since = now;
-        w->retry_ms = WAKEUP_POLL_MIN_MS;
+        w->backoff_ms = WAKEUP_POLL_MIN_MS;
         wakeup_arm(w, 0);
         return;
     }
@@ -251,8 +258,18 @@ void wakeup_pass_ended(struct wakeup *w, bool found)
         wakeup_arm(w, WAKEUP_POLL_MIN_MS);
         return;
     }
+    if (holding) {
+        /* Nothing new, but rows in flight: not idle (a flood the budget
+         * holds back, or PubAcks slow to come). Sleeping now would make
+         * every producer notify while the relay is still busy. */
+        wakeup_arm(w, w->backoff_ms);
+        w->backoff_ms =
+            w->backoff_ms * 2 > WAKEUP_POLL_MAX_MS ? WAKEUP_POLL_MAX_MS : w->backoff_ms * 2;
+        return;
+    }
     /*
-     * No rows for WAKEUP_EAGER_MS: hand the wake-ups back to the producers.
+     * No rows for WAKEUP_EAGER_MS and none in flight: hand the wake-ups back
+     * to the producers.
      * A NOTIFY costs a producer nothing measurable at the rates that leave
      * such gaps, and it wakes the relay within ~2 ms. Polling on with
      * growing pauses (up to 50 ms, for a second) made a row every 50 ms
@@ -262,7 +279,7 @@ void wakeup_pass_ended(struct wakeup *w, bool found)
         w->state = WAKEUP_DOZING;
         w->notified_while_dozing = false;
     } else {
-        wakeup_arm(w, w->retry_ms);
+        wakeup_arm(w, w->backoff_ms);
     }
 }
 

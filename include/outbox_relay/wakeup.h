@@ -10,9 +10,10 @@
  * An awake relay polls its tail instead: at once after a pass that found
  * rows, every WAKEUP_HOT_POLL_US for WAKEUP_HOT_MS after that (a timerfd:
  * libev's epoll timers wait at least 1 ms), every 1 ms until
- * WAKEUP_EAGER_MS, and then it goes to sleep again. If a producer's open
- * transaction keeps it from sleeping, it looks again after pauses that
- * double up to WAKEUP_POLL_MAX_MS. Asleep or awake, the leader also
+ * WAKEUP_EAGER_MS, and then, if it holds no rows, it goes to sleep again.
+ * While rows are still in flight, or a producer's open transaction keeps it
+ * from sleeping, it looks again after pauses that double up to
+ * WAKEUP_POLL_MAX_MS. Asleep or awake, the leader also
  * looks every OUTBOX_POLL_INTERVAL_MS (sweeping from id 0 at most once a
  * second): a lost notification delays a row, never loses it.
  *
@@ -64,8 +65,9 @@ void wakeup_set_leader(struct wakeup *w, bool leader);
 void wakeup_disconnected(struct wakeup *w);
 /* A NOTIFY arrived. */
 void wakeup_notified(struct wakeup *w);
-/* A scan pass ended; found: it claimed rows. */
-void wakeup_pass_ended(struct wakeup *w, bool found);
+/* A scan pass ended; found: it claimed rows; holding: rows are still in
+ * flight (published, not yet marked), so the relay is not idle. */
+void wakeup_pass_ended(struct wakeup *w, bool found, bool holding);
 
 enum wakeup_state wakeup_state(const struct wakeup *w);
 

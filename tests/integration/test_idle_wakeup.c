@@ -131,11 +131,48 @@ START_TEST(test_relay_sleeps_soon_after_rows_stop)
 }
 END_TEST
 
+/*
+ * Rows that come without a NOTIFY (the trigger disabled for a poll-only
+ * setup, or a notification lost) and that the fallback poll finds wake the
+ * relay: it is awake while they flow, instead of sleeping between polls and
+ * leaving every row to wait for the next one.
+ */
+START_TEST(test_rows_found_by_the_poll_wake_the_relay)
+{
+    const char *subjects[] = {"it.idle.>", NULL};
+    it_js_add_stream(STREAM, subjects);
+    PGconn *conn = it_pg_connect();
+    const char *env[] = {"OUTBOX_POLL_INTERVAL_MS=200", NULL};
+    struct it_relay *relay = it_relay_start(env, NULL);
+    ck_assert(it_relay_wait_log(relay, "became leader", 1, 20000));
+    ck_assert_msg(it_wait_until(relay_holds_sleep_lock, conn, 30000),
+                  "the relay never went to sleep");
+    it_pg_exec(conn, "ALTER TABLE outbox DISABLE TRIGGER USER");
+
+    /* One row per transaction, back to back, until the relay is seen awake
+     * (or 20 s: five seconds' worth of fallback polls many times over). */
+    int rows = 0;
+    bool woke = false;
+    for (int64_t until = it_now_ms() + 20000; !woke && it_now_ms() < until; rows++) {
+        it_pg_exec(conn, "INSERT INTO outbox (subject, payload) VALUES ('it.idle.poll', 'x')");
+        woke = !relay_holds_sleep_lock(conn);
+    }
+    it_pg_exec(conn, "ALTER TABLE outbox ENABLE TRIGGER USER");
+    fprintf(stderr, "poll-only: the relay woke after %d rows\n", rows);
+    ck_assert_msg(woke, "the relay slept through %d rows its polls found", rows);
+    ck_assert_int_eq(it_pg_wait_published(conn, rows, 30000), rows);
+    ck_assert_int_eq(it_js_stream_msgs(STREAM), rows);
+    it_relay_stop(relay);
+    PQfinish(conn);
+}
+END_TEST
+
 int main(void)
 {
     Suite *suite = suite_create("idle_wakeup");
     TCase *tc = it_tcase(suite, "idle_wakeup", it_start_servers, 120);
     tcase_add_test(tc, test_single_row_after_idle_is_woken_up);
     tcase_add_test(tc, test_relay_sleeps_soon_after_rows_stop);
+    tcase_add_test(tc, test_rows_found_by_the_poll_wake_the_relay);
     return run_suite(suite);
 }
