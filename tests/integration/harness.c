@@ -1,6 +1,7 @@
 /* Integration-test harness: throw-away PostgreSQL and nats-server, the relay binary, a reader. */
 /* _GNU_SOURCE comes from the build. */
 #include "harness.h"
+#include "outbox_relay/outbox_table.h"
 
 #include <arpa/inet.h>
 #include <check.h>
@@ -961,6 +962,20 @@ const char *it_nats_url(void)
     return it.nats_url;
 }
 
+void it_relay_config(struct relay_config *cfg, const char *const *args)
+{
+    const char *argv[32] = {"relay", "--pg-url", it_pg_url(), "--nats-url",
+                            it.nats_url[0] ? it.nats_url : "nats://127.0.0.1:1"};
+    int argc = 5;
+    for (; args != NULL && *args != NULL; args++) {
+        ck_assert_msg(argc < 31, "it_relay_config: too many arguments");
+        argv[argc++] = *args;
+    }
+    argv[argc] = NULL;
+    char err[256];
+    ck_assert_msg(config_load(cfg, argc, (char **)argv, err, sizeof err) == 0, "config: %s", err);
+}
+
 /* ---- the relay ---- */
 
 /* Sets "KEY=VALUE" in a NULL-terminated env array, replacing an entry with the same key. */
@@ -1644,7 +1659,8 @@ int64_t it_pg_relay_lock_holders(PGconn *conn)
     return it_pg_int(conn, "SELECT count(DISTINCT l.pid) FROM pg_locks l"
                            " JOIN pg_stat_activity a USING (pid)"
                            " WHERE l.locktype = 'advisory' AND l.granted"
-                           "   AND a.application_name = 'outbox-relay'");
+                           "   AND l.classid = " OUTBOX_CLASS_SQL(
+                               OUTBOX_LOCK_CLASS) "   AND a.application_name = 'outbox-relay'");
 }
 
 void it_js_read_stream_once(const char *name, size_t want, struct it_msgs *out)

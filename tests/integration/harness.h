@@ -12,6 +12,8 @@
 #include <libpq-fe.h>
 #include <nats/nats.h>
 
+#include "outbox_relay/config.h"
+
 /*
  * Lifecycle. Every process the harness starts is a child of the calling
  * process (with Check's fork mode: of the test's own process), tracked by
@@ -101,6 +103,11 @@ void it_nats_set_config(const char *text);
 int it_nats_port(void);
 pid_t it_nats_pid(void);       /* 0 if stopped */
 const char *it_nats_url(void); /* nats://127.0.0.1:port, for OUTBOX_NATS_URL */
+
+/* The relay's settings for the test servers (no NATS server needed: a
+ * closed port stands in when none runs), plus `args`: "--flag", "value"
+ * pairs, NULL-terminated, or NULL. For tests of a module's SQL. */
+void it_relay_config(struct relay_config *cfg, const char *const *args);
 
 /* SIGSTOP / SIGCONT nats-server: its connections stay open but nothing is answered. */
 void it_nats_pause(void);
@@ -265,7 +272,7 @@ void it_pg_wait_progress(PGconn *conn, int64_t more, int timeout_ms, const char 
  */
 void it_pg_record_marks(PGconn *conn);
 
-/* Sessions of relays (application_name 'outbox-relay') holding a granted advisory lock. */
+/* Sessions of relays (application_name 'outbox-relay') holding the leader lock. */
 int64_t it_pg_relay_lock_holders(PGconn *conn);
 
 /*

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "harness.h"
+#include "outbox_relay/outbox_table.h"
 #include "run_suite.h"
 
 #define STREAM "IT_REQUEUE"
@@ -176,7 +177,7 @@ START_TEST(test_requeued_row_keeps_its_place_in_its_key)
     struct it_relay *relay = it_relay_start(env, NULL);
     ck_assert(it_pg_wait_int(conn,
                              "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
-                             " AND granted",
+                             " AND granted AND classid = " OUTBOX_CLASS_SQL(OUTBOX_LOCK_CLASS),
                              1, 15000) == 1);
     /* The dead row first, then rows that move the relay's scan past it, then its key's rows. */
     it_pg_exec(conn, "INSERT INTO outbox (subject, ordering_key, status, attempts, last_error)"

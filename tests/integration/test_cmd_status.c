@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "harness.h"
+#include "outbox_relay/outbox_table.h"
 #include "run_suite.h"
 
 #define STREAM    "IT_STATUS"
@@ -95,9 +96,11 @@ START_TEST(test_status_reports_the_table_and_the_relays)
     ck_assert_int_eq(jint(json_array_get(held, 0), "waiting", NULL), 3);
 
     /* The leader is the session holding the lock; the other relay is the standby. */
-    int64_t leader_pid = it_pg_int(conn, "SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a"
-                                         " USING (pid) WHERE l.locktype = 'advisory' AND l.granted"
-                                         " AND a.application_name = 'outbox-relay'");
+    int64_t leader_pid =
+        it_pg_int(conn, "SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a"
+                        " USING (pid) WHERE l.locktype = 'advisory' AND l.granted"
+                        " AND l.classid = " OUTBOX_CLASS_SQL(
+                            OUTBOX_LOCK_CLASS) " AND a.application_name = 'outbox-relay'");
     ck_assert_int_eq(jint(doc, "leader", "pid"), leader_pid);
     ck_assert_str_eq(
         json_string_value(json_object_get(json_object_get(doc, "leader"), "client_addr")),
