@@ -702,16 +702,7 @@ static double bench_raw_pg(PGconn *conn)
      * (plans fixed whatever the statistics say, asynchronous commit): what PostgreSQL can do for
      * the relay's marks, not for a statement the relay does not run. */
     struct relay_config cfg;
-    char err[256];
-    char *argv[] = {"relay",
-                    "--pg-url",
-                    (char *)it_pg_url(),
-                    "--nats-url",
-                    "nats://127.0.0.1:1",
-                    "--table",
-                    "bench_copy",
-                    NULL};
-    ck_assert_msg(config_load(&cfg, 7, argv, err, sizeof err) == 0, "config: %s", err);
+    it_relay_config(&cfg, (const char *[]){"--table", "bench_copy", NULL});
     struct outbox_sql statements;
     outbox_sql_build(&statements, &cfg);
     config_free(&cfg);

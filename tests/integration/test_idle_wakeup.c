@@ -55,14 +55,24 @@ static int64_t one_row(PGconn *conn, int64_t want_published)
     return took;
 }
 
-START_TEST(test_single_row_after_idle_is_woken_up)
+/* The stream, a connection, and a relay polling every poll_ms that leads. */
+static struct it_relay *start_leader(const char *poll_ms, PGconn **conn)
 {
     const char *subjects[] = {"it.idle.>", NULL};
     it_js_add_stream(STREAM, subjects);
-    PGconn *conn = it_pg_connect();
-    const char *env[] = {"OUTBOX_POLL_INTERVAL_MS=" POLL_MS, NULL};
+    *conn = it_pg_connect();
+    char poll[64];
+    snprintf(poll, sizeof poll, "OUTBOX_POLL_INTERVAL_MS=%s", poll_ms);
+    const char *env[] = {poll, NULL};
     struct it_relay *relay = it_relay_start(env, NULL);
     ck_assert(it_relay_wait_log(relay, "became leader", 1, 20000));
+    return relay;
+}
+
+START_TEST(test_single_row_after_idle_is_woken_up)
+{
+    PGconn *conn;
+    struct it_relay *relay = start_leader(POLL_MS, &conn);
 
     int64_t published = 0, worst = 0;
     for (int round = 0; round < ROUNDS; round++) {
@@ -100,12 +110,8 @@ END_TEST
 
 START_TEST(test_relay_sleeps_soon_after_rows_stop)
 {
-    const char *subjects[] = {"it.idle.>", NULL};
-    it_js_add_stream(STREAM, subjects);
-    PGconn *conn = it_pg_connect();
-    const char *env[] = {"OUTBOX_POLL_INTERVAL_MS=" POLL_MS, NULL};
-    struct it_relay *relay = it_relay_start(env, NULL);
-    ck_assert(it_relay_wait_log(relay, "became leader", 1, 20000));
+    PGconn *conn;
+    struct it_relay *relay = start_leader(POLL_MS, &conn);
 
     int64_t worst = 0;
     for (int round = 1; round <= 5; round++) {
@@ -139,12 +145,8 @@ END_TEST
  */
 START_TEST(test_rows_found_by_the_poll_wake_the_relay)
 {
-    const char *subjects[] = {"it.idle.>", NULL};
-    it_js_add_stream(STREAM, subjects);
-    PGconn *conn = it_pg_connect();
-    const char *env[] = {"OUTBOX_POLL_INTERVAL_MS=200", NULL};
-    struct it_relay *relay = it_relay_start(env, NULL);
-    ck_assert(it_relay_wait_log(relay, "became leader", 1, 20000));
+    PGconn *conn;
+    struct it_relay *relay = start_leader("200", &conn);
     ck_assert_msg(it_wait_until(relay_holds_sleep_lock, conn, 30000),
                   "the relay never went to sleep");
     it_pg_exec(conn, "ALTER TABLE outbox DISABLE TRIGGER USER");

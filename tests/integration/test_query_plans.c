@@ -26,10 +26,7 @@ static struct outbox_sql sql;
 
 static void load_config(void)
 {
-    char err[256];
-    char *argv[] = {"relay",      "--pg-url",           (char *)it_pg_url(),
-                    "--nats-url", "nats://127.0.0.1:1", NULL};
-    ck_assert_msg(config_load(&cfg, 5, argv, err, sizeof err) == 0, "config: %s", err);
+    it_relay_config(&cfg, NULL);
     outbox_sql_build(&sql, &cfg);
 }
 

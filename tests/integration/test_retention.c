@@ -83,20 +83,8 @@ START_TEST(test_retention_prunes_only_old_published_rows_during_a_drain)
 
     /* The statement walks the partial index on published_at, not the table. */
     struct relay_config cfg;
-    char err[256];
-    char *argv[] = {"relay",
-                    "--pg-url",
-                    (char *)it_pg_url(),
-                    "--nats-url",
-                    (char *)it_nats_url(),
-                    "--retention-batch",
-                    "2000",
-                    "--retention",
-                    "7d",
-                    "--retention-interval-ms",
-                    "100",
-                    NULL};
-    ck_assert_msg(config_load(&cfg, 11, argv, err, sizeof err) == 0, "config: %s", err);
+    it_relay_config(&cfg, (const char *[]){"--retention-batch", "2000", "--retention", "7d",
+                                           "--retention-interval-ms", "100", NULL});
     char sql[1024];
     retention_build_sql(&cfg, sql, sizeof(sql));
     /* The statement with its parameters in place, for EXPLAIN. */
