@@ -167,8 +167,9 @@ static void relay_on_claimed(void *arg, struct outbox_row *row)
 static void relay_on_pass_ended(void *arg, bool found)
 {
     struct relay *r = arg;
-    wakeup_pass_ended(r->wakeup, found, inflight_count(r->rows) > 0);
-    if (!found && inflight_count(r->rows) == 0)
+    bool holding = inflight_count(r->rows) > 0;
+    wakeup_pass_ended(r->wakeup, found, holding);
+    if (!found && !holding)
         stall_watch_progress(&r->stall, ev_now(r->loop)); /* idle is not a stall */
 }
 

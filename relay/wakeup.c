@@ -62,6 +62,13 @@ static void wakeup_arm(struct wakeup *w, int ms)
     ev_timer_start(w->loop, &w->poll);
 }
 
+/* The next look after backoff_ms, which doubles (to WAKEUP_POLL_MAX_MS) for the one after. */
+static void wakeup_back_off(struct wakeup *w)
+{
+    wakeup_arm(w, w->backoff_ms);
+    w->backoff_ms = w->backoff_ms * 2 > WAKEUP_POLL_MAX_MS ? WAKEUP_POLL_MAX_MS : w->backoff_ms * 2;
+}
+
 static void wakeup_arm_hot(struct wakeup *w)
 {
     struct itimerspec when = {.it_value = {.tv_nsec = WAKEUP_HOT_POLL_US * 1000L}};
@@ -134,9 +141,7 @@ static void wakeup_on_sleep_lock(void *arg, PGresult *res)
          * its row is likely a moment away, so stay awake and look again
          * soon; a long transaction makes the tries back off. */
         w->state = WAKEUP_AWAKE;
-        wakeup_arm(w, w->backoff_ms);
-        w->backoff_ms =
-            w->backoff_ms * 2 > WAKEUP_POLL_MAX_MS ? WAKEUP_POLL_MAX_MS : w->backoff_ms * 2;
+        wakeup_back_off(w);
         return;
     }
     w->state = WAKEUP_ASLEEP;
@@ -262,9 +267,7 @@ void wakeup_pass_ended(struct wakeup *w, bool found, bool holding)
         /* Nothing new, but rows in flight: not idle (a flood the budget
          * holds back, or PubAcks slow to come). Sleeping now would make
          * every producer notify while the relay is still busy. */
-        wakeup_arm(w, w->backoff_ms);
-        w->backoff_ms =
-            w->backoff_ms * 2 > WAKEUP_POLL_MAX_MS ? WAKEUP_POLL_MAX_MS : w->backoff_ms * 2;
+        wakeup_back_off(w);
         return;
     }
     /*

@@ -37,8 +37,8 @@
 
 #define WAKEUP_HOT_MS      2   /* after rows, empty passes repeat every ... */
 #define WAKEUP_HOT_POLL_US 500 /* ... 500 us this long, */
-#define WAKEUP_EAGER_MS    10  /* then every 1 ms this long, then sleep */
-#define WAKEUP_POLL_MAX_MS 50  /* a relay kept from sleeping looks at its tail this often */
+#define WAKEUP_EAGER_MS    10  /* then every 1 ms this long, then sleep if idle */
+#define WAKEUP_POLL_MAX_MS 50  /* a relay that cannot sleep looks at its tail this often */
 
 enum wakeup_state {
     WAKEUP_OFF,    /* not leading: nothing to wake */
