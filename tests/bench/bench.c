@@ -1019,11 +1019,17 @@ static void backlog_insert(PGconn *conn, int rows, int bytes, const char *key_sq
  * off for the table until the next build, so nothing analyzes it behind
  * the bench's back.
  */
-static void backlog_build(PGconn *conn, int rows, int bytes, const char *key_sql,
-                          enum backlog_stats stats)
+/* An empty table nothing analyzes behind the bench's back until the next drain ends. */
+static void backlog_reset(PGconn *conn)
 {
     it_pg_exec(conn, "TRUNCATE outbox");
     it_pg_exec(conn, "ALTER TABLE outbox SET (autovacuum_enabled = false)");
+}
+
+static void backlog_build(PGconn *conn, int rows, int bytes, const char *key_sql,
+                          enum backlog_stats stats)
+{
+    backlog_reset(conn);
     if (stats == STATS_STALE) {
         it_pg_exec(conn, "INSERT INTO outbox (subject, status, published_at, stream_seq)"
                          " SELECT 'bench.history', 'published', now(), 0"
@@ -1093,8 +1099,7 @@ static void bench_retention(PGconn *conn, double limit)
     int64_t pruned = 0;
     for (int i = 0; i < 2; i++) {
         /* A week of history autovacuum has long since analyzed, then a backlog it has not. */
-        it_pg_exec(conn, "TRUNCATE outbox");
-        it_pg_exec(conn, "ALTER TABLE outbox SET (autovacuum_enabled = false)");
+        backlog_reset(conn);
         it_pg_exec(conn,
                    "INSERT INTO outbox (subject, status, published_at, stream_seq, created_at)"
                    " SELECT 'bench.old', 'published', now() - interval '8 days', g,"
