@@ -962,6 +962,21 @@ const char *it_nats_url(void)
     return it.nats_url;
 }
 
+bool it_pg_insert_row(PGconn *conn, const char *subject, const char *key, const char *payload,
+                      char *err, size_t errlen)
+{
+    const char *values[3] = {subject, key, payload};
+    PGresult *res = PQexecParams(conn,
+                                 "INSERT INTO outbox (subject, ordering_key, payload)"
+                                 " VALUES ($1, $2, convert_to($3, 'UTF8'))",
+                                 3, NULL, values, NULL, NULL, 0);
+    bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+    if (!ok)
+        snprintf(err, errlen, "%s", PQresultErrorMessage(res));
+    PQclear(res);
+    return ok;
+}
+
 void it_relay_config(struct relay_config *cfg, const char *const *args)
 {
     const char *argv[32] = {"relay", "--pg-url", it_pg_url(), "--nats-url",

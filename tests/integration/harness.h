@@ -104,6 +104,11 @@ int it_nats_port(void);
 pid_t it_nats_pid(void);       /* 0 if stopped */
 const char *it_nats_url(void); /* nats://127.0.0.1:port, for OUTBOX_NATS_URL */
 
+/* One row in a transaction of its own, from any thread (no Check calls): true, or false
+ * with PostgreSQL's error in err. */
+bool it_pg_insert_row(PGconn *conn, const char *subject, const char *key, const char *payload,
+                      char *err, size_t errlen);
+
 /* The relay's settings for the test servers (no NATS server needed: a
  * closed port stands in when none runs), plus `args`: "--flag", "value"
  * pairs, NULL-terminated, or NULL. For tests of a module's SQL. */

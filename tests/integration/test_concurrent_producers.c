@@ -35,18 +35,9 @@ static void *producer_main(void *arg)
     char key[16], subject[32], payload[32];
     snprintf(key, sizeof key, "p%02d", p->index);
     snprintf(subject, sizeof subject, "it.conc.%d", p->index % 4);
-    const char *values[3] = {subject, key, payload};
     while (it_now_ms() < p->deadline_ms) {
         snprintf(payload, sizeof payload, "%s-%lld", key, (long long)p->commits);
-        PGresult *res = PQexecParams(p->conn,
-                                     "INSERT INTO outbox (subject, ordering_key, payload)"
-                                     " VALUES ($1, $2, convert_to($3, 'UTF8'))",
-                                     3, NULL, values, NULL, NULL, 0);
-        bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-        if (!ok)
-            snprintf(p->error, sizeof p->error, "%s", PQresultErrorMessage(res));
-        PQclear(res);
-        if (!ok)
+        if (!it_pg_insert_row(p->conn, subject, key, payload, p->error, sizeof p->error))
             break;
         p->commits++;
     }

@@ -103,7 +103,6 @@ static void *producer_main(void *arg)
     struct producer *p = arg;
     char key[16];
     snprintf(key, sizeof key, "burst-%d", p->index);
-    const char *values[1] = {key};
     for (int64_t now = it_now_ms(); now < p->until_ms; now = it_now_ms()) {
         int64_t into_cycle = now % CYCLE_MS;
         if (into_cycle >= ACTIVE_MS) {
@@ -113,15 +112,7 @@ static void *producer_main(void *arg)
             nanosleep(&quiet, NULL);
             continue;
         }
-        PGresult *res = PQexecParams(p->conn,
-                                     "INSERT INTO outbox (subject, ordering_key, payload)"
-                                     " VALUES ('it.wakeup.burst', $1, 'x')",
-                                     1, NULL, values, NULL, NULL, 0);
-        bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-        if (!ok)
-            snprintf(p->error, sizeof p->error, "%s", PQresultErrorMessage(res));
-        PQclear(res);
-        if (!ok)
+        if (!it_pg_insert_row(p->conn, "it.wakeup.burst", key, "x", p->error, sizeof p->error))
             break;
         p->commits++;
     }
