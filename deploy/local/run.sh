@@ -7,11 +7,15 @@
 #   bash deploy/local/run.sh stop     stop the relay and both servers
 #
 # Ports (override with the variables): PG_PORT=55432 NATS_PORT=54222
-# HTTP_PORT=9841. Everything lives in .local/ of the checkout.
+# HTTP_PORT=9841. Everything lives in .local/ of the checkout, except
+# PostgreSQL's data when root runs this from a directory the postgres user
+# cannot enter (a clone under /root): that goes to /var/tmp/outbox-relay-local.
+# The settings for the CLI are written to .local/env (`. .local/env`).
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/../.." && pwd)
 state="$top/.local"
+mkdir -p "$state"
 PG_PORT=${PG_PORT:-55432}
 NATS_PORT=${NATS_PORT:-54222}
 HTTP_PORT=${HTTP_PORT:-9841}
@@ -22,10 +26,18 @@ STREAM=DEMO
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
+# PostgreSQL runs as the postgres user when we are root: its data directory
+# must be one that user can reach, which a private checkout is not.
+pg_dir="$state/pg"
+if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$state" 2>/dev/null; then
+    pg_dir=/var/tmp/outbox-relay-local/pg
+    mkdir -p "$(dirname "$pg_dir")"
+fi
+
 # PostgreSQL refuses to run as root: use its own system user then.
 as_db_user() {
     if [ "$(id -u)" = 0 ]; then
-        runuser -u postgres -- "$@"
+        (cd / && runuser -u postgres -- "$@")
     else
         "$@"
     fi
@@ -34,8 +46,8 @@ as_db_user() {
 stop_all() {
     [ -f "$state/relay.pid" ] && kill "$(cat "$state/relay.pid")" 2>/dev/null || true
     [ -f "$state/nats.pid" ] && kill "$(cat "$state/nats.pid")" 2>/dev/null || true
-    if [ -f "$state/pg/data/postmaster.pid" ]; then
-        as_db_user "$PG_BIN/pg_ctl" -D "$state/pg/data" -m fast stop >/dev/null || true
+    if [ -f "$pg_dir/data/postmaster.pid" ]; then
+        as_db_user "$PG_BIN/pg_ctl" -D "$pg_dir/data" -m fast stop >/dev/null || true
     fi
     rm -f "$state/relay.pid" "$state/nats.pid"
 }
@@ -64,19 +76,18 @@ say "building"
 cmake -S "$top" -B "$top/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$top/build" -j"$(nproc)" --target outbox-relay stream-tail >/dev/null
 
-mkdir -p "$state"
 [ -f "$state/relay.pid" ] && kill "$(cat "$state/relay.pid")" 2>/dev/null && sleep 1 || true
 
-if [ ! -d "$state/pg/data" ]; then
-    say "creating a PostgreSQL cluster in $state/pg"
-    mkdir -p "$state/pg"
-    [ "$(id -u)" = 0 ] && chown postgres "$state/pg"
-    as_db_user "$PG_BIN/initdb" -D "$state/pg/data" -A trust -U postgres >/dev/null
+if [ ! -d "$pg_dir/data" ]; then
+    say "creating a PostgreSQL cluster in $pg_dir"
+    mkdir -p "$pg_dir"
+    if [ "$(id -u)" = 0 ]; then chown postgres "$pg_dir"; fi
+    as_db_user "$PG_BIN/initdb" -D "$pg_dir/data" -A trust -U postgres >/dev/null
 fi
-if ! as_db_user "$PG_BIN/pg_ctl" -D "$state/pg/data" status >/dev/null 2>&1; then
+if ! as_db_user "$PG_BIN/pg_ctl" -D "$pg_dir/data" status >/dev/null 2>&1; then
     say "starting PostgreSQL on 127.0.0.1:$PG_PORT"
-    as_db_user "$PG_BIN/pg_ctl" -D "$state/pg/data" -l "$state/pg/log" -w \
-        -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $state/pg" start >/dev/null
+    as_db_user "$PG_BIN/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/log" -w \
+        -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $pg_dir" start >/dev/null
 fi
 
 if ! { [ -f "$state/nats.pid" ] && kill -0 "$(cat "$state/nats.pid")" 2>/dev/null; }; then
@@ -90,16 +101,19 @@ if ! { [ -f "$state/nats.pid" ] && kill -0 "$(cat "$state/nats.pid")" 2>/dev/nul
     done
 fi
 
-say "applying sql/"
-for f in "$top"/sql/*.sql; do
-    psql -q -v ON_ERROR_STOP=1 "$PG_URL" -f "$f" 2>&1 | grep -v NOTICE || true
-done
+say "applying the schema (outbox-relay migrate)"
+OUTBOX_PG_URL="$PG_URL" "$top/build/outbox-relay" migrate
+
+cat >"$state/env" <<EOF
+export OUTBOX_PG_URL='$PG_URL'
+export OUTBOX_NATS_URL='$NATS_URL'
+export OUTBOX_STREAM='$STREAM'
+export OUTBOX_STREAM_SUBJECTS='demo.>'
+EOF
 
 say "starting the relay (log: $state/relay.log, metrics: http://127.0.0.1:$HTTP_PORT/metrics)"
-OUTBOX_PG_URL="$PG_URL" OUTBOX_NATS_URL="$NATS_URL" \
-    OUTBOX_STREAM="$STREAM" OUTBOX_STREAM_SUBJECTS="demo.>" \
-    OUTBOX_HTTP_ADDR="127.0.0.1:$HTTP_PORT" OUTBOX_LOG_FORMAT=text \
-    "$top/build/outbox-relay" >>"$state/relay.log" 2>&1 &
+(. "$state/env" && exec env OUTBOX_HTTP_ADDR="127.0.0.1:$HTTP_PORT" OUTBOX_LOG_FORMAT=text \
+    "$top/build/outbox-relay") >>"$state/relay.log" 2>&1 &
 echo $! >"$state/relay.pid"
 for _ in $(seq 100); do
     curl -fs "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null 2>&1 && break
@@ -129,7 +143,11 @@ first=$(psql -qAt "$PG_URL" -c "SELECT min(stream_seq) FROM outbox WHERE id > $l
 
 cat <<EOF
 
-The relay keeps running (pid $(cat "$state/relay.pid")). Try:
+The relay keeps running (pid $(cat "$state/relay.pid")). The operator
+commands read their settings from the environment, as the relay does:
+  . $state/env; export PATH=$top/build:\$PATH
+  outbox-relay status
+Try:
   psql '$PG_URL' -c "SELECT outbox_enqueue('demo.hello', '{\"hi\": true}')"
   $top/build/stream-tail $NATS_URL $STREAM
   curl -s http://127.0.0.1:$HTTP_PORT/metrics | grep -v '^#'
