@@ -112,7 +112,7 @@ int cmd_main(int argc, char **argv)
     }
     char err[512];
     int rc;
-    if (config_load(&ctx.cfg, nrest, rest, err, sizeof(err)) < 0) {
+    if (config_load_command(&ctx.cfg, nrest, rest, err, sizeof(err)) < 0) {
         fprintf(stderr, "outbox-relay %s: %s\n", c->name, err);
         rc = CMD_USAGE;
     } else if (ctx.cfg.action != CONFIG_RUN) {
@@ -166,7 +166,7 @@ PGconn *cmd_pg_connect(const struct cmd_ctx *ctx)
     return conn;
 }
 
-PGresult *cmd_pg_exec(const struct cmd_ctx *ctx, PGconn *conn, const char *sql, int nparams,
+PGresult *cmd_pg_exec(struct cmd_ctx *ctx, PGconn *conn, const char *sql, int nparams,
                       const char *const *params)
 {
     PGresult *res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
@@ -174,15 +174,18 @@ PGresult *cmd_pg_exec(const struct cmd_ctx *ctx, PGconn *conn, const char *sql, 
     if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
         return res;
     const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-    cmd_fail(ctx, CMD_CONNECT, "PostgreSQL: %s", msg ? msg : PQerrorMessage(conn));
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    /* Class 22, data exception: a value the operator gave could not be read. */
+    ctx->pg_failure = state != NULL && strncmp(state, "22", 2) == 0 ? CMD_USAGE : CMD_CONNECT;
+    cmd_fail(ctx, ctx->pg_failure, "PostgreSQL: %s", msg ? msg : PQerrorMessage(conn));
     PQclear(res);
     return NULL;
 }
 
-PGresult *cmd_pg_once(const struct cmd_ctx *ctx, const char *sql, int nparams,
-                      const char *const *params)
+PGresult *cmd_pg_once(struct cmd_ctx *ctx, const char *sql, int nparams, const char *const *params)
 {
     PGconn *conn = cmd_pg_connect(ctx);
+    ctx->pg_failure = CMD_CONNECT;
     if (conn == NULL)
         return NULL;
     PGresult *res = cmd_pg_exec(ctx, conn, sql, nparams, params);

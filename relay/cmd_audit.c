@@ -130,7 +130,7 @@ int cmd_audit(struct cmd_ctx *ctx)
                  t, where);
     PGresult *rows = cmd_pg_once(ctx, sql, np, params);
     if (rows == NULL)
-        return CMD_CONNECT;
+        return ctx->pg_failure;
     natsConnection *nc = NULL;
     jsCtx *js = NULL;
     if (cmd_nats_connect(ctx, &nc, &js) < 0) {

@@ -16,7 +16,7 @@ const struct cmd_option cmd_migrate_options[] = {
 
 /* Serialises concurrent migrates of one table (e.g. two Helm hooks); not the leader lock. */
 
-static int version_of(const struct cmd_ctx *ctx, PGconn *conn, const char *t, int *found)
+static int version_of(struct cmd_ctx *ctx, PGconn *conn, const char *t, int *found)
 {
     const char *params[] = {t};
     PGresult *res = cmd_pg_exec(ctx, conn, migrate_version_sql, 1, params);

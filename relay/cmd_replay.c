@@ -31,14 +31,19 @@ int cmd_replay(struct cmd_ctx *ctx)
     if (where[0] == '\0')
         return cmd_fail(ctx, CMD_USAGE, "choose rows: --ids, --id-range or --created-from/-to");
     config_table_sql(&ctx->cfg, t, sizeof(t));
-    /* Only published rows: others are the relay's to send. Key order = id order. */
+    /*
+     * Only published rows are sent: the others are the relay's to send. They
+     * are still listed, as skipped, so a replay that sends nothing says why.
+     * Key order = id order.
+     */
     snprintf(sql, sizeof(sql),
-             "SELECT o.id, o.event_id, o.subject, o.payload, o.headers::text, "
-             "gen_random_uuid()::text FROM %s AS o WHERE o.status = 'published'%s ORDER BY o.id",
+             "SELECT o.id, o.event_id, o.subject, "
+             "CASE WHEN o.status = 'published' THEN o.payload END, o.headers::text, "
+             "gen_random_uuid()::text, o.status FROM %s AS o WHERE true%s ORDER BY o.id",
              t, where);
     PGresult *rows = cmd_pg_once(ctx, sql, np, params);
     if (rows == NULL)
-        return CMD_CONNECT;
+        return ctx->pg_failure;
     natsConnection *nc = NULL;
     jsCtx *js = NULL;
     if (!dry && cmd_nats_connect(ctx, &nc, &js) < 0) {
@@ -52,10 +57,22 @@ int cmd_replay(struct cmd_ctx *ctx)
         return CMD_CONNECT;
     }
 
-    int stored = 0, duplicates = 0, failed = 0, n = PQntuples(rows);
+    int stored = 0, duplicates = 0, failed = 0, skipped = 0, n = PQntuples(rows), published = 0;
     json_t *outcomes = json_array();
     for (int i = 0; i < n; i++) {
         const char *id = PQgetvalue(rows, i, 0), *event_id = PQgetvalue(rows, i, 1);
+        const char *status = PQgetvalue(rows, i, 6);
+        if (strcmp(status, "published") != 0) {
+            char why[96];
+            snprintf(why, sizeof(why), "status is %s: only published rows are replayed", status);
+            json_array_append_new(outcomes, json_pack("{s:I, s:s, s:s, s:I, s:s}", "id",
+                                                      (json_int_t)strtoll(id, NULL, 10), "outcome",
+                                                      "skipped", "msg_id", event_id, "stream_seq",
+                                                      (json_int_t)0, "error", why));
+            skipped++;
+            continue;
+        }
+        published++;
         const char *subject = PQgetvalue(rows, i, 2),
                    *msg_id = fresh ? PQgetvalue(rows, i, 5) : event_id;
         size_t len = 0;
@@ -111,9 +128,10 @@ int cmd_replay(struct cmd_ctx *ctx)
     natsConnection_Destroy(nc);
 
     if (ctx->json) {
-        cmd_print_json(ctx, json_pack("{s:b, s:b, s:i, s:i, s:i, s:i, s:o}", "dry_run", dry,
-                                      "fresh_id", fresh, "rows", n, "stored", stored, "duplicates",
-                                      duplicates, "failed", failed, "outcomes", outcomes));
+        cmd_print_json(ctx, json_pack("{s:b, s:b, s:i, s:i, s:i, s:i, s:i, s:o}", "dry_run", dry,
+                                      "fresh_id", fresh, "rows", published, "stored", stored,
+                                      "duplicates", duplicates, "failed", failed, "skipped",
+                                      skipped, "outcomes", outcomes));
     } else {
         for (size_t i = 0; i < json_array_size(outcomes); i++) {
             json_t *o = json_array_get(outcomes, i);
@@ -127,6 +145,9 @@ int cmd_replay(struct cmd_ctx *ctx)
                         "row %lld: dropped as a duplicate of seq %lld (same Nats-Msg-Id "
                         "inside the stream's duplicate window)\n",
                         id, seq);
+            else if (!strcmp(what, "skipped"))
+                fprintf(ctx->out, "row %lld: skipped: %s\n", id,
+                        json_string_value(json_object_get(o, "error")));
             else if (!strcmp(what, "would_send"))
                 fprintf(ctx->out, "row %lld: would send with Nats-Msg-Id %s\n", id,
                         json_string_value(json_object_get(o, "msg_id")));
@@ -136,9 +157,13 @@ int cmd_replay(struct cmd_ctx *ctx)
         }
         fprintf(ctx->out,
                 "%s%d published rows: %d stored as new messages, %d dropped as "
-                "duplicates, %d failed\n",
-                dry ? "dry run, would replay " : "replayed ", n, stored, duplicates, failed);
+                "duplicates, %d failed; %d selected rows skipped (not published)\n",
+                dry ? "dry run, would replay " : "replayed ", published, stored, duplicates, failed,
+                skipped);
         json_decref(outcomes);
     }
-    return failed > 0 ? CMD_FINDINGS : CMD_OK;
+    /* Rows selected but not sent are findings too: the operator expected them sent. */
+    if (n == 0 && !ctx->json)
+        fprintf(ctx->out, "no row matches the selection\n");
+    return failed > 0 || skipped > 0 || n == 0 ? CMD_FINDINGS : CMD_OK;
 }

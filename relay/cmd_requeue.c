@@ -148,7 +148,7 @@ int cmd_requeue(struct cmd_ctx *ctx)
     }
     PGresult *res = cmd_pg_once(ctx, sql, np, params);
     if (res == NULL)
-        return CMD_CONNECT;
+        return ctx->pg_failure;
 
     int n = PQntuples(res), taken = 0, skipped = 0;
     json_t *doc = json_object(), *rows = json_array(), *skips = json_array();

@@ -343,7 +343,7 @@ static int config_validate(struct relay_config *cfg, char *err, size_t errlen)
         fail(err, errlen, "OUTBOX_NATS_URL: %s", why);
         return -1;
     }
-    if (cfg->stream[0] != '\0' && cfg->stream_subjects[0] == '\0') {
+    if (!cfg->for_command && cfg->stream[0] != '\0' && cfg->stream_subjects[0] == '\0') {
         fail(err, errlen, "OUTBOX_STREAM_SUBJECTS: must be set when OUTBOX_STREAM is set");
         return -1;
     }
@@ -413,10 +413,12 @@ static const struct setting *setting_by_flag(const char *name, size_t n)
     return NULL;
 }
 
-int config_load(struct relay_config *cfg, int argc, char **argv, char *err, size_t errlen)
+static int config_load_as(struct relay_config *cfg, bool for_command, int argc, char **argv,
+                          char *err, size_t errlen)
 {
     memset(cfg, 0, sizeof(*cfg));
     cfg->action = CONFIG_RUN;
+    cfg->for_command = for_command;
     for (size_t i = 0; i < NSETTINGS; i++)
         if (setting_apply(cfg, &settings[i], settings[i].def, err, errlen) < 0)
             return -1;
@@ -470,6 +472,16 @@ int config_load(struct relay_config *cfg, int argc, char **argv, char *err, size
             return -1;
     }
     return config_validate(cfg, err, errlen);
+}
+
+int config_load(struct relay_config *cfg, int argc, char **argv, char *err, size_t errlen)
+{
+    return config_load_as(cfg, false, argc, argv, err, errlen);
+}
+
+int config_load_command(struct relay_config *cfg, int argc, char **argv, char *err, size_t errlen)
+{
+    return config_load_as(cfg, true, argc, argv, err, errlen);
 }
 
 void config_free(struct relay_config *cfg)

@@ -36,6 +36,9 @@ struct cmd_ctx {
     const char *values[CMD_MAX_OPTIONS]; /* by option index; "" for a given flag; NULL absent */
     const struct cmd_option *options;
     FILE *out;
+    /* The exit code for the last failed statement: CMD_USAGE when PostgreSQL
+       refused a value the operator gave (a malformed --created-from), else CMD_CONNECT. */
+    int pg_failure;
 };
 
 /*
@@ -63,12 +66,11 @@ PGconn *cmd_pg_connect(const struct cmd_ctx *ctx);
  * Runs one statement with text parameters; prints the error and returns NULL
  * unless it succeeded (PGRES_TUPLES_OK or PGRES_COMMAND_OK).
  */
-PGresult *cmd_pg_exec(const struct cmd_ctx *ctx, PGconn *conn, const char *sql, int nparams,
+PGresult *cmd_pg_exec(struct cmd_ctx *ctx, PGconn *conn, const char *sql, int nparams,
                       const char *const *params);
 
 /* One statement on a connection of its own (connect, run, close); NULL as cmd_pg_exec. */
-PGresult *cmd_pg_once(const struct cmd_ctx *ctx, const char *sql, int nparams,
-                      const char *const *params);
+PGresult *cmd_pg_once(struct cmd_ctx *ctx, const char *sql, int nparams, const char *const *params);
 
 /*
  * A synchronous NATS connection and JetStream context with the daemon's NATS

@@ -20,6 +20,8 @@ enum config_action {
 
 struct relay_config {
     enum config_action action;
+    /* Loaded for an operator command: the daemon's stream management rules do not apply. */
+    bool for_command;
 
     char *pg_url;          /* libpq conninfo or URI; "" = libpq defaults / PG* env */
     char *nats_url;        /* comma-separated server list */
@@ -83,6 +85,8 @@ bool config_pipelined(const struct relay_config *cfg);
  * returns -1. cfg must be released with config_free() either way.
  */
 int config_load(struct relay_config *cfg, int argc, char **argv, char *err, size_t errlen);
+/* The same for an operator command, which creates no stream: OUTBOX_STREAM alone is fine. */
+int config_load_command(struct relay_config *cfg, int argc, char **argv, char *err, size_t errlen);
 void config_free(struct relay_config *cfg);
 
 /* --help: every setting with its variable, flag, default and meaning. */

@@ -117,12 +117,24 @@ START_TEST(test_replay_inside_and_past_the_duplicate_window)
     free(before);
     free(after);
 
-    /* Only published rows are replayed; --dry-run sends nothing; a selection is required. */
+    /*
+     * Only published rows are replayed: a selected row that is not is listed
+     * as skipped, and the command exits 1 (it did not do what was asked); so
+     * does a selection that matches no row.
+     */
     it_pg_exec(conn, "INSERT INTO outbox (subject, status) VALUES ('it.replay.long.x', 'dead')");
     const char *dead[] = {"replay", "--json", "--ids", "7", NULL};
-    ck_assert_int_eq(it_relay_cmd(NULL, dead, &doc, NULL), 0);
+    ck_assert_int_eq(it_relay_cmd(NULL, dead, &doc, NULL), 1);
     ck_assert_int_eq(count(doc, "rows"), 0);
+    ck_assert_int_eq(count(doc, "skipped"), 1);
+    json_t *skip = json_array_get(json_object_get(doc, "outcomes"), 0);
+    ck_assert_str_eq(json_string_value(json_object_get(skip, "outcome")), "skipped");
     json_decref(doc);
+    const char *missing[] = {"replay", "--ids", "999", NULL};
+    ck_assert_int_eq(it_relay_cmd(NULL, missing, NULL, NULL), 1);
+    /* A timestamp PostgreSQL cannot read is a usage error (2), not a lost connection (3). */
+    const char *bad_from[] = {"replay", "--created-from", "yesterday-ish", NULL};
+    ck_assert_int_eq(it_relay_cmd(NULL, bad_from, NULL, NULL), 2);
     const char *dry[] = {"replay", "--dry-run", "--ids", "1", NULL};
     ck_assert_int_eq(it_relay_cmd(NULL, dry, NULL, NULL), 0);
     ck_assert_int_eq(it_js_stream_msgs(LONG_STREAM), 6);
