@@ -13,6 +13,7 @@
 
 #include "outbox_relay/js_sink.h"
 #include "outbox_relay/pg_source.h"
+#include "outbox_relay/redact.h"
 
 /* How many of the newest rows --check looks at for subjects and payload sizes. */
 #define CHECK_RECENT_ROWS  1000
@@ -333,7 +334,7 @@ int admin_check(const struct relay_config *cfg, FILE *out)
     struct check c = {.out = out};
     struct recent_rows recent = {0};
     char err[512], shown[512];
-    config_redact(cfg->pg_url, shown, sizeof(shown));
+    redact_pg_conninfo(cfg->pg_url, shown, sizeof(shown));
     PGconn *conn = pg_source_connect_blocking(cfg, err, sizeof(err));
     if (conn == NULL) {
         say(&c, CHECK_FAIL, "postgresql: cannot connect (OUTBOX_PG_URL=%s): %s",
@@ -350,7 +351,7 @@ int admin_check(const struct relay_config *cfg, FILE *out)
     }
 
     struct js_sink *sink = NULL;
-    config_redact(cfg->nats_url, shown, sizeof(shown));
+    redact_nats_urls(cfg->nats_url, shown, sizeof(shown));
     if (js_sink_create(&sink, cfg, NULL, false, err, sizeof(err)) < 0) {
         say(&c, CHECK_FAIL, "nats: %s (%s)", err, shown);
         recent_rows_free(&recent);

@@ -289,7 +289,11 @@ static bool nats_url_valid(const char *list, char *why, size_t whylen)
             char *end;
             long port = strtol(colon + 1, &end, 10);
             if (*end != '\0' || port < 1 || port > 65535) {
-                snprintf(why, whylen, "has a bad port \"%s\"", colon + 1);
+                /* Not a number: likely the piece of a password a ',' cut off; never shown. */
+                if (*end != '\0' || end == colon + 1)
+                    snprintf(why, whylen, "has a bad port (not a number)");
+                else
+                    snprintf(why, whylen, "has a bad port \"%s\"", colon + 1);
                 ok = false;
             }
         }

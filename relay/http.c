@@ -19,6 +19,9 @@
 #define HTTP_ACCEPT_BURST    32   /* accepts per wake-up, so a flood cannot starve the loop */
 #define HTTP_ACCEPT_PAUSE    0.25 /* seconds to stop accepting after EMFILE and friends */
 #define HTTP_DEFAULT_TIMEOUT 5.0
+/* A client that has not sent its first byte after this long is not a probe or a scraper
+ * (both send their request with the connect): its slot goes back to the pool. */
+#define HTTP_SILENT_TIMEOUT 1.0
 
 enum conn_state {
     CONN_READING,  /* collecting the request head */
@@ -32,6 +35,7 @@ struct http_conn {
     struct http_server *srv;
     struct http_conn *prev, *next;
     enum conn_state state;
+    ev_tstamp accepted_at;
     size_t head_len;
     char *out;
     size_t out_len, out_off;
@@ -51,7 +55,7 @@ struct http_server {
     struct http_listener listeners[HTTP_MAX_LISTENERS];
     size_t nlisteners;
     ev_timer accept_pause;
-    struct http_conn *conns;
+    struct http_conn *conns, *conns_tail; /* oldest first */
     size_t nconns;
 };
 
@@ -281,6 +285,8 @@ static void conn_close(struct http_conn *c)
         srv->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    else
+        srv->conns_tail = c->prev;
     srv->nconns--;
     free(c->out);
     free(c);
@@ -437,6 +443,14 @@ static void conn_on_readable(struct http_conn *c)
      */
     size_t old_len = c->head_len;
     c->head_len += (size_t)n;
+    if (old_len == 0 && c->srv->timeout > HTTP_SILENT_TIMEOUT) {
+        /* No longer silent: the whole request deadline, counted from the accept. */
+        struct ev_loop *loop = c->srv->loop;
+        ev_timer_stop(loop, &c->deadline);
+        double left = c->accepted_at + c->srv->timeout - ev_now(loop);
+        ev_timer_set(&c->deadline, left > 0 ? left : 0., 0.);
+        ev_timer_start(loop, &c->deadline);
+    }
     if (old_len != 0 && c->head_len < sizeof(c->head) &&
         memchr(c->head + old_len, '\n', (size_t)n) == NULL)
         return;
@@ -491,6 +505,28 @@ static void conn_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* ---- listening ---- */
 
+static bool conn_is_silent(const struct http_conn *c)
+{
+    return c->state == CONN_READING && c->head_len == 0;
+}
+
+/*
+ * At the cap, the oldest connection that has sent nothing makes room: a
+ * peer holding idle connections (reopening those we close) cannot keep a
+ * probe, which sends its request with the connect, from being served.
+ * Connections that sent bytes are left to their deadline.
+ */
+static bool conns_make_room(struct http_server *srv)
+{
+    for (struct http_conn *c = srv->conns; c; c = c->next) {
+        if (conn_is_silent(c)) {
+            conn_close(c);
+            return true;
+        }
+    }
+    return false;
+}
+
 static void listeners_start(struct http_server *srv)
 {
     for (size_t k = 0; k < srv->nlisteners; k++)
@@ -527,7 +563,7 @@ static void listener_cb(struct ev_loop *loop, ev_io *w, int revents)
             }
             return; /* EAGAIN, or an error we cannot act on */
         }
-        if (srv->nconns >= HTTP_MAX_CONNECTIONS) {
+        if (srv->nconns >= HTTP_MAX_CONNECTIONS && !conns_make_room(srv)) {
             close(fd); /* accepting and dropping keeps the backlog from filling with stale peers */
             continue;
         }
@@ -541,14 +577,18 @@ static void listener_cb(struct ev_loop *loop, ev_io *w, int revents)
         c->head_len = 0;
         c->out = NULL;
         c->out_len = c->out_off = 0;
-        c->prev = NULL;
-        c->next = srv->conns;
-        if (srv->conns)
-            srv->conns->prev = c;
-        srv->conns = c;
+        c->accepted_at = ev_now(loop);
+        c->next = NULL;
+        c->prev = srv->conns_tail;
+        if (srv->conns_tail)
+            srv->conns_tail->next = c;
+        else
+            srv->conns = c;
+        srv->conns_tail = c;
         srv->nconns++;
         ev_io_init(&c->io, conn_io_cb, fd, EV_READ);
-        ev_timer_init(&c->deadline, conn_deadline_cb, srv->timeout, 0.);
+        double silent = srv->timeout < HTTP_SILENT_TIMEOUT ? srv->timeout : HTTP_SILENT_TIMEOUT;
+        ev_timer_init(&c->deadline, conn_deadline_cb, silent, 0.);
         ev_io_start(loop, &c->io);
         ev_timer_start(loop, &c->deadline);
     }
@@ -582,7 +622,9 @@ static int listen_one(struct addrinfo *ai)
     /* ":port" yields both 0.0.0.0 and ::; a v6-only socket lets both bind. */
     if (ai->ai_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 128) < 0) {
+    /* The kernel's largest accept queue: a flood reconnecting as fast as we close must
+     * not fill it, or a probe's SYN is dropped and retried only after a second. */
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, SOMAXCONN) < 0) {
         int saved = errno;
         close(fd);
         errno = saved;

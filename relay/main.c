@@ -16,6 +16,7 @@
 #include "outbox_relay/http_probe.h"
 #include "outbox_relay/log.h"
 #include "outbox_relay/probes.h"
+#include "outbox_relay/redact.h"
 #include "outbox_relay/relay.h"
 #include "outbox_relay/service_status.h"
 
@@ -68,8 +69,8 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 static void log_startup(const struct relay_config *cfg)
 {
     char pg[512], nats[512];
-    config_redact(cfg->pg_url, pg, sizeof(pg));
-    config_redact(cfg->nats_url, nats, sizeof(nats));
+    redact_pg_conninfo(cfg->pg_url, pg, sizeof(pg));
+    redact_nats_urls(cfg->nats_url, nats, sizeof(nats));
     char libpq[16], libev[16];
     snprintf(libpq, sizeof(libpq), "%d.%d", PQlibVersion() / 10000, PQlibVersion() % 10000);
     snprintf(libev, sizeof(libev), "%d.%d", ev_version_major(), ev_version_minor());

@@ -28,6 +28,7 @@ struct wakeup {
     struct wakeup_events ev;
     enum wakeup_state state;
     bool notified_while_dozing;
+    bool sleepless;     /* the server allows two-phase commit: stay awake, producers never notify */
     double idle_since;  /* ev_now of the last pass that found rows */
     int backoff_ms;     /* the pause while the relay cannot sleep (doubles) */
     double sweep_every; /* the fallback poll sweeps from id 0 at most this often (s) */
@@ -35,9 +36,14 @@ struct wakeup {
     char table[160];    /* the quoted table, the parameter of both statements */
 };
 
-/* The table's oid is the key: the trigger knows it as TG_RELID. */
-static const char sleep_sql[] = "SELECT pg_try_advisory_lock(" OUTBOX_CLASS_SQL(
-    OUTBOX_SLEEP_CLASS) ", $1::regclass::oid::int4)";
+/*
+ * The table's oid is the key: the trigger knows it as TG_RELID. NULL: the
+ * server allows PREPARE TRANSACTION, which PostgreSQL refuses to a
+ * transaction that has notified, so the relay never asks producers to.
+ */
+static const char sleep_sql[] =
+    "SELECT CASE WHEN current_setting('max_prepared_transactions')::int > 0 THEN NULL ELSE"
+    " pg_try_advisory_lock(" OUTBOX_CLASS_SQL(OUTBOX_SLEEP_CLASS) ", $1::regclass::oid::int4) END";
 static const char wake_sql[] =
     "SELECT pg_advisory_unlock(" OUTBOX_CLASS_SQL(OUTBOX_SLEEP_CLASS) ", $1::regclass::oid::int4)";
 
@@ -134,6 +140,16 @@ static void wakeup_on_sleep_lock(void *arg, PGresult *res)
     struct wakeup *w = arg;
     if (w->state != WAKEUP_DOZING)
         return; /* leadership or the session ended meanwhile */
+    if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+        PQgetisnull(res, 0, 0)) {
+        /* A two-phase producer would fail at PREPARE after the trigger's
+         * NOTIFY: poll the tail every WAKEUP_POLL_MAX_MS instead. */
+        log_info(WAKEUP_MSG_SLEEPLESS, "{s:i}", "poll_ms", WAKEUP_POLL_MAX_MS);
+        w->sleepless = true;
+        w->state = WAKEUP_AWAKE;
+        wakeup_back_off(w);
+        return;
+    }
     bool got = res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
                PQgetvalue(res, 0, 0)[0] == 't';
     if (!got) {
@@ -212,6 +228,7 @@ void wakeup_set_leader(struct wakeup *w, bool leader)
 
 void wakeup_disconnected(struct wakeup *w)
 {
+    w->sleepless = false; /* the next server may not allow two-phase commit */
     wakeup_disarm(w);
     ev_timer_stop(w->loop, &w->fallback);
     w->state = WAKEUP_OFF;
@@ -267,6 +284,10 @@ void wakeup_pass_ended(struct wakeup *w, bool found, bool holding)
         /* Nothing new, but rows in flight: not idle (a flood the budget
          * holds back, or PubAcks slow to come). Sleeping now would make
          * every producer notify while the relay is still busy. */
+        wakeup_back_off(w);
+        return;
+    }
+    if (w->sleepless) {
         wakeup_back_off(w);
         return;
     }

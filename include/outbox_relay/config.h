@@ -96,8 +96,9 @@ void config_print_help(FILE *out);
 void config_table_sql(const struct relay_config *cfg, char *buf, size_t len);
 
 /*
- * A connection string with any password replaced by "***": libpq URIs and
- * key=value strings, and nats://user:pass@host lists. For logs.
+ * Free text that may quote a connection string (a nats.c error message),
+ * with any password it recognises replaced by "***". The settings
+ * themselves are shown with redact.h, which parses them as libpq and nats.c do.
  */
 void config_redact(const char *conn, char *buf, size_t len);
 

@@ -8,8 +8,9 @@
 
 struct http_server;
 
-#define HTTP_MAX_HEAD        8192 /* request line + headers; more is answered 431 */
-#define HTTP_MAX_CONNECTIONS 256  /* past this, new connections are accepted and closed at once */
+#define HTTP_MAX_HEAD 8192 /* request line + headers; more is answered 431 */
+#define HTTP_MAX_CONNECTIONS                                                                       \
+    256 /* past this, a new connection displaces the oldest silent one, or is closed at once */
 
 /* What a route answers. body is malloc'ed by the route and freed by the server. */
 struct http_reply {

@@ -23,6 +23,12 @@
  * try for the sleep lock fails until that row is committed (or rolled
  * back); once the relay holds the lock it sweeps once, and every later
  * trigger notifies. Loop thread only.
+ *
+ * A server that allows PREPARE TRANSACTION (max_prepared_transactions > 0)
+ * keeps the relay awake: PostgreSQL refuses to prepare a transaction that
+ * has notified, and a trigger cannot know whether its transaction will be
+ * prepared, so there no producer may be asked to notify. The relay then
+ * looks at its tail every WAKEUP_POLL_MAX_MS when idle.
  */
 #ifndef OUTBOX_RELAY_WAKEUP_H
 #define OUTBOX_RELAY_WAKEUP_H
@@ -39,6 +45,9 @@
 #define WAKEUP_HOT_POLL_US 500 /* ... 500 us this long, */
 #define WAKEUP_EAGER_MS    10  /* then every 1 ms this long, then sleep if idle */
 #define WAKEUP_POLL_MAX_MS 50  /* a relay that cannot sleep looks at its tail this often */
+
+/* Logged once a session when the server allows two-phase commit (poll_ms: the idle poll). */
+#define WAKEUP_MSG_SLEEPLESS "the server allows PREPARE TRANSACTION: the relay stays awake"
 
 enum wakeup_state {
     WAKEUP_OFF,    /* not leading: nothing to wake */

@@ -617,6 +617,9 @@ void it_teardown(void)
 
 /* Outside `it`: it_setup() clears that, and the choice is made before it. */
 static bool it_pg_durable;
+#define IT_PG_MAX_SETTINGS 4
+static const char *it_pg_settings[IT_PG_MAX_SETTINGS];
+static int it_pg_nsettings;
 static bool it_pg_skip_migrations; /* it_pg_set_migrations(false) */
 
 static bool it_pg_ready(void *arg)
@@ -712,7 +715,22 @@ void it_pg_start(void)
                           "max_connections=50",
                           "-c",
                           "max_wal_size=1GB",
+                          NULL,
+                          NULL,
+                          NULL,
+                          NULL,
+                          NULL,
+                          NULL,
+                          NULL,
+                          NULL,
                           NULL};
+    size_t argc = 0;
+    while (argv[argc] != NULL)
+        argc++;
+    for (int k = 0; k < it_pg_nsettings; k++) {
+        argv[argc++] = "-c";
+        argv[argc++] = it_pg_settings[k];
+    }
     it.pg_pid = it_spawn(argv, NULL, log_path, true, SIGQUIT);
     int64_t deadline = it_now_ms() + 30000;
     while (!it_pg_ready(NULL)) {
@@ -772,6 +790,12 @@ pid_t it_pg_pid(void)
 void it_pg_set_durable(bool durable)
 {
     it_pg_durable = durable;
+}
+
+void it_pg_add_setting(const char *setting)
+{
+    ck_assert_msg(it_pg_nsettings < IT_PG_MAX_SETTINGS, "too many PostgreSQL settings");
+    it_pg_settings[it_pg_nsettings++] = setting;
 }
 
 const char *it_pg_url(void)

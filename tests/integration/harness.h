@@ -66,6 +66,9 @@ pid_t it_pg_pid(void); /* the postmaster, 0 if stopped */
  * full_page_writes) instead of the fast test settings; for benchmarks.
  */
 void it_pg_set_durable(bool durable);
+/* Before it_pg_start: one more server setting ("name=value", passed as -c) for this test's
+ * PostgreSQL, kept across restarts; e.g. "max_prepared_transactions=10". */
+void it_pg_add_setting(const char *setting);
 const char *it_pg_url(void); /* URI of the test database, for OUTBOX_PG_URL */
 
 PGconn *it_pg_connect(void); /* to the test database; fails the test on error */

@@ -1,0 +1,177 @@
+/* Connection settings with their passwords masked, for logs and --check. */
+#include "outbox_relay/redact.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#define REDACTED "***"
+
+struct text {
+    char *buf;
+    size_t len, cap;
+    bool failed;
+};
+
+static void text_add(struct text *t, const char *s, size_t n)
+{
+    if (t->failed)
+        return;
+    if (t->len + n + 1 > t->cap) {
+        size_t cap = (t->len + n + 1) * 2;
+        char *p = realloc(t->buf, cap);
+        if (p == NULL) {
+            t->failed = true;
+            return;
+        }
+        t->buf = p;
+        t->cap = cap;
+    }
+    memcpy(t->buf + t->len, s, n);
+    t->len += n;
+    t->buf[t->len] = '\0';
+}
+
+static void text_puts(struct text *t, const char *s)
+{
+    text_add(t, s, strlen(s));
+}
+
+static void text_copy_out(struct text *t, char *buf, size_t len)
+{
+    if (len > 0)
+        snprintf(buf, len, "%s", t->failed ? "(redacted)" : t->buf ? t->buf : "");
+    free(t->buf);
+}
+
+/* A key=value value, quoted as libpq reads it when it is empty or holds a blank, quote or
+ * backslash. */
+static void text_conninfo_value(struct text *t, const char *v)
+{
+    if (v[0] != '\0' && strpbrk(v, " \t\n\r\f\v'\\") == NULL) {
+        text_puts(t, v);
+        return;
+    }
+    text_puts(t, "'");
+    for (const char *p = v; *p; p++) {
+        if (*p == '\'' || *p == '\\')
+            text_puts(t, "\\");
+        text_add(t, p, 1);
+    }
+    text_puts(t, "'");
+}
+
+/* A URI host list such as "ss@db" comes from a password holding '@' that libpq cut short:
+ * the part before the last '@' of each host is the rest of that password. */
+static void text_host_list(struct text *t, const char *hosts)
+{
+    const char *at = strrchr(hosts, '@');
+    if (at == NULL) {
+        text_conninfo_value(t, hosts);
+        return;
+    }
+    char *shown = NULL;
+    if (asprintf(&shown, REDACTED "%s", at) < 0) {
+        t->failed = true;
+        return;
+    }
+    text_conninfo_value(t, shown);
+    free(shown);
+}
+
+void redact_pg_conninfo(const char *conninfo, char *buf, size_t len)
+{
+    if (conninfo == NULL || conninfo[0] == '\0') {
+        if (len > 0)
+            buf[0] = '\0';
+        return;
+    }
+    char *err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo, &err);
+    PQfreemem(err); /* it may quote the string */
+    if (opts == NULL) {
+        snprintf(buf, len, "(malformed)");
+        return;
+    }
+    struct text t = {0};
+    for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
+        if (o->val == NULL)
+            continue;
+        if (t.len > 0)
+            text_puts(&t, " ");
+        text_puts(&t, o->keyword);
+        text_puts(&t, "=");
+        /* dispchar "*": libpq's own mark of a value to hide. */
+        if (o->dispchar != NULL && o->dispchar[0] == '*')
+            text_puts(&t, REDACTED);
+        else if (strcmp(o->keyword, "host") == 0)
+            text_host_list(&t, o->val);
+        else
+            text_conninfo_value(&t, o->val);
+    }
+    PQconninfoFree(opts);
+    text_copy_out(&t, buf, len);
+}
+
+/* The start of the next "scheme://" at or after p, or NULL. */
+static const char *next_scheme(const char *p, const char **after)
+{
+    const char *sep = strstr(p, "://");
+    if (sep == NULL)
+        return NULL;
+    const char *start = sep;
+    while (start > p && start[-1] != ',' && start[-1] != ' ')
+        start--;
+    *after = sep + 3;
+    return start;
+}
+
+/*
+ * One server's userinfo runs from after its "scheme://" to the last '@'
+ * before the next server's scheme: nats.c takes the last '@' of a server,
+ * and a ',' in a password splits the list but must not unmask the rest.
+ */
+void redact_nats_urls(const char *urls, char *buf, size_t len)
+{
+    struct text t = {0};
+    const char *p = urls ? urls : "";
+    const char *after;
+    text_puts(&t, ""); /* an empty list shows as "" */
+    for (;;) {
+        /* Text up to this server's userinfo: the scheme, or the list's start without one. */
+        const char *scheme = next_scheme(p, &after);
+        const char *info;
+        if (p == urls && (scheme == NULL || scheme != p))
+            info = p; /* a first server without a scheme */
+        else if (scheme != NULL)
+            info = after;
+        else
+            break;
+        text_add(&t, p, (size_t)(info - p));
+        const char *next_after;
+        const char *next = next_scheme(info, &next_after);
+        const char *end = next ? next : info + strlen(info);
+        const char *at = NULL;
+        for (const char *q = info; q < end; q++)
+            if (*q == '@')
+                at = q;
+        if (at != NULL) {
+            const char *colon = memchr(info, ':', (size_t)(at - info));
+            if (colon != NULL) {
+                text_add(&t, info, (size_t)(colon + 1 - info));
+                text_puts(&t, REDACTED);
+            } else {
+                text_puts(&t, REDACTED); /* a token */
+            }
+            info = at;
+        }
+        text_add(&t, info, (size_t)(end - info));
+        p = end;
+        if (next == NULL)
+            break;
+    }
+    text_copy_out(&t, buf, len);
+}
