@@ -145,13 +145,13 @@ static void refused_for(const char *creds, const char *cause)
 
 START_TEST(test_expired_user_is_refused_clearly)
 {
-    refused_for(CREDS("expired"), "expired");
+    refused_for(CREDS("expired"), "user authentication expired");
 }
 END_TEST
 
 START_TEST(test_revoked_user_is_refused_clearly)
 {
-    refused_for(CREDS("revoked"), "revoked");
+    refused_for(CREDS("revoked"), "revoked by its account");
 }
 END_TEST
 
