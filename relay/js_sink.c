@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "outbox_relay/log.h"
+#include "outbox_relay/nats_creds.h"
 #include "outbox_relay/nats_options.h"
 #include "outbox_relay/stream_spec.h"
 
@@ -214,9 +215,14 @@ static void js_describe(const struct js_sink *sink, natsStatus s, const char *de
             i++;
     }
     if (s == NATS_CONNECTION_AUTH_FAILED || strstr(shown, "Authorization Violation") != NULL ||
-        strstr(shown, "Authentication") != NULL)
-        snprintf(buf, len, "authorization failed (%s): %s", js_auth_setting(sink->cfg), shown);
-    else if (s == NATS_SSL_ERROR || strstr(shown, "SSL") != NULL)
+        strstr(shown, "Authentication") != NULL) {
+        /* The server says the same for every refused JWT; the JWT itself tells more. */
+        char why[320] = "";
+        if (sink->cfg->nats_creds[0] != '\0')
+            nats_creds_explain_refusal(sink->cfg->nats_creds, time(NULL), why, sizeof(why));
+        snprintf(buf, len, "authorization failed (%s): %s%s%s", js_auth_setting(sink->cfg), shown,
+                 why[0] ? ": " : "", why);
+    } else if (s == NATS_SSL_ERROR || strstr(shown, "SSL") != NULL)
         snprintf(buf, len, "TLS failed (OUTBOX_NATS_TLS_*): %s", shown);
     else if (strstr(shown, "Expected 'PONG', got ''") != NULL)
         /* With TLS 1.3 a server that wants a client certificate hangs up only now. */

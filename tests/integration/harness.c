@@ -61,8 +61,9 @@ static struct {
     bool nats_initialized;
     int nats_port;
     pid_t nats_pid;
-    char nats_url[256];       /* a cluster's: every node's URL, comma-separated */
-    char nats_conf[PATH_MAX]; /* config file passed with -c, "" = none */
+    char nats_url[256];        /* a cluster's: every node's URL, comma-separated */
+    char nats_conf[PATH_MAX];  /* config file passed with -c, "" = none */
+    char nats_creds[PATH_MAX]; /* .creds file the reader connects with, "" = none */
 
     struct it_relay *relays[IT_MAX_RELAYS];
     int nrelays;
@@ -973,6 +974,12 @@ void it_nats_set_config(const char *text)
     ck_assert_msg(fclose(f) == 0, "write %s: %s", it.nats_conf, strerror(errno));
 }
 
+void it_nats_set_credentials(const char *creds_path)
+{
+    it_setup();
+    snprintf(it.nats_creds, sizeof it.nats_creds, "%s", creds_path ? creds_path : "");
+}
+
 void it_nats_stop(void)
 {
     if (it.nats_pid <= 0)
@@ -1250,6 +1257,8 @@ jsCtx *it_js(void)
         s = natsOptions_SetMaxReconnect(opts, -1);
     if (s == NATS_OK)
         s = natsOptions_SetReconnectWait(opts, 100);
+    if (s == NATS_OK && it.nats_creds[0])
+        s = natsOptions_SetUserCredentialsFromFiles(opts, it.nats_creds, NULL);
     if (s == NATS_OK)
         s = natsConnection_Connect(&it.nc, opts);
     natsOptions_Destroy(opts);

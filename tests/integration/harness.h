@@ -103,6 +103,10 @@ void it_nats_kill(void); /* SIGKILL, reaped */
  * no config file.
  */
 void it_nats_set_config(const char *text);
+
+/* A .creds file (user JWT and seed) the test's reader, it_js(), connects with from its first
+ * connection on, e.g. to a server in operator mode. NULL: none. */
+void it_nats_set_credentials(const char *creds_path);
 int it_nats_port(void);
 pid_t it_nats_pid(void);       /* 0 if stopped */
 const char *it_nats_url(void); /* nats://127.0.0.1:port, for OUTBOX_NATS_URL */
