@@ -15,7 +15,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 
 packages=(cmake gcc make pkg-config libpq-dev libnats-dev libev-dev libjansson-dev check
           postgresql nats-server openssl curl yamllint systemd podman runc debootstrap
-          prometheus python3-jsonschema iptables postgresql-contrib)
+          prometheus python3-jsonschema iptables postgresql-contrib debhelper dpkg-dev lintian)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
