@@ -106,22 +106,27 @@ static void marks_on_done(void *arg, PGresult *res)
 {
     struct mark_batch *b = arg;
     struct marks *mk = b->owner;
+    bool failed = res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK;
+    if (failed && res != NULL && !b->fenced) {
+        log_error("marking rows failed", "{s:s}", "error", PQresultErrorMessage(res));
+        /* The batch is still in flight here: resetting ends the session,
+         * and with a leader's session its term, whose fence then marks this
+         * batch, as its rows are dropped. */
+        pg_source_reset(mk->pg, "mark query failed");
+    }
     struct mark_list done = b->running;
     memset(&b->running, 0, sizeof(b->running));
     b->in_flight = false;
     if (b->fenced) {
+        /* Its rows are gone: an outcome of a lost term is never written. */
         b->fenced = false;
         mark_list_free(&done);
         return;
     }
 
-    if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
-        /* Not recorded: the outcomes stay known, so queue them again; they
-         * are written after the reconnect. */
-        if (res != NULL) {
-            log_error("marking rows failed", "{s:s}", "error", PQresultErrorMessage(res));
-            pg_source_reset(mk->pg, "mark query failed");
-        }
+    if (failed) {
+        /* Not recorded, and the rows are still held: the outcomes stay
+         * known, so queue them again for the next connection. */
         for (size_t i = 0; i < done.n; i++) {
             if (!mark_list_push(&b->queued, &done.items[i])) {
                 free(done.items[i].error);

@@ -4,8 +4,10 @@
  *
  * Owns the outcomes from the moment the pipeline knows them until their
  * UPDATE commits; then hands each back through `recorded`. A mark query
- * that fails keeps its outcomes (they are facts) and resets the connection;
- * they are written after the reconnect. Loop thread only.
+ * that fails resets the connection. For a leader that ends the term: the
+ * fence drops the outcomes with their rows, and the next term publishes
+ * those rows again. Otherwise the outcomes are kept (they are facts) and
+ * written after the reconnect. Loop thread only.
  */
 #ifndef OUTBOX_RELAY_MARKS_H
 #define OUTBOX_RELAY_MARKS_H
