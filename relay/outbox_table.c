@@ -21,6 +21,7 @@ enum claim_column {
     C_PREV,  /* nearest earlier unfinished row of the key, NULL if none */
     C_BYTES, /* payload + header bytes */
     C_NEXT,  /* the id of the due row after this one, NULL if none */
+    C_HELD,  /* failed: it holds its key's later rows in the table */
 };
 
 /*
@@ -125,7 +126,7 @@ void outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg)
              "WHERE (p.ordering_key, p.id) < (c.ordering_key, c.id) "
              "AND p.ordering_key >= c.ordering_key AND p.status NOT IN ('published', 'dead') "
              "ORDER BY p.ordering_key DESC, p.id DESC LIMIT 1) END, "
-             "c.bytes, c.next FROM ("
+             "c.bytes, c.next, c.status = 'failed' FROM ("
              "SELECT o.*, octet_length(o.payload) + pg_column_size(o.headers) AS bytes, "
              "sum(octet_length(o.payload) + pg_column_size(o.headers)) OVER w AS run, "
              "row_number() OVER w AS rn, lead(o.id) OVER w AS next FROM ("
@@ -236,6 +237,7 @@ struct outbox_row *outbox_row_decode(const PGresult *res, int i, int64_t max_pay
     row->attempts = be32(PQgetvalue(res, i, C_ATTEMPTS));
     row->created_at = befloat8(PQgetvalue(res, i, C_CREATED));
     row->bytes = outbox_claim_bytes(res, i);
+    row->held_key = PQgetvalue(res, i, C_HELD)[0] != 0;
     if (!PQgetisnull(res, i, C_KEY)) {
         row->ordering_key = strndup(PQgetvalue(res, i, C_KEY), (size_t)PQgetlength(res, i, C_KEY));
         if (row->ordering_key == NULL) {

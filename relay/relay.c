@@ -111,16 +111,17 @@ static void relay_on_recorded(void *arg, const struct mark *m, bool published)
 {
     struct relay *r = arg;
     struct outbox_row *row = m->row;
-    /* A published row that had failed before, or a dead row that does not
-     * hold its key, ends its key's hold: later rows of the key may lie
-     * anywhere above it, also below the scan's cursor. */
+    /* A published row that was claimed as failed, or a dead row that does
+     * not hold its key, ends its key's hold: later rows of the key may lie
+     * anywhere above it, also below the scan's cursor. Not its attempts: a
+     * requeue resets them and leaves the row holding its key. */
     bool released = row->ordering_key != NULL &&
-                    (published ? row->attempts > 0 : m->dead && !r->cfg->dead_holds_key);
+                    (published ? row->held_key : m->dead && !r->cfg->dead_holds_key);
     if (released)
         claimer_key_released(r->claimer, row->id);
     if (published) {
         r->metrics.published_total++;
-        if (row->attempts > 0)
+        if (row->held_key)
             claimer_want(r->claimer, SCAN_SWEEP);
     } else if (m->dead) {
         metrics_dead(&r->metrics, m->reason);
