@@ -174,6 +174,12 @@ static void relay_on_pass_ended(void *arg, bool found)
         stall_watch_progress(&r->stall, ev_now(r->loop)); /* idle is not a stall */
 }
 
+static void relay_on_pass_failed(void *arg)
+{
+    struct relay *r = arg;
+    wakeup_pass_failed(r->wakeup);
+}
+
 /* Once per loop turn, after every event of the turn: the natural place to
  * batch — one UPDATE for all acks that arrived, then the next claim. */
 static void relay_on_before_sleep(struct ev_loop *loop, ev_prepare *w, int revents)
@@ -408,6 +414,7 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
         .may_claim = relay_may_claim,
         .claimed = relay_on_claimed,
         .pass_ended = relay_on_pass_ended,
+        .pass_failed = relay_on_pass_failed,
         .arg = r,
     };
     r->claimer = claimer_create(cfg, r->pg, r->rows, r->js, r->sql.claim, claimer_events);
