@@ -148,12 +148,12 @@ void outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg)
              "WHERE o.id = v.id",
              t);
     snprintf(sql->mark_failed, sizeof(sql->mark_failed),
-             "UPDATE %s AS o SET status = v.status, attempts = o.attempts + 1, "
+             "UPDATE %s AS o SET status = v.status, attempts = o.attempts + v.attempt, "
              "next_attempt_at = CASE WHEN v.status = 'failed' "
              "THEN clock_timestamp() + v.delay_ms * interval '1 millisecond' END, "
              "last_error = v.err "
-             "FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[]) "
-             "AS v(id, status, delay_ms, err) "
+             "FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::int[]) "
+             "AS v(id, status, delay_ms, err, attempt) "
              "WHERE o.id = v.id AND o.status <> 'published'",
              t);
     /*

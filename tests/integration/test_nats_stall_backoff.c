@@ -103,15 +103,10 @@ END_TEST
 /* Two attempts allowed: rows failed by the freeze, again and again, must not die of it. */
 START_TEST(test_stall_failures_are_no_attempts)
 {
-    const char *env[] = {"OUTBOX_PUBLISH_TIMEOUT_MS=300",
-                         "OUTBOX_RETRY_BASE_MS=20",
-                         "OUTBOX_RETRY_MAX_MS=50",
-                         "OUTBOX_MAX_ATTEMPTS=2",
-                         "OUTBOX_NATS_LOST_MS=60000",
-                         "OUTBOX_MAX_INFLIGHT=200",
-                         "OUTBOX_BATCH_SIZE=100",
-                         "OUTBOX_POLL_INTERVAL_MS=200",
-                         NULL};
+    const char *env[] = {
+        "OUTBOX_PUBLISH_TIMEOUT_MS=300", "OUTBOX_RETRY_BASE_MS=20",     "OUTBOX_RETRY_MAX_MS=50",
+        "OUTBOX_MAX_ATTEMPTS=2",         "OUTBOX_NATS_LOST_MS=60000",   "OUTBOX_MAX_INFLIGHT=200",
+        "OUTBOX_BATCH_SIZE=100",         "OUTBOX_POLL_INTERVAL_MS=200", NULL};
     run_stall(env, failed_twice);
 }
 END_TEST
