@@ -295,7 +295,10 @@ void publisher_drain(struct publisher *p)
 
 bool publisher_unanswered_since(const struct publisher *p, double sent_at)
 {
-    return sent_at > p->answered_sent_at;
+    /* Publishes of one loop turn share their send time: one of them
+     * answered says nothing about the others (a slow turn can even expire
+     * its own rows before their PubAcks are read). */
+    return sent_at >= p->answered_sent_at;
 }
 
 size_t publisher_drop_all(struct publisher *p)

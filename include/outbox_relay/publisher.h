@@ -49,9 +49,9 @@ void publisher_drain(struct publisher *p);
 /* Leadership lost: every held row is dropped; acks still due match nothing. */
 size_t publisher_drop_all(struct publisher *p);
 /*
- * Whether the server answered no publish sent at or after sent_at (loop
- * time): then a PubAck overdue since is the connection's (a stalled or
- * frozen server), not the row's.
+ * Whether the server answered no publish sent after sent_at (loop time):
+ * then a PubAck overdue since is the connection's (a stalled or frozen
+ * server), not the row's.
  */
 bool publisher_unanswered_since(const struct publisher *p, double sent_at);
 
