@@ -43,6 +43,14 @@ void claimer_destroy(struct claimer *c)
     free(c);
 }
 
+/* The pass ends; whatever wakes the relay next must be armed again. */
+static void claimer_pass_failed(struct claimer *c)
+{
+    scan_page_failed(&c->scan);
+    c->claimed_in_pass = 0;
+    c->ev.pass_failed(c->ev.arg);
+}
+
 static void claimer_on_page(void *arg, PGresult *res)
 {
     struct claimer *c = arg;
@@ -50,7 +58,7 @@ static void claimer_on_page(void *arg, PGresult *res)
     if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
         if (res != NULL)
             log_error("claim query failed", "{s:s}", "error", PQresultErrorMessage(res));
-        scan_page_failed(&c->scan);
+        claimer_pass_failed(c);
         return;
     }
     bool taking = c->ev.may_claim(c->ev.arg);
@@ -101,13 +109,13 @@ void claimer_run(struct claimer *c, double now)
         /* Out of memory: the pass ends; the poll starts another. */
         for (int i = 0; i < 3; i++)
             free(params[i]);
-        scan_page_failed(&c->scan);
+        claimer_pass_failed(c);
         return;
     }
     if (pg_source_query(c->pg, c->sql, 3, params, true, claimer_on_page, c))
         c->running = true;
     else
-        scan_page_failed(&c->scan);
+        claimer_pass_failed(c);
 }
 
 void claimer_want(struct claimer *c, enum scan_reason why)

@@ -85,10 +85,14 @@ bool marks_add_published(struct marks *mk, struct outbox_row *row, uint64_t stre
 }
 
 bool marks_add_failed(struct marks *mk, struct outbox_row *row, bool dead, int64_t delay_ms,
-                      const char *error, enum publish_reason reason)
+                      bool not_an_attempt, const char *error, enum publish_reason reason)
 {
-    struct mark m = {
-        .row = row, .dead = dead, .delay_ms = delay_ms, .error = strdup(error), .reason = reason};
+    struct mark m = {.row = row,
+                     .dead = dead,
+                     .delay_ms = delay_ms,
+                     .not_an_attempt = not_an_attempt,
+                     .error = strdup(error),
+                     .reason = reason};
     if (m.error == NULL || !mark_list_push(&mk->failed.queued, &m)) {
         free(m.error);
         return false;
@@ -106,22 +110,27 @@ static void marks_on_done(void *arg, PGresult *res)
 {
     struct mark_batch *b = arg;
     struct marks *mk = b->owner;
+    bool failed = res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK;
+    if (failed && res != NULL && !b->fenced) {
+        log_error("marking rows failed", "{s:s}", "error", PQresultErrorMessage(res));
+        /* The batch is still in flight here: resetting ends the session,
+         * and with a leader's session its term, whose fence then marks this
+         * batch, as its rows are dropped. */
+        pg_source_reset(mk->pg, "mark query failed");
+    }
     struct mark_list done = b->running;
     memset(&b->running, 0, sizeof(b->running));
     b->in_flight = false;
     if (b->fenced) {
+        /* Its rows are gone: an outcome of a lost term is never written. */
         b->fenced = false;
         mark_list_free(&done);
         return;
     }
 
-    if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
-        /* Not recorded: the outcomes stay known, so queue them again; they
-         * are written after the reconnect. */
-        if (res != NULL) {
-            log_error("marking rows failed", "{s:s}", "error", PQresultErrorMessage(res));
-            pg_source_reset(mk->pg, "mark query failed");
-        }
+    if (failed) {
+        /* Not recorded, and the rows are still held: the outcomes stay
+         * known, so queue them again for the next connection. */
         for (size_t i = 0; i < done.n; i++) {
             if (!mark_list_push(&b->queued, &done.items[i])) {
                 free(done.items[i].error);
@@ -137,11 +146,13 @@ static void marks_on_done(void *arg, PGresult *res)
     mk->events.batch_done(mk->events.arg, b->published);
 }
 
+#define MARKS_MAX_PARAMS 5
+
 /* The batch's outcomes as array literals: $1 ids, then per kind. */
 static bool marks_params(const struct mark_batch *b, char **params)
 {
-    struct strbuf p[4] = {{0}};
-    for (int k = 0; k < 4; k++)
+    struct strbuf p[MARKS_MAX_PARAMS] = {{0}};
+    for (int k = 0; k < MARKS_MAX_PARAMS; k++)
         sb_putc(&p[k], '{');
     for (size_t i = 0; i < b->queued.n; i++) {
         const struct mark *m = &b->queued.items[i];
@@ -157,11 +168,12 @@ static bool marks_params(const struct mark_batch *b, char **params)
             sb_printf(&p[2], "%s%" PRId64, sep, m->delay_ms);
             sb_puts(&p[3], sep);
             sb_put_array_text(&p[3], m->error ? m->error : "");
+            sb_printf(&p[4], "%s%d", sep, m->not_an_attempt ? 0 : 1);
         }
     }
     bool ok = true;
-    int nparams = b->published ? 3 : 4;
-    for (int k = 0; k < 4; k++) {
+    int nparams = b->published ? 3 : 5;
+    for (int k = 0; k < MARKS_MAX_PARAMS; k++) {
         sb_putc(&p[k], '}');
         params[k] = k < nparams ? sb_take(&p[k]) : NULL;
         if (k >= nparams)
@@ -170,7 +182,7 @@ static bool marks_params(const struct mark_batch *b, char **params)
             ok = false;
     }
     if (!ok)
-        for (int k = 0; k < 4; k++)
+        for (int k = 0; k < MARKS_MAX_PARAMS; k++)
             free(params[k]);
     return ok;
 }
@@ -179,10 +191,10 @@ static void marks_send(struct mark_batch *b)
 {
     if (b->queued.n == 0 || b->in_flight)
         return;
-    char *params[4];
+    char *params[MARKS_MAX_PARAMS];
     if (!marks_params(b, params))
         return; /* out of memory: try again next loop turn */
-    if (!pg_source_query(b->owner->pg, b->sql, b->published ? 3 : 4, params, false, marks_on_done,
+    if (!pg_source_query(b->owner->pg, b->sql, b->published ? 3 : 5, params, false, marks_on_done,
                          b))
         return; /* not connected: keep them for later */
     b->running = b->queued;

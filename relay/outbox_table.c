@@ -21,6 +21,7 @@ enum claim_column {
     C_PREV,  /* nearest earlier unfinished row of the key, NULL if none */
     C_BYTES, /* payload + header bytes */
     C_NEXT,  /* the id of the due row after this one, NULL if none */
+    C_HELD,  /* failed: it holds its key's later rows in the table */
 };
 
 /*
@@ -125,7 +126,7 @@ void outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg)
              "WHERE (p.ordering_key, p.id) < (c.ordering_key, c.id) "
              "AND p.ordering_key >= c.ordering_key AND p.status NOT IN ('published', 'dead') "
              "ORDER BY p.ordering_key DESC, p.id DESC LIMIT 1) END, "
-             "c.bytes, c.next FROM ("
+             "c.bytes, c.next, c.status = 'failed' FROM ("
              "SELECT o.*, octet_length(o.payload) + pg_column_size(o.headers) AS bytes, "
              "sum(octet_length(o.payload) + pg_column_size(o.headers)) OVER w AS run, "
              "row_number() OVER w AS rn, lead(o.id) OVER w AS next FROM ("
@@ -147,12 +148,12 @@ void outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg)
              "WHERE o.id = v.id",
              t);
     snprintf(sql->mark_failed, sizeof(sql->mark_failed),
-             "UPDATE %s AS o SET status = v.status, attempts = o.attempts + 1, "
+             "UPDATE %s AS o SET status = v.status, attempts = o.attempts + v.attempt, "
              "next_attempt_at = CASE WHEN v.status = 'failed' "
              "THEN clock_timestamp() + v.delay_ms * interval '1 millisecond' END, "
              "last_error = v.err "
-             "FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[]) "
-             "AS v(id, status, delay_ms, err) "
+             "FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::int[]) "
+             "AS v(id, status, delay_ms, err, attempt) "
              "WHERE o.id = v.id AND o.status <> 'published'",
              t);
     /*
@@ -236,6 +237,7 @@ struct outbox_row *outbox_row_decode(const PGresult *res, int i, int64_t max_pay
     row->attempts = be32(PQgetvalue(res, i, C_ATTEMPTS));
     row->created_at = befloat8(PQgetvalue(res, i, C_CREATED));
     row->bytes = outbox_claim_bytes(res, i);
+    row->held_key = PQgetvalue(res, i, C_HELD)[0] != 0;
     if (!PQgetisnull(res, i, C_KEY)) {
         row->ordering_key = strndup(PQgetvalue(res, i, C_KEY), (size_t)PQgetlength(res, i, C_KEY));
         if (row->ordering_key == NULL) {

@@ -480,6 +480,9 @@ static void pg_on_io(struct ev_loop *loop, ev_io *w, int revents)
         return;
     }
     if (revents & EV_WRITE) {
+        /* A flush that cannot write reads what the server sent meanwhile
+         * into libpq's buffer: the socket may no longer be readable, so that
+         * input is handled below either way. */
         int r = PQflush(src->conn);
         if (r < 0) {
             pg_lost(src, PQerrorMessage(src->conn));
@@ -488,17 +491,9 @@ static void pg_on_io(struct ev_loop *loop, ev_io *w, int revents)
         if (r == 0)
             pg_watch(src, EV_READ);
     }
-    if (!(revents & EV_READ))
-        return;
-    if (!PQconsumeInput(src->conn)) {
+    if ((revents & EV_READ) && !PQconsumeInput(src->conn)) {
         pg_lost(src, PQerrorMessage(src->conn));
         return;
-    }
-    bool notified = false;
-    PGnotify *n;
-    while ((n = PQnotifies(src->conn)) != NULL) {
-        notified = true;
-        PQfreemem(n);
     }
     while (src->conn != NULL && src->running && !PQisBusy(src->conn)) {
         PGresult *res = PQgetResult(src->conn);
@@ -513,6 +508,15 @@ static void pg_on_io(struct ev_loop *loop, ev_io *w, int revents)
     if (src->conn != NULL && PQstatus(src->conn) == CONNECTION_BAD) {
         pg_lost(src, PQerrorMessage(src->conn));
         return;
+    }
+    /* After the results: libpq parses a NOTIFY that came behind a result
+     * only once that result is taken, and the socket, read empty, does not
+     * fire again for it. */
+    bool notified = false;
+    PGnotify *n;
+    while (src->conn != NULL && (n = PQnotifies(src->conn)) != NULL) {
+        notified = true;
+        PQfreemem(n);
     }
     if (notified && src->conn != NULL && src->ev.notified)
         src->ev.notified(src->ev.arg);

@@ -22,6 +22,7 @@ struct publisher {
      * MaxPending, past which every publish would block the loop: reclaimed
      * before that. */
     size_t orphans;
+    double answered_sent_at; /* the latest send time of a publish the server answered */
     bool draining;
 };
 
@@ -168,6 +169,10 @@ void publisher_on_puback(struct publisher *p, struct nats_event *e)
         publisher_chain_resume(p);
         return;
     }
+    /* A PubAck or a JetStream error is the server's answer; a failure nats.c
+     * reports for a lost connection is not. */
+    if ((e->ok || e->js_code != 0) && row->sent_at > p->answered_sent_at)
+        p->answered_sent_at = row->sent_at;
     natsMsg_Destroy(e->msg);
     e->msg = NULL;
     if (!e->ok) {
@@ -286,6 +291,14 @@ void publisher_destroy(struct publisher *p)
 void publisher_drain(struct publisher *p)
 {
     p->draining = true;
+}
+
+bool publisher_unanswered_since(const struct publisher *p, double sent_at)
+{
+    /* Publishes of one loop turn share their send time: one of them
+     * answered says nothing about the others (a slow turn can even expire
+     * its own rows before their PubAcks are read). */
+    return sent_at >= p->answered_sent_at;
 }
 
 size_t publisher_drop_all(struct publisher *p)

@@ -62,23 +62,47 @@ static void relay_check_drained(struct relay *r);
 
 /* ------------------------------------------------------------- outcomes */
 
+/*
+ * Whether the connection, not the row, failed the publish: it broke, or the
+ * server answered nothing sent since the row (frozen, stalled), or no
+ * stream answered while the link is down.
+ */
+static bool relay_connection_failed(struct relay *r, const struct outbox_row *row,
+                                    enum publish_reason reason)
+{
+    switch (reason) {
+    case PUBLISH_CONNECTION:
+        return true;
+    case PUBLISH_TIMEOUT:
+        return publisher_unanswered_since(r->publisher, row->sent_at);
+    case PUBLISH_NO_STREAM:
+        return !nats_link_up(r->nats);
+    default:
+        return false;
+    }
+}
+
 /* The row could not be published (the publisher already holds its key):
- * schedule a retry, or give up. */
+ * schedule a retry, or give up. A failure of the connection is no attempt
+ * of the row's and earns no backoff: the row is due again at once, and goes
+ * when the relay may claim again (NATS up) or the server answers again. */
 static void relay_on_failed(void *arg, struct outbox_row *row, const char *error, bool permanent,
                             enum publish_reason reason)
 {
     struct relay *r = arg;
-    bool dead = permanent || row->attempts + 1 >= r->cfg->max_attempts;
-    int64_t delay_ms = dead ? 0
-                            : backoff_delay_ms(row->attempts + 1, r->cfg->retry_base_ms,
-                                               r->cfg->retry_max_ms, backoff_random());
+    bool connection = !permanent && relay_connection_failed(r, row, reason);
+    bool dead = permanent || (!connection && row->attempts + 1 >= r->cfg->max_attempts);
+    int64_t delay_ms = dead || connection
+                           ? 0
+                           : backoff_delay_ms(row->attempts + 1, r->cfg->retry_base_ms,
+                                              r->cfg->retry_max_ms, backoff_random());
     /* Every failure at debug; at warn, one line per reason per interval. */
     log_debug("publish failed", "{s:I, s:s, s:b, s:i}", "id", (json_int_t)row->id, "error", error,
               "dead", dead, "attempt", row->attempts + 1);
     fail_log_record(r->fail_log, reason, row->id, error);
     /* Out of memory: forget the row; it is still unfinished in the table
      * and a later scan claims it again. */
-    if (!marks_add_failed(r->marks, row, dead, delay_ms, error, reason))
+    if (!marks_add_failed(r->marks, row, dead, delay_ms, connection, error, reason))
         inflight_recorded(r->rows, row);
 }
 
@@ -111,16 +135,17 @@ static void relay_on_recorded(void *arg, const struct mark *m, bool published)
 {
     struct relay *r = arg;
     struct outbox_row *row = m->row;
-    /* A published row that had failed before, or a dead row that does not
-     * hold its key, ends its key's hold: later rows of the key may lie
-     * anywhere above it, also below the scan's cursor. */
+    /* A published row that was claimed as failed, or a dead row that does
+     * not hold its key, ends its key's hold: later rows of the key may lie
+     * anywhere above it, also below the scan's cursor. Not its attempts: a
+     * requeue resets them and leaves the row holding its key. */
     bool released = row->ordering_key != NULL &&
-                    (published ? row->attempts > 0 : m->dead && !r->cfg->dead_holds_key);
+                    (published ? row->held_key : m->dead && !r->cfg->dead_holds_key);
     if (released)
         claimer_key_released(r->claimer, row->id);
     if (published) {
         r->metrics.published_total++;
-        if (row->attempts > 0)
+        if (row->held_key)
             claimer_want(r->claimer, SCAN_SWEEP);
     } else if (m->dead) {
         metrics_dead(&r->metrics, m->reason);
@@ -171,6 +196,12 @@ static void relay_on_pass_ended(void *arg, bool found)
     wakeup_pass_ended(r->wakeup, found, holding);
     if (!found && !holding)
         stall_watch_progress(&r->stall, ev_now(r->loop)); /* idle is not a stall */
+}
+
+static void relay_on_pass_failed(void *arg)
+{
+    struct relay *r = arg;
+    wakeup_pass_failed(r->wakeup);
 }
 
 /* Once per loop turn, after every event of the turn: the natural place to
@@ -407,6 +438,7 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
         .may_claim = relay_may_claim,
         .claimed = relay_on_claimed,
         .pass_ended = relay_on_pass_ended,
+        .pass_failed = relay_on_pass_failed,
         .arg = r,
     };
     r->claimer = claimer_create(cfg, r->pg, r->rows, r->js, r->sql.claim, claimer_events);

@@ -307,6 +307,15 @@ void wakeup_pass_ended(struct wakeup *w, bool found, bool holding)
     }
 }
 
+void wakeup_pass_failed(struct wakeup *w)
+{
+    /* Awake, producers do not notify: unless a poll is armed, nothing looks
+     * at the table until the fallback poll. Asleep or dozing, a NOTIFY or
+     * the sleep lock's answer starts the next pass. */
+    if (w->state == WAKEUP_AWAKE)
+        wakeup_back_off(w);
+}
+
 enum wakeup_state wakeup_state(const struct wakeup *w)
 {
     return w->state;

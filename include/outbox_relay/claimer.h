@@ -30,6 +30,8 @@ struct claimer_events {
     void (*claimed)(void *arg, struct outbox_row *row);
     /* A pass ended with a short page; found: it took at least one row. */
     void (*pass_ended)(void *arg, bool found);
+    /* A claim failed (an error, or out of memory): the pass ended without a result. */
+    void (*pass_failed)(void *arg);
     void *arg;
 };
 

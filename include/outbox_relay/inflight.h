@@ -36,6 +36,8 @@ struct outbox_row {
     int64_t id;
     char *ordering_key; /* NULL: no ordering constraint */
     int attempts;       /* publish attempts before this one */
+    bool held_key;      /* claimed as failed: its key's later rows wait in the table for it,
+                           whatever its attempts (a requeue resets them) */
     double created_at;  /* epoch seconds, for the delivery latency */
     int64_t bytes;      /* payload + header bytes as stored: the memory budget's unit */
     natsMsg *msg;       /* the built message while WAITING; NULL once sent, or if invalid */

@@ -4,8 +4,10 @@
  *
  * Owns the outcomes from the moment the pipeline knows them until their
  * UPDATE commits; then hands each back through `recorded`. A mark query
- * that fails keeps its outcomes (they are facts) and resets the connection;
- * they are written after the reconnect. Loop thread only.
+ * that fails resets the connection. For a leader that ends the term: the
+ * fence drops the outcomes with their rows, and the next term publishes
+ * those rows again. Otherwise the outcomes are kept (they are facts) and
+ * written after the reconnect. Loop thread only.
  */
 #ifndef OUTBOX_RELAY_MARKS_H
 #define OUTBOX_RELAY_MARKS_H
@@ -25,6 +27,7 @@ struct mark {
     double acked_at;     /* published: wall-clock seconds */
     bool dead;           /* failed: give up (else retry after delay_ms) */
     int64_t delay_ms;
+    bool not_an_attempt;        /* failed: the connection's failure, not the row's: attempts stay */
     char *error;                /* failed: the readable reason (owned) */
     enum publish_reason reason; /* failed: its class, for metrics */
 };
@@ -50,7 +53,7 @@ void marks_destroy(struct marks *mk);
 bool marks_add_published(struct marks *mk, struct outbox_row *row, uint64_t stream_seq,
                          double acked_at);
 bool marks_add_failed(struct marks *mk, struct outbox_row *row, bool dead, int64_t delay_ms,
-                      const char *error, enum publish_reason reason);
+                      bool not_an_attempt, const char *error, enum publish_reason reason);
 
 /* Sends each kind's queued outcomes, unless that kind's UPDATE is running. */
 void marks_flush(struct marks *mk);

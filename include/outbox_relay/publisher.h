@@ -48,5 +48,11 @@ void publisher_on_puback(struct publisher *p, struct nats_event *e);
 void publisher_drain(struct publisher *p);
 /* Leadership lost: every held row is dropped; acks still due match nothing. */
 size_t publisher_drop_all(struct publisher *p);
+/*
+ * Whether the server answered no publish sent after sent_at (loop time):
+ * then a PubAck overdue since is the connection's (a stalled or frozen
+ * server), not the row's.
+ */
+bool publisher_unanswered_since(const struct publisher *p, double sent_at);
 
 #endif

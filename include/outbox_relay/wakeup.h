@@ -77,6 +77,8 @@ void wakeup_notified(struct wakeup *w);
 /* A scan pass ended; found: it claimed rows; holding: rows are still in
  * flight (published, not yet marked), so the relay is not idle. */
 void wakeup_pass_ended(struct wakeup *w, bool found, bool holding);
+/* A claim failed: awake, look again after a pause that doubles while claims keep failing. */
+void wakeup_pass_failed(struct wakeup *w);
 
 enum wakeup_state wakeup_state(const struct wakeup *w);
 

@@ -86,8 +86,8 @@ START_TEST(test_plans_do_not_depend_on_statistics)
     const struct statement statements[] = {
         {"claim", "bigint, int, bigint", "0, 500, 33554432"},
         {"mark_published", "bigint[], bigint[], bigint[]", "'{1,2,3}', '{1,2,3}', '{1,1,1}'"},
-        {"mark_failed", "bigint[], text[], bigint[], text[]",
-         "'{4,5}', '{failed,dead}', '{100,0}', '{x,y}'"},
+        {"mark_failed", "bigint[], text[], bigint[], text[], int[]",
+         "'{4,5}', '{failed,dead}', '{100,0}', '{x,y}', '{1,0}'"},
     };
     const char *texts[] = {sql.claim, sql.mark_published, sql.mark_failed};
     const char *states[] = {"empty, never analyzed", "backlog, never analyzed",
