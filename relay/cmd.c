@@ -9,6 +9,7 @@
 
 #include "outbox_relay/log.h"
 #include "outbox_relay/pg_source.h"
+#include "outbox_relay/suggest.h"
 
 struct cmd_def {
     const char *name;
@@ -52,6 +53,14 @@ static int cmd_option_index(const struct cmd_option *opts, const char *name, siz
     return -1;
 }
 
+static size_t cmd_option_count(const struct cmd_def *c)
+{
+    size_t n = 0;
+    while (c->options[n].name != NULL)
+        n++;
+    return n;
+}
+
 int cmd_main(int argc, char **argv)
 {
     if (argc < 2 || argv[1][0] == '-')
@@ -60,8 +69,21 @@ int cmd_main(int argc, char **argv)
     for (size_t i = 0; i < NCOMMANDS; i++)
         if (!strcmp(argv[1], commands[i].name))
             c = &commands[i];
-    if (c == NULL)
-        return -1;
+    if (c == NULL) {
+        /* The daemon takes no words, only flags: a word is a command, maybe mistyped. */
+        const char *near = suggest_closest(argv[1], strlen(argv[1]), &commands[0].name, NCOMMANDS,
+                                           sizeof(commands[0]));
+        if (near != NULL) {
+            fprintf(stderr, "outbox-relay: unknown command \"%s\"; did you mean %s?\n", argv[1],
+                    near);
+        } else {
+            fprintf(stderr, "outbox-relay: unknown command \"%s\"; commands:", argv[1]);
+            for (size_t i = 0; i < NCOMMANDS; i++)
+                fprintf(stderr, " %s", commands[i].name);
+            fprintf(stderr, " (and --check, --probe; see --help)\n");
+        }
+        return CMD_USAGE;
+    }
 
     struct cmd_ctx ctx = {.name = c->name, .options = c->options, .out = stdout};
     /* The command's flags are taken out; the rest goes to the settings parser. */
@@ -89,6 +111,17 @@ int cmd_main(int argc, char **argv)
                                    eq ? (size_t)(eq - arg - 2) : strlen(arg + 2));
         }
         if (idx < 0) {
+            /* Not the command's and not a setting: say which flag was meant. */
+            size_t n = eq ? (size_t)(eq - arg - 2) : strlen(arg + 2);
+            const char *near = NULL;
+            if (!strncmp(arg, "--", 2) && !config_has_flag(arg + 2, n) &&
+                (near = suggest_closest(arg + 2, n, &c->options[0].name, cmd_option_count(c),
+                                        sizeof(c->options[0]))) != NULL) {
+                fprintf(stderr, "outbox-relay %s: unknown flag \"--%.*s\"; did you mean --%s?\n",
+                        c->name, (int)n, arg + 2, near);
+                free(rest);
+                return CMD_USAGE;
+            }
             rest[nrest++] = argv[i];
             continue;
         }

@@ -10,9 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include <libpq-fe.h>
 
 #include "outbox_relay/stream_spec.h"
+#include "outbox_relay/suggest.h"
 
 enum setting_type {
     SETTING_STRING,
@@ -417,6 +420,41 @@ static const struct setting *setting_by_flag(const char *name, size_t n)
     return NULL;
 }
 
+bool config_has_flag(const char *name, size_t n)
+{
+    return setting_by_flag(name, n) != NULL;
+}
+
+const char *config_suggest_flag(const char *name, size_t n)
+{
+    return suggest_closest(name, n, &settings[0].flag, NSETTINGS, sizeof(settings[0]));
+}
+
+/*
+ * An OUTBOX_* variable that is no setting but nearly one is a typo whose
+ * value would be silently ignored: refuse it. Others are left alone
+ * (Kubernetes adds OUTBOX_RELAY_SERVICE_HOST and the like for a Service
+ * named outbox-relay).
+ */
+static int config_check_env_typos(char *err, size_t errlen)
+{
+    for (char **e = environ; *e != NULL; e++) {
+        if (strncmp(*e, "OUTBOX_", 7) != 0)
+            continue;
+        size_t n = strcspn(*e, "=");
+        bool known = false;
+        for (size_t i = 0; i < NSETTINGS && !known; i++)
+            known = strlen(settings[i].env) == n && !strncmp(settings[i].env, *e, n);
+        const char *near =
+            known ? NULL : suggest_closest(*e, n, &settings[0].env, NSETTINGS, sizeof(settings[0]));
+        if (near != NULL) {
+            fail(err, errlen, "%.*s: not a setting; did you mean %s?", (int)n, *e, near);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int config_load_as(struct relay_config *cfg, bool for_command, int argc, char **argv,
                           char *err, size_t errlen)
 {
@@ -431,6 +469,8 @@ static int config_load_as(struct relay_config *cfg, bool for_command, int argc, 
         if (v != NULL && setting_apply(cfg, &settings[i], v, err, errlen) < 0)
             return -1;
     }
+    if (config_check_env_typos(err, errlen) < 0)
+        return -1;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
@@ -458,7 +498,12 @@ static int config_load_as(struct relay_config *cfg, bool for_command, int argc, 
         size_t n = eq ? (size_t)(eq - name) : strlen(name);
         const struct setting *s = setting_by_flag(name, n);
         if (s == NULL) {
-            fail(err, errlen, "unknown option \"--%.*s\" (see --help)", (int)n, name);
+            const char *near = config_suggest_flag(name, n);
+            if (near != NULL)
+                fail(err, errlen, "unknown option \"--%.*s\"; did you mean --%s?", (int)n, name,
+                     near);
+            else
+                fail(err, errlen, "unknown option \"--%.*s\" (see --help)", (int)n, name);
             return -1;
         }
         const char *value = eq ? eq + 1 : NULL;

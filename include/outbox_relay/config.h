@@ -89,6 +89,10 @@ int config_load(struct relay_config *cfg, int argc, char **argv, char *err, size
 int config_load_command(struct relay_config *cfg, int argc, char **argv, char *err, size_t errlen);
 void config_free(struct relay_config *cfg);
 
+/* Whether --name[0..n) is a setting's flag; the nearest flag to a mistyped one, or NULL. */
+bool config_has_flag(const char *name, size_t n);
+const char *config_suggest_flag(const char *name, size_t n);
+
 /* --help: every setting with its variable, flag, default and meaning. */
 void config_print_help(FILE *out);
 

@@ -44,6 +44,29 @@ START_TEST(test_non_numeric_batch_size)
 }
 END_TEST
 
+/* A mistyped command, command flag or variable exits 2 naming what was meant; nothing runs. */
+START_TEST(test_typos_name_what_was_meant)
+{
+    static const struct {
+        const char *arg1, *arg2, *env, *meant;
+    } cases[] = {
+        {"stauts", NULL, NULL, "status"},
+        {"replay", "--idss=1", NULL, "--ids"},
+        {"status", "--batch-sise=5", NULL, "--batch-size"},
+        {NULL, NULL, "OUTBOX_MAX_INFLIGT=10", "OUTBOX_MAX_INFLIGHT"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *env[] = {pg_nowhere, nats_nowhere, cases[i].env, NULL};
+        const char *args[] = {cases[i].arg1, cases[i].arg2, NULL};
+        char *output = NULL;
+        int code = it_relay_run(env, cases[i].arg1 ? args : NULL, DEADLINE_MS, &output);
+        ck_assert_msg(code == 2, "case %zu: exit code %d, want 2:\n%s", i, code, output);
+        assert_mentions(output, cases[i].meant);
+        free(output);
+    }
+}
+END_TEST
+
 START_TEST(test_malformed_pg_url)
 {
     /* The password must not be echoed back, even from a URL that cannot be parsed. */
@@ -100,6 +123,7 @@ int main(void)
     TCase *offline = it_tcase(suite, "offline", setup_no_servers, 120);
     tcase_add_test(offline, test_non_numeric_batch_size);
     tcase_add_test(offline, test_malformed_pg_url);
+    tcase_add_test(offline, test_typos_name_what_was_meant);
 
     TCase *servers = it_tcase(suite, "servers", it_start_servers, 120);
     tcase_add_test(servers, test_check_missing_table);
