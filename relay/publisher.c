@@ -142,7 +142,11 @@ static void publisher_on_chain_refused(struct publisher *p, struct outbox_row *r
                  "{s:s}", "stream", p->cfg->stream);
     }
     row->chain.epoch = row->chain.seq = 0;
-    if (p->draining || inflight_behind_failure(row)) {
+    /* Its fence belonged to the chain that broke: without it the row goes as
+     * any other, chained anew or (pipelining off) unfenced. Cannot copy it
+     * (out of memory): the table keeps the row, untried, like the rows
+     * behind a failure. */
+    if (p->draining || inflight_behind_failure(row) || js_sink_msg_unfenced(&msg) != NATS_OK) {
         /* An earlier row of its key failed: the table decides when it goes. */
         natsMsg_Destroy(msg);
         publisher_release_behind_failure(p, row);

@@ -111,6 +111,15 @@ natsStatus js_sink_publish_after(struct js_sink *sink, natsMsg **msg, const char
  */
 void js_sink_flush(struct js_sink *sink);
 
+/*
+ * Replaces *msg (a message published before, back from its PubAck) with a
+ * copy that has no Nats-Expected-Last-Msg-Id: subject, payload and every
+ * other header as they were. A fence names the message that had to precede
+ * it in one chain; kept, it would be refused again (10070) once the chain
+ * it belonged to is gone. On failure *msg is left as it was.
+ */
+natsStatus js_sink_msg_unfenced(natsMsg **msg);
+
 /* The message's Nats-Msg-Id (its row's event_id), or NULL; valid while msg lives. */
 const char *js_sink_msg_id(natsMsg *msg);
 

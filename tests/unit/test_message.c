@@ -590,7 +590,7 @@ static const struct {
     {NATS_OK, 10054, true, "too_large"},  /* the code decides, whatever the status */
     {NATS_ERR, 10097, true, "too_large"}, /* header size exceeds maximum allowed of 64k */
     {NATS_ERR, 10060, true, "rejected"},  /* expected stream does not match */
-    {NATS_ERR, 10070, true, "rejected"},  /* wrong last msg ID */
+    {NATS_ERR, 10070, false, "rejected"}, /* wrong last msg ID: the relay's own fence */
     {NATS_ERR, 10071, true, "rejected"},  /* wrong last sequence */
     {NATS_ERR, 10111, true, "rejected"},  /* rollup not permitted */
     {NATS_ERR, 10109, true, "rejected"},  /* invalid operation on sealed stream */
