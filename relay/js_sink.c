@@ -767,8 +767,6 @@ int js_sink_ensure_stream(struct js_sink *sink, char *err, size_t errlen)
     return js_ensure_on(sink, sink->js, err, errlen);
 }
 
-#define JS_HEADER_EXPECT_LAST_MSG_ID "Nats-Expected-Last-Msg-Id"
-
 natsStatus js_sink_publish_after(struct js_sink *sink, natsMsg **msg, const char *expect_last_id)
 {
     natsStatus s = expect_last_id != NULL

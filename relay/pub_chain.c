@@ -61,6 +61,11 @@ void pub_chain_sent(struct pub_chain *c, const struct chain_pos *pos, char *even
     c->seq = pos->seq;
 }
 
+void pub_chain_pause(struct pub_chain *c)
+{
+    c->broken = true;
+}
+
 void pub_chain_acked(struct pub_chain *c, const struct chain_pos *pos, bool duplicate)
 {
     if (pos->epoch == c->epoch && !duplicate && pos->seq > c->stored_seq)

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "outbox_relay/log.h"
+#include "outbox_relay/message.h"
 #include "outbox_relay/pub_chain.h"
 #include "outbox_relay/util.h"
 
@@ -22,6 +23,10 @@ struct publisher {
      * MaxPending, past which every publish would block the loop: reclaimed
      * before that. */
     size_t orphans;
+    /* The row that paused the chain because it cannot follow the publishes
+     * in flight: it goes first once they resolved, so rows that can follow
+     * them never keep it waiting (0: none). */
+    int64_t opens_next;
     bool draining;
 };
 
@@ -57,6 +62,14 @@ static void publisher_chain_resume(struct publisher *p)
     pub_chain_may_publish(&p->chain, 0);
     size_t n = 0;
     struct outbox_row **ready = inflight_ready(p->rows, &n);
+    for (size_t i = 1; i < n && p->opens_next != 0; i++) {
+        if (ready[i]->id == p->opens_next) {
+            struct outbox_row *first = ready[i];
+            ready[i] = ready[0];
+            ready[0] = first;
+        }
+    }
+    p->opens_next = 0;
     for (size_t i = 0; i < n && !p->chain.broken; i++)
         publisher_send(p, ready[i]);
     free(ready);
@@ -92,6 +105,16 @@ static void publisher_publish_row(struct publisher *p, struct outbox_row *row)
             return;
         }
         expect = pub_chain_expect(&p->chain, inflight_publishing(p->rows), &pos);
+        /* The row's size was judged without the fence; a row that fits only
+         * without it is never refused for it: it waits to open the next
+         * epoch, whose first publish carries none. */
+        if (expect != NULL && !message_fits_with_header(msg, JS_HEADER_EXPECT_LAST_MSG_ID, expect,
+                                                        js_sink_max_payload(p->js))) {
+            free(event_id);
+            pub_chain_pause(&p->chain);
+            p->opens_next = row->id;
+            return;
+        }
     }
     natsStatus s =
         pos.epoch != 0 ? js_sink_publish_after(p->js, &msg, expect) : js_sink_publish(p->js, &msg);

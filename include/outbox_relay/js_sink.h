@@ -95,6 +95,9 @@ int js_sink_stream_exists(struct js_sink *sink, const char *stream, char *err, s
  */
 natsStatus js_sink_publish(struct js_sink *sink, natsMsg **msg);
 
+/* The fence header: JetStream stores the message only after the one it names. */
+#define JS_HEADER_EXPECT_LAST_MSG_ID "Nats-Expected-Last-Msg-Id"
+
 /*
  * js_sink_publish with JetStream's Nats-Expected-Last-Msg-Id set to
  * expect_last_id (NULL: the header is removed, e.g. from a message sent

@@ -70,6 +70,13 @@ const char *pub_chain_expect(struct pub_chain *c, size_t publishing, struct chai
  */
 void pub_chain_sent(struct pub_chain *c, const struct chain_pos *pos, char *event_id);
 
+/*
+ * A publish cannot follow the ones in flight in this chain (its fence would
+ * not fit): nothing more goes until every publish in flight has resolved;
+ * then it opens the next epoch, which needs no fence.
+ */
+void pub_chain_pause(struct pub_chain *c);
+
 /* A chained publish was acknowledged; duplicate: the stream had it already (nothing stored). */
 void pub_chain_acked(struct pub_chain *c, const struct chain_pos *pos, bool duplicate);
 /* A chained publish failed for its own reason (error, timeout, connection lost). */
