@@ -14,6 +14,8 @@ void pub_chain_free(struct pub_chain *c)
 {
     free(c->last_id);
     c->last_id = NULL;
+    free(c->subject);
+    c->subject = NULL;
 }
 
 bool pub_chain_may_publish(struct pub_chain *c, size_t publishing)
@@ -26,12 +28,13 @@ bool pub_chain_may_publish(struct pub_chain *c, size_t publishing)
     return true;
 }
 
-const char *pub_chain_expect(struct pub_chain *c, size_t publishing, struct chain_pos *pos)
+bool pub_chain_expect(struct pub_chain *c, size_t publishing, const char *subject,
+                      struct chain_pos *pos, const char **expect)
 {
-    if (!c->enabled) {
-        pos->epoch = pos->seq = 0;
-        return NULL;
-    }
+    *expect = NULL;
+    pos->epoch = pos->seq = 0;
+    if (!c->enabled)
+        return true;
     if (publishing == 0 || c->epoch == 0) {
         /* Nothing in flight: whatever went before has resolved, and what the
          * server still holds of it (a frozen server) it handles first. */
@@ -39,10 +42,18 @@ const char *pub_chain_expect(struct pub_chain *c, size_t publishing, struct chai
         c->seq = c->stored_seq = 0;
         free(c->last_id);
         c->last_id = NULL;
+        free(c->subject);
+        c->subject = strdup(subject); /* NULL (out of memory): the epoch takes no second */
+    } else if (c->subject == NULL || strcmp(c->subject, subject) != 0) {
+        /* Its fence would carry another subject's event_id to the consumers
+         * of this one: it opens the next epoch instead. */
+        c->broken = true;
+        return false;
     }
     pos->epoch = c->epoch;
     pos->seq = c->seq + 1;
-    return c->last_id;
+    *expect = c->last_id;
+    return true;
 }
 
 void pub_chain_sent(struct pub_chain *c, const struct chain_pos *pos, char *event_id)

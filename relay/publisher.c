@@ -104,14 +104,20 @@ static void publisher_publish_row(struct publisher *p, struct outbox_row *row)
             publisher_failed(p, row, "publish failed: out of memory", false, PUBLISH_NATS_ERROR);
             return;
         }
-        expect = pub_chain_expect(&p->chain, inflight_publishing(p->rows), &pos);
         /* The row's size was judged without the fence; a row that fits only
-         * without it is never refused for it: it waits to open the next
-         * epoch, whose first publish carries none. */
-        if (expect != NULL && !message_fits_with_header(msg, JS_HEADER_EXPECT_LAST_MSG_ID, expect,
-                                                        js_sink_max_payload(p->js))) {
-            free(event_id);
+         * without it is never refused for it: like a row of another subject
+         * than the chain's, it waits to open the next epoch, whose first
+         * publish carries none. */
+        bool follows = pub_chain_expect(&p->chain, inflight_publishing(p->rows),
+                                        natsMsg_GetSubject(msg), &pos, &expect);
+        if (follows && expect != NULL &&
+            !message_fits_with_header(msg, JS_HEADER_EXPECT_LAST_MSG_ID, expect,
+                                      js_sink_max_payload(p->js))) {
             pub_chain_pause(&p->chain);
+            follows = false;
+        }
+        if (!follows) {
+            free(event_id);
             p->opens_next = row->id;
             return;
         }

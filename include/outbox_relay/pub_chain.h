@@ -11,9 +11,20 @@
  * key can never overtake N. The fence holds only while the relay alone
  * writes the stream (OUTBOX_STREAM, OUTBOX_PIPELINE).
  *
+ * The stream stores the fence with the message, so every consumer of its
+ * subject reads it. An epoch therefore holds publishes of one subject only:
+ * the fence names the message just before it in the stream, of the same
+ * subject, whose id that consumer reads anyway. A message id is the only
+ * fence that tells the relay's message from another writer's; a sequence
+ * fence (Nats-Expected-Last-Sequence, or -Subject-Sequence) would let a
+ * publish through after another writer's message took the sequence of the
+ * relay's refused one, and the key would be out of order before the relay
+ * could notice.
+ *
  * Life of a chain. An epoch starts with nothing in flight: its first
  * publish expects nothing (every earlier publish has resolved, and on one
- * connection the server handles them before it). Any failure of a chained
+ * connection the server handles them before it). A publish of another
+ * subject than the epoch's waits to open the next epoch. Any failure of a chained
  * publish breaks the chain: nothing is published until every publish in
  * flight has resolved; then a new epoch starts with the rows still waiting,
  * in key order. A 10070 is no failure of its row (it was not stored; it is
@@ -40,6 +51,7 @@ struct pub_chain {
     uint64_t epoch, seq; /* the current epoch and the seq of its last publish */
     uint64_t stored_seq; /* the highest seq of this epoch the server stored as new */
     char *last_id;       /* event_id of the last publish of this epoch; NULL: none yet */
+    char *subject;       /* the subject of every publish of this epoch */
 };
 
 enum chain_verdict {
@@ -58,12 +70,15 @@ void pub_chain_free(struct pub_chain *c);
 bool pub_chain_may_publish(struct pub_chain *c, size_t publishing);
 
 /*
- * A publish of event_id is about to go with `publishing` others in flight.
- * Returns the Nats-Expected-Last-Msg-Id it must carry (NULL: none; valid
- * until pub_chain_sent) and its position; with the chain off, NULL and
- * epoch 0. Call pub_chain_sent once it went.
+ * A publish on subject is about to go with `publishing` others in flight.
+ * True: it goes, at *pos, carrying Nats-Expected-Last-Msg-Id = *expect
+ * (NULL: none; valid until pub_chain_sent); call pub_chain_sent once it
+ * went. With the chain off: true, no expectation, epoch 0. False: it
+ * cannot follow the publishes in flight (they are of another subject): the
+ * chain pauses until they resolved, and it opens the next epoch.
  */
-const char *pub_chain_expect(struct pub_chain *c, size_t publishing, struct chain_pos *pos);
+bool pub_chain_expect(struct pub_chain *c, size_t publishing, const char *subject,
+                      struct chain_pos *pos, const char **expect);
 /*
  * The publish went: event_id (ownership taken; NULL when out of memory,
  * then the chain breaks) is now the chain's last. Not chained: only frees it.
