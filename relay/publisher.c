@@ -23,10 +23,6 @@ struct publisher {
      * MaxPending, past which every publish would block the loop: reclaimed
      * before that. */
     size_t orphans;
-    /* The row that paused the chain because it cannot follow the publishes
-     * in flight: it goes first once they resolved, so rows that can follow
-     * them never keep it waiting (0: none). */
-    int64_t opens_next;
     bool draining;
 };
 
@@ -62,17 +58,22 @@ static void publisher_chain_resume(struct publisher *p)
     pub_chain_may_publish(&p->chain, 0);
     size_t n = 0;
     struct outbox_row **ready = inflight_ready(p->rows, &n);
-    for (size_t i = 1; i < n && p->opens_next != 0; i++) {
-        if (ready[i]->id == p->opens_next) {
-            struct outbox_row *first = ready[i];
-            ready[i] = ready[0];
-            ready[0] = first;
-        }
-    }
-    p->opens_next = 0;
     for (size_t i = 0; i < n && !p->chain.broken; i++)
         publisher_send(p, ready[i]);
     free(ready);
+}
+
+struct fence_room {
+    natsMsg *msg;
+    int64_t max_payload;
+};
+
+/* Whether the message still fits max_payload and the header limit with its fence. */
+static bool publisher_fence_fits(void *arg, const char *expect)
+{
+    struct fence_room *room = arg;
+    return message_fits_with_header(room->msg, JS_HEADER_EXPECT_LAST_MSG_ID, expect,
+                                    room->max_payload);
 }
 
 static void publisher_publish_row(struct publisher *p, struct outbox_row *row)
@@ -105,21 +106,14 @@ static void publisher_publish_row(struct publisher *p, struct outbox_row *row)
             return;
         }
         /* The row's size was judged without the fence; a row that fits only
-         * without it is never refused for it: like a row of another subject
-         * than the chain's, it waits to open the next epoch, whose first
-         * publish carries none. */
-        bool follows = pub_chain_expect(&p->chain, inflight_publishing(p->rows),
-                                        natsMsg_GetSubject(msg), &pos, &expect);
-        if (follows && expect != NULL &&
-            !message_fits_with_header(msg, JS_HEADER_EXPECT_LAST_MSG_ID, expect,
-                                      js_sink_max_payload(p->js))) {
-            pub_chain_pause(&p->chain);
-            follows = false;
-        }
-        if (!follows) {
+         * without it is never refused for it: it opens a new epoch, whose
+         * first publish carries none, once it is the first of its key. */
+        struct fence_room room = {msg, js_sink_max_payload(p->js)};
+        if (pub_chain_expect(&p->chain, inflight_publishing(p->rows), natsMsg_GetSubject(msg),
+                             inflight_first_of_key(row), publisher_fence_fits, &room, &pos,
+                             &expect) == CHAIN_WAIT) {
             free(event_id);
-            p->opens_next = row->id;
-            return;
+            return; /* sent once the earlier rows of its key resolved */
         }
     }
     natsStatus s =
