@@ -80,15 +80,15 @@ enum chain_step {
 
 /*
  * A publish on subject is about to go with `publishing` others in flight;
- * first_of_key: no earlier row of its key is held (nothing in flight ahead of it). CHAIN_GO: it goes at
- * *pos carrying Nats-Expected-Last-Msg-Id = *expect (NULL: none; valid
- * until pub_chain_sent); call pub_chain_sent once it went. It follows the
- * epoch's last publish when that one has its subject and the fence fits
- * (fence_fits(arg, id), NULL: always); otherwise it opens a new epoch,
- * unfenced, which only a row first of its key may. CHAIN_WAIT: it follows
- * rows of its key that the chain no longer links it to, or cannot carry
- * the fence: it goes once they resolved. With the chain off: CHAIN_GO,
- * no expectation, epoch 0.
+ * first_of_key: no earlier row of its key is held (nothing in flight ahead
+ * of it). CHAIN_GO: it goes at *pos carrying Nats-Expected-Last-Msg-Id =
+ * *expect (NULL: none; valid until pub_chain_sent); call pub_chain_sent
+ * once it went. It follows the epoch's last publish when that one has its
+ * subject and the fence fits (fence_fits(arg, id); NULL: always);
+ * otherwise it opens a new epoch, unfenced, which only a row first of its
+ * key may. CHAIN_WAIT: it is behind rows of its key that the chain no
+ * longer links it to, or cannot carry the fence: it goes once they
+ * resolved. With the chain off: CHAIN_GO, no expectation, epoch 0.
  */
 enum chain_step pub_chain_expect(struct pub_chain *c, size_t publishing, const char *subject,
                                  bool first_of_key, bool fence_fits(void *, const char *),
