@@ -25,9 +25,10 @@
  * relay's refused one, and the key would be out of order before the relay
  * could notice.
  *
- * Life of a chain. An epoch starts with nothing in flight: its first
- * publish expects nothing (every earlier publish has resolved, and on one
- * connection the server handles them before it). Any failure of a chained
+ * Life of a chain. An epoch starts with nothing in flight, or with a row
+ * first of its key: its first publish expects nothing (nothing of its key
+ * is in flight; on one connection the server handles whatever is before
+ * it). Any failure of a chained
  * publish breaks the chain: nothing is published until every publish in
  * flight has resolved; then a new epoch starts with the rows still waiting,
  * in key order. A 10070 is no failure of its row (it was not stored; it is
