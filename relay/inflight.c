@@ -105,6 +105,11 @@ bool inflight_pipelined(const struct inflight *t)
     return t->pipelined;
 }
 
+bool inflight_first_of_key(const struct outbox_row *row)
+{
+    return row->key == NULL || row->key->head == row;
+}
+
 struct outbox_row *inflight_find(const struct inflight *t, int64_t id)
 {
     for (struct outbox_row *r = t->by_id[hash_u64((uint64_t)id, t->nbuckets)]; r; r = r->id_next)

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "outbox_relay/log.h"
@@ -772,8 +773,6 @@ int js_sink_ensure_stream(struct js_sink *sink, char *err, size_t errlen)
     return js_ensure_on(sink, sink->js, err, errlen);
 }
 
-#define JS_HEADER_EXPECT_LAST_MSG_ID "Nats-Expected-Last-Msg-Id"
-
 natsStatus js_sink_publish_after(struct js_sink *sink, natsMsg **msg, const char *expect_last_id)
 {
     natsStatus s = expect_last_id != NULL
@@ -782,6 +781,43 @@ natsStatus js_sink_publish_after(struct js_sink *sink, natsMsg **msg, const char
     if (s != NATS_OK && s != NATS_NOT_FOUND)
         return s;
     return js_sink_publish(sink, msg);
+}
+
+/* Copies every value of header key from one message to another. */
+static natsStatus js_copy_header(natsMsg *to, natsMsg *from, const char *key)
+{
+    const char **values = NULL;
+    int n = 0;
+    natsStatus s = natsMsgHeader_Values(from, key, &values, &n);
+    for (int i = 0; s == NATS_OK && i < n; i++)
+        s = natsMsgHeader_Add(to, key, values[i]);
+    free((void *)values);
+    return s;
+}
+
+natsStatus js_sink_msg_unfenced(natsMsg **msg)
+{
+    natsMsg *from = *msg, *to = NULL;
+    natsStatus s = natsMsg_Create(&to, natsMsg_GetSubject(from), NULL, natsMsg_GetData(from),
+                                  natsMsg_GetDataLength(from));
+    const char **keys = NULL;
+    int n = 0;
+    if (s == NATS_OK) {
+        s = natsMsgHeader_Keys(from, &keys, &n);
+        if (s == NATS_NOT_FOUND)
+            s = NATS_OK; /* no header at all */
+    }
+    for (int i = 0; s == NATS_OK && i < n; i++)
+        if (strcasecmp(keys[i], JS_HEADER_EXPECT_LAST_MSG_ID) != 0)
+            s = js_copy_header(to, from, keys[i]);
+    free((void *)keys);
+    if (s != NATS_OK) {
+        natsMsg_Destroy(to);
+        return s;
+    }
+    natsMsg_Destroy(from);
+    *msg = to;
+    return NATS_OK;
 }
 
 const char *js_sink_msg_id(natsMsg *msg)

@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -484,6 +485,39 @@ enum message_result message_build(natsMsg **out, const char *subject, const char
 {
     return message_build_classified(out, subject, event_id, headers_json, payload, payload_len,
                                     max_payload, NULL, err, errlen);
+}
+
+size_t message_header_block(natsMsg *msg)
+{
+    const char **keys = NULL;
+    int n = 0;
+    if (natsMsgHeader_Keys(msg, &keys, &n) != NATS_OK)
+        return 0;
+    size_t bytes = strlen(HEADER_STATUS_LINE) + 2;
+    for (int i = 0; i < n; i++) {
+        const char **values = NULL;
+        int k = 0;
+        if (natsMsgHeader_Values(msg, keys[i], &values, &k) != NATS_OK)
+            continue;
+        for (int j = 0; j < k; j++)
+            bytes += strlen(keys[i]) + 2 + strlen(values[j]) + 2;
+        free((void *)values);
+    }
+    free((void *)keys);
+    return bytes;
+}
+
+bool message_fits_with_header(natsMsg *msg, const char *name, const char *value,
+                              int64_t max_payload)
+{
+    size_t block = message_header_block(msg);
+    if (block == 0)
+        block = strlen(HEADER_STATUS_LINE) + 2;
+    block += strlen(name) + 2 + strlen(value) + 2;
+    if (block > HEADER_BLOCK_MAX)
+        return false;
+    size_t total = block + (size_t)natsMsg_GetDataLength(msg);
+    return max_payload <= 0 || total <= (uint64_t)max_payload;
 }
 
 bool message_error_is_permanent(natsStatus status, int js_err_code)

@@ -49,9 +49,9 @@ bool publish_reason_parse(const char *name, enum publish_reason *out)
  * while a stream or cluster changes. A rule of the stream that the message
  * breaks breaks it on every retry: permanent. A state that can change (a
  * stream created, a leader elected, space freed as old messages age out) is
- * transient. The relay never sends Nats-Expected-* or Nats-Rollup headers
- * (the "Nats-" prefix is refused in `headers`), so those codes mean the row
- * broke a rule nobody can lift for it.
+ * transient. Rows cannot set Nats-Expected-* or Nats-Rollup headers (the
+ * "Nats-" prefix is refused in `headers`); the one the relay sets itself,
+ * its fence, is refused with 10070, which is transient.
  */
 static const struct publish_error_rule rules[] = {
     /* the message itself can never be stored */
@@ -60,7 +60,6 @@ static const struct publish_error_rule rules[] = {
     JS(PUBLISH_JS_HEADER_TOO_LARGE, true, PUBLISH_TOO_LARGE,
        "header size exceeds maximum allowed of 64k"),
     JS(JSStreamNotMatchErr, true, PUBLISH_REJECTED, "expected stream does not match"),
-    JS(JSStreamWrongLastMsgIDErr, true, PUBLISH_REJECTED, "wrong last msg ID"),
     JS(JSStreamWrongLastSequenceErr, true, PUBLISH_REJECTED, "wrong last sequence"),
     JS(JSStreamRollupFailedErr, true, PUBLISH_REJECTED, "rollup not permitted"),
     /* A sealed stream is never unsealed: only a new stream would take the row. */
@@ -78,6 +77,10 @@ static const struct publish_error_rule rules[] = {
     JS(JSClusterIncompleteErr, false, PUBLISH_UNAVAILABLE, "incomplete results"),
     JS(JSRaftGeneralErr, false, PUBLISH_UNAVAILABLE, "general RAFT error"),
     JS(JSStreamOfflineErr, false, PUBLISH_UNAVAILABLE, "stream is offline"),
+    /* The relay's own fence (rows cannot set Nats- headers): the row was not
+     * stored because the message the fence named was not the stream's last;
+     * it goes again without that fence. */
+    JS(JSStreamWrongLastMsgIDErr, false, PUBLISH_REJECTED, "wrong last msg ID"),
     /* a clustered stream's replica behind its leader's sequence: it catches up */
     JS(JSStreamSequenceNotMatchErr, false, PUBLISH_UNAVAILABLE,
        "expected stream sequence does not match"),

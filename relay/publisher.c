@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "outbox_relay/log.h"
+#include "outbox_relay/message.h"
 #include "outbox_relay/pub_chain.h"
 #include "outbox_relay/util.h"
 
@@ -63,6 +64,19 @@ static void publisher_chain_resume(struct publisher *p)
     free(ready);
 }
 
+struct fence_room {
+    natsMsg *msg;
+    int64_t max_payload;
+};
+
+/* Whether the message still fits max_payload and the header limit with its fence. */
+static bool publisher_fence_fits(void *arg, const char *expect)
+{
+    struct fence_room *room = arg;
+    return message_fits_with_header(room->msg, JS_HEADER_EXPECT_LAST_MSG_ID, expect,
+                                    room->max_payload);
+}
+
 static void publisher_publish_row(struct publisher *p, struct outbox_row *row)
 {
     if (row->msg == NULL) {
@@ -92,7 +106,16 @@ static void publisher_publish_row(struct publisher *p, struct outbox_row *row)
             publisher_failed(p, row, "publish failed: out of memory", false, PUBLISH_NATS_ERROR);
             return;
         }
-        expect = pub_chain_expect(&p->chain, inflight_publishing(p->rows), &pos);
+        /* The row's size was judged without the fence; a row that fits only
+         * without it is never refused for it: it opens a new epoch, whose
+         * first publish carries none, once it is the first of its key. */
+        struct fence_room room = {msg, js_sink_max_payload(p->js)};
+        if (pub_chain_expect(&p->chain, inflight_publishing(p->rows), natsMsg_GetSubject(msg),
+                             inflight_first_of_key(row), publisher_fence_fits, &room, &pos,
+                             &expect) == CHAIN_WAIT) {
+            free(event_id);
+            return; /* sent once the earlier rows of its key resolved */
+        }
     }
     natsStatus s =
         pos.epoch != 0 ? js_sink_publish_after(p->js, &msg, expect) : js_sink_publish(p->js, &msg);
@@ -143,7 +166,11 @@ static void publisher_on_chain_refused(struct publisher *p, struct outbox_row *r
                  "{s:s}", "stream", p->cfg->stream);
     }
     row->chain.epoch = row->chain.seq = 0;
-    if (p->draining || inflight_behind_failure(row)) {
+    /* Its fence belonged to the chain that broke: without it the row goes as
+     * any other, chained anew or (pipelining off) unfenced. Cannot copy it
+     * (out of memory): the table keeps the row, untried, like the rows
+     * behind a failure. */
+    if (p->draining || inflight_behind_failure(row) || js_sink_msg_unfenced(&msg) != NATS_OK) {
         /* An earlier row of its key failed: the table decides when it goes. */
         natsMsg_Destroy(msg);
         publisher_release_behind_failure(p, row);

@@ -69,6 +69,9 @@ size_t inflight_publishing(const struct inflight *t);
 int64_t inflight_bytes(const struct inflight *t);
 struct outbox_row *inflight_find(const struct inflight *t, int64_t id);
 
+/* True unless an earlier row of its key is held (publishing, or failed and holding the key). */
+bool inflight_first_of_key(const struct outbox_row *row);
+
 /* Pipelined: a key's rows may be published while earlier ones are (default: off). */
 void inflight_set_pipelined(struct inflight *t, bool pipelined);
 bool inflight_pipelined(const struct inflight *t);

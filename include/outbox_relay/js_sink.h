@@ -95,6 +95,9 @@ int js_sink_stream_exists(struct js_sink *sink, const char *stream, char *err, s
  */
 natsStatus js_sink_publish(struct js_sink *sink, natsMsg **msg);
 
+/* The fence header: JetStream stores the message only after the one it names. */
+#define JS_HEADER_EXPECT_LAST_MSG_ID "Nats-Expected-Last-Msg-Id"
+
 /*
  * js_sink_publish with JetStream's Nats-Expected-Last-Msg-Id set to
  * expect_last_id (NULL: the header is removed, e.g. from a message sent
@@ -110,6 +113,15 @@ natsStatus js_sink_publish_after(struct js_sink *sink, natsMsg **msg, const char
  * tail then delivers in a round trip, and a burst still goes in large writes.
  */
 void js_sink_flush(struct js_sink *sink);
+
+/*
+ * Replaces *msg (a message published before, back from its PubAck) with a
+ * copy that has no Nats-Expected-Last-Msg-Id: subject, payload and every
+ * other header as they were. A fence names the message that had to precede
+ * it in one chain; kept, it would be refused again (10070) once the chain
+ * it belonged to is gone. On failure *msg is left as it was.
+ */
+natsStatus js_sink_msg_unfenced(natsMsg **msg);
 
 /* The message's Nats-Msg-Id (its row's event_id), or NULL; valid while msg lives. */
 const char *js_sink_msg_id(natsMsg *msg);

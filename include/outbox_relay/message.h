@@ -57,6 +57,21 @@ enum message_result message_build_classified(natsMsg **out, const char *subject,
                                              int64_t max_payload, enum publish_reason *reason,
                                              char *err, size_t errlen);
 
+/*
+ * The header block nats.c sends with msg ("NATS/1.0\r\n", "Name: value\r\n"
+ * per value, "\r\n"); 0 for a message without headers.
+ */
+size_t message_header_block(natsMsg *msg);
+
+/*
+ * Whether msg, with one more header name: value added, still fits the
+ * server's max_payload (header block + payload; 0 = unchecked) and
+ * JetStream's 65535-byte header block. For a header the relay adds at
+ * publish (the fence), after message_build judged the row's own.
+ */
+bool message_fits_with_header(natsMsg *msg, const char *name, const char *value,
+                              int64_t max_payload);
+
 /* message_build_classified for callers that need no reason class (tests, tools). */
 enum message_result message_build(natsMsg **out, const char *subject, const char *event_id,
                                   const char *headers_json, const char *payload, size_t payload_len,

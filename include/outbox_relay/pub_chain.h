@@ -11,9 +11,24 @@
  * key can never overtake N. The fence holds only while the relay alone
  * writes the stream (OUTBOX_STREAM, OUTBOX_PIPELINE).
  *
- * Life of a chain. An epoch starts with nothing in flight: its first
- * publish expects nothing (every earlier publish has resolved, and on one
- * connection the server handles them before it). Any failure of a chained
+ * The stream stores the fence with the message, so every consumer of its
+ * subject reads it. An epoch therefore holds publishes of one subject only:
+ * the fence names the message just before it in the stream, of the same
+ * subject, whose id that consumer reads anyway. A publish of another
+ * subject opens a new epoch, unfenced, at once if its row is the first of
+ * its key in flight (nothing of its key can fail ahead of it); a row
+ * behind rows of its key waits until the chain links it to them: they are
+ * all of the current epoch, and of its subject. A message id is the only
+ * fence that tells the relay's message from another writer's; a sequence
+ * fence (Nats-Expected-Last-Sequence, or -Subject-Sequence) would let a
+ * publish through after another writer's message took the sequence of the
+ * relay's refused one, and the key would be out of order before the relay
+ * could notice.
+ *
+ * Life of a chain. An epoch starts with nothing in flight, or with a row
+ * first of its key: its first publish expects nothing (nothing of its key
+ * is in flight; on one connection the server handles whatever is before
+ * it). Any failure of a chained
  * publish breaks the chain: nothing is published until every publish in
  * flight has resolved; then a new epoch starts with the rows still waiting,
  * in key order. A 10070 is no failure of its row (it was not stored; it is
@@ -40,6 +55,8 @@ struct pub_chain {
     uint64_t epoch, seq; /* the current epoch and the seq of its last publish */
     uint64_t stored_seq; /* the highest seq of this epoch the server stored as new */
     char *last_id;       /* event_id of the last publish of this epoch; NULL: none yet */
+    char *subject;       /* the subject of every publish of this epoch */
+    size_t in_flight;    /* publishes of this epoch not yet resolved */
 };
 
 enum chain_verdict {
@@ -57,13 +74,26 @@ void pub_chain_free(struct pub_chain *c);
  */
 bool pub_chain_may_publish(struct pub_chain *c, size_t publishing);
 
+enum chain_step {
+    CHAIN_GO,   /* publish now, at *pos, with the fence *expect (NULL: none) */
+    CHAIN_WAIT, /* not before the earlier rows of its key in flight resolved */
+};
+
 /*
- * A publish of event_id is about to go with `publishing` others in flight.
- * Returns the Nats-Expected-Last-Msg-Id it must carry (NULL: none; valid
- * until pub_chain_sent) and its position; with the chain off, NULL and
- * epoch 0. Call pub_chain_sent once it went.
+ * A publish on subject is about to go with `publishing` others in flight;
+ * first_of_key: no earlier row of its key is held (nothing in flight ahead
+ * of it). CHAIN_GO: it goes at *pos carrying Nats-Expected-Last-Msg-Id =
+ * *expect (NULL: none; valid until pub_chain_sent); call pub_chain_sent
+ * once it went. It follows the epoch's last publish when that one has its
+ * subject and the fence fits (fence_fits(arg, id); NULL: always);
+ * otherwise it opens a new epoch, unfenced, which only a row first of its
+ * key may. CHAIN_WAIT: it is behind rows of its key that the chain no
+ * longer links it to, or cannot carry the fence: it goes once they
+ * resolved. With the chain off: CHAIN_GO, no expectation, epoch 0.
  */
-const char *pub_chain_expect(struct pub_chain *c, size_t publishing, struct chain_pos *pos);
+enum chain_step pub_chain_expect(struct pub_chain *c, size_t publishing, const char *subject,
+                                 bool first_of_key, bool fence_fits(void *, const char *),
+                                 void *arg, struct chain_pos *pos, const char **expect);
 /*
  * The publish went: event_id (ownership taken; NULL when out of memory,
  * then the chain breaks) is now the chain's last. Not chained: only frees it.

@@ -487,6 +487,39 @@ START_TEST(test_build_header_block_limit)
 }
 END_TEST
 
+/* The fence the relay adds at publish counts: a row exactly at a limit fits only without it. */
+START_TEST(test_fits_with_header_counts_the_added_header)
+{
+    const char *fence = "Nats-Expected-Last-Msg-Id", *prev = "evt-0";
+    size_t line = strlen(fence) + 2 + strlen(prev) + 2;
+    char *payload = calloc(1, 4096);
+    char err[512];
+    natsMsg *msg = NULL;
+    ck_assert_int_eq(message_build(&msg, "a.b", "evt-1", NULL, payload, 100, 0, err, sizeof(err)),
+                     MESSAGE_OK);
+    size_t block = message_header_block(msg);
+    ck_assert_uint_eq(block, wire_header_bytes(msg));
+    int64_t exact = (int64_t)(block + 100 + line);
+    ck_assert(message_fits_with_header(msg, fence, prev, exact));
+    ck_assert(!message_fits_with_header(msg, fence, prev, exact - 1));
+    ck_assert(message_fits_with_header(msg, fence, prev, 0));
+    natsMsg_Destroy(msg);
+
+    /* The header block: 65535 with the added header fits, one byte more does not. */
+    char headers[70000];
+    int value = (int)(65535 - block - line - strlen("X-Big: \r\n"));
+    snprintf(headers, sizeof(headers), "{\"X-Big\":\"%0*d\"}", value, 0);
+    msg = NULL;
+    ck_assert_int_eq(message_build(&msg, "a.b", "evt-1", headers, payload, 1, 0, err, sizeof(err)),
+                     MESSAGE_OK);
+    ck_assert_uint_eq(message_header_block(msg) + line, 65535);
+    ck_assert(message_fits_with_header(msg, fence, prev, 0));
+    ck_assert(!message_fits_with_header(msg, fence, "evt-00", 0));
+    natsMsg_Destroy(msg);
+    free(payload);
+}
+END_TEST
+
 START_TEST(test_build_max_payload_boundary)
 {
     static const struct {
@@ -590,7 +623,7 @@ static const struct {
     {NATS_OK, 10054, true, "too_large"},  /* the code decides, whatever the status */
     {NATS_ERR, 10097, true, "too_large"}, /* header size exceeds maximum allowed of 64k */
     {NATS_ERR, 10060, true, "rejected"},  /* expected stream does not match */
-    {NATS_ERR, 10070, true, "rejected"},  /* wrong last msg ID */
+    {NATS_ERR, 10070, false, "rejected"}, /* wrong last msg ID: the relay's own fence */
     {NATS_ERR, 10071, true, "rejected"},  /* wrong last sequence */
     {NATS_ERR, 10111, true, "rejected"},  /* rollup not permitted */
     {NATS_ERR, 10109, true, "rejected"},  /* invalid operation on sealed stream */
@@ -760,6 +793,7 @@ static Suite *message_suite(void)
     tcase_add_test(tc, test_build_event_id_inner_space_kept);
     tcase_add_test(tc, test_build_header_block_limit);
     tcase_add_test(tc, test_build_max_payload_boundary);
+    tcase_add_test(tc, test_fits_with_header_counts_the_added_header);
     tcase_add_test(tc, test_build_too_large_message_text);
     suite_add_tcase(s, tc);
 

@@ -11,7 +11,9 @@ static struct chain_pos publish(struct pub_chain *c, size_t publishing, const ch
                                 const char *want_expect)
 {
     struct chain_pos pos;
-    const char *expect = pub_chain_expect(c, publishing, &pos);
+    const char *expect = NULL;
+    ck_assert_int_eq(pub_chain_expect(c, publishing, "s.a", false, NULL, NULL, &pos, &expect),
+                     CHAIN_GO);
     if (want_expect == NULL)
         ck_assert_msg(expect == NULL, "%s expected %s, wanted nothing", event_id, expect);
     else
@@ -120,7 +122,9 @@ START_TEST(test_refusal_after_a_stored_publish_is_another_writer)
     /* Off: no expectation, no position. */
     ck_assert(pub_chain_may_publish(&c, 0));
     struct chain_pos d;
-    ck_assert_ptr_null(pub_chain_expect(&c, 3, &d));
+    const char *expect = "x";
+    ck_assert_int_eq(pub_chain_expect(&c, 3, "s.b", false, NULL, NULL, &d, &expect), CHAIN_GO);
+    ck_assert_ptr_null(expect);
     ck_assert_uint_eq(d.epoch, 0);
     pub_chain_free(&c);
 }
@@ -149,12 +153,72 @@ START_TEST(test_disabled_chain_never_names_or_breaks)
     struct pub_chain c;
     pub_chain_init(&c, false);
     struct chain_pos pos;
-    ck_assert_ptr_null(pub_chain_expect(&c, 5, &pos));
+    const char *expect = "x";
+    ck_assert_int_eq(pub_chain_expect(&c, 5, "s.a", false, NULL, NULL, &pos, &expect), CHAIN_GO);
+    ck_assert_ptr_null(expect);
     ck_assert_uint_eq(pos.epoch, 0);
     pub_chain_sent(&c, &pos, strdup("x"));
     pub_chain_failed(&c, &pos);
     ck_assert(!c.broken);
     ck_assert(pub_chain_may_publish(&c, 5));
+    pub_chain_free(&c);
+}
+END_TEST
+
+static bool never_fits(void *arg, const char *expect)
+{
+    (void)arg;
+    (void)expect;
+    return false;
+}
+
+/* A fence never names a message of another subject: a row first of its key opens a new epoch,
+ * a row behind rows of its key waits for them. */
+START_TEST(test_another_subject_opens_an_epoch_or_waits)
+{
+    struct pub_chain c;
+    pub_chain_init(&c, true);
+    struct chain_pos a = publish(&c, 0, "a", NULL);
+    struct chain_pos pos;
+    const char *expect = "x";
+    ck_assert_int_eq(pub_chain_expect(&c, 1, "s.other", false, NULL, NULL, &pos, &expect),
+                     CHAIN_WAIT);
+    ck_assert_ptr_null(expect);
+    ck_assert_uint_eq(pos.epoch, 0);
+    ck_assert(!c.broken);
+    /* First of its key: a new epoch at once, unfenced; its subject's publishes follow it. */
+    ck_assert_int_eq(pub_chain_expect(&c, 1, "s.other", true, NULL, NULL, &pos, &expect), CHAIN_GO);
+    ck_assert_ptr_null(expect);
+    ck_assert_uint_gt(pos.epoch, a.epoch);
+    pub_chain_sent(&c, &pos, strdup("b"));
+    ck_assert_int_eq(pub_chain_expect(&c, 2, "s.other", true, NULL, NULL, &pos, &expect), CHAIN_GO);
+    ck_assert_str_eq(expect, "b");
+    /* Behind a row of its key, with "a" of the old epoch still in flight: the chain does not
+     * link it to every publish in flight, it waits. */
+    ck_assert_int_eq(pub_chain_expect(&c, 2, "s.other", false, NULL, NULL, &pos, &expect),
+                     CHAIN_WAIT);
+    pub_chain_acked(&c, &a, false);
+    ck_assert_int_eq(pub_chain_expect(&c, 1, "s.other", false, NULL, NULL, &pos, &expect),
+                     CHAIN_GO);
+    ck_assert_str_eq(expect, "b");
+    pub_chain_free(&c);
+}
+END_TEST
+
+/* A fence that does not fit: first of its key, the row opens an epoch unfenced; else it waits. */
+START_TEST(test_a_fence_that_does_not_fit_is_left_off)
+{
+    struct pub_chain c;
+    pub_chain_init(&c, true);
+    struct chain_pos a = publish(&c, 0, "a", NULL);
+    struct chain_pos pos;
+    const char *expect = "x";
+    ck_assert_int_eq(pub_chain_expect(&c, 1, "s.a", false, never_fits, NULL, &pos, &expect),
+                     CHAIN_WAIT);
+    ck_assert_int_eq(pub_chain_expect(&c, 1, "s.a", true, never_fits, NULL, &pos, &expect),
+                     CHAIN_GO);
+    ck_assert_ptr_null(expect);
+    ck_assert_uint_gt(pos.epoch, a.epoch);
     pub_chain_free(&c);
 }
 END_TEST
@@ -171,6 +235,8 @@ int main(void)
     tcase_add_test(tc, test_refusal_after_a_stored_publish_is_another_writer);
     tcase_add_test(tc, test_outcomes_of_an_old_epoch_change_nothing);
     tcase_add_test(tc, test_disabled_chain_never_names_or_breaks);
+    tcase_add_test(tc, test_another_subject_opens_an_epoch_or_waits);
+    tcase_add_test(tc, test_a_fence_that_does_not_fit_is_left_off);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
