@@ -156,12 +156,14 @@ static void resume_server(void)
 
 static void stop_server(void)
 {
-    it_nats_stop();
+    it_nats_kill();
 }
 
 static void start_server(void)
 {
     it_nats_start();
+    /* Back, as a client sees it: the test's own connection reaches the stream. */
+    ck_assert(it_js_stream_exists(STREAM));
 }
 
 static const char perm_config[] = "authorization {\n"
@@ -180,8 +182,10 @@ static void grant_publish(void)
                        "testpw} ]\n"
                        "}\n"
                        "no_auth_user: test\n");
-    /* it_nats_set_config rewrote the file the server was started with: reload it. */
-    kill(it_nats_pid(), SIGHUP);
+    /* A restart with it (a reload, SIGHUP, of a file without a jetstream block left the
+     * server with no stream answering: no responders). */
+    it_nats_kill();
+    it_nats_start();
 }
 
 static void arrange_denied(void)
@@ -245,11 +249,19 @@ struct waiting {
     int64_t want;
 };
 
-static bool target_failed(void *arg)
+/* A row retried under the cause (the target, or the row ahead of it in its key's queue when
+ * the cause is server-wide). */
+static bool retried(void *arg)
 {
     struct waiting *w = arg;
-    return it_pg_int(w->conn, "SELECT count(*) FROM outbox WHERE event_id = 'target'"
-                              " AND status = 'failed' AND attempts >= 2") == 1;
+    return it_pg_int(w->conn, "SELECT count(*) FROM outbox WHERE status = 'failed'"
+                              " AND attempts >= 2 AND ordering_key = 'k'") > 0;
+}
+
+static bool ready(void *arg)
+{
+    struct it_relay *relay = arg;
+    return it_http_status(relay->http_port, "/readyz") == 200;
 }
 
 static bool settled(void *arg)
@@ -281,10 +293,12 @@ START_TEST(test_nats_outcome)
                          "OUTBOX_MAX_ATTEMPTS=1000",
                          "OUTBOX_POLL_INTERVAL_MS=100",
                          "OUTBOX_PUBLISH_TIMEOUT_MS=1000",
+                         "OUTBOX_RECONNECT_MAX_MS=500",
                          url[0] ? url : NULL,
                          NULL};
     struct it_relay *relay = it_relay_start_http(env, NULL);
     PGconn *conn = it_pg_connect();
+    ck_assert_msg(it_wait_until(ready, relay, 20000), "relay not ready");
     if (o->cause != NULL)
         o->cause();
     /* The target amid rows of its key, and rows of other keys. */
@@ -308,15 +322,15 @@ START_TEST(test_nats_outcome)
     struct waiting w = {.conn = conn, .relay = relay, .o = o, .want = GOOD / 2 + GOOD + 1};
     if (o->permanent) {
         w.want = GOOD / 2 + GOOD + 1000;
-    } else if (o->remove != NULL && o->cause != stop_server) {
-        /* Retried while the cause lasts, never dead. */
-        bool failed = it_wait_until(target_failed, &w, 20000);
+    } else if (o->remove != NULL) {
+        /* Retried while the cause lasts, never dead (a stopped server: no publish to retry). */
+        bool failed = o->cause == stop_server || it_wait_until(retried, &w, 20000);
         if (!failed)
             it_relay_dump_log(relay);
         ck_assert_msg(failed, "%s: the row was not retried", o->name);
         o->remove();
     }
-    if (!it_wait_until(settled, &w, 30000)) {
+    if (!it_wait_until(settled, &w, 60000)) {
         it_relay_dump_log(relay);
         PGresult *r = it_pg_query(conn, "SELECT id, event_id, status, attempts,"
                                         " coalesce(last_error, '') FROM outbox ORDER BY id");
@@ -359,6 +373,80 @@ START_TEST(test_nats_outcome)
 }
 END_TEST
 
+struct drain {
+    PGconn *conn;
+    int64_t want;
+};
+
+static bool drain_started(void *arg)
+{
+    return it_pg_published(((struct drain *)arg)->conn) > 0;
+}
+
+static bool drained(void *arg)
+{
+    struct drain *d = arg;
+    return it_pg_int(d->conn,
+                     "SELECT count(*) FROM outbox WHERE status IN ('published', 'dead')") ==
+           d->want;
+}
+
+#define CHAIN_ROWS 6000
+
+/* 10070 wrong last msg ID: a fence the relay set refused because another client wrote to the
+ * stream. Such refusals are resent, in order; no row is dead. */
+START_TEST(test_fence_refused_by_another_writer)
+{
+    it_pg_start();
+    it_nats_start();
+    const char *subjects[] = {"it.nats.>", NULL};
+    it_js_add_stream(STREAM, subjects);
+    PGconn *conn = it_pg_connect();
+    it_pg_exec(conn,
+               "INSERT INTO outbox (subject, payload, ordering_key)"
+               " SELECT 'it.nats.chain', convert_to(g::text, 'UTF8'), 'one'"
+               " FROM generate_series(1, %d) g",
+               CHAIN_ROWS);
+    const char *env[] = {"OUTBOX_STREAM=" STREAM,   "OUTBOX_STREAM_SUBJECTS=it.nats.>",
+                         "OUTBOX_PIPELINE=auto",    "OUTBOX_RETRY_BASE_MS=50",
+                         "OUTBOX_RETRY_MAX_MS=300", NULL};
+    struct it_relay *relay = it_relay_start_http(env, NULL);
+    struct drain d = {.conn = conn, .want = CHAIN_ROWS};
+    ck_assert(it_wait_until(drain_started, &d, 30000));
+    /* Spread over the drain: one message each 100 rows, while pipelined and after. */
+    int sent = 0;
+    for (int64_t at = 0, n;
+         sent < 20 && (n = it_pg_int(conn, "SELECT count(*) FROM outbox WHERE status IN"
+                                           " ('published', 'dead')")) < CHAIN_ROWS;) {
+        if (n - at < 100)
+            continue;
+        at = n;
+        char id[32];
+        snprintf(id, sizeof id, "other-%d", sent++);
+        publish_direct("it.nats.other", id);
+    }
+    bool done = it_wait_until(drained, &d, 60000);
+    if (!done)
+        it_relay_dump_log(relay);
+    ck_assert(done);
+    PGresult *r = it_pg_query(conn, "SELECT id, last_error FROM outbox WHERE status = 'dead'");
+    for (int i = 0; i < PQntuples(r); i++)
+        fprintf(stderr, "nats outcome: fence: row %s dead: %s\n", PQgetvalue(r, i, 0),
+                PQgetvalue(r, i, 1));
+    ck_assert_msg(PQntuples(r) == 0, "%d rows dead after a fence refusal", PQntuples(r));
+    PQclear(r);
+    struct it_key_audit a;
+    it_audit_key_order(conn, STREAM, 5, &a);
+    ck_assert_int_eq(a.inversions, 0);
+    ck_assert_int_eq(a.duplicates, 0);
+    ck_assert_int_eq(a.missing, 0);
+    ck_assert_int_eq(a.unknown, sent); /* the other writer's */
+    ck_assert_int_eq(it_relay_exit_code(relay), -1000);
+    it_relay_stop(relay);
+    PQfinish(conn);
+}
+END_TEST
+
 int main(void)
 {
     Suite *suite = suite_create("nats_outcomes");
@@ -367,5 +455,7 @@ int main(void)
     for (int i = 0; i < OUTCOMES; i++)
         if (only == NULL || !*only || strstr(outcomes[i].name, only) != NULL)
             tcase_add_loop_test(tc, test_nats_outcome, i, i + 1);
+    if (only == NULL || !*only || strstr("fence refused by another writer", only) != NULL)
+        tcase_add_test(tc, test_fence_refused_by_another_writer);
     return run_suite(suite);
 }
