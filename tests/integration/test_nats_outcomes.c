@@ -358,6 +358,9 @@ START_TEST(test_nats_outcome)
             ck_assert_int_ge(reason_count(relay->http_port, "failed_total", o->reason), 1);
     }
     PQclear(t);
+    if (o->arrange == arrange_duplicate) /* the copy already stored is the row's */
+        ck_assert_int_eq(
+            it_pg_int(conn, "SELECT stream_seq FROM outbox WHERE event_id = 'dup-event'"), 1);
     /* Per key, each row's PubAck came after the previous row's. */
     ck_assert_int_eq(it_pg_int(conn, "SELECT count(*) FROM (SELECT published_at < lag(published_at)"
                                      " OVER (PARTITION BY ordering_key ORDER BY id) AS inv"
