@@ -8,14 +8,14 @@
  * Entries no publish of the relay can meet on a real 2.9 server, and why:
  * - 10097 header too large: the relay refuses the row before it is sent
  *   (test_permanent_errors also checks the server's answer directly).
- * - 10060 expected stream, 10071 wrong last sequence, 10075 rollup: only a
+ * - 10060 expected stream, 10071 wrong last sequence, 10111 rollup: only a
  *   Nats-Expected-Stream / -Last-Sequence / Nats-Rollup header draws them,
  *   and the relay refuses rows whose headers start with "Nats-".
  * - 10059 stream not found, 10076 / 10039 JetStream not enabled: a publish to
  *   a subject no stream takes is answered 503 no responders (covered).
  * - 10008, 10009, 10004, 10041, 10118 (cluster, leader, RAFT, offline) and
- *   10053 (replica sequence): states of a clustered stream mid-election that
- *   a single server never has; 10047, 10028, 10014 (storage, memory, stream
+ *   10063 (replica sequence): states of a clustered stream mid-election that
+ *   a single server never has; 10047, 10028, 10053 (storage, memory, stream
  *   limits): answers to stream creation, not to a publish.
  * - nats.c statuses a publish cannot be made to return on demand: INVALID_ARG,
  *   NO_MEMORY, INSUFFICIENT_BUFFER, SSL_ERROR, CONNECTION_AUTH_FAILED,
@@ -122,19 +122,17 @@ static void remove_no_stream(void)
     add_stream("IT_LATE", "it.late.>", 0, 0, false);
 }
 
-/* A server whose file store takes 1 MiB; the stream holds ~1 MiB already. */
+/* A file store of 1 MiB (the server's or the account's), filled to the last few bytes. */
 static void arrange_store_full(void)
 {
     add_stream("IT_STORE", "it.store.>", 0, 0, false);
     char *blob = calloc(1, 100000);
     jsErrCode jerr = 0;
-    for (int i = 0; i < 64; i++) {
-        natsStatus s = js_Publish(NULL, it_js(), "it.store.fill", blob, 100000, NULL, &jerr);
-        if (s != NATS_OK) {
-            fprintf(stderr, "nats outcome: store full after %d fills: JetStream error %d\n", i,
-                    (int)jerr);
-            break;
-        }
+    for (int size = 100000; size >= 10; size /= 10) {
+        while (js_Publish(NULL, it_js(), "it.store.fill", blob, size, NULL, &jerr) == NATS_OK)
+            ;
+        fprintf(stderr, "nats outcome: no room for %d bytes: JetStream error %d\n", size,
+                (int)jerr);
     }
     free(blob);
 }
@@ -213,6 +211,10 @@ static const struct outcome outcomes[] = {
     {"server file store full", "10023 insufficient resources",
      "jetstream {max_file_store: 1048576}\n", "it.store.x", 1, false, "limits", arrange_store_full,
      NULL, remove_store_full, NULL},
+    {"account file store full", "10002 resource limits exceeded for account",
+     "accounts {A: {jetstream: {max_file: 1048576}, users: [{user: a, password: a}]}}\n"
+     "no_auth_user: a\n",
+     "it.store.x", 1, false, "limits", arrange_store_full, NULL, remove_store_full, NULL},
     {"no stream takes the subject", "NATS_NO_RESPONDERS", NULL, "it.late.x", 1, false, "no_stream",
      NULL, NULL, remove_no_stream, NULL},
     {"no PubAck: server stopped (SIGSTOP)", "NATS_TIMEOUT / the relay's deadline", NULL,
