@@ -1,4 +1,4 @@
-/* The claim and each kind of mark fail, once and repeatedly: no crash, no row lost or wrongly
+/* The claim and the published mark fail, once and repeatedly: no crash, no row lost or wrongly
  * dead, per-key order, progress once the fault is gone (see statement_faults.h). */
 #include "run_suite.h"
 #include "statement_faults.h"
@@ -30,30 +30,10 @@ static const struct sf_fault faults[] = {
      SF_WITH_ROWS, false},
     {"mark published: backend terminated mid-statement", "mark_published", "terminate", 1, NULL,
      NULL, SF_BY_HITS, SF_WITH_ROWS, false},
-
-    {"mark failed: error once", "mark_failed", "raise", 1, NULL, NULL, SF_BY_HITS, SF_WITH_ROWS,
-     false},
-    {"mark failed: error repeatedly", "mark_failed", "raise", 3, NULL, NULL, SF_BY_HITS,
-     SF_WITH_ROWS, false},
-    {"mark failed: statement_timeout", "mark_failed", "timeout", 2, NULL, NULL, SF_BY_HITS,
-     SF_WITH_ROWS, false},
-
-    {"mark dead: error once", "mark_dead", "raise", 1, NULL, NULL, SF_BY_HITS, SF_WITH_ROWS, false},
-    {"mark dead: error repeatedly", "mark_dead", "raise", 3, NULL, NULL, SF_BY_HITS, SF_WITH_ROWS,
-     false},
-    {"mark dead: backend terminated mid-statement", "mark_dead", "terminate", 1, NULL, NULL,
-     SF_BY_HITS, SF_WITH_ROWS, false},
-
-    {"marks: REVOKE UPDATE (status)", NULL, NULL, 2,
-     "REVOKE UPDATE (status) ON outbox FROM outbox_relay",
-     "GRANT UPDATE (status) ON outbox TO outbox_relay", SF_BY_ROLLBACKS, SF_WITH_ROWS, false},
-    {"marks: read-only sessions", NULL, NULL, 2,
-     "ALTER ROLE relay SET default_transaction_read_only = on",
-     "ALTER ROLE relay RESET default_transaction_read_only", SF_BY_ROLLBACKS, SF_WITH_ROWS, true},
 };
 #define FAULTS ((int)(sizeof faults / sizeof faults[0]))
 
-START_TEST(test_claim_and_mark_faults)
+START_TEST(test_claim_and_published_mark_faults)
 {
     sf_run(&faults[_i]);
 }
@@ -62,7 +42,7 @@ END_TEST
 int main(void)
 {
     Suite *suite = suite_create("statement_faults");
-    TCase *tc = it_tcase(suite, "claim_and_marks", it_start_servers, 120);
-    sf_add_rows(tc, test_claim_and_mark_faults, faults, FAULTS);
+    TCase *tc = it_tcase(suite, "claim_and_published_mark", it_start_servers, 120);
+    sf_add_rows(tc, test_claim_and_published_mark_faults, faults, FAULTS);
     return run_suite(suite);
 }
