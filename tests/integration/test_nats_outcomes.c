@@ -20,7 +20,9 @@
  * - nats.c statuses a publish cannot be made to return on demand: INVALID_ARG,
  *   NO_MEMORY, INSUFFICIENT_BUFFER, SSL_ERROR, CONNECTION_AUTH_FAILED,
  *   DRAINING, STALE_CONNECTION, PROTOCOL_ERROR, NOT_YET_CONNECTED.
- * Those would need a scripted server; they are classified by the unit test.
+ * Every JetStream code of the table is also answered to a real publish of the
+ * relay by the scripted server of test_nats_scripted.c; the nats.c statuses
+ * are classified by the unit test.
  */
 #include <check.h>
 #include <signal.h>
