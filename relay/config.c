@@ -12,6 +12,8 @@
 
 #include <libpq-fe.h>
 
+#include "outbox_relay/util.h"
+
 #include "outbox_relay/stream_spec.h"
 
 enum setting_type {
@@ -503,13 +505,17 @@ void config_print_help(FILE *out)
 }
 
 /* Appends `"ident"` to buf (identifiers are validated, so no quotes to double). */
-void config_table_sql(const struct relay_config *cfg, char *buf, size_t len)
+char *config_table_sql(const struct relay_config *cfg)
 {
-    const char *dot = strchr(cfg->table, '.');
-    if (dot == NULL)
-        snprintf(buf, len, "\"%s\"", cfg->table);
-    else
-        snprintf(buf, len, "\"%.*s\".\"%s\"", (int)(dot - cfg->table), cfg->table, dot + 1);
+    struct strbuf b = {0};
+    const char *name = cfg->table, *dot = strchr(name, '.');
+    if (dot != NULL) {
+        sb_put_ident(&b, name, (size_t)(dot - name));
+        sb_putc(&b, '.');
+        name = dot + 1;
+    }
+    sb_put_ident(&b, name, strlen(name));
+    return sb_take(&b);
 }
 
 /* Replaces the password part of URI userinfo ("user:secret@") in place. */

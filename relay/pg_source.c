@@ -8,6 +8,7 @@
 #include "outbox_relay/backoff.h"
 #include "outbox_relay/log.h"
 #include "outbox_relay/outbox_table.h"
+#include "outbox_relay/util.h"
 
 #define PG_MAX_STATEMENTS 16
 
@@ -50,8 +51,8 @@ struct pg_source {
     int nstmts;
     bool preparing; /* the running step is the head query's PREPARE */
 
-    char check_sql[512];
-    char listen_sql[128];
+    char *check_sql;
+    char *listen_sql;
 
     char table_missing[384]; /* why the table is not usable; "" once it is */
     double table_warned_at;  /* last warning about it; 0: none since it was found */
@@ -595,13 +596,24 @@ struct pg_source *pg_source_create(struct ev_loop *loop, const struct relay_conf
     ev_init(&src->deadline, pg_on_deadline);
     ev_init(&src->reconnect, pg_on_reconnect);
     ev_init(&src->recheck, pg_on_recheck);
-    char table[160];
-    config_table_sql(cfg, table, sizeof(table));
-    snprintf(src->check_sql, sizeof(src->check_sql),
-             "SELECT id, event_id, subject, payload, headers, ordering_key, created_at, status, "
-             "attempts, next_attempt_at, last_error, published_at, stream_seq FROM %s LIMIT 0",
-             table);
-    snprintf(src->listen_sql, sizeof(src->listen_sql), "LISTEN \"%s\"", cfg->channel);
+    char *table = config_table_sql(cfg);
+    struct strbuf listen = {0};
+    sb_puts(&listen, "LISTEN ");
+    sb_put_ident(&listen, cfg->channel, strlen(cfg->channel));
+    src->listen_sql = sb_take(&listen);
+    src->check_sql = table == NULL ? NULL
+                                   : str_printf("SELECT id, event_id, subject, payload, headers, "
+                                                "ordering_key, created_at, status, attempts, "
+                                                "next_attempt_at, last_error, published_at, "
+                                                "stream_seq FROM %s LIMIT 0",
+                                                table);
+    free(table);
+    if (src->check_sql == NULL || src->listen_sql == NULL) {
+        free(src->check_sql);
+        free(src->listen_sql);
+        free(src);
+        return NULL;
+    }
     return src;
 }
 
@@ -620,6 +632,8 @@ void pg_source_destroy(struct pg_source *src)
     src->closing = true;
     pg_lost(src, "shutting down");
     ev_timer_stop(src->loop, &src->reconnect);
+    free(src->check_sql);
+    free(src->listen_sql);
     free(src);
 }
 

@@ -356,7 +356,7 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
     r->loop = loop;
     r->cfg = cfg;
     metrics_init(&r->metrics);
-    outbox_sql_build(&r->sql, cfg);
+    bool statements = outbox_sql_build(&r->sql, cfg);
     r->fail_log = fail_log_create(10.0, NULL, NULL);
     r->rows = inflight_create((size_t)cfg->max_inflight);
     r->bridge = nats_bridge_create(loop, relay_on_nats_events, r);
@@ -380,7 +380,7 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
         .may_lead = relay_may_lead,
         .arg = r,
     };
-    if (r->pg != NULL) {
+    if (r->pg != NULL && statements) {
         r->marks = marks_create(r->pg, r->sql.mark_published, r->sql.mark_failed, mark_events);
         r->leader = leader_create(loop, cfg, r->pg, leader_events);
         r->sample = table_sample_create(loop, cfg, r->pg, r->sql.sample, relay_on_sampled, r);
@@ -492,6 +492,7 @@ void relay_destroy(struct relay *r)
     claimer_destroy(r->claimer);
     nats_link_destroy(r->nats);
     fail_log_destroy(r->fail_log);
+    outbox_sql_free(&r->sql);
     free(r);
 }
 

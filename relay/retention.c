@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "outbox_relay/log.h"
+#include "outbox_relay/util.h"
 
 /* Between two full batches: other queries of the relay (marks, claims) get
  * the connection and the table's locks in between. */
@@ -21,13 +22,14 @@ struct retention {
     bool leader;
     bool running; /* a statement is queued or running */
     uint64_t pruned_total;
-    char sql[768];
+    char *sql;
 };
 
-void retention_build_sql(const struct relay_config *cfg, char *buf, size_t len)
+char *retention_build_sql(const struct relay_config *cfg)
 {
-    char t[160];
-    config_table_sql(cfg, t, sizeof(t));
+    char *t = config_table_sql(cfg);
+    if (t == NULL)
+        return NULL;
     /*
      * The oldest published rows first, found through the partial index on
      * published_at (sql/002): a round that finds nothing reads one index
@@ -37,11 +39,13 @@ void retention_build_sql(const struct relay_config *cfg, char *buf, size_t len)
      * join over a sequential scan of the whole table). Dead rows are never
      * matched; the outer status test is rechecked on rows changed meanwhile.
      */
-    snprintf(buf, len,
-             "DELETE FROM %s AS o WHERE o.id = ANY (ARRAY(SELECT id FROM %s "
-             "WHERE status = 'published' AND published_at < now() - $1::bigint * interval "
-             "'1 second' ORDER BY published_at LIMIT $2::int)) AND o.status = 'published'",
-             t, t);
+    char *sql =
+        str_printf("DELETE FROM %s AS o WHERE o.id = ANY (ARRAY(SELECT id FROM %s "
+                   "WHERE status = 'published' AND published_at < now() - $1::bigint * interval "
+                   "'1 second' ORDER BY published_at LIMIT $2::int)) AND o.status = 'published'",
+                   t, t);
+    free(t);
+    return sql;
 }
 
 static void retention_arm(struct retention *r, double after)
@@ -104,7 +108,11 @@ struct retention *retention_create(struct ev_loop *loop, const struct relay_conf
     r->loop = loop;
     r->cfg = cfg;
     r->pg = pg;
-    retention_build_sql(cfg, r->sql, sizeof(r->sql));
+    r->sql = retention_build_sql(cfg);
+    if (r->sql == NULL) {
+        free(r);
+        return NULL;
+    }
     ev_timer_init(&r->timer, retention_on_timer, 0., 0.);
     r->timer.data = r;
     return r;
@@ -115,6 +123,7 @@ void retention_destroy(struct retention *r)
     if (r == NULL)
         return;
     ev_timer_stop(r->loop, &r->timer);
+    free(r->sql);
     free(r);
 }
 

@@ -88,8 +88,9 @@ void config_free(struct relay_config *cfg);
 /* --help: every setting with its variable, flag, default and meaning. */
 void config_print_help(FILE *out);
 
-/* The table name quoted for SQL ("schema"."table"), into buf. */
-void config_table_sql(const struct relay_config *cfg, char *buf, size_t len);
+/* The table name quoted for SQL ("schema"."table"), malloc'ed (caller frees); NULL when out of
+ * memory. */
+char *config_table_sql(const struct relay_config *cfg);
 
 /*
  * A connection string with any password replaced by "***": libpq URIs and

@@ -37,7 +37,8 @@ uint64_t retention_pruned_total(const struct retention *r);
  */
 const char *retention_sql(const struct retention *r);
 
-/* Builds the statement for cfg's table into buf (tests and the bench run it directly). */
-void retention_build_sql(const struct relay_config *cfg, char *buf, size_t len);
+/* The statement for cfg's table, malloc'ed (tests and the bench run it directly); NULL when out
+ * of memory. */
+char *retention_build_sql(const struct relay_config *cfg);
 
 #endif

@@ -381,21 +381,28 @@ END_TEST
 START_TEST(test_table_sql_quoting)
 {
     struct relay_config cfg;
-    char buf[160];
     const char *plain[] = {"--table=outbox", NULL};
     expect_ok(plain, &cfg);
-    config_table_sql(&cfg, buf, sizeof(buf));
-    ck_assert_str_eq(buf, "\"outbox\"");
+    char *t = config_table_sql(&cfg);
+    ck_assert_str_eq(t, "\"outbox\"");
+    free(t);
     config_free(&cfg);
     /* Quoted per part: case is kept, and the schema is not part of the name. */
     const char *qualified[] = {"--table=App.OutBox", NULL};
     expect_ok(qualified, &cfg);
-    config_table_sql(&cfg, buf, sizeof(buf));
-    ck_assert_str_eq(buf, "\"App\".\"OutBox\"");
-    /* Truncation never overruns the buffer. */
-    char tiny[6];
-    config_table_sql(&cfg, tiny, sizeof(tiny));
-    ck_assert_uint_eq(strlen(tiny), sizeof(tiny) - 1);
+    t = config_table_sql(&cfg);
+    ck_assert_str_eq(t, "\"App\".\"OutBox\"");
+    free(t);
+    config_free(&cfg);
+    /* The longest names there are: never cut. */
+    const char *longest[] = {
+        "--table=s23456789_123456789_123456789_123456789_123456789_123456789_123."
+        "t23456789_123456789_123456789_123456789_123456789_123456789_123",
+        NULL};
+    expect_ok(longest, &cfg);
+    t = config_table_sql(&cfg);
+    ck_assert_uint_eq(strlen(t), 63 + 63 + 5);
+    free(t);
     config_free(&cfg);
 }
 END_TEST
