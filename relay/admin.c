@@ -105,7 +105,13 @@ static bool check_table_columns(struct check *c, PGconn *conn, const struct rela
         "attempts, next_attempt_at, last_error, published_at, stream_seq FROM %s LIMIT 0",
         t);
     bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
-    if (!ok)
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (!ok && state != NULL && !strcmp(state, "42501")) /* insufficient_privilege */
+        say(c, CHECK_FAIL,
+            "privileges: the role may not SELECT the columns of %s the relay reads (every claim "
+            "needs them): %s",
+            cfg->table, PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+    else if (!ok)
         say(c, CHECK_FAIL, "table: OUTBOX_TABLE: table %s is not usable: %s", cfg->table,
             res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : "out of memory");
     PQclear(res);
@@ -121,6 +127,27 @@ static bool check_table_columns(struct check *c, PGconn *conn, const struct rela
     }
     free(t);
     return ok;
+}
+
+/* Retention (on unless OUTBOX_RETENTION=0) deletes published rows. */
+static void check_delete_privilege(struct check *c, PGconn *conn, const struct relay_config *cfg,
+                                   const char *t, const char *user)
+{
+    if (cfg->retention_s <= 0)
+        return;
+    PGresult *res = query(conn, "SELECT has_table_privilege($1::regclass, 'DELETE')", t);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        say(c, CHECK_FAIL, "privileges: cannot check DELETE on %s: %s", cfg->table,
+            PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+    else if (strcmp(PQgetvalue(res, 0, 0), "t") != 0)
+        say(c, CHECK_FAIL,
+            "privileges: role %s may not DELETE from %s, which retention needs "
+            "(OUTBOX_RETENTION=%" PRId64 "s): GRANT DELETE ON %s TO %s, or set OUTBOX_RETENTION=0",
+            user, cfg->table, cfg->retention_s, cfg->table, user);
+    else
+        say(c, CHECK_OK, "privileges: role %s may DELETE published rows of %s (OUTBOX_RETENTION)",
+            user, cfg->table);
+    PQclear(res);
 }
 
 static void check_privileges(struct check *c, PGconn *conn, const struct relay_config *cfg)
@@ -156,6 +183,7 @@ static void check_privileges(struct check *c, PGconn *conn, const struct relay_c
     else
         say(c, CHECK_OK, "privileges: role %s may UPDATE the bookkeeping columns of %s", user,
             cfg->table);
+    check_delete_privilege(c, conn, cfg, t, user);
     PQclear(who);
     free(t);
     sb_free(&missing);

@@ -529,5 +529,8 @@ const struct metrics *relay_metrics(struct relay *r)
     r->metrics.leader_silent_seconds = leader_view(r->leader)->holder_silent_s;
     r->metrics.takeovers_total = leader_takeovers(r->leader);
     r->metrics.pruned_total = r->retention != NULL ? retention_pruned_total(r->retention) : 0;
+    r->metrics.retention_failures_total =
+        r->retention != NULL ? retention_failures_total(r->retention) : 0;
+    r->metrics.retention_failing = r->retention != NULL && retention_failing(r->retention);
     return &r->metrics;
 }

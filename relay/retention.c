@@ -13,6 +13,8 @@
 #define RETENTION_PAUSE_S 0.2
 /* The first round after gaining leadership. */
 #define RETENTION_FIRST_S 5.0
+/* A failure that lasts is logged again this often. */
+#define RETENTION_REMIND_S 3600.0
 
 struct retention {
     struct ev_loop *loop;
@@ -22,6 +24,10 @@ struct retention {
     bool leader;
     bool running; /* a statement is queued or running */
     uint64_t pruned_total;
+    uint64_t failures_total;
+    bool failing;          /* the last round failed */
+    double failing_logged; /* ev_now of the last RETENTION_FAILING_MSG */
+    char *failing_error;   /* its error */
     char *sql;
 };
 
@@ -57,6 +63,31 @@ static void retention_arm(struct retention *r, double after)
     ev_timer_start(r->loop, &r->timer);
 }
 
+/*
+ * Every round fails alike until the cause is fixed (typically a role
+ * without DELETE, which --check reports): one error line, not one a round.
+ */
+static void retention_failed(struct retention *r, PGresult *res)
+{
+    const char *error = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    error = error ? error : "unknown error";
+    double now = ev_now(r->loop);
+    bool same = r->failing && r->failing_error && !strcmp(r->failing_error, error);
+    r->failures_total++;
+    r->failing = true;
+    if (same && now - r->failing_logged < RETENTION_REMIND_S)
+        return;
+    free(r->failing_error);
+    r->failing_error = strdup(error);
+    r->failing_logged = now;
+    log_error(RETENTION_FAILING_MSG, "{s:s, s:s, s:s, s:s}", "table", r->cfg->table, "error", error,
+              "sqlstate", state ? state : "", "hint",
+              state && !strcmp(state, "42501")
+                  ? "GRANT DELETE on the table to the relay's role, or set OUTBOX_RETENTION=0"
+                  : "see outbox_relay_retention_failing; set OUTBOX_RETENTION=0 to turn it off");
+}
+
 static void retention_on_result(void *arg, PGresult *res)
 {
     struct retention *r = arg;
@@ -67,11 +98,16 @@ static void retention_on_result(void *arg, PGresult *res)
         return;
     }
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        log_warn("retention: delete failed", "{s:s}", "error",
-                 PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+        retention_failed(r, res);
         retention_arm(r, interval);
         return;
     }
+    if (r->failing)
+        log_info("retention works again", "{s:s, s:I}", "table", r->cfg->table, "failed_rounds",
+                 (json_int_t)r->failures_total);
+    r->failing = false;
+    free(r->failing_error);
+    r->failing_error = NULL;
     long n = atol(PQcmdTuples(res));
     r->pruned_total += (uint64_t)n;
     if (n > 0)
@@ -124,6 +160,7 @@ void retention_destroy(struct retention *r)
         return;
     ev_timer_stop(r->loop, &r->timer);
     free(r->sql);
+    free(r->failing_error);
     free(r);
 }
 
@@ -143,6 +180,16 @@ void retention_set_leader(struct retention *r, bool leader)
 uint64_t retention_pruned_total(const struct retention *r)
 {
     return r->pruned_total;
+}
+
+uint64_t retention_failures_total(const struct retention *r)
+{
+    return r->failures_total;
+}
+
+bool retention_failing(const struct retention *r)
+{
+    return r->failing;
 }
 
 const char *retention_sql(const struct retention *r)
