@@ -85,7 +85,8 @@ static const struct setting settings[] = {
     {"OUTBOX_NATS_LOST_MS", "nats-lost-ms", INT(nats_lost_ms), "30000", 1000, DAY_MS,
      "a leader cut off from NATS this long releases leadership"},
     {"OUTBOX_PG_TIMEOUT_MS", "pg-timeout-ms", INT(pg_timeout_ms), "30000", 100, 3600000,
-     "deadline for a PostgreSQL connect or query; past it the connection is dropped and remade"},
+     "deadline for a PostgreSQL connect or query (a query's at most half the leader lease); past "
+     "it the connection is dropped and remade"},
     {"OUTBOX_RECONNECT_MAX_MS", "reconnect-max-ms", INT(reconnect_max_ms), "10000", 10, 600000,
      "cap of the reconnect backoff"},
     {"OUTBOX_METRICS_INTERVAL_MS", "metrics-interval-ms", INT(metrics_interval_ms), "5000", 100,
@@ -505,6 +506,12 @@ void config_print_help(FILE *out)
 }
 
 /* Appends `"ident"` to buf (identifiers are validated, so no quotes to double). */
+int config_statement_deadline_ms(const struct relay_config *cfg)
+{
+    int half_lease = cfg->leader_lease_ms / 2;
+    return cfg->pg_timeout_ms < half_lease ? cfg->pg_timeout_ms : half_lease;
+}
+
 char *config_table_sql(const struct relay_config *cfg)
 {
     struct strbuf b = {0};

@@ -35,14 +35,18 @@ static const char unlock_sql[] =
     "SELECT pg_advisory_unlock(" LOCK_CLASS ", $1::regclass::oid::int4)";
 /*
  * The holder of the lock, how long its session has been silent, and,
- * past the lease, its end. Silent = idle (its client sends nothing: a
- * heartbeat comes every lease/5) or blocked writing a result its client
- * does not read. A long query that is still running is not silent.
+ * past the lease, its end. Silent = in one state longer than the lease:
+ * idle (a live leader sends a heartbeat every lease/5), or one statement
+ * still running (a live leader ends every statement at its deadline, at
+ * most half the lease: config_statement_deadline_ms). Neither happens to
+ * a leader that works, however slow its statements or its reading of a
+ * result (ClientWrite); both happen to one that froze or vanished, whether
+ * its backend waits idle, on a lock, or writes to a client that never
+ * reads. The silence is measured from the state's start.
  */
 static const char watch_sql[] =
     "SELECT a.pid, extract(epoch FROM now() - a.state_change)::float8, "
-    "CASE WHEN (a.state = 'idle' OR a.wait_event = 'ClientWrite') "
-    "AND now() - a.state_change > $1::int * interval '1 millisecond' AND $2::bool "
+    "CASE WHEN now() - a.state_change > $1::int * interval '1 millisecond' AND $2::bool "
     "THEN pg_terminate_backend(a.pid) ELSE false END "
     "FROM pg_locks AS k JOIN pg_stat_activity AS a ON a.pid = k.pid "
     "WHERE k.locktype = 'advisory' AND k.granted AND k.objsubid = 2 "

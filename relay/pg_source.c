@@ -53,6 +53,7 @@ struct pg_source {
 
     char *check_sql;
     char *listen_sql;
+    char *deadline_sql; /* the server's statement_timeout: the same deadline */
 
     char table_missing[384]; /* why the table is not usable; "" once it is */
     double table_warned_at;  /* last warning about it; 0: none since it was found */
@@ -119,10 +120,16 @@ static void pg_watch(struct pg_source *src, int events)
     pg_rearm(src, events);
 }
 
+static int pg_deadline_ms(const struct pg_source *src)
+{
+    return src->state == PG_CONNECTING ? src->cfg->pg_timeout_ms
+                                       : config_statement_deadline_ms(src->cfg);
+}
+
 static void pg_deadline_arm(struct pg_source *src)
 {
     ev_timer_stop(src->loop, &src->deadline);
-    ev_timer_set(&src->deadline, src->cfg->pg_timeout_ms / 1000.0, 0.);
+    ev_timer_set(&src->deadline, pg_deadline_ms(src) / 1000.0, 0.);
     ev_timer_start(src->loop, &src->deadline);
 }
 
@@ -284,12 +291,21 @@ static void pg_on_table_check(void *arg, PGresult *res)
     pg_lost(src, why);
 }
 
+/* Setup, step 2: the server ends a statement at the relay's own deadline too (one blocked on
+ * a lock would otherwise run on after the relay dropped its session, holding the leader lock). */
+static void pg_on_deadline_set(void *arg, PGresult *res)
+{
+    struct pg_source *src = arg;
+    if (pg_setup_ok(src, res, PGRES_TUPLES_OK))
+        pg_setup_then(src, src->check_sql, pg_on_table_check);
+}
+
 /* Setup, step 1: the session settings that fix the plans (outbox_table.c). */
 static void pg_on_session_set(void *arg, PGresult *res)
 {
     struct pg_source *src = arg;
     if (pg_setup_ok(src, res, PGRES_TUPLES_OK))
-        pg_setup_then(src, src->check_sql, pg_on_table_check);
+        pg_setup_then(src, src->deadline_sql, pg_on_deadline_set);
 }
 
 static void pg_begin_setup(struct pg_source *src)
@@ -393,8 +409,10 @@ static void pg_on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct pg_source *src = (struct pg_source *)((char *)w - offsetof(struct pg_source, deadline));
     char why[128];
-    snprintf(why, sizeof(why), "%s did not finish within %d ms (OUTBOX_PG_TIMEOUT_MS)",
-             src->state == PG_CONNECTING ? "connect" : "query", src->cfg->pg_timeout_ms);
+    snprintf(why, sizeof(why),
+             "%s did not finish within %d ms (OUTBOX_PG_TIMEOUT_MS, for a query at most half "
+             "OUTBOX_LEADER_LEASE_MS)",
+             src->state == PG_CONNECTING ? "connect" : "query", pg_deadline_ms(src));
     pg_lost(src, why);
 }
 
@@ -608,9 +626,12 @@ struct pg_source *pg_source_create(struct ev_loop *loop, const struct relay_conf
                                                 "stream_seq FROM %s LIMIT 0",
                                                 table);
     free(table);
-    if (src->check_sql == NULL || src->listen_sql == NULL) {
+    src->deadline_sql = str_printf("SELECT set_config('statement_timeout', '%d', false)",
+                                   config_statement_deadline_ms(cfg));
+    if (src->check_sql == NULL || src->listen_sql == NULL || src->deadline_sql == NULL) {
         free(src->check_sql);
         free(src->listen_sql);
+        free(src->deadline_sql);
         free(src);
         return NULL;
     }
@@ -634,6 +655,7 @@ void pg_source_destroy(struct pg_source *src)
     ev_timer_stop(src->loop, &src->reconnect);
     free(src->check_sql);
     free(src->listen_sql);
+    free(src->deadline_sql);
     free(src);
 }
 

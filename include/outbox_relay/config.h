@@ -88,6 +88,14 @@ void config_free(struct relay_config *cfg);
 /* --help: every setting with its variable, flag, default and meaning. */
 void config_print_help(FILE *out);
 
+/*
+ * The deadline of each statement the relay runs (ms): OUTBOX_PG_TIMEOUT_MS,
+ * but at most half the lease. A standby ends a leader session whose
+ * statement has run longer than the lease; a live leader never lets one run
+ * that long, so only a frozen or vanished leader is ended.
+ */
+int config_statement_deadline_ms(const struct relay_config *cfg);
+
 /* The table name quoted for SQL ("schema"."table"), malloc'ed (caller frees); NULL when out of
  * memory. */
 char *config_table_sql(const struct relay_config *cfg);

@@ -378,6 +378,26 @@ START_TEST(test_channel_validation)
 }
 END_TEST
 
+/* No statement of the relay may outlive the leader lease: a standby would end a working leader. */
+START_TEST(test_statement_deadline_below_the_lease)
+{
+    struct relay_config cfg;
+    const char *defaults[] = {NULL};
+    expect_ok(defaults, &cfg);
+    ck_assert_int_lt(config_statement_deadline_ms(&cfg), cfg.leader_lease_ms);
+    ck_assert_int_le(config_statement_deadline_ms(&cfg), cfg.pg_timeout_ms);
+    config_free(&cfg);
+    const char *long_timeout[] = {"--leader-lease-ms=1000", "--pg-timeout-ms=3600000", NULL};
+    expect_ok(long_timeout, &cfg);
+    ck_assert_int_eq(config_statement_deadline_ms(&cfg), 500);
+    config_free(&cfg);
+    const char *short_timeout[] = {"--pg-timeout-ms=2000", NULL};
+    expect_ok(short_timeout, &cfg);
+    ck_assert_int_eq(config_statement_deadline_ms(&cfg), 2000);
+    config_free(&cfg);
+}
+END_TEST
+
 START_TEST(test_table_sql_quoting)
 {
     struct relay_config cfg;
@@ -614,6 +634,7 @@ static Suite *config_suite(void)
     tcase_add_loop_test(tc, test_table_validation, 0, ARRAY_LEN(tables));
     tcase_add_test(tc, test_channel_validation);
     tcase_add_test(tc, test_table_sql_quoting);
+    tcase_add_test(tc, test_statement_deadline_below_the_lease);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("connections");
