@@ -88,6 +88,8 @@ static int requeue_rows(struct cmd_ctx *ctx, struct strbuf *wb, char **subject_r
             sb_printf(wb, " AND o.subject LIKE $%d", ++np);
         } else {
             *subject_re = nats_pattern_regex(subject);
+            if (*subject_re == NULL)
+                return cmd_fail(ctx, CMD_CONNECT, "out of memory");
             params[np] = *subject_re;
             sb_printf(wb, " AND o.subject ~ $%d", ++np);
         }
@@ -96,7 +98,7 @@ static int requeue_rows(struct cmd_ctx *ctx, struct strbuf *wb, char **subject_r
         params[np] = match;
         sb_printf(wb, " AND strpos(lower(COALESCE(o.last_error, '')), lower($%d)) > 0", ++np);
     }
-    if (wb->oom || (subject != NULL && params[np - 1] == NULL))
+    if (wb->oom)
         return cmd_fail(ctx, CMD_CONNECT, "out of memory");
     const char *where = wb->s;
     if (where[0] == '\0' && !cmd_flag(ctx, "all"))
