@@ -72,14 +72,13 @@ static int report(const struct cmd_ctx *ctx, bool changed, int before, int found
  * schema resolved as CREATE TABLE would (the table once it exists), so
  * "outbox" and "public.outbox" serialise on one lock.
  */
-static const char migrate_lock_sql[] = "SELECT pg_advisory_xact_lock(" OUTBOX_CLASS_SQL(
-    OUTBOX_MIGRATE_CLASS) ", hashtext(COALESCE("
-                          "(SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class AS c "
-                          "JOIN pg_namespace AS n ON n.oid = c.relnamespace WHERE c.oid = "
-                          "to_regclass($1)), "
-                          "(SELECT format('%I.%I', CASE WHEN cardinality(p) = 2 THEN p[1] ELSE "
-                          "current_schema() END, "
-                          "p[cardinality(p)]) FROM parse_ident($1) AS p))))";
+#define MIGRATE_CLASS OUTBOX_CLASS_SQL(OUTBOX_MIGRATE_CLASS)
+static const char migrate_lock_sql[] =
+    "SELECT pg_advisory_xact_lock(" MIGRATE_CLASS ", hashtext(COALESCE("
+    "(SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class AS c "
+    "JOIN pg_namespace AS n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)), "
+    "(SELECT format('%I.%I', CASE WHEN cardinality(p) = 2 THEN p[1] ELSE current_schema() END, "
+    "p[cardinality(p)]) FROM parse_ident($1) AS p))))";
 
 static int migrate_with_schema(struct cmd_ctx *ctx, const char *schema, int lock_ms)
 {

@@ -63,7 +63,6 @@ int cmd_status(struct cmd_ctx *ctx)
     }
 
     /* 0: counts. One pass over the table (bounded by retention). */
-    free(sql);
     sql = str_printf(
         "SELECT count(*) FILTER (WHERE status = 'pending'), "
         "count(*) FILTER (WHERE status = 'failed'), count(*) FILTER (WHERE status = 'dead'), "
