@@ -14,6 +14,7 @@
 #include "outbox_relay/js_sink.h"
 #include "outbox_relay/pg_source.h"
 #include "outbox_relay/redact.h"
+#include "outbox_relay/util.h"
 
 /* How many of the newest rows --check looks at for subjects and payload sizes. */
 #define CHECK_RECENT_ROWS  1000
@@ -77,38 +78,85 @@ static PGresult *query(PGconn *conn, const char *sql, const char *param)
     return PQexecParams(conn, sql, param ? 1 : 0, NULL, params, NULL, NULL, 0);
 }
 
+/* Runs a statement of any length, built printf-style; NULL when out of memory. */
+static PGresult *exec_fmt(PGconn *conn, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static PGresult *exec_fmt(PGconn *conn, const char *fmt, ...)
+{
+    char *sql = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vasprintf(&sql, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return NULL;
+    PGresult *res = PQexec(conn, sql);
+    free(sql);
+    return res;
+}
+
 static bool check_table_columns(struct check *c, PGconn *conn, const struct relay_config *cfg)
 {
-    char t[160], sql[512];
-    config_table_sql(cfg, t, sizeof(t));
-    snprintf(sql, sizeof(sql),
-             "SELECT id, event_id, subject, payload, headers, ordering_key, created_at, status, "
-             "attempts, next_attempt_at, last_error, published_at, stream_seq FROM %s LIMIT 0",
-             t);
-    PGresult *res = PQexec(conn, sql);
-    bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
-    if (!ok)
-        say(c, CHECK_FAIL, "table: OUTBOX_TABLE: table %s is not usable: %s", cfg->table,
-            PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
-    PQclear(res);
-    if (!ok)
+    char *t = config_table_sql(cfg);
+    if (t == NULL)
         return false;
-    snprintf(sql, sizeof(sql),
-             "SELECT count(*) FILTER (WHERE status IN ('pending', 'failed')), "
-             "count(*) FILTER (WHERE status = 'dead') FROM %s",
-             t);
-    res = PQexec(conn, sql);
-    if (PQresultStatus(res) == PGRES_TUPLES_OK)
-        say(c, CHECK_OK, "table %s: %s unfinished, %s dead", cfg->table, PQgetvalue(res, 0, 0),
-            PQgetvalue(res, 0, 1));
+    PGresult *res = exec_fmt(
+        conn,
+        "SELECT id, event_id, subject, payload, headers, ordering_key, created_at, status, "
+        "attempts, next_attempt_at, last_error, published_at, stream_seq FROM %s LIMIT 0",
+        t);
+    bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (!ok && state != NULL && !strcmp(state, "42501")) /* insufficient_privilege */
+        say(c, CHECK_FAIL,
+            "privileges: the role may not SELECT the columns of %s the relay reads (every claim "
+            "needs them): %s",
+            cfg->table, PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+    else if (!ok)
+        say(c, CHECK_FAIL, "table: OUTBOX_TABLE: table %s is not usable: %s", cfg->table,
+            res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : "out of memory");
     PQclear(res);
-    return true;
+    if (ok) {
+        res = exec_fmt(conn,
+                       "SELECT count(*) FILTER (WHERE status IN ('pending', 'failed')), "
+                       "count(*) FILTER (WHERE status = 'dead') FROM %s",
+                       t);
+        if (PQresultStatus(res) == PGRES_TUPLES_OK)
+            say(c, CHECK_OK, "table %s: %s unfinished, %s dead", cfg->table, PQgetvalue(res, 0, 0),
+                PQgetvalue(res, 0, 1));
+        PQclear(res);
+    }
+    free(t);
+    return ok;
+}
+
+/* Retention (on unless OUTBOX_RETENTION=0) deletes published rows. */
+static void check_delete_privilege(struct check *c, PGconn *conn, const struct relay_config *cfg,
+                                   const char *t, const char *user)
+{
+    if (cfg->retention_s <= 0)
+        return;
+    PGresult *res = query(conn, "SELECT has_table_privilege($1::regclass, 'DELETE')", t);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        say(c, CHECK_FAIL, "privileges: cannot check DELETE on %s: %s", cfg->table,
+            PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+    else if (strcmp(PQgetvalue(res, 0, 0), "t") != 0)
+        say(c, CHECK_FAIL,
+            "privileges: role %s may not DELETE from %s, which retention needs "
+            "(OUTBOX_RETENTION=%" PRId64 "s): GRANT DELETE ON %s TO %s, or set OUTBOX_RETENTION=0",
+            user, cfg->table, cfg->retention_s, cfg->table, user);
+    else
+        say(c, CHECK_OK, "privileges: role %s may DELETE published rows of %s (OUTBOX_RETENTION)",
+            user, cfg->table);
+    PQclear(res);
 }
 
 static void check_privileges(struct check *c, PGconn *conn, const struct relay_config *cfg)
 {
-    char t[160], missing[256] = "";
-    config_table_sql(cfg, t, sizeof(t));
+    char *t = config_table_sql(cfg);
+    if (t == NULL)
+        return;
+    struct strbuf missing = {0};
     for (size_t i = 0; i < sizeof(bookkeeping_columns) / sizeof(bookkeeping_columns[0]); i++) {
         PGresult *res =
             PQexecParams(conn, "SELECT has_column_privilege($1::regclass, $2, 'UPDATE')", 2, NULL,
@@ -117,25 +165,29 @@ static void check_privileges(struct check *c, PGconn *conn, const struct relay_c
             say(c, CHECK_FAIL, "privileges: cannot check UPDATE on %s.%s: %s", cfg->table,
                 bookkeeping_columns[i], PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
             PQclear(res);
+            free(t);
+            sb_free(&missing);
             return;
         }
         if (strcmp(PQgetvalue(res, 0, 0), "t") != 0)
-            snprintf(missing + strlen(missing), sizeof(missing) - strlen(missing), "%s%s",
-                     missing[0] ? ", " : "", bookkeeping_columns[i]);
+            sb_printf(&missing, "%s%s", missing.n ? ", " : "", bookkeeping_columns[i]);
         PQclear(res);
     }
     PGresult *who = PQexec(conn, "SELECT current_user");
     const char *user = PQresultStatus(who) == PGRES_TUPLES_OK ? PQgetvalue(who, 0, 0) : "?";
-    if (missing[0] != '\0')
+    if (missing.n > 0)
         say(c, CHECK_FAIL,
             "privileges: role %s may not UPDATE %s (%s): the relay could not mark rows "
             "(GRANT UPDATE (status, attempts, next_attempt_at, last_error, published_at, "
             "stream_seq) ON %s TO %s)",
-            user, cfg->table, missing, cfg->table, user);
+            user, cfg->table, missing.s, cfg->table, user);
     else
         say(c, CHECK_OK, "privileges: role %s may UPDATE the bookkeeping columns of %s", user,
             cfg->table);
+    check_delete_privilege(c, conn, cfg, t, user);
     PQclear(who);
+    free(t);
+    sb_free(&missing);
 }
 
 /*
@@ -146,8 +198,7 @@ static void check_privileges(struct check *c, PGconn *conn, const struct relay_c
  */
 static void check_trigger(struct check *c, PGconn *conn, const struct relay_config *cfg)
 {
-    char t[160];
-    config_table_sql(cfg, t, sizeof(t));
+    char *t = config_table_sql(cfg);
     PGresult *res =
         query(conn,
               "SELECT t.tgname, CASE WHEN t.tgnargs > 0 THEN convert_from(substring(t.tgargs FROM 1"
@@ -162,6 +213,7 @@ static void check_trigger(struct check *c, PGconn *conn, const struct relay_conf
               "   AND (t.tgtype & 4) <> 0 AND (t.tgtype & 2) = 0"
               " ORDER BY t.tgname",
               t);
+    free(t);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         say(c, CHECK_WARN, "trigger: cannot inspect the triggers of %s: %s", cfg->table,
             PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
@@ -203,14 +255,16 @@ static void check_trigger(struct check *c, PGconn *conn, const struct relay_conf
 static void read_recent_rows(struct check *c, PGconn *conn, const struct relay_config *cfg,
                              struct recent_rows *r)
 {
-    char t[160], sql[640];
-    config_table_sql(cfg, t, sizeof(t));
-    snprintf(sql, sizeof(sql),
-             "SELECT subject, count(*), max(max(octet_length(payload))) OVER ()"
-             " FROM (SELECT subject, payload FROM %s ORDER BY id DESC LIMIT %d) recent"
-             " GROUP BY subject ORDER BY count(*) DESC, subject LIMIT %d",
-             t, CHECK_RECENT_ROWS, CHECK_MAX_SUBJECTS);
-    PGresult *res = PQexec(conn, sql);
+    char *t = config_table_sql(cfg);
+    PGresult *res = t == NULL ? NULL
+                              : exec_fmt(conn,
+                                         "SELECT subject, count(*), "
+                                         "max(max(octet_length(payload))) OVER ()"
+                                         " FROM (SELECT subject, payload FROM %s "
+                                         "ORDER BY id DESC LIMIT %d) recent GROUP BY "
+                                         "subject ORDER BY count(*) DESC, subject LIMIT %d",
+                                         t, CHECK_RECENT_ROWS, CHECK_MAX_SUBJECTS);
+    free(t);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         say(c, CHECK_WARN, "recent rows: cannot read them: %s",
             PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
@@ -387,20 +441,23 @@ int admin_check(const struct relay_config *cfg, FILE *out)
 
 int admin_requeue_dead(const struct relay_config *cfg, FILE *out)
 {
-    char err[512], t[160], sql[512];
+    char err[512];
     PGconn *conn = pg_source_connect_blocking(cfg, err, sizeof(err));
     if (conn == NULL) {
         fprintf(out, "cannot connect to PostgreSQL (OUTBOX_PG_URL): %s\n", err);
         return 1;
     }
-    config_table_sql(cfg, t, sizeof(t));
-    snprintf(sql, sizeof(sql),
-             "WITH requeued AS (UPDATE %s SET status = 'pending', attempts = 0, "
-             "next_attempt_at = NULL WHERE status = 'dead' RETURNING 1), "
-             "wake AS (SELECT pg_notify('%s', '')) "
-             "SELECT count(*) FROM requeued, (SELECT 1 FROM wake) AS w",
-             t, cfg->channel);
-    PGresult *res = PQexec(conn, sql);
+    char *t = config_table_sql(cfg);
+    PGresult *res = t == NULL ? NULL
+                              : exec_fmt(conn,
+                                         "WITH requeued AS (UPDATE %s SET status = "
+                                         "'pending', attempts = 0, next_attempt_at = NULL "
+                                         "WHERE status = 'dead' RETURNING 1), "
+                                         "wake AS (SELECT pg_notify('%s', '')) "
+                                         "SELECT count(*) FROM requeued, "
+                                         "(SELECT 1 FROM wake) AS w",
+                                         t, cfg->channel);
+    free(t);
     int rc = 0;
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         fprintf(out, "requeue failed: %s", PQresultErrorMessage(res));

@@ -193,9 +193,10 @@ PGconn *cmd_pg_connect(const struct cmd_ctx *ctx)
         cmd_fail(ctx, CMD_CONNECT, "cannot connect to PostgreSQL (OUTBOX_PG_URL): %s", err);
         return NULL;
     }
-    char sql[96];
-    snprintf(sql, sizeof(sql), "SET application_name = 'outbox-relay %s'", ctx->name);
-    PQclear(PQexec(conn, sql));
+    const char *params[] = {ctx->name};
+    PQclear(PQexecParams(conn,
+                         "SELECT set_config('application_name', 'outbox-relay ' || $1, false)", 1,
+                         NULL, params, NULL, NULL, 0));
     return conn;
 }
 
@@ -247,20 +248,17 @@ static bool cmd_is_id_list(const char *s)
     return true;
 }
 
-int cmd_select_rows(const struct cmd_ctx *ctx, char *where, size_t len, const char **params,
+int cmd_select_rows(const struct cmd_ctx *ctx, struct strbuf *where, const char **params,
                     int *nparams)
 {
     const char *ids = cmd_value(ctx, "ids"), *range = cmd_value(ctx, "id-range");
     const char *from = cmd_value(ctx, "created-from"), *to = cmd_value(ctx, "created-to");
-    size_t o = strlen(where);
     if (ids != NULL) {
         if (!cmd_is_id_list(ids))
             return cmd_fail(ctx, -1, "--ids: \"%s\" is not a comma-separated list of ids", ids);
         params[*nparams] = ids;
-        o += (size_t)snprintf(where + o, len - o,
-                              " AND o.id = ANY (string_to_array(replace($%d, ' ', ''), ',')"
-                              "::bigint[])",
-                              ++*nparams);
+        sb_printf(where, " AND o.id = ANY (string_to_array(replace($%d, ' ', ''), ',')::bigint[])",
+                  ++*nparams);
     }
     if (range != NULL) {
         char *end;
@@ -273,19 +271,17 @@ int cmd_select_rows(const struct cmd_ctx *ctx, char *where, size_t len, const ch
         }
         if (!ok)
             return cmd_fail(ctx, -1, "--id-range: \"%s\" is not FIRST-LAST (e.g. 100-250)", range);
-        o += (size_t)snprintf(where + o, len - o, " AND o.id BETWEEN %lld AND %lld", a, b);
+        sb_printf(where, " AND o.id BETWEEN %lld AND %lld", a, b);
     }
     if (from != NULL) {
         params[*nparams] = from;
-        o += (size_t)snprintf(where + o, len - o, " AND o.created_at >= $%d::timestamptz",
-                              ++*nparams);
+        sb_printf(where, " AND o.created_at >= $%d::timestamptz", ++*nparams);
     }
     if (to != NULL) {
         params[*nparams] = to;
-        o += (size_t)snprintf(where + o, len - o, " AND o.created_at < $%d::timestamptz",
-                              ++*nparams);
+        sb_printf(where, " AND o.created_at < $%d::timestamptz", ++*nparams);
     }
-    return o < len ? 0 : -1;
+    return where->oom ? cmd_fail(ctx, -1, "out of memory") : 0;
 }
 
 void cmd_print_json(const struct cmd_ctx *ctx, json_t *doc)

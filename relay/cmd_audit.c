@@ -103,32 +103,44 @@ static enum verdict audit_row(natsMsg *m, const char *subject, const char *event
 
 int cmd_audit(struct cmd_ctx *ctx)
 {
-    char where[2048] = "", t[160], sql[3072];
+    struct strbuf wb = {0};
     const char *params[8];
     int np = 0;
-    if (cmd_select_rows(ctx, where, sizeof(where), params, &np) < 0)
+    sb_puts(&wb, "");
+    if (cmd_select_rows(ctx, &wb, params, &np) < 0) {
+        sb_free(&wb);
         return CMD_USAGE;
+    }
+    const char *where = wb.s;
     const char *sample = cmd_value(ctx, "sample"), *lr = cmd_value(ctx, "limit-report");
     int limit_report = lr ? atoi(lr) : 50;
-    if (sample != NULL && atoi(sample) <= 0)
+    if (sample != NULL && atoi(sample) <= 0) {
+        sb_free(&wb);
         return cmd_fail(ctx, CMD_USAGE, "--sample: \"%s\" is not a positive number", sample);
-    if (where[0] == '\0' && sample == NULL)
+    }
+    if (where[0] == '\0' && sample == NULL) {
+        sb_free(&wb);
         return cmd_fail(ctx, CMD_USAGE,
                         "choose rows: --ids, --id-range, --created-from/-to or "
                         "--sample N");
-    config_table_sql(&ctx->cfg, t, sizeof(t));
-    if (sample != NULL)
-        snprintf(sql, sizeof(sql),
-                 "SELECT * FROM (SELECT o.id, o.event_id, o.subject, o.payload, o.stream_seq "
-                 "FROM %s AS o WHERE o.status = 'published'%s ORDER BY random() LIMIT %d) AS s "
-                 "ORDER BY id",
-                 t, where, atoi(sample));
-    else
-        snprintf(sql, sizeof(sql),
-                 "SELECT o.id, o.event_id, o.subject, o.payload, o.stream_seq FROM %s AS o "
-                 "WHERE o.status = 'published'%s ORDER BY o.id",
-                 t, where);
+    }
+    char *t = config_table_sql(&ctx->cfg), *sql = NULL;
+    if (t != NULL && sample != NULL)
+        sql = str_printf(
+            "SELECT * FROM (SELECT o.id, o.event_id, o.subject, o.payload, o.stream_seq "
+            "FROM %s AS o WHERE o.status = 'published'%s ORDER BY random() LIMIT %d) AS s "
+            "ORDER BY id",
+            t, where, atoi(sample));
+    else if (t != NULL)
+        sql = str_printf("SELECT o.id, o.event_id, o.subject, o.payload, o.stream_seq FROM %s AS o "
+                         "WHERE o.status = 'published'%s ORDER BY o.id",
+                         t, where);
+    free(t);
+    sb_free(&wb);
+    if (sql == NULL)
+        return cmd_fail(ctx, CMD_CONNECT, "out of memory");
     PGresult *rows = cmd_pg_once(ctx, sql, np, params);
+    free(sql);
     if (rows == NULL)
         return ctx->pg_failure;
     natsConnection *nc = NULL;

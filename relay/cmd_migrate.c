@@ -5,6 +5,7 @@
 #include "outbox_relay/cmd.h"
 #include "outbox_relay/outbox_table.h"
 #include "outbox_relay/migrate.h"
+#include "outbox_relay/util.h"
 
 const struct cmd_option cmd_migrate_options[] = {
     {"dry-run", false,
@@ -66,17 +67,24 @@ static int report(const struct cmd_ctx *ctx, bool changed, int before, int found
     return CMD_OK;
 }
 
-int cmd_migrate(struct cmd_ctx *ctx)
+/*
+ * The key of the migrate lock: the table's schema-qualified name, its
+ * schema resolved as CREATE TABLE would (the table once it exists), so
+ * "outbox" and "public.outbox" serialise on one lock.
+ */
+#define MIGRATE_CLASS OUTBOX_CLASS_SQL(OUTBOX_MIGRATE_CLASS)
+static const char migrate_lock_sql[] =
+    "SELECT pg_advisory_xact_lock(" MIGRATE_CLASS ", hashtext(COALESCE("
+    "(SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class AS c "
+    "JOIN pg_namespace AS n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)), "
+    "(SELECT format('%I.%I', CASE WHEN cardinality(p) = 2 THEN p[1] ELSE current_schema() END, "
+    "p[cardinality(p)]) FROM parse_ident($1) AS p))))";
+
+static int migrate_with_schema(struct cmd_ctx *ctx, const char *schema, int lock_ms)
 {
     const struct relay_config *cfg = &ctx->cfg;
-    const char *dot = strchr(cfg->table, '.');
-    char schema[80] = "";
-    if (dot != NULL)
-        snprintf(schema, sizeof(schema), "\"%.*s\"", (int)(dot - cfg->table), cfg->table);
-    const char *lt = cmd_value(ctx, "lock-timeout-ms");
-    int lock_ms = lt ? atoi(lt) : 30000;
-    if (lock_ms <= 0)
-        return cmd_fail(ctx, CMD_USAGE, "--lock-timeout-ms: \"%s\" is not a positive number", lt);
+    if (schema == NULL)
+        return cmd_fail(ctx, CMD_CONNECT, "out of memory");
 
     if (cmd_flag(ctx, "dry-run")) {
         fprintf(ctx->out, "-- outbox-relay migrate for table %s, channel %s (schema version %d)\n",
@@ -97,12 +105,16 @@ int cmd_migrate(struct cmd_ctx *ctx)
     PGconn *conn = cmd_pg_connect(ctx);
     if (conn == NULL)
         return CMD_CONNECT;
-    char t[160], sql[256];
-    config_table_sql(cfg, t, sizeof(t));
+    char *t = config_table_sql(cfg), *sql = NULL;
+    if (t == NULL) {
+        PQfinish(conn);
+        return cmd_fail(ctx, CMD_CONNECT, "out of memory");
+    }
     int found = 0, before = version_of(ctx, conn, t, &found);
     int rc = CMD_CONNECT;
     json_t *files = json_array();
     if (before == MIGRATE_CURRENT && !cmd_flag(ctx, "force")) {
+        free(t);
         PQfinish(conn);
         return report(ctx, false, before, found, files);
     }
@@ -111,8 +123,9 @@ int cmd_migrate(struct cmd_ctx *ctx)
     PQclear(res);
     if (res != NULL) {
         /* "already exists, skipping" notices are expected on an upgrade. */
-        snprintf(sql, sizeof(sql), "SET LOCAL lock_timeout = %d", lock_ms);
-        res = cmd_pg_exec(ctx, conn, sql, 0, NULL);
+        sql = str_printf("SET LOCAL lock_timeout = %d", lock_ms);
+        res = sql ? cmd_pg_exec(ctx, conn, sql, 0, NULL) : NULL;
+        free(sql);
         PQclear(res);
     }
     if (res != NULL) {
@@ -120,27 +133,27 @@ int cmd_migrate(struct cmd_ctx *ctx)
         PQclear(res);
     }
     if (res != NULL) {
-        const char *params[] = {cfg->table};
-        res = cmd_pg_exec(ctx, conn,
-                          "SELECT pg_advisory_xact_lock(" OUTBOX_CLASS_SQL(
-                              OUTBOX_MIGRATE_CLASS) ", hashtext($1))",
-                          1, params);
+        const char *params[] = {t};
+        res = cmd_pg_exec(ctx, conn, migrate_lock_sql, 1, params);
         PQclear(res);
     }
     /* Another migrate may have finished while this one waited for the lock. */
     if (res != NULL && version_of(ctx, conn, t, &found) == MIGRATE_CURRENT &&
         !cmd_flag(ctx, "force")) {
         PQclear(PQexec(conn, "ROLLBACK"));
+        free(t);
         PQfinish(conn);
         return report(ctx, false, MIGRATE_CURRENT, found, files);
     }
     if (res != NULL && schema[0]) {
-        snprintf(sql, sizeof(sql), "CREATE SCHEMA IF NOT EXISTS %s", schema);
-        res = cmd_pg_exec(ctx, conn, sql, 0, NULL);
+        sql = str_printf("CREATE SCHEMA IF NOT EXISTS %s", schema);
+        res = sql ? cmd_pg_exec(ctx, conn, sql, 0, NULL) : NULL;
+        free(sql);
         PQclear(res);
-        snprintf(sql, sizeof(sql), "SET LOCAL search_path TO %s", schema);
+        sql = str_printf("SET LOCAL search_path TO %s", schema);
         if (res != NULL)
-            res = cmd_pg_exec(ctx, conn, sql, 0, NULL);
+            res = sql ? cmd_pg_exec(ctx, conn, sql, 0, NULL) : NULL;
+        free(sql);
         PQclear(res);
     }
     for (size_t i = 0; res != NULL && i < migrate_nfiles; i++) {
@@ -170,6 +183,24 @@ int cmd_migrate(struct cmd_ctx *ctx)
         PQclear(PQexec(conn, "ROLLBACK"));
         json_decref(files);
     }
+    free(t);
     PQfinish(conn);
+    return rc;
+}
+
+int cmd_migrate(struct cmd_ctx *ctx)
+{
+    const struct relay_config *cfg = &ctx->cfg;
+    const char *lt = cmd_value(ctx, "lock-timeout-ms");
+    int lock_ms = lt ? atoi(lt) : 30000;
+    if (lock_ms <= 0)
+        return cmd_fail(ctx, CMD_USAGE, "--lock-timeout-ms: \"%s\" is not a positive number", lt);
+    const char *dot = strchr(cfg->table, '.');
+    struct strbuf sb = {0};
+    if (dot != NULL)
+        sb_put_ident(&sb, cfg->table, (size_t)(dot - cfg->table));
+    char *schema = dot != NULL ? sb_take(&sb) : strdup("");
+    int rc = migrate_with_schema(ctx, schema, lock_ms);
+    free(schema);
     return rc;
 }

@@ -22,26 +22,36 @@ const struct cmd_option cmd_replay_options[] = {
 
 int cmd_replay(struct cmd_ctx *ctx)
 {
-    char where[2048] = "", t[160], sql[3072];
+    struct strbuf where = {0};
     const char *params[8];
     int np = 0;
     bool fresh = cmd_flag(ctx, "fresh-id"), dry = cmd_flag(ctx, "dry-run");
-    if (cmd_select_rows(ctx, where, sizeof(where), params, &np) < 0)
+    if (cmd_select_rows(ctx, &where, params, &np) < 0) {
+        sb_free(&where);
         return CMD_USAGE;
-    if (where[0] == '\0')
+    }
+    if (where.n == 0) {
+        sb_free(&where);
         return cmd_fail(ctx, CMD_USAGE, "choose rows: --ids, --id-range or --created-from/-to");
-    config_table_sql(&ctx->cfg, t, sizeof(t));
+    }
+    char *t = config_table_sql(&ctx->cfg);
     /*
      * Only published rows are sent: the others are the relay's to send. They
      * are still listed, as skipped, so a replay that sends nothing says why.
      * Key order = id order.
      */
-    snprintf(sql, sizeof(sql),
-             "SELECT o.id, o.event_id, o.subject, "
-             "CASE WHEN o.status = 'published' THEN o.payload END, o.headers::text, "
-             "gen_random_uuid()::text, o.status FROM %s AS o WHERE true%s ORDER BY o.id",
-             t, where);
+    char *sql = t == NULL ? NULL
+                          : str_printf("SELECT o.id, o.event_id, o.subject, "
+                                       "CASE WHEN o.status = 'published' THEN o.payload END, "
+                                       "o.headers::text, gen_random_uuid()::text, o.status "
+                                       "FROM %s AS o WHERE true%s ORDER BY o.id",
+                                       t, where.s);
+    free(t);
+    sb_free(&where);
+    if (sql == NULL)
+        return cmd_fail(ctx, CMD_CONNECT, "out of memory");
     PGresult *rows = cmd_pg_once(ctx, sql, np, params);
+    free(sql);
     if (rows == NULL)
         return ctx->pg_failure;
     natsConnection *nc = NULL;

@@ -43,63 +43,77 @@ static const char *const permanent_prefixes[] = {
  * rest (one token or more). LIKE cannot say "one token", so '*' becomes '%'
  * and a regex check on top keeps it to one token.
  */
-static void nats_pattern_regex(const char *pat, char *out, size_t len)
+static char *nats_pattern_regex(const char *pat)
 {
-    size_t o = 0;
-    o += (size_t)snprintf(out + o, len - o, "^");
-    for (const char *p = pat; *p && o + 8 < len; p++) {
+    struct strbuf out = {0};
+    sb_putc(&out, '^');
+    for (const char *p = pat; *p; p++) {
         if (*p == '*' && (p == pat || p[-1] == '.') && (p[1] == '\0' || p[1] == '.'))
-            o += (size_t)snprintf(out + o, len - o, "[^.]+");
+            sb_puts(&out, "[^.]+");
         else if (*p == '>' && (p == pat || p[-1] == '.') && p[1] == '\0')
-            o += (size_t)snprintf(out + o, len - o, ".+");
+            sb_puts(&out, ".+");
         else if (strchr(".^$+?()[]{}|\\", *p))
-            o += (size_t)snprintf(out + o, len - o, "\\%c", *p);
+            sb_printf(&out, "\\%c", *p);
         else
-            out[o++] = *p;
+            sb_putc(&out, *p);
     }
-    snprintf(out + o, len - o, "$");
+    sb_putc(&out, '$');
+    return sb_take(&out);
 }
+
+static int requeue_rows(struct cmd_ctx *ctx, struct strbuf *wb, char **subject_re);
 
 int cmd_requeue(struct cmd_ctx *ctx)
 {
+    struct strbuf where = {0};
+    char *subject_re = NULL;
+    int rc = requeue_rows(ctx, &where, &subject_re);
+    sb_free(&where);
+    free(subject_re);
+    return rc;
+}
+
+static int requeue_rows(struct cmd_ctx *ctx, struct strbuf *wb, char **subject_re)
+{
     const char *subject = cmd_value(ctx, "subject"), *match = cmd_value(ctx, "error-match");
     bool dry = cmd_flag(ctx, "dry-run"), force = cmd_flag(ctx, "force");
-    char where[2048] = "", subject_re[1024];
     const char *params[16];
     int np = 0;
-    if (cmd_select_rows(ctx, where, sizeof(where), params, &np) < 0)
+    sb_puts(wb, "");
+    if (cmd_select_rows(ctx, wb, params, &np) < 0)
         return CMD_USAGE;
-    size_t o = strlen(where);
     if (subject != NULL) {
         if (strpbrk(subject, "%_") != NULL) {
             params[np] = subject;
-            o += (size_t)snprintf(where + o, sizeof(where) - o, " AND o.subject LIKE $%d", ++np);
+            sb_printf(wb, " AND o.subject LIKE $%d", ++np);
         } else {
-            nats_pattern_regex(subject, subject_re, sizeof(subject_re));
-            params[np] = subject_re;
-            o += (size_t)snprintf(where + o, sizeof(where) - o, " AND o.subject ~ $%d", ++np);
+            *subject_re = nats_pattern_regex(subject);
+            if (*subject_re == NULL)
+                return cmd_fail(ctx, CMD_CONNECT, "out of memory");
+            params[np] = *subject_re;
+            sb_printf(wb, " AND o.subject ~ $%d", ++np);
         }
     }
     if (match != NULL) {
         params[np] = match;
-        o += (size_t)snprintf(where + o, sizeof(where) - o,
-                              " AND strpos(lower(COALESCE(o.last_error, '')), lower($%d)) > 0",
-                              ++np);
+        sb_printf(wb, " AND strpos(lower(COALESCE(o.last_error, '')), lower($%d)) > 0", ++np);
     }
+    if (wb->oom)
+        return cmd_fail(ctx, CMD_CONNECT, "out of memory");
+    const char *where = wb->s;
     if (where[0] == '\0' && !cmd_flag(ctx, "all"))
         return cmd_fail(ctx, CMD_USAGE,
                         "choose rows: --ids, --id-range, --subject, --error-match, "
                         "--created-from/--created-to, or --all");
 
     /* permanent: does last_error start with a reason that cannot change by retrying? */
-    char permanent[1024] = "(";
-    size_t p = 1;
+    struct strbuf pb = {0};
+    sb_putc(&pb, '(');
     for (size_t i = 0; i < NPERMANENT; i++)
-        p += (size_t)snprintf(permanent + p, sizeof(permanent) - p,
-                              "%sstarts_with(COALESCE("
-                              "o.last_error, ''), '%s')",
-                              i ? " OR " : "", permanent_prefixes[i]);
-    snprintf(permanent + p, sizeof(permanent) - p, ")");
+        sb_printf(&pb, "%sstarts_with(COALESCE(o.last_error, ''), '%s')", i ? " OR " : "",
+                  permanent_prefixes[i]);
+    sb_putc(&pb, ')');
+    char *permanent = sb_take(&pb);
 
     /*
      * A row with an ordering_key comes back as 'failed' and due now, not
@@ -115,38 +129,43 @@ int cmd_requeue(struct cmd_ctx *ctx)
      * committed and no relay holds it either. A due failed row may be in a
      * relay's hands right now; it is left alone (its retry is under way).
      */
-    char t[160], sql[6144];
-    config_table_sql(&ctx->cfg, t, sizeof(t));
-    char status_cond[160];
-    snprintf(status_cond, sizeof(status_cond), "(o.status = 'dead'%s)",
-             cmd_flag(ctx, "include-failed")
-                 ? " OR (o.status = 'failed' AND o.next_attempt_at > now())"
-                 : "");
-    if (dry) {
-        snprintf(sql, sizeof(sql),
-                 "SELECT o.id, o.status, o.subject, o.ordering_key, COALESCE(o.last_error, ''), "
-                 "(NOT %s OR %s)::int AS take FROM %s AS o WHERE %s%s ORDER BY o.id",
-                 permanent, force ? "true" : "false", t, status_cond, where);
+    char *t = config_table_sql(&ctx->cfg), *sql = NULL;
+    const char *status_cond = cmd_flag(ctx, "include-failed")
+                                  ? "(o.status = 'dead' OR (o.status = 'failed' AND "
+                                    "o.next_attempt_at > now()))"
+                                  : "(o.status = 'dead')";
+    if (t == NULL || permanent == NULL) {
+        /* nothing to build */
+    } else if (dry) {
+        sql = str_printf(
+            "SELECT o.id, o.status, o.subject, o.ordering_key, COALESCE(o.last_error, ''), "
+            "(NOT %s OR %s)::int AS take FROM %s AS o WHERE %s%s ORDER BY o.id",
+            permanent, force ? "true" : "false", t, status_cond, where);
     } else {
-        snprintf(sql, sizeof(sql),
-                 "WITH chosen AS (SELECT o.id, o.status AS was, %s AS permanent FROM %s AS o "
-                 "WHERE %s%s FOR UPDATE), "
-                 "requeued AS (UPDATE %s AS o SET attempts = 0, "
-                 "status = CASE WHEN o.ordering_key IS NULL THEN 'pending' ELSE 'failed' END, "
-                 "next_attempt_at = CASE WHEN o.ordering_key IS NULL THEN NULL ELSE now() END "
-                 "FROM chosen AS c WHERE o.id = c.id "
-                 "AND (NOT c.permanent OR %s) RETURNING o.id, c.was, o.subject, o.ordering_key, "
-                 "COALESCE(o.last_error, '') AS err), "
-                 "wake AS (SELECT pg_notify('%s', '') WHERE EXISTS (SELECT 1 FROM requeued)) "
-                 "SELECT r.id, r.was, r.subject, r.ordering_key, r.err, 1 FROM requeued AS r "
-                 "LEFT JOIN wake ON true "
-                 "UNION ALL SELECT o.id, o.status, o.subject, o.ordering_key, "
-                 "COALESCE(o.last_error, ''), 0 FROM %s AS o JOIN chosen AS c ON c.id = o.id "
-                 "WHERE c.permanent AND NOT %s ORDER BY 1",
-                 permanent, t, status_cond, where, t, force ? "true" : "false", ctx->cfg.channel, t,
-                 force ? "true" : "false");
+        sql = str_printf(
+            "WITH chosen AS (SELECT o.id, o.status AS was, %s AS permanent FROM %s AS o "
+            "WHERE %s%s FOR UPDATE), "
+            "requeued AS (UPDATE %s AS o SET attempts = 0, "
+            "status = CASE WHEN o.ordering_key IS NULL THEN 'pending' ELSE 'failed' END, "
+            "next_attempt_at = CASE WHEN o.ordering_key IS NULL THEN NULL ELSE now() END "
+            "FROM chosen AS c WHERE o.id = c.id "
+            "AND (NOT c.permanent OR %s) RETURNING o.id, c.was, o.subject, o.ordering_key, "
+            "COALESCE(o.last_error, '') AS err), "
+            "wake AS (SELECT pg_notify('%s', '') WHERE EXISTS (SELECT 1 FROM requeued)) "
+            "SELECT r.id, r.was, r.subject, r.ordering_key, r.err, 1 FROM requeued AS r "
+            "LEFT JOIN wake ON true "
+            "UNION ALL SELECT o.id, o.status, o.subject, o.ordering_key, "
+            "COALESCE(o.last_error, ''), 0 FROM %s AS o JOIN chosen AS c ON c.id = o.id "
+            "WHERE c.permanent AND NOT %s ORDER BY 1",
+            permanent, t, status_cond, where, t, force ? "true" : "false", ctx->cfg.channel, t,
+            force ? "true" : "false");
     }
+    free(t);
+    free(permanent);
+    if (sql == NULL)
+        return cmd_fail(ctx, CMD_CONNECT, "out of memory");
     PGresult *res = cmd_pg_once(ctx, sql, np, params);
+    free(sql);
     if (res == NULL)
         return ctx->pg_failure;
 

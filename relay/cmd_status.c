@@ -4,6 +4,7 @@
 
 #include "outbox_relay/cmd.h"
 #include "outbox_relay/outbox_table.h"
+#include "outbox_relay/util.h"
 
 const struct cmd_option cmd_status_options[] = {
     {"limit", true, "at most this many dead reasons and held keys (default 20)"},
@@ -50,63 +51,71 @@ int cmd_status(struct cmd_ctx *ctx)
     PGconn *conn = cmd_pg_connect(ctx);
     if (conn == NULL)
         return CMD_CONNECT;
-    char t[160], sql[2048], lim[16];
-    config_table_sql(&ctx->cfg, t, sizeof(t));
-    snprintf(lim, sizeof(lim), "%d", limit);
+    char *t = config_table_sql(&ctx->cfg), *lim = str_printf("%d", limit), *sql = NULL;
     const char *p_limit[] = {lim};
-    const char *p_table[] = {ctx->cfg.table};
+    const char *p_table[] = {t};
     PGresult *res[5] = {0};
+    if (t == NULL || lim == NULL) {
+        free(t);
+        free(lim);
+        PQfinish(conn);
+        return cmd_fail(ctx, CMD_CONNECT, "out of memory");
+    }
 
     /* 0: counts. One pass over the table (bounded by retention). */
-    snprintf(sql, sizeof(sql),
-             "SELECT count(*) FILTER (WHERE status = 'pending'), "
-             "count(*) FILTER (WHERE status = 'failed'), count(*) FILTER (WHERE status = 'dead'), "
-             "count(*) FILTER (WHERE status = 'published'), count(*) FROM %s",
-             t);
-    res[0] = cmd_pg_exec(ctx, conn, sql, 0, NULL);
+    sql = str_printf(
+        "SELECT count(*) FILTER (WHERE status = 'pending'), "
+        "count(*) FILTER (WHERE status = 'failed'), count(*) FILTER (WHERE status = 'dead'), "
+        "count(*) FILTER (WHERE status = 'published'), count(*) FROM %s",
+        t);
+    res[0] = sql ? cmd_pg_exec(ctx, conn, sql, 0, NULL) : NULL;
     /* 1: the oldest unfinished row, by the partial index of unfinished rows. */
-    snprintf(sql, sizeof(sql),
-             "SELECT id, status, created_at, extract(epoch FROM now() - created_at)::float8, "
-             "attempts, next_attempt_at FROM %s WHERE status IN ('pending', 'failed') "
-             "ORDER BY id LIMIT 1",
-             t);
-    if (res[0])
+    free(sql);
+    sql =
+        str_printf("SELECT id, status, created_at, extract(epoch FROM now() - created_at)::float8, "
+                   "attempts, next_attempt_at FROM %s WHERE status IN ('pending', 'failed') "
+                   "ORDER BY id LIMIT 1",
+                   t);
+    if (res[0] && sql)
         res[1] = cmd_pg_exec(ctx, conn, sql, 0, NULL);
     /* 2: dead rows grouped by their reason. */
-    snprintf(sql, sizeof(sql),
-             "SELECT count(*), min(id), max(id), (array_agg(subject ORDER BY id))[1], "
-             "COALESCE(last_error, '') FROM %s WHERE status = 'dead' GROUP BY last_error "
-             "ORDER BY count(*) DESC, min(id) LIMIT $1::int",
-             t);
-    if (res[1])
+    free(sql);
+    sql = str_printf("SELECT count(*), min(id), max(id), (array_agg(subject ORDER BY id))[1], "
+                     "COALESCE(last_error, '') FROM %s WHERE status = 'dead' GROUP BY last_error "
+                     "ORDER BY count(*) DESC, min(id) LIMIT $1::int",
+                     t);
+    if (res[1] && sql)
         res[2] = cmd_pg_exec(ctx, conn, sql, 1, p_limit);
     /* 3: keys held: the first failed (or, with OUTBOX_DEAD_HOLDS_KEY, dead) row of a
      * key and how many later unfinished rows of the key wait behind it. */
-    snprintf(sql, sizeof(sql),
-             "SELECT h.ordering_key, h.id, h.status, h.last_error, w.n FROM ("
-             "SELECT DISTINCT ON (ordering_key) ordering_key, id, status, last_error FROM %s "
-             "WHERE status IN ('failed'%s) AND ordering_key IS NOT NULL "
-             "ORDER BY ordering_key, id) AS h, LATERAL (SELECT count(*) AS n FROM %s AS o "
-             "WHERE o.ordering_key = h.ordering_key AND o.id > h.id "
-             "AND o.status IN ('pending', 'failed')) AS w WHERE w.n > 0 "
-             "ORDER BY w.n DESC, h.id LIMIT $1::int",
-             t, ctx->cfg.dead_holds_key ? ", 'dead'" : "", t);
-    if (res[2])
+    free(sql);
+    sql =
+        str_printf("SELECT h.ordering_key, h.id, h.status, h.last_error, w.n FROM ("
+                   "SELECT DISTINCT ON (ordering_key) ordering_key, id, status, last_error FROM %s "
+                   "WHERE status IN ('failed'%s) AND ordering_key IS NOT NULL "
+                   "ORDER BY ordering_key, id) AS h, LATERAL (SELECT count(*) AS n FROM %s AS o "
+                   "WHERE o.ordering_key = h.ordering_key AND o.id > h.id "
+                   "AND o.status IN ('pending', 'failed')) AS w WHERE w.n > 0 "
+                   "ORDER BY w.n DESC, h.id LIMIT $1::int",
+                   t, ctx->cfg.dead_holds_key ? ", 'dead'" : "", t);
+    if (res[2] && sql)
         res[3] = cmd_pg_exec(ctx, conn, sql, 1, p_limit);
     /* 4: relay sessions: the one holding the table's leader lock, and the others. */
-    snprintf(sql, sizeof(sql),
-             "SELECT a.pid, a.application_name, host(a.client_addr), a.backend_start, "
-             "(l.pid IS NOT NULL)::int AS leader FROM pg_stat_activity AS a "
-             "LEFT JOIN pg_locks AS l ON l.pid = a.pid AND l.locktype = 'advisory' AND l.granted "
-             "AND l.classid = %s::oid AND l.objid = hashtext($1)::oid AND l.objsubid = 2 "
-             "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-             "WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() "
-             "AND (l.pid IS NOT NULL OR (a.application_name = 'outbox-relay' AND NOT EXISTS ("
-             "SELECT 1 FROM pg_locks AS x WHERE x.pid = a.pid AND x.locktype = 'advisory' "
-             "AND x.granted AND x.classid = %s::oid))) ORDER BY leader DESC, a.backend_start",
-             OUTBOX_CLASS_SQL(OUTBOX_LOCK_CLASS), OUTBOX_CLASS_SQL(OUTBOX_LOCK_CLASS));
-    if (res[3])
+    free(sql);
+    sql = str_printf(
+        "SELECT a.pid, a.application_name, host(a.client_addr), a.backend_start, "
+        "(l.pid IS NOT NULL)::int AS leader FROM pg_stat_activity AS a "
+        "LEFT JOIN pg_locks AS l ON l.pid = a.pid AND l.locktype = 'advisory' AND l.granted "
+        "AND l.classid = %s::oid AND l.objid = $1::regclass::oid AND l.objsubid = 2 "
+        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() "
+        "AND (l.pid IS NOT NULL OR (a.application_name = 'outbox-relay' AND NOT EXISTS ("
+        "SELECT 1 FROM pg_locks AS x WHERE x.pid = a.pid AND x.locktype = 'advisory' "
+        "AND x.granted AND x.classid = %s::oid))) ORDER BY leader DESC, a.backend_start",
+        OUTBOX_CLASS_SQL(OUTBOX_LOCK_CLASS), OUTBOX_CLASS_SQL(OUTBOX_LOCK_CLASS));
+    if (res[3] && sql)
         res[4] = cmd_pg_exec(ctx, conn, sql, 1, p_table);
+    free(sql);
     int rc = res[4] ? CMD_OK : CMD_CONNECT;
     if (rc == CMD_OK && ctx->json) {
         json_t *doc = json_object();
@@ -184,6 +193,8 @@ int cmd_status(struct cmd_ctx *ctx)
     }
     for (int i = 0; i < 5; i++)
         PQclear(res[i]);
+    free(t);
+    free(lim);
     PQfinish(conn);
     return rc;
 }

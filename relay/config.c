@@ -14,6 +14,8 @@
 
 #include <libpq-fe.h>
 
+#include "outbox_relay/util.h"
+
 #include "outbox_relay/stream_spec.h"
 #include "outbox_relay/suggest.h"
 
@@ -86,7 +88,8 @@ static const struct setting settings[] = {
     {"OUTBOX_NATS_LOST_MS", "nats-lost-ms", INT(nats_lost_ms), "30000", 1000, DAY_MS,
      "a leader cut off from NATS this long releases leadership"},
     {"OUTBOX_PG_TIMEOUT_MS", "pg-timeout-ms", INT(pg_timeout_ms), "30000", 100, 3600000,
-     "deadline for a PostgreSQL connect or query; past it the connection is dropped and remade"},
+     "deadline for a PostgreSQL connect or query (a query's at most half the leader lease); past "
+     "it the connection is dropped and remade"},
     {"OUTBOX_RECONNECT_MAX_MS", "reconnect-max-ms", INT(reconnect_max_ms), "10000", 10, 600000,
      "cap of the reconnect backoff"},
     {"OUTBOX_METRICS_INTERVAL_MS", "metrics-interval-ms", INT(metrics_interval_ms), "5000", 100,
@@ -564,13 +567,23 @@ void config_print_help(FILE *out)
 }
 
 /* Appends `"ident"` to buf (identifiers are validated, so no quotes to double). */
-void config_table_sql(const struct relay_config *cfg, char *buf, size_t len)
+int config_statement_deadline_ms(const struct relay_config *cfg)
 {
-    const char *dot = strchr(cfg->table, '.');
-    if (dot == NULL)
-        snprintf(buf, len, "\"%s\"", cfg->table);
-    else
-        snprintf(buf, len, "\"%.*s\".\"%s\"", (int)(dot - cfg->table), cfg->table, dot + 1);
+    int half_lease = cfg->leader_lease_ms / 2;
+    return cfg->pg_timeout_ms < half_lease ? cfg->pg_timeout_ms : half_lease;
+}
+
+char *config_table_sql(const struct relay_config *cfg)
+{
+    struct strbuf b = {0};
+    const char *name = cfg->table, *dot = strchr(name, '.');
+    if (dot != NULL) {
+        sb_put_ident(&b, name, (size_t)(dot - name));
+        sb_putc(&b, '.');
+        name = dot + 1;
+    }
+    sb_put_ident(&b, name, strlen(name));
+    return sb_take(&b);
 }
 
 /* Replaces the password part of URI userinfo ("user:secret@") in place. */

@@ -19,11 +19,46 @@ struct leader {
     bool said_standby;  /* "standing by" logged for this standby period */
     struct leader_view view;
     uint64_t takeovers;
-    char lock_sql[160];
-    char unlock_sql[160];
-    char watch_sql[900];
-    char keepalive_sql[400];
+    char *table; /* the quoted table: $1 of the lock statements */
+    char *keepalive_sql;
 };
+
+/*
+ * The lock key: a fixed class id and the table's oid, so relays of other
+ * tables in the same database do not exclude each other, and every spelling
+ * of one table ("outbox", "public.outbox") names the same lock.
+ */
+#define LOCK_CLASS OUTBOX_CLASS_SQL(OUTBOX_LOCK_CLASS)
+static const char lock_sql[] =
+    "SELECT pg_try_advisory_lock(" LOCK_CLASS ", $1::regclass::oid::int4)";
+static const char unlock_sql[] =
+    "SELECT pg_advisory_unlock(" LOCK_CLASS ", $1::regclass::oid::int4)";
+/*
+ * The holder of the lock, how long its session has been silent, and,
+ * past the lease, its end. Silent = in one state longer than the lease:
+ * idle (a live leader sends a heartbeat every lease/5), or one statement
+ * still running (a live leader ends every statement at its deadline, at
+ * most half the lease: config_statement_deadline_ms). Neither happens to
+ * a leader that works, however slow its statements or its reading of a
+ * result (ClientWrite); both happen to one that froze or vanished, whether
+ * its backend waits idle, on a lock, or writes to a client that never
+ * reads. The silence is measured from the state's start.
+ */
+static const char watch_sql[] =
+    "SELECT a.pid, extract(epoch FROM now() - a.state_change)::float8, "
+    "CASE WHEN now() - a.state_change > $1::int * interval '1 millisecond' AND $2::bool "
+    "THEN pg_terminate_backend(a.pid) ELSE false END "
+    "FROM pg_locks AS k JOIN pg_stat_activity AS a ON a.pid = k.pid "
+    "WHERE k.locktype = 'advisory' AND k.granted AND k.objsubid = 2 "
+    "AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "AND k.classid = " LOCK_CLASS "::oid AND k.objid = $3::regclass::oid "
+    "AND a.pid <> pg_backend_pid() LIMIT 1";
+
+/* A statement's parameter: pg_source frees it. */
+static char *leader_table_param(const struct leader *l)
+{
+    return strdup(l->table);
+}
 
 static void leader_arm(struct leader *l)
 {
@@ -58,7 +93,9 @@ static void leader_on_released(void *arg, PGresult *res)
 
 static void leader_release(struct leader *l)
 {
-    if (pg_source_query(l->pg, l->unlock_sql, 0, NULL, false, leader_on_released, l)) {
+    char *params[1] = {leader_table_param(l)};
+    if (params[0] != NULL &&
+        pg_source_query(l->pg, unlock_sql, 1, params, false, leader_on_released, l)) {
         l->query_running = true;
         l->state = l->state == LEADER_STOPPED ? LEADER_STOPPED : LEADER_RELEASING;
     }
@@ -147,12 +184,17 @@ static void leader_on_tick(struct ev_loop *loop, ev_timer *w, int revents)
     }
     if (l->state != LEADER_STANDBY)
         return;
-    char *params[2];
-    if (asprintf(&params[0], "%d", l->cfg->leader_lease_ms) < 0)
-        return;
+    char *params[3];
+    params[0] = str_printf("%d", l->cfg->leader_lease_ms);
     /* Only a standby that could lead ends a silent leader. */
     params[1] = strdup(l->ev.may_lead(l->ev.arg) ? "true" : "false");
-    if (pg_source_query(l->pg, l->watch_sql, 2, params, false, leader_on_watch, l))
+    params[2] = leader_table_param(l);
+    if (params[0] == NULL || params[1] == NULL || params[2] == NULL) {
+        for (int i = 0; i < 3; i++)
+            free(params[i]);
+        return;
+    }
+    if (pg_source_query(l->pg, watch_sql, 3, params, false, leader_on_watch, l))
         l->query_running = true;
 }
 
@@ -167,37 +209,18 @@ struct leader *leader_create(struct ev_loop *loop, const struct relay_config *cf
     l->pg = pg;
     l->ev = events;
     l->state = LEADER_STANDBY;
-    /* The lock key: a fixed class id and the table name, so relays of other
-     * tables in the same database do not exclude each other. */
-    snprintf(l->lock_sql, sizeof(l->lock_sql), "SELECT pg_try_advisory_lock(%d, hashtext('%s'))",
-             OUTBOX_LOCK_CLASS, cfg->table);
-    snprintf(l->unlock_sql, sizeof(l->unlock_sql), "SELECT pg_advisory_unlock(%d, hashtext('%s'))",
-             OUTBOX_LOCK_CLASS, cfg->table);
-    /*
-     * The holder of the lock, how long its session has been silent, and,
-     * past the lease, its end. Silent = idle (its client sends nothing: a
-     * heartbeat comes every lease/5) or blocked writing a result its client
-     * does not read. A long query that is still running is not silent.
-     */
-    snprintf(l->watch_sql, sizeof(l->watch_sql),
-             "SELECT a.pid, extract(epoch FROM now() - a.state_change)::float8, "
-             "CASE WHEN (a.state = 'idle' OR a.wait_event = 'ClientWrite') "
-             "AND now() - a.state_change > $1::int * interval '1 millisecond' AND $2::bool "
-             "THEN pg_terminate_backend(a.pid) ELSE false END "
-             "FROM pg_locks AS k JOIN pg_stat_activity AS a ON a.pid = k.pid "
-             "WHERE k.locktype = 'advisory' AND k.granted AND k.objsubid = 2 "
-             "AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-             "AND k.classid = %d::oid AND k.objid = hashtext('%s')::oid "
-             "AND a.pid <> pg_backend_pid() LIMIT 1",
-             OUTBOX_LOCK_CLASS, cfg->table);
+    l->table = config_table_sql(cfg);
     /* Server-side keepalive for the leader's own session (all per-session
      * settings): the server drops it soon after the peer vanishes. */
-    snprintf(l->keepalive_sql, sizeof(l->keepalive_sql),
-             "SELECT set_config('tcp_keepalives_idle', '5', false), "
-             "set_config('tcp_keepalives_interval', '2', false), "
-             "set_config('tcp_keepalives_count', '3', false), "
-             "set_config('tcp_user_timeout', '%d', false)",
-             cfg->leader_lease_ms);
+    l->keepalive_sql = str_printf("SELECT set_config('tcp_keepalives_idle', '5', false), "
+                                  "set_config('tcp_keepalives_interval', '2', false), "
+                                  "set_config('tcp_keepalives_count', '3', false), "
+                                  "set_config('tcp_user_timeout', '%d', false)",
+                                  cfg->leader_lease_ms);
+    if (l->table == NULL || l->keepalive_sql == NULL) {
+        leader_destroy(l);
+        return NULL;
+    }
     ev_timer_init(&l->tick, leader_on_tick, 0., 0.);
     return l;
 }
@@ -207,6 +230,8 @@ void leader_destroy(struct leader *l)
     if (l == NULL)
         return;
     ev_timer_stop(l->loop, &l->tick);
+    free(l->table);
+    free(l->keepalive_sql);
     free(l);
 }
 
@@ -234,7 +259,9 @@ void leader_try(struct leader *l)
     if (l->state != LEADER_STANDBY || l->query_running || pg_source_state(l->pg) != PG_READY ||
         !l->ev.may_lead(l->ev.arg))
         return;
-    if (pg_source_query(l->pg, l->lock_sql, 0, NULL, false, leader_on_lock, l)) {
+    char *params[1] = {leader_table_param(l)};
+    if (params[0] != NULL &&
+        pg_source_query(l->pg, lock_sql, 1, params, false, leader_on_lock, l)) {
         l->query_running = true;
         l->state = LEADER_ACQUIRING;
     }

@@ -174,6 +174,10 @@ char *metrics_render(const struct metrics *m, const char *version, size_t *len)
                       "Rows marked dead, by reason.");
     counter(&b, "pruned_total", m->pruned_total,
             "published rows deleted by retention (OUTBOX_RETENTION)");
+    counter(&b, "retention_failures_total", m->retention_failures_total,
+            "Retention rounds whose DELETE failed (e.g. a role without DELETE).");
+    gauge_int(&b, "retention_failing", m->retention_failing ? 1 : 0,
+              "1 while retention's last round failed: old published rows are not deleted.");
     counter(&b, "duplicate_acks_total", m->duplicate_acks_total,
             "PubAcks that said duplicate: the message was already in the stream.");
     counter(&b, "claimed_total", m->claimed_total, "Rows claimed from the outbox table.");

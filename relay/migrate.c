@@ -5,6 +5,8 @@
 #include "outbox_relay/pg_source.h"
 
 #include <ctype.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,6 +46,36 @@ static const char *table_base(const struct relay_config *cfg)
     return dot ? dot + 1 : cfg->table;
 }
 
+/*
+ * A name derived from the table's (base + suffix, e.g. "_unfinished_idx"),
+ * quoted. PostgreSQL cuts a longer name to NAMEDATALEN - 1 bytes, and for a
+ * long table name every derived name would then be the table's own name:
+ * "CREATE INDEX IF NOT EXISTS" skipped them all. Past the limit the base is
+ * shortened and a hash of the whole base keeps the names of two long tables
+ * apart.
+ */
+static void derived_name(struct out *o, const char *base, const char *suffix, size_t suffix_len)
+{
+    enum { MAX_IDENT = 63, HASH_LEN = 9 /* "_" and 8 hex digits */ };
+    size_t keep = strlen(base);
+    char hash[HASH_LEN + 1] = "";
+    if (keep + suffix_len > MAX_IDENT) {
+        uint32_t h = 2166136261u; /* FNV-1a */
+        for (const char *p = base; *p; p++)
+            h = (h ^ (unsigned char)*p) * 16777619u;
+        snprintf(hash, sizeof(hash), "_%08x", h);
+        keep = MAX_IDENT - suffix_len - HASH_LEN;
+    }
+    put(o, "\"", 1);
+    put(o, base, keep);
+    put(o, hash, strlen(hash));
+    for (size_t i = 0; i < suffix_len; i++) {
+        char c = (char)tolower((unsigned char)suffix[i]);
+        put(o, &c, 1);
+    }
+    put(o, "\"", 1);
+}
+
 static void put_identifier(struct out *o, const char *w, size_t n, const struct relay_config *cfg)
 {
     size_t d = strlen(DEFAULT_NAME);
@@ -60,19 +92,15 @@ static void put_identifier(struct out *o, const char *w, size_t n, const struct 
      * cannot be qualified; they land in the schema migrate sets). Quoted: the
      * configured name may hold capitals (the relay quotes it too). */
     if (n == d) {
-        char t[160];
-        config_table_sql(cfg, t, sizeof(t));
-        put(o, t, strlen(t));
+        char *t = config_table_sql(cfg);
+        if (t == NULL)
+            o->oom = true;
+        else
+            put(o, t, strlen(t));
+        free(t);
         return;
     }
-    const char *base = table_base(cfg);
-    put(o, "\"", 1);
-    put(o, base, strlen(base));
-    for (size_t i = d; i < n; i++) {
-        char c = (char)tolower((unsigned char)w[i]);
-        put(o, &c, 1);
-    }
-    put(o, "\"", 1);
+    derived_name(o, table_base(cfg), w + d, n - d);
 }
 
 char *migrate_render(const char *text, const struct relay_config *cfg)
@@ -186,22 +214,22 @@ static void migrate_on_version(void *arg, PGresult *res)
 
 void migrate_check_queued(struct pg_source *pg, const struct relay_config *cfg)
 {
-    char *params[1] = {malloc(160)};
+    char *params[1] = {config_table_sql(cfg)};
     if (params[0] == NULL)
         return;
-    config_table_sql(cfg, params[0], 160);
     pg_source_query(pg, migrate_version_sql, 1, params, false, migrate_on_version, (void *)cfg);
 }
 
 int migrate_check_version(PGconn *conn, const struct relay_config *cfg, char *msg, size_t len)
 {
-    char t[160];
-    config_table_sql(cfg, t, sizeof(t));
+    char *t = config_table_sql(cfg);
     const char *params[] = {t};
-    PGresult *res = PQexecParams(conn, migrate_version_sql, 1, NULL, params, NULL, NULL, 0);
+    PGresult *res =
+        t ? PQexecParams(conn, migrate_version_sql, 1, NULL, params, NULL, NULL, 0) : NULL;
+    free(t);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         snprintf(msg, len, "schema version check failed: %s",
-                 PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+                 res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : "out of memory");
         PQclear(res);
         return -1;
     }

@@ -2,6 +2,7 @@
 #include "outbox_relay/outbox_table.h"
 
 #include <endian.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,10 +58,24 @@ const char outbox_session_sql[] =
     "set_config('jit', 'off', false), "
     "set_config('synchronous_commit', 'off', false)";
 
-void outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg)
+/* A statement of any length into *out (NULL when out of memory). */
+static void sql_text(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void sql_text(char **out, const char *fmt, ...)
 {
-    char t[160], due[768];
-    config_table_sql(cfg, t, sizeof(t));
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(out, fmt, ap) < 0)
+        *out = NULL;
+    va_end(ap);
+}
+
+bool outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg)
+{
+    memset(sql, 0, sizeof(*sql));
+    char *t = config_table_sql(cfg), *due = NULL;
+    if (t == NULL)
+        return false;
     /*
      * Rows a claim may take now: the claim and the health sample share it, so
      * rows held behind their key never read as a stall.
@@ -85,7 +100,7 @@ void outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg)
      * walks every unfinished row of the key below each keyed row (2.1 s per
      * 500-row claim on a 100,000-row backlog, mid-backlog).
      */
-    snprintf(due, sizeof(due),
+    sql_text(&due,
              "o.status IN ('pending', 'failed') "
              "AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= now()) "
              "AND (o.ordering_key IS NULL OR (SELECT h.id FROM %s AS h "
@@ -119,7 +134,7 @@ void outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg)
      * index's predicate word for word (see
      * sql/002_outbox_indexes.sql for why it is not IN ('pending', 'failed')).
      */
-    snprintf(sql->claim, sizeof(sql->claim),
+    sql_text(&sql->claim,
              "SELECT c.id, c.event_id, c.subject, c.payload, c.headers::text, c.ordering_key, "
              "c.attempts, extract(epoch FROM c.created_at)::float8, "
              "CASE WHEN c.ordering_key IS NOT NULL THEN (SELECT p.id FROM %s AS p "
@@ -140,14 +155,14 @@ void outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg)
      * 20-40 ms per 500 rows, with statistics gone stale as the backlog grew).
      * A PubAck is a fact: the published mark needs no guard; a failure must
      * only never undo a publish. */
-    snprintf(sql->mark_published, sizeof(sql->mark_published),
+    sql_text(&sql->mark_published,
              "UPDATE %s AS o SET status = 'published', published_at = to_timestamp(v.at_us::float8 "
              "/ 1000000), "
              "stream_seq = v.seq, attempts = o.attempts + 1, next_attempt_at = NULL "
              "FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS v(id, seq, at_us) "
              "WHERE o.id = v.id",
              t);
-    snprintf(sql->mark_failed, sizeof(sql->mark_failed),
+    sql_text(&sql->mark_failed,
              "UPDATE %s AS o SET status = v.status, attempts = o.attempts + v.attempt, "
              "next_attempt_at = CASE WHEN v.status = 'failed' "
              "THEN clock_timestamp() + v.delay_ms * interval '1 millisecond' END, "
@@ -166,7 +181,7 @@ void outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg)
      * "Is anything claimable" stops at the first such row; dead rows have
      * their own partial index and are exceptional.
      */
-    snprintf(sql->sample, sizeof(sql->sample),
+    sql_text(&sql->sample,
              "SELECT CASE WHEN u.n < %d THEN u.n ELSE u.n + (SELECT max(id) FROM %s) - u.last END, "
              "EXISTS (SELECT 1 FROM %s AS o WHERE %s)::int, "
              "COALESCE(extract(epoch FROM now() - (SELECT created_at FROM %s "
@@ -175,6 +190,21 @@ void outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg)
              "SELECT count(*) AS n, max(id) AS last FROM (SELECT id FROM %s "
              "WHERE status IN ('pending', 'failed') ORDER BY id LIMIT %d) AS b) AS u",
              OUTBOX_SAMPLE_EXACT, t, t, due, t, t, t, OUTBOX_SAMPLE_EXACT);
+    bool built = due && sql->claim && sql->mark_published && sql->mark_failed && sql->sample;
+    free(t);
+    free(due);
+    if (!built)
+        outbox_sql_free(sql);
+    return built;
+}
+
+void outbox_sql_free(struct outbox_sql *sql)
+{
+    free(sql->claim);
+    free(sql->mark_published);
+    free(sql->mark_failed);
+    free(sql->sample);
+    memset(sql, 0, sizeof(*sql));
 }
 
 static int64_t be64(const char *p)

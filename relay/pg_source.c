@@ -8,6 +8,7 @@
 #include "outbox_relay/backoff.h"
 #include "outbox_relay/log.h"
 #include "outbox_relay/outbox_table.h"
+#include "outbox_relay/util.h"
 
 #define PG_MAX_STATEMENTS 16
 
@@ -50,8 +51,9 @@ struct pg_source {
     int nstmts;
     bool preparing; /* the running step is the head query's PREPARE */
 
-    char check_sql[512];
-    char listen_sql[128];
+    char *check_sql;
+    char *listen_sql;
+    char *deadline_sql; /* the server's statement_timeout: the same deadline */
 
     char table_missing[384]; /* why the table is not usable; "" once it is */
     double table_warned_at;  /* last warning about it; 0: none since it was found */
@@ -118,10 +120,16 @@ static void pg_watch(struct pg_source *src, int events)
     pg_rearm(src, events);
 }
 
+static int pg_deadline_ms(const struct pg_source *src)
+{
+    return src->state == PG_CONNECTING ? src->cfg->pg_timeout_ms
+                                       : config_statement_deadline_ms(src->cfg);
+}
+
 static void pg_deadline_arm(struct pg_source *src)
 {
     ev_timer_stop(src->loop, &src->deadline);
-    ev_timer_set(&src->deadline, src->cfg->pg_timeout_ms / 1000.0, 0.);
+    ev_timer_set(&src->deadline, pg_deadline_ms(src) / 1000.0, 0.);
     ev_timer_start(src->loop, &src->deadline);
 }
 
@@ -283,12 +291,21 @@ static void pg_on_table_check(void *arg, PGresult *res)
     pg_lost(src, why);
 }
 
+/* Setup, step 2: the server ends a statement at the relay's own deadline too (one blocked on
+ * a lock would otherwise run on after the relay dropped its session, holding the leader lock). */
+static void pg_on_deadline_set(void *arg, PGresult *res)
+{
+    struct pg_source *src = arg;
+    if (pg_setup_ok(src, res, PGRES_TUPLES_OK))
+        pg_setup_then(src, src->check_sql, pg_on_table_check);
+}
+
 /* Setup, step 1: the session settings that fix the plans (outbox_table.c). */
 static void pg_on_session_set(void *arg, PGresult *res)
 {
     struct pg_source *src = arg;
     if (pg_setup_ok(src, res, PGRES_TUPLES_OK))
-        pg_setup_then(src, src->check_sql, pg_on_table_check);
+        pg_setup_then(src, src->deadline_sql, pg_on_deadline_set);
 }
 
 static void pg_begin_setup(struct pg_source *src)
@@ -392,8 +409,10 @@ static void pg_on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct pg_source *src = (struct pg_source *)((char *)w - offsetof(struct pg_source, deadline));
     char why[128];
-    snprintf(why, sizeof(why), "%s did not finish within %d ms (OUTBOX_PG_TIMEOUT_MS)",
-             src->state == PG_CONNECTING ? "connect" : "query", src->cfg->pg_timeout_ms);
+    snprintf(why, sizeof(why),
+             "%s did not finish within %d ms (OUTBOX_PG_TIMEOUT_MS, for a query at most half "
+             "OUTBOX_LEADER_LEASE_MS)",
+             src->state == PG_CONNECTING ? "connect" : "query", pg_deadline_ms(src));
     pg_lost(src, why);
 }
 
@@ -599,13 +618,27 @@ struct pg_source *pg_source_create(struct ev_loop *loop, const struct relay_conf
     ev_init(&src->deadline, pg_on_deadline);
     ev_init(&src->reconnect, pg_on_reconnect);
     ev_init(&src->recheck, pg_on_recheck);
-    char table[160];
-    config_table_sql(cfg, table, sizeof(table));
-    snprintf(src->check_sql, sizeof(src->check_sql),
-             "SELECT id, event_id, subject, payload, headers, ordering_key, created_at, status, "
-             "attempts, next_attempt_at, last_error, published_at, stream_seq FROM %s LIMIT 0",
-             table);
-    snprintf(src->listen_sql, sizeof(src->listen_sql), "LISTEN \"%s\"", cfg->channel);
+    char *table = config_table_sql(cfg);
+    struct strbuf listen = {0};
+    sb_puts(&listen, "LISTEN ");
+    sb_put_ident(&listen, cfg->channel, strlen(cfg->channel));
+    src->listen_sql = sb_take(&listen);
+    src->check_sql = table == NULL ? NULL
+                                   : str_printf("SELECT id, event_id, subject, payload, headers, "
+                                                "ordering_key, created_at, status, attempts, "
+                                                "next_attempt_at, last_error, published_at, "
+                                                "stream_seq FROM %s LIMIT 0",
+                                                table);
+    free(table);
+    src->deadline_sql = str_printf("SELECT set_config('statement_timeout', '%d', false)",
+                                   config_statement_deadline_ms(cfg));
+    if (src->check_sql == NULL || src->listen_sql == NULL || src->deadline_sql == NULL) {
+        free(src->check_sql);
+        free(src->listen_sql);
+        free(src->deadline_sql);
+        free(src);
+        return NULL;
+    }
     return src;
 }
 
@@ -624,6 +657,9 @@ void pg_source_destroy(struct pg_source *src)
     src->closing = true;
     pg_lost(src, "shutting down");
     ev_timer_stop(src->loop, &src->reconnect);
+    free(src->check_sql);
+    free(src->listen_sql);
+    free(src->deadline_sql);
     free(src);
 }
 

@@ -387,7 +387,7 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
     r->loop = loop;
     r->cfg = cfg;
     metrics_init(&r->metrics);
-    outbox_sql_build(&r->sql, cfg);
+    bool statements = outbox_sql_build(&r->sql, cfg);
     r->fail_log = fail_log_create(10.0, NULL, NULL);
     r->rows = inflight_create((size_t)cfg->max_inflight);
     r->bridge = nats_bridge_create(loop, relay_on_nats_events, r);
@@ -411,7 +411,7 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
         .may_lead = relay_may_lead,
         .arg = r,
     };
-    if (r->pg != NULL) {
+    if (r->pg != NULL && statements) {
         r->marks = marks_create(r->pg, r->sql.mark_published, r->sql.mark_failed, mark_events);
         r->leader = leader_create(loop, cfg, r->pg, leader_events);
         r->sample = table_sample_create(loop, cfg, r->pg, r->sql.sample, relay_on_sampled, r);
@@ -524,6 +524,7 @@ void relay_destroy(struct relay *r)
     claimer_destroy(r->claimer);
     nats_link_destroy(r->nats);
     fail_log_destroy(r->fail_log);
+    outbox_sql_free(&r->sql);
     free(r);
 }
 
@@ -560,5 +561,8 @@ const struct metrics *relay_metrics(struct relay *r)
     r->metrics.leader_silent_seconds = leader_view(r->leader)->holder_silent_s;
     r->metrics.takeovers_total = leader_takeovers(r->leader);
     r->metrics.pruned_total = r->retention != NULL ? retention_pruned_total(r->retention) : 0;
+    r->metrics.retention_failures_total =
+        r->retention != NULL ? retention_failures_total(r->retention) : 0;
+    r->metrics.retention_failing = r->retention != NULL && retention_failing(r->retention);
     return &r->metrics;
 }

@@ -6,12 +6,15 @@
 #include <string.h>
 
 #include "outbox_relay/log.h"
+#include "outbox_relay/util.h"
 
 /* Between two full batches: other queries of the relay (marks, claims) get
  * the connection and the table's locks in between. */
 #define RETENTION_PAUSE_S 0.2
 /* The first round after gaining leadership. */
 #define RETENTION_FIRST_S 5.0
+/* A failure that lasts is logged again this often. */
+#define RETENTION_REMIND_S 3600.0
 
 struct retention {
     struct ev_loop *loop;
@@ -21,13 +24,18 @@ struct retention {
     bool leader;
     bool running; /* a statement is queued or running */
     uint64_t pruned_total;
-    char sql[768];
+    uint64_t failures_total;
+    bool failing;          /* the last round failed */
+    double failing_logged; /* ev_now of the last RETENTION_FAILING_MSG */
+    char *failing_error;   /* its error */
+    char *sql;
 };
 
-void retention_build_sql(const struct relay_config *cfg, char *buf, size_t len)
+char *retention_build_sql(const struct relay_config *cfg)
 {
-    char t[160];
-    config_table_sql(cfg, t, sizeof(t));
+    char *t = config_table_sql(cfg);
+    if (t == NULL)
+        return NULL;
     /*
      * The oldest published rows first, found through the partial index on
      * published_at (sql/002): a round that finds nothing reads one index
@@ -37,11 +45,13 @@ void retention_build_sql(const struct relay_config *cfg, char *buf, size_t len)
      * join over a sequential scan of the whole table). Dead rows are never
      * matched; the outer status test is rechecked on rows changed meanwhile.
      */
-    snprintf(buf, len,
-             "DELETE FROM %s AS o WHERE o.id = ANY (ARRAY(SELECT id FROM %s "
-             "WHERE status = 'published' AND published_at < now() - $1::bigint * interval "
-             "'1 second' ORDER BY published_at LIMIT $2::int)) AND o.status = 'published'",
-             t, t);
+    char *sql =
+        str_printf("DELETE FROM %s AS o WHERE o.id = ANY (ARRAY(SELECT id FROM %s "
+                   "WHERE status = 'published' AND published_at < now() - $1::bigint * interval "
+                   "'1 second' ORDER BY published_at LIMIT $2::int)) AND o.status = 'published'",
+                   t, t);
+    free(t);
+    return sql;
 }
 
 static void retention_arm(struct retention *r, double after)
@@ -51,6 +61,31 @@ static void retention_arm(struct retention *r, double after)
         return;
     ev_timer_set(&r->timer, after, 0.);
     ev_timer_start(r->loop, &r->timer);
+}
+
+/*
+ * Every round fails alike until the cause is fixed (typically a role
+ * without DELETE, which --check reports): one error line, not one a round.
+ */
+static void retention_failed(struct retention *r, PGresult *res)
+{
+    const char *error = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    error = error ? error : "unknown error";
+    double now = ev_now(r->loop);
+    bool same = r->failing && r->failing_error && !strcmp(r->failing_error, error);
+    r->failures_total++;
+    r->failing = true;
+    if (same && now - r->failing_logged < RETENTION_REMIND_S)
+        return;
+    free(r->failing_error);
+    r->failing_error = strdup(error);
+    r->failing_logged = now;
+    log_error(RETENTION_FAILING_MSG, "{s:s, s:s, s:s, s:s}", "table", r->cfg->table, "error", error,
+              "sqlstate", state ? state : "", "hint",
+              state && !strcmp(state, "42501")
+                  ? "GRANT DELETE on the table to the relay's role, or set OUTBOX_RETENTION=0"
+                  : "see outbox_relay_retention_failing; set OUTBOX_RETENTION=0 to turn it off");
 }
 
 static void retention_on_result(void *arg, PGresult *res)
@@ -63,11 +98,16 @@ static void retention_on_result(void *arg, PGresult *res)
         return;
     }
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        log_warn("retention: delete failed", "{s:s}", "error",
-                 PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+        retention_failed(r, res);
         retention_arm(r, interval);
         return;
     }
+    if (r->failing)
+        log_info("retention works again", "{s:s, s:I}", "table", r->cfg->table, "failed_rounds",
+                 (json_int_t)r->failures_total);
+    r->failing = false;
+    free(r->failing_error);
+    r->failing_error = NULL;
     long n = atol(PQcmdTuples(res));
     r->pruned_total += (uint64_t)n;
     if (n > 0)
@@ -104,7 +144,11 @@ struct retention *retention_create(struct ev_loop *loop, const struct relay_conf
     r->loop = loop;
     r->cfg = cfg;
     r->pg = pg;
-    retention_build_sql(cfg, r->sql, sizeof(r->sql));
+    r->sql = retention_build_sql(cfg);
+    if (r->sql == NULL) {
+        free(r);
+        return NULL;
+    }
     ev_timer_init(&r->timer, retention_on_timer, 0., 0.);
     r->timer.data = r;
     return r;
@@ -115,6 +159,8 @@ void retention_destroy(struct retention *r)
     if (r == NULL)
         return;
     ev_timer_stop(r->loop, &r->timer);
+    free(r->sql);
+    free(r->failing_error);
     free(r);
 }
 
@@ -134,6 +180,16 @@ void retention_set_leader(struct retention *r, bool leader)
 uint64_t retention_pruned_total(const struct retention *r)
 {
     return r->pruned_total;
+}
+
+uint64_t retention_failures_total(const struct retention *r)
+{
+    return r->failures_total;
+}
+
+bool retention_failing(const struct retention *r)
+{
+    return r->failing;
 }
 
 const char *retention_sql(const struct retention *r)

@@ -76,6 +76,27 @@ void sb_put_array_text(struct strbuf *b, const char *s)
     sb_putc(b, '"');
 }
 
+void sb_put_ident(struct strbuf *b, const char *s, size_t n)
+{
+    sb_putc(b, '"');
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '"')
+            sb_putc(b, '"');
+        sb_putc(b, s[i]);
+    }
+    sb_putc(b, '"');
+}
+
+char *str_printf(const char *fmt, ...)
+{
+    char *s = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vasprintf(&s, fmt, ap);
+    va_end(ap);
+    return n < 0 ? NULL : s;
+}
+
 char *sb_take(struct strbuf *b)
 {
     char *s = b->oom ? NULL : b->s;

@@ -33,7 +33,7 @@ struct wakeup {
     int backoff_ms;     /* the pause while the relay cannot sleep (doubles) */
     double sweep_every; /* the fallback poll sweeps from id 0 at most this often (s) */
     double last_sweep;  /* ev_now of the fallback poll's last sweep */
-    char table[160];    /* the quoted table, the parameter of both statements */
+    char *table;        /* the quoted table, the parameter of both statements */
 };
 
 /*
@@ -181,10 +181,15 @@ struct wakeup *wakeup_create(struct ev_loop *loop, const struct relay_config *cf
     w->pg = pg;
     w->ev = events;
     w->state = WAKEUP_OFF;
-    config_table_sql(cfg, w->table, sizeof(w->table));
+    w->table = config_table_sql(cfg);
+    if (w->table == NULL) {
+        free(w);
+        return NULL;
+    }
     w->hot_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     if (w->hot_fd < 0) {
         log_error("wakeup timer not created", "{s:s}", "error", strerror(errno));
+        free(w->table);
         free(w);
         return NULL;
     }
@@ -205,6 +210,7 @@ void wakeup_destroy(struct wakeup *w)
     ev_io_stop(w->loop, &w->hot_poll);
     close(w->hot_fd);
     ev_timer_stop(w->loop, &w->fallback);
+    free(w->table);
     free(w);
 }
 

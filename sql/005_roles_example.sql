@@ -1,8 +1,10 @@
 -- Least-privilege roles (group roles, NOLOGIN). Grant them to login roles:
 --   CREATE ROLE relay_login LOGIN PASSWORD '...' IN ROLE outbox_relay;
 --   CREATE ROLE app_login   LOGIN PASSWORD '...' IN ROLE outbox_writer;
--- outbox_relay reads and marks rows and takes an advisory lock (needs no
--- grant); it never inserts or deletes. outbox_writer only inserts.
+-- outbox_relay reads and marks rows, takes an advisory lock (needs no
+-- grant) and, with retention on (OUTBOX_RETENTION, the default), deletes
+-- published rows; it never inserts. outbox_writer only inserts.
+-- `outbox-relay --check` names any privilege the settings need and lack.
 
 DO $$
 BEGIN
@@ -17,6 +19,7 @@ $$;
 
 GRANT SELECT, UPDATE (status, attempts, next_attempt_at, last_error, published_at, stream_seq)
     ON outbox TO outbox_relay;
+GRANT DELETE ON outbox TO outbox_relay; -- retention; not needed with OUTBOX_RETENTION=0
 GRANT INSERT ON outbox TO outbox_writer;
 GRANT USAGE ON SEQUENCE outbox_id_seq TO outbox_writer;
 GRANT EXECUTE ON FUNCTION outbox_enqueue(text, jsonb, jsonb, text, text),

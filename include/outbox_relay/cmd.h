@@ -11,6 +11,7 @@
 #include <nats/nats.h>
 
 #include "outbox_relay/config.h"
+#include "outbox_relay/util.h"
 
 /* Exit codes every command uses; scripts rely on them. */
 enum cmd_exit {
@@ -84,7 +85,7 @@ int cmd_nats_connect(const struct cmd_ctx *ctx, natsConnection **nc, jsCtx **js)
  * reads). Appends " AND ..." conditions on alias o to where (params are
  * numbered from *nparams + 1 and appended to params). -1 on a malformed value.
  */
-int cmd_select_rows(const struct cmd_ctx *ctx, char *where, size_t len, const char **params,
+int cmd_select_rows(const struct cmd_ctx *ctx, struct strbuf *where, const char **params,
                     int *nparams);
 
 /* Prints a JSON value (compact, one line) to ctx->out and releases it. */

@@ -96,8 +96,17 @@ const char *config_suggest_flag(const char *name, size_t n);
 /* --help: every setting with its variable, flag, default and meaning. */
 void config_print_help(FILE *out);
 
-/* The table name quoted for SQL ("schema"."table"), into buf. */
-void config_table_sql(const struct relay_config *cfg, char *buf, size_t len);
+/*
+ * The deadline of each statement the relay runs (ms): OUTBOX_PG_TIMEOUT_MS,
+ * but at most half the lease. A standby ends a leader session whose
+ * statement has run longer than the lease; a live leader never lets one run
+ * that long, so only a frozen or vanished leader is ended.
+ */
+int config_statement_deadline_ms(const struct relay_config *cfg);
+
+/* The table name quoted for SQL ("schema"."table"), malloc'ed (caller frees); NULL when out of
+ * memory. */
+char *config_table_sql(const struct relay_config *cfg);
 
 /*
  * Free text that may quote a connection string (a nats.c error message),

@@ -6,7 +6,8 @@
  * whose client froze or whose node vanished (no FIN ever arrives) until
  * its own TCP keepalive gives up, hours by default. So leadership is a
  * lease: a standby that finds the lock holder's session silent (idle, or
- * stuck writing to its client) for longer than OUTBOX_LEADER_LEASE_MS ends
+ * in one statement, for longer than OUTBOX_LEADER_LEASE_MS; a working
+ * leader heartbeats and ends every statement within half the lease) ends
  * that session with pg_terminate_backend, which releases the lock, and
  * takes the lock itself. A replaced leader finds its session gone and
  * cannot mark anything: its marks die with the session (fencing).

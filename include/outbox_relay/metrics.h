@@ -56,6 +56,9 @@ struct metrics {
     uint64_t takeovers_total;      /* silent leaders whose session this relay ended */
     bool leader_stalled;           /* standby: the lock holder's session is silent past its lease */
     double leader_silent_seconds;  /* standby: how long the lock holder's session has been silent */
+
+    uint64_t retention_failures_total; /* retention rounds that failed */
+    bool retention_failing;            /* the last retention round failed */
     /* Per-reason shares of failed_total and dead_total, counted by
      * metrics_failed() / metrics_dead(). What the totals hold beyond their
      * sum is rendered as reason="other". */

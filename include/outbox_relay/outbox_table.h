@@ -18,9 +18,11 @@
 
 /*
  * Advisory lock classes (the first key; the second names the table):
- * leadership (hashtext of OUTBOX_TABLE), a running `migrate` (hashtext of
- * the table), and the relay asleep (the table's oid, which the NOTIFY
- * trigger in sql/003 tests as TG_RELID).
+ * leadership (the table's oid), a running `migrate` (hashtext of the
+ * table's schema-qualified name: the table may not exist yet), and the
+ * relay asleep (the table's oid, which the NOTIFY trigger in sql/003 tests
+ * as TG_RELID). Keyed by what the name resolves to, never by the
+ * configured spelling: "outbox" and "public.outbox" are one table.
  */
 #define OUTBOX_LOCK_CLASS    1869574264
 #define OUTBOX_MIGRATE_CLASS 1869574265
@@ -44,17 +46,19 @@ struct outbox_sql {
      * order, at most $2 of them, cut where their payload and header bytes
      * pass $3 (the first row always comes, however large). The session's
      * planner settings (pg_source.c) keep its plan one ordered index scan. */
-    char claim[2048];
+    char *claim;
     /* $1 ids, $2 stream sequences, $3 ack times (epoch microseconds). */
-    char mark_published[512];
+    char *mark_published;
     /* $1 ids, $2 'failed'|'dead', $3 retry delays (ms), $4 reasons. */
-    char mark_failed[640];
+    char *mark_failed;
     /* One row: unfinished count (exact up to OUTBOX_SAMPLE_EXACT, then
      * estimated), any due row (0/1), oldest unfinished age (s), dead count. */
-    char sample[2048];
+    char *sample;
 };
 
-void outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg);
+/* Builds every statement for cfg's table; false when out of memory (nothing to free then). */
+bool outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg);
+void outbox_sql_free(struct outbox_sql *sql);
 
 /* What a claim returned about row i, beyond the row itself. */
 int64_t outbox_claim_id(const PGresult *res, int i);

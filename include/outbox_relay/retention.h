@@ -32,12 +32,23 @@ void retention_set_leader(struct retention *r, bool leader);
 uint64_t retention_pruned_total(const struct retention *r);
 
 /*
+ * Rounds that failed (outbox_relay_retention_failures_total), and whether
+ * the last one did (outbox_relay_retention_failing). A failure that lasts
+ * is logged once as RETENTION_FAILING_MSG (again when its error changes,
+ * and hourly), its end once.
+ */
+#define RETENTION_FAILING_MSG "retention failing: published rows are not deleted"
+uint64_t retention_failures_total(const struct retention *r);
+bool retention_failing(const struct retention *r);
+
+/*
  * The statement (for a prepared statement it lives as long as r): $1 = age
  * in seconds, $2 = batch size. Returns the rows deleted as its command tag.
  */
 const char *retention_sql(const struct retention *r);
 
-/* Builds the statement for cfg's table into buf (tests and the bench run it directly). */
-void retention_build_sql(const struct relay_config *cfg, char *buf, size_t len);
+/* The statement for cfg's table, malloc'ed (tests and the bench run it directly); NULL when out
+ * of memory. */
+char *retention_build_sql(const struct relay_config *cfg);
 
 #endif

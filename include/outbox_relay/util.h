@@ -25,8 +25,12 @@ void sb_puts(struct strbuf *b, const char *s);
 void sb_printf(struct strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* An element of a PostgreSQL text[] literal: quoted, with " and \ escaped. */
 void sb_put_array_text(struct strbuf *b, const char *s);
+/* An SQL identifier, double-quoted, with " doubled: n bytes of s. */
+void sb_put_ident(struct strbuf *b, const char *s, size_t n);
 /* The malloc'ed string (caller frees), or NULL after an allocation failure. */
 char *sb_take(struct strbuf *b);
+/* A formatted string of any length, malloc'ed (caller frees); NULL when out of memory. */
+char *str_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void sb_free(struct strbuf *b);
 
 #endif

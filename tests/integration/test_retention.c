@@ -85,8 +85,8 @@ START_TEST(test_retention_prunes_only_old_published_rows_during_a_drain)
     struct relay_config cfg;
     it_relay_config(&cfg, (const char *[]){"--retention-batch", "2000", "--retention", "7d",
                                            "--retention-interval-ms", "100", NULL});
-    char sql[1024];
-    retention_build_sql(&cfg, sql, sizeof(sql));
+    char *sql = retention_build_sql(&cfg);
+    ck_assert_ptr_nonnull(sql);
     /* The statement with its parameters in place, for EXPLAIN. */
     char explain[1200];
     const char *p1 = strstr(sql, "$1::bigint"), *p2 = strstr(sql, "$2::int");
@@ -106,6 +106,7 @@ START_TEST(test_retention_prunes_only_old_published_rows_during_a_drain)
     ck_assert_msg(uses_index, "the retention statement does not use outbox_published_at_idx");
     ck_assert_msg(by_pkey && !seq_scan, "the delete does not find its rows by the primary key");
     ck_assert_ptr_nonnull(strstr(sql, "ORDER BY published_at LIMIT $2::int"));
+    free(sql);
 
     /* A drain runs meanwhile. */
     it_pg_exec(conn,

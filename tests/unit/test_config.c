@@ -399,24 +399,51 @@ START_TEST(test_channel_validation)
 }
 END_TEST
 
+/* No statement of the relay may outlive the leader lease: a standby would end a working leader. */
+START_TEST(test_statement_deadline_below_the_lease)
+{
+    struct relay_config cfg;
+    const char *defaults[] = {NULL};
+    expect_ok(defaults, &cfg);
+    ck_assert_int_lt(config_statement_deadline_ms(&cfg), cfg.leader_lease_ms);
+    ck_assert_int_le(config_statement_deadline_ms(&cfg), cfg.pg_timeout_ms);
+    config_free(&cfg);
+    const char *long_timeout[] = {"--leader-lease-ms=1000", "--pg-timeout-ms=3600000", NULL};
+    expect_ok(long_timeout, &cfg);
+    ck_assert_int_eq(config_statement_deadline_ms(&cfg), 500);
+    config_free(&cfg);
+    const char *short_timeout[] = {"--pg-timeout-ms=2000", NULL};
+    expect_ok(short_timeout, &cfg);
+    ck_assert_int_eq(config_statement_deadline_ms(&cfg), 2000);
+    config_free(&cfg);
+}
+END_TEST
+
 START_TEST(test_table_sql_quoting)
 {
     struct relay_config cfg;
-    char buf[160];
     const char *plain[] = {"--table=outbox", NULL};
     expect_ok(plain, &cfg);
-    config_table_sql(&cfg, buf, sizeof(buf));
-    ck_assert_str_eq(buf, "\"outbox\"");
+    char *t = config_table_sql(&cfg);
+    ck_assert_str_eq(t, "\"outbox\"");
+    free(t);
     config_free(&cfg);
     /* Quoted per part: case is kept, and the schema is not part of the name. */
     const char *qualified[] = {"--table=App.OutBox", NULL};
     expect_ok(qualified, &cfg);
-    config_table_sql(&cfg, buf, sizeof(buf));
-    ck_assert_str_eq(buf, "\"App\".\"OutBox\"");
-    /* Truncation never overruns the buffer. */
-    char tiny[6];
-    config_table_sql(&cfg, tiny, sizeof(tiny));
-    ck_assert_uint_eq(strlen(tiny), sizeof(tiny) - 1);
+    t = config_table_sql(&cfg);
+    ck_assert_str_eq(t, "\"App\".\"OutBox\"");
+    free(t);
+    config_free(&cfg);
+    /* The longest names there are: never cut. */
+    const char *longest[] = {
+        "--table=s23456789_123456789_123456789_123456789_123456789_123456789_123."
+        "t23456789_123456789_123456789_123456789_123456789_123456789_123",
+        NULL};
+    expect_ok(longest, &cfg);
+    t = config_table_sql(&cfg);
+    ck_assert_uint_eq(strlen(t), 63 + 63 + 5);
+    free(t);
     config_free(&cfg);
 }
 END_TEST
@@ -629,6 +656,7 @@ static Suite *config_suite(void)
     tcase_add_loop_test(tc, test_table_validation, 0, ARRAY_LEN(tables));
     tcase_add_test(tc, test_channel_validation);
     tcase_add_test(tc, test_table_sql_quoting);
+    tcase_add_test(tc, test_statement_deadline_below_the_lease);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("connections");
