@@ -53,6 +53,16 @@ static int cmd_option_index(const struct cmd_option *opts, const char *name, siz
     return -1;
 }
 
+/* The daemon logs unknown variables; a command says so on stderr, and goes on. */
+static void cmd_warn_unknown_variable(void *arg, const char *name, const char *suggestion)
+{
+    const struct cmd_ctx *ctx = arg;
+    fprintf(stderr, "outbox-relay %s: %s is not a setting (ignored)", ctx->name, name);
+    if (suggestion != NULL)
+        fprintf(stderr, "; did you mean %s?", suggestion);
+    fputc('\n', stderr);
+}
+
 static size_t cmd_option_count(const struct cmd_def *c)
 {
     size_t n = 0;
@@ -156,6 +166,7 @@ int cmd_main(int argc, char **argv)
         rc = CMD_USAGE;
     } else {
         log_setup(LOG_WARN, ctx.cfg.log_format);
+        config_unknown_env(environ, cmd_warn_unknown_variable, &ctx);
         rc = c->run(&ctx);
     }
     config_free(&ctx.cfg);

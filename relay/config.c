@@ -10,8 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <unistd.h>
-
 #include <libpq-fe.h>
 
 #include "outbox_relay/util.h"
@@ -433,31 +431,6 @@ const char *config_suggest_flag(const char *name, size_t n)
     return suggest_closest(name, n, &settings[0].flag, NSETTINGS, sizeof(settings[0]));
 }
 
-/*
- * An OUTBOX_* variable that is no setting but nearly one is a typo whose
- * value would be silently ignored: refuse it. Others are left alone
- * (Kubernetes adds OUTBOX_RELAY_SERVICE_HOST and the like for a Service
- * named outbox-relay).
- */
-static int config_check_env_typos(char *err, size_t errlen)
-{
-    for (char **e = environ; *e != NULL; e++) {
-        if (strncmp(*e, "OUTBOX_", 7) != 0)
-            continue;
-        size_t n = strcspn(*e, "=");
-        bool known = false;
-        for (size_t i = 0; i < NSETTINGS && !known; i++)
-            known = strlen(settings[i].env) == n && !strncmp(settings[i].env, *e, n);
-        const char *near =
-            known ? NULL : suggest_closest(*e, n, &settings[0].env, NSETTINGS, sizeof(settings[0]));
-        if (near != NULL) {
-            fail(err, errlen, "%.*s: not a setting; did you mean %s?", (int)n, *e, near);
-            return -1;
-        }
-    }
-    return 0;
-}
-
 static int config_load_as(struct relay_config *cfg, bool for_command, int argc, char **argv,
                           char *err, size_t errlen)
 {
@@ -472,8 +445,6 @@ static int config_load_as(struct relay_config *cfg, bool for_command, int argc, 
         if (v != NULL && setting_apply(cfg, &settings[i], v, err, errlen) < 0)
             return -1;
     }
-    if (config_check_env_typos(err, errlen) < 0)
-        return -1;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
@@ -690,31 +661,6 @@ char *config_read_secret(const char *path, char *err, size_t errlen)
     return line;
 }
 
-/* Edit distance (insertions, deletions, substitutions), capped: names are short. */
-static size_t edit_distance(const char *a, size_t na, const char *b, size_t nb)
-{
-    size_t row[128];
-    if (na >= sizeof(row) / sizeof(row[0]) || nb >= sizeof(row) / sizeof(row[0]))
-        return SIZE_MAX;
-    for (size_t j = 0; j <= nb; j++)
-        row[j] = j;
-    for (size_t i = 1; i <= na; i++) {
-        size_t diagonal = row[0];
-        row[0] = i;
-        for (size_t j = 1; j <= nb; j++) {
-            size_t above = row[j];
-            size_t best = diagonal + (a[i - 1] != b[j - 1]);
-            if (above + 1 < best)
-                best = above + 1;
-            if (row[j - 1] + 1 < best)
-                best = row[j - 1] + 1;
-            row[j] = best;
-            diagonal = above;
-        }
-    }
-    return row[nb];
-}
-
 /* Variables Kubernetes injects for a Service: X_SERVICE_HOST, X_SERVICE_PORT[_NAME], X_PORT,
  * X_PORT_<n>_<PROTO>[_PROTO|_PORT|_ADDR]. */
 static bool kubernetes_service_link(const char *name, size_t n)
@@ -756,7 +702,7 @@ size_t config_unknown_env(char *const *envp,
         for (size_t i = 0; i < NSETTINGS && !known; i++) {
             size_t len = strlen(settings[i].env);
             known = len == n && !strncmp(entry, settings[i].env, n);
-            size_t d = edit_distance(entry, n, settings[i].env, len);
+            size_t d = suggest_distance(entry, n, settings[i].env, len);
             if (d < closest_distance) {
                 closest_distance = d;
                 closest = settings[i].env;

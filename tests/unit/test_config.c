@@ -187,24 +187,6 @@ START_TEST(test_bad_arguments)
 }
 END_TEST
 
-START_TEST(test_mistyped_variable_is_refused)
-{
-    /* Its value would be ignored without a word: refuse it, naming the setting meant. */
-    setenv("OUTBOX_BATCH_SISE", "5", 1);
-    const char *none[] = {NULL};
-    expect_error(none, "OUTBOX_BATCH_SISE", "OUTBOX_BATCH_SIZE");
-    unsetenv("OUTBOX_BATCH_SISE");
-    /* Far from every setting: Kubernetes' service links for a Service named outbox-relay. */
-    setenv("OUTBOX_RELAY_SERVICE_HOST", "10.0.0.1", 1);
-    setenv("OUTBOX_RELAY_PORT_9090_TCP", "tcp://10.0.0.1:9090", 1);
-    struct relay_config cfg;
-    expect_ok(none, &cfg);
-    config_free(&cfg);
-    unsetenv("OUTBOX_RELAY_SERVICE_HOST");
-    unsetenv("OUTBOX_RELAY_PORT_9090_TCP");
-}
-END_TEST
-
 /* ---- numbers ----------------------------------------------------------- */
 
 static const struct {
@@ -642,7 +624,6 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_env_then_flags_win);
     tcase_add_test(tc, test_actions);
     tcase_add_test(tc, test_bad_arguments);
-    tcase_add_test(tc, test_mistyped_variable_is_refused);
     tcase_add_loop_test(tc, test_bad_number_names_variable, 0, ARRAY_LEN(bad_numbers));
     tcase_add_test(tc, test_bad_number_flag_names_variable);
     tcase_add_test(tc, test_number_edges_accepted);
