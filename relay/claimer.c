@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include "outbox_relay/log.h"
+#include "outbox_relay/message.h"
 #include "outbox_relay/outbox_table.h"
 
 struct claimer {
@@ -94,17 +95,18 @@ void claimer_run(struct claimer *c, double now)
     int64_t from;
     if (!scan_next_page(&c->scan, now, &from))
         return;
-    char *params[3] = {NULL, NULL, NULL};
+    char *params[4] = {NULL, NULL, NULL, NULL};
     if (asprintf(&params[0], "%" PRId64, from) < 0 ||
         asprintf(&params[1], "%d", c->cfg->batch_size) < 0 ||
-        asprintf(&params[2], "%" PRId64, room_bytes) < 0) {
+        asprintf(&params[2], "%" PRId64, room_bytes) < 0 ||
+        asprintf(&params[3], "%" PRId64, message_payload_limit(js_sink_max_payload(c->js))) < 0) {
         /* Out of memory: the pass ends; the poll starts another. */
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < 4; i++)
             free(params[i]);
         scan_page_failed(&c->scan);
         return;
     }
-    if (pg_source_query(c->pg, c->sql, 3, params, true, claimer_on_page, c))
+    if (pg_source_query(c->pg, c->sql, 4, params, true, claimer_on_page, c))
         c->running = true;
     else
         scan_page_failed(&c->scan);

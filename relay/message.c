@@ -478,6 +478,34 @@ enum message_result message_build_classified(natsMsg **out, const char *subject,
     return MESSAGE_OK;
 }
 
+int64_t message_payload_limit(int64_t max_payload)
+{
+    return max_payload > 0 ? max_payload : MESSAGE_NATS_PAYLOAD_LIMIT;
+}
+
+bool message_size_possible(int64_t payload_len, int64_t headers_text_len, int64_t event_id_len,
+                           int64_t max_payload, char *err, size_t errlen)
+{
+    int64_t limit = message_payload_limit(max_payload);
+    int64_t least = payload_len + MESSAGE_HEADER_OVERHEAD + event_id_len;
+    if (least > limit) {
+        set_err(err, errlen,
+                "message too large: payload %" PRId64 " bytes + at least %" PRId64
+                " bytes of headers exceeds the server's max_payload %" PRId64
+                " (the row was not read)",
+                payload_len, least - payload_len, limit);
+        return false;
+    }
+    if (headers_text_len > MESSAGE_HEADERS_TEXT_MAX) {
+        set_err(err, errlen,
+                "headers too large: %" PRId64 " bytes of JSON, the relay reads at most %d (a "
+                "header block JetStream takes is at most 64 KiB; the row was not read)",
+                headers_text_len, MESSAGE_HEADERS_TEXT_MAX);
+        return false;
+    }
+    return true;
+}
+
 enum message_result message_build(natsMsg **out, const char *subject, const char *event_id,
                                   const char *headers_json, const char *payload, size_t payload_len,
                                   int64_t max_payload, char *err, size_t errlen)

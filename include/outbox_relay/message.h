@@ -57,6 +57,36 @@ enum message_result message_build_classified(natsMsg **out, const char *subject,
                                              int64_t max_payload, enum publish_reason *reason,
                                              char *err, size_t errlen);
 
+/*
+ * The header block every message carries whatever the row's headers:
+ * "NATS/1.0\r\n", "Nats-Msg-Id: " + event_id + "\r\n" and the blank line,
+ * event_id's bytes not counted. A row whose payload plus this is over
+ * max_payload can never be published.
+ */
+#define MESSAGE_HEADER_OVERHEAD 27
+/*
+ * The longest headers text (jsonb::text) the relay reads. A header line is
+ * at least 5 bytes on the wire and its JSON at most about 6 times that
+ * (escapes), so a text this long spells a header block far over JetStream's
+ * 64 KiB (only empty arrays, which send nothing, could spell it shorter).
+ */
+#define MESSAGE_HEADERS_TEXT_MAX (8 * 65536)
+/* nats-server refuses a max_payload above 64 MiB: no message is ever larger. */
+#define MESSAGE_NATS_PAYLOAD_LIMIT (64 * 1024 * 1024)
+
+/* max_payload as a limit: the server's, or the largest any server takes when not known (0). */
+int64_t message_payload_limit(int64_t max_payload);
+
+/*
+ * Judges a row from its stored lengths alone, before any of it is read:
+ * false, with err and the reason class PUBLISH_TOO_LARGE, when it can never
+ * be published (payload plus the relay's own headers over max_payload, or
+ * headers text over MESSAGE_HEADERS_TEXT_MAX); true when only the whole
+ * message can tell (message_build_classified).
+ */
+bool message_size_possible(int64_t payload_len, int64_t headers_text_len, int64_t event_id_len,
+                           int64_t max_payload, char *err, size_t errlen);
+
 /* message_build_classified for callers that need no reason class (tests, tools). */
 enum message_result message_build(natsMsg **out, const char *subject, const char *event_id,
                                   const char *headers_json, const char *payload, size_t payload_len,
