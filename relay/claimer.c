@@ -8,6 +8,7 @@
 #include "outbox_relay/log.h"
 #include "outbox_relay/message.h"
 #include "outbox_relay/outbox_table.h"
+#include "outbox_relay/subject_pattern.h"
 
 struct claimer {
     const struct relay_config *cfg;
@@ -17,8 +18,9 @@ struct claimer {
     const char *sql;
     struct claimer_events ev;
     struct scan scan;
-    bool running;            /* a claim query is in flight */
-    int64_t claimed_in_pass; /* rows the current pass took */
+    struct subject_policy subjects; /* where rows may publish */
+    bool running;                   /* a claim query is in flight */
+    int64_t claimed_in_pass;        /* rows the current pass took */
     int64_t claimed_total;
 };
 
@@ -36,11 +38,22 @@ struct claimer *claimer_create(const struct relay_config *cfg, struct pg_source 
     c->sql = claim_sql;
     c->ev = ev;
     scan_init(&c->scan);
+    char why[256];
+    if (subject_policy_init(&c->subjects, cfg->stream[0] ? cfg->stream_subjects : NULL,
+                            cfg->allow_subjects, why, sizeof(why)) < 0) {
+        /* The settings were checked at start: only memory can be short here. */
+        log_error("cannot build the subject policy", "{s:s}", "error", why);
+        free(c);
+        return NULL;
+    }
     return c;
 }
 
 void claimer_destroy(struct claimer *c)
 {
+    if (c == NULL)
+        return;
+    subject_policy_free(&c->subjects);
     free(c);
 }
 
@@ -68,7 +81,8 @@ static void claimer_on_page(void *arg, PGresult *res)
             scan_row_blocked(&c->scan, prev);
             continue;
         }
-        struct outbox_row *row = outbox_row_decode(res, i, js_sink_max_payload(c->js));
+        struct outbox_row *row =
+            outbox_row_decode(res, i, js_sink_max_payload(c->js), &c->subjects);
         if (row == NULL)
             continue; /* out of memory: a later pass claims it again */
         c->claimed_total++;

@@ -10,6 +10,8 @@
 
 #include <jansson.h>
 
+#include "outbox_relay/subject_pattern.h"
+
 /*
  * nats-server closes the connection when a protocol line is longer than its
  * max_control_line (4096 by default). The HPUB line carries the subject, the
@@ -137,6 +139,11 @@ bool message_subject_valid(const char *subject, char *err, size_t errlen)
     if (len > SUBJECT_MAX_LEN) {
         set_err(err, errlen, "invalid subject %s: %zu bytes, longer than %d",
                 quoted(subject, q, sizeof(q)), len, SUBJECT_MAX_LEN);
+        return false;
+    }
+    const char *system = NULL;
+    if (subject_is_system(subject, &system)) {
+        set_err(err, errlen, "invalid subject %s: %s", quoted(subject, q, sizeof(q)), system);
         return false;
     }
     for (size_t i = 0; i < len; i++) {

@@ -249,7 +249,8 @@ bool outbox_claim_cut(const PGresult *res)
     return n > 0 && !PQgetisnull(res, n - 1, C_NEXT);
 }
 
-struct outbox_row *outbox_row_decode(const PGresult *res, int i, int64_t max_payload)
+struct outbox_row *outbox_row_decode(const PGresult *res, int i, int64_t max_payload,
+                                     const struct subject_policy *subjects)
 {
     struct outbox_row *row = calloc(1, sizeof(*row));
     if (row == NULL)
@@ -289,6 +290,12 @@ struct outbox_row *outbox_row_decode(const PGresult *res, int i, int64_t max_pay
     if (mr == MESSAGE_NOMEM) {
         outbox_row_free(row);
         return NULL;
+    }
+    if (mr == MESSAGE_OK && subjects != NULL &&
+        !subject_policy_allows(subjects, PQgetvalue(res, i, C_SUBJECT), err, sizeof(err))) {
+        natsMsg_Destroy(row->msg);
+        row->invalid_reason = PUBLISH_INVALID_ROW;
+        mr = MESSAGE_INVALID;
     }
     if (mr == MESSAGE_INVALID) {
         row->msg = NULL;

@@ -21,7 +21,8 @@ enum message_result {
  * (leading, trailing or double '.'), no whitespace or control character, and
  * no wildcard token ("*" or ">"), and at most 3840 bytes (a longer HPUB line
  * exceeds nats-server's default max_control_line, and the server would close
- * the connection). On false, err says which rule failed.
+ * the connection), and is no system subject ("$...", "_INBOX.":
+ * subject_is_system). On false, err says which rule failed.
  */
 bool message_subject_valid(const char *subject, char *err, size_t errlen);
 

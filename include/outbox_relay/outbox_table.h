@@ -15,6 +15,7 @@
 
 #include "outbox_relay/config.h"
 #include "outbox_relay/inflight.h"
+#include "outbox_relay/subject_pattern.h"
 
 /*
  * Advisory lock classes (the first key; the second names the table):
@@ -70,9 +71,12 @@ bool outbox_claim_cut(const PGresult *res);
 
 /*
  * Decodes row i into a new outbox_row with its message built (max_payload:
- * the server's limit, 0 = unchecked). A row that can never be published
- * comes back with msg NULL and `invalid` saying why. NULL: out of memory.
+ * the server's limit, 0 = unchecked; subjects: where rows may publish, NULL
+ * = anywhere message_subject_valid allows). A row that can never be
+ * published comes back with msg NULL and `invalid` saying why. NULL: out of
+ * memory.
  */
-struct outbox_row *outbox_row_decode(const PGresult *res, int i, int64_t max_payload);
+struct outbox_row *outbox_row_decode(const PGresult *res, int i, int64_t max_payload,
+                                     const struct subject_policy *subjects);
 
 #endif
