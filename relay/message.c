@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -198,8 +199,22 @@ static enum message_result header_value_check(const char *name, json_t *v, size_
     const char *s = json_string_value(v);
     size_t n = json_string_length(v);
     /* jansson refuses \u0000 when parsing, so strlen(s) == n: nats.c stores C strings. */
+    /* Sent, it is stored; but nats.c (the relay's own client) then cannot read the headers of
+     * the message back: natsMsgHeader_Keys fails with a protocol error for the whole message. */
+    if (n == 0) {
+        set_err(err, errlen, "headers: value of %s is empty", quoted(name, q, sizeof(q)));
+        return MESSAGE_INVALID;
+    }
     if (memchr(s, '\r', n) != NULL || memchr(s, '\n', n) != NULL) {
         set_err(err, errlen, "headers: value of %s contains CR or LF", quoted(name, q, sizeof(q)));
+        return MESSAGE_INVALID;
+    }
+    /* Consumers read header values trimmed: " a " would arrive as "a". */
+    if (strchr(" \t", s[0]) != NULL || strchr(" \t", s[n - 1]) != NULL) {
+        set_err(err, errlen,
+                "headers: value of %s has leading or trailing whitespace (consumers would read it "
+                "trimmed)",
+                quoted(name, q, sizeof(q)));
         return MESSAGE_INVALID;
     }
     /* "Name: value\r\n" */
@@ -324,6 +339,60 @@ static enum message_result headers_add_all(natsMsg *msg, json_t *obj, char *err,
         }
         if (r != MESSAGE_OK)
             return r;
+    }
+    return MESSAGE_OK;
+}
+
+/* Whether msg holds exactly the values `name` has in the row (v: a string or an array). */
+static bool header_kept(natsMsg *msg, const char *name, json_t *v)
+{
+    const char **got = NULL;
+    int n = 0;
+    if (natsMsgHeader_Values(msg, name, &got, &n) != NATS_OK)
+        n = 0;
+    size_t want = json_is_array(v) ? json_array_size(v) : 1;
+    bool same = (size_t)n == want;
+    for (size_t i = 0; same && i < want; i++)
+        same = strcmp(got[i], json_string_value(json_is_array(v) ? json_array_get(v, i) : v)) == 0;
+    free((void *)got);
+    return same || (want == 0 && n == 0);
+}
+
+/*
+ * nats.c 3.4's header map can take one name for another that it starts
+ * ("Trace" for "Traceparent", "X-H10" for "X-H1000", "Nats" for
+ * "Nats-Msg-Id"), and then sends, and consumers read, the values under the
+ * wrong name. What the message holds is checked against the row.
+ */
+static enum message_result headers_verify(natsMsg *msg, json_t *obj, const char *event_id,
+                                          char *err, size_t errlen)
+{
+    char q[QUOTED_MAX * 4 + 16];
+    json_t *id = json_string(event_id);
+    if (id == NULL) {
+        set_err(err, errlen, "headers: out of memory");
+        return MESSAGE_NOMEM;
+    }
+    bool id_kept = header_kept(msg, HEADER_MSG_ID, id);
+    json_decref(id);
+    const char *name;
+    json_t *value;
+    json_object_foreach(obj, name, value)
+    {
+        if (!id_kept || !header_kept(msg, name, value)) {
+            set_err(err, errlen,
+                    "headers: name %s is confused with another name it starts or that starts it "
+                    "(a limit of the NATS C client); rename one",
+                    quoted(id_kept ? name : HEADER_MSG_ID, q, sizeof(q)));
+            return MESSAGE_INVALID;
+        }
+    }
+    if (!id_kept) {
+        set_err(err, errlen,
+                "headers: %s is confused with another header name (a limit of the "
+                "NATS C client)",
+                HEADER_MSG_ID);
+        return MESSAGE_INVALID;
     }
     return MESSAGE_OK;
 }
@@ -466,7 +535,6 @@ enum message_result message_build_classified(natsMsg **out, const char *subject,
 
     if (obj != NULL)
         r = headers_add_all(msg, obj, err, errlen);
-    json_decref(obj);
     if (r == MESSAGE_OK) {
         /* Set, not Add: exactly one id, the one JetStream deduplicates on. */
         s = natsMsgHeader_Set(msg, HEADER_MSG_ID, event_id);
@@ -475,6 +543,9 @@ enum message_result message_build_classified(natsMsg **out, const char *subject,
             r = s == NATS_NO_MEMORY ? MESSAGE_NOMEM : MESSAGE_INVALID;
         }
     }
+    if (r == MESSAGE_OK)
+        r = headers_verify(msg, obj, event_id, err, errlen);
+    json_decref(obj);
     if (r != MESSAGE_OK) {
         if (r == MESSAGE_NOMEM)
             *reason = PUBLISH_NATS_ERROR;

@@ -31,7 +31,9 @@ bool message_subject_valid(const char *subject, char *err, size_t errlen);
  * a JSON object whose values are strings or arrays of strings; names are
  * printable ASCII without ':' and not reserved ("Nats-" prefix, any case:
  * those drive JetStream and would change what the relay does); values hold
- * no CR or LF. On success, adds each to msg (if msg != NULL) and stores the
+ * no CR or LF, are not empty (nats.c consumers cannot read a message with
+ * an empty header value) and neither start nor end with a space or tab
+ * (consumers read them trimmed). On success, adds each to msg (if msg != NULL) and stores the
  * wire size of the header block in *wire_bytes (if not NULL).
  */
 enum message_result message_headers_apply(natsMsg *msg, const char *headers_json,
