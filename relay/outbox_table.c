@@ -116,12 +116,13 @@ void outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg)
      *
      * A row that can never be published is judged on the same lengths
      * (message_size_possible: payload plus the relay's own headers over $4,
-     * the server's max_payload, or headers text over $5) and comes without
-     * its payload and headers: it counts nothing against the budget and the
-     * relay marks it dead by id, so one huge row costs the relay no memory
-     * and holds back no other row. The headers' length is that of their
-     * text, which the relay reads: pg_column_size would give the compressed
-     * size, far smaller for repetitive headers.
+     * the server's max_payload, or headers text over
+     * MESSAGE_HEADERS_TEXT_MAX) and comes without its payload and headers:
+     * it counts nothing against the budget and the relay marks it dead by
+     * id, so one huge row costs the relay no memory and holds back no other
+     * row. The headers' length is that of their text, which the relay
+     * reads: pg_column_size would give the compressed size, far smaller for
+     * repetitive headers.
      *
      * `prev` is what keeps per-key order under concurrent producers: a row
      * that committed late below the scan's cursor is still unfinished, and
@@ -144,9 +145,9 @@ void outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg)
              "row_number() OVER w AS rn, lead(b.id) OVER w AS next FROM ("
              "SELECT f.*, CASE WHEN f.fits THEN f.pbytes + f.hbytes ELSE 0 END AS bytes FROM ("
              "SELECT l.*, l.pbytes + %d + l.ibytes <= $4::bigint AND l.hbytes <= %d AS fits FROM ("
-             "SELECT o.*, octet_length(o.payload)::int8 AS pbytes, "
-             "octet_length(o.headers::text)::int8 AS hbytes, "
-             "octet_length(o.event_id)::int8 AS ibytes FROM ("
+             "SELECT o.*, coalesce(octet_length(o.payload), 0)::int8 AS pbytes, "
+             "coalesce(octet_length(o.headers::text), 0)::int8 AS hbytes, "
+             "coalesce(octet_length(o.event_id), 0)::int8 AS ibytes FROM ("
              "SELECT * FROM %s AS o WHERE o.id > $1::bigint AND %s ORDER BY o.id "
              "LIMIT $2::int) AS o) AS l) AS f) AS b WINDOW w AS (ORDER BY b.id)) AS c "
              "WHERE c.rn = 1 OR c.run <= $3::bigint ORDER BY c.id",
