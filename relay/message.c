@@ -561,7 +561,7 @@ int64_t message_payload_limit(int64_t max_payload)
     return max_payload > 0 ? max_payload : MESSAGE_NATS_PAYLOAD_LIMIT;
 }
 
-bool message_size_possible(int64_t payload_len, int64_t headers_text_len, int64_t event_id_len,
+bool message_size_possible(int64_t payload_len, int64_t headers_stored_len, int64_t event_id_len,
                            int64_t max_payload, char *err, size_t errlen)
 {
     int64_t limit = message_payload_limit(max_payload);
@@ -574,11 +574,11 @@ bool message_size_possible(int64_t payload_len, int64_t headers_text_len, int64_
                 payload_len, least - payload_len, limit);
         return false;
     }
-    if (headers_text_len > MESSAGE_HEADERS_TEXT_MAX) {
+    if (headers_stored_len > MESSAGE_HEADERS_STORED_MAX) {
         set_err(err, errlen,
-                "headers too large: %" PRId64 " bytes of JSON, the relay reads at most %d (a "
+                "headers too large: %" PRId64 " bytes stored, the relay reads at most %d (a "
                 "header block JetStream takes is at most 64 KiB; the row was not read)",
-                headers_text_len, MESSAGE_HEADERS_TEXT_MAX);
+                headers_stored_len, MESSAGE_HEADERS_STORED_MAX);
         return false;
     }
     return true;

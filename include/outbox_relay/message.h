@@ -68,12 +68,12 @@ enum message_result message_build_classified(natsMsg **out, const char *subject,
  */
 #define MESSAGE_HEADER_OVERHEAD 27
 /*
- * The longest headers text (jsonb::text) the relay reads. A header line is
- * at least 5 bytes on the wire and its JSON at most about 6 times that
- * (escapes), so a text this long spells a header block far over JetStream's
- * 64 KiB (only empty arrays, which send nothing, could spell it shorter).
+ * The largest headers (jsonb, uncompressed) the relay reads. jsonb stores a
+ * header in at most its wire line plus a few bytes, so headers stored this
+ * large make a header block far over JetStream's 64 KiB (only empty arrays,
+ * which send nothing, could be stored larger).
  */
-#define MESSAGE_HEADERS_TEXT_MAX (8 * 65536)
+#define MESSAGE_HEADERS_STORED_MAX (8 * 65536)
 /* nats-server refuses a max_payload above 64 MiB: no message is ever larger. */
 #define MESSAGE_NATS_PAYLOAD_LIMIT (64 * 1024 * 1024)
 
@@ -84,10 +84,10 @@ int64_t message_payload_limit(int64_t max_payload);
  * Judges a row from its stored lengths alone, before any of it is read:
  * false, with err and the reason class PUBLISH_TOO_LARGE, when it can never
  * be published (payload plus the relay's own headers over max_payload, or
- * headers text over MESSAGE_HEADERS_TEXT_MAX); true when only the whole
+ * headers over MESSAGE_HEADERS_STORED_MAX); true when only the whole
  * message can tell (message_build_classified).
  */
-bool message_size_possible(int64_t payload_len, int64_t headers_text_len, int64_t event_id_len,
+bool message_size_possible(int64_t payload_len, int64_t headers_stored_len, int64_t event_id_len,
                            int64_t max_payload, char *err, size_t errlen);
 
 /* message_build_classified for callers that need no reason class (tests, tools). */
