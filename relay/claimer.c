@@ -6,7 +6,9 @@
 #include <stdlib.h>
 
 #include "outbox_relay/log.h"
+#include "outbox_relay/message.h"
 #include "outbox_relay/outbox_table.h"
+#include "outbox_relay/subject_pattern.h"
 
 struct claimer {
     const struct relay_config *cfg;
@@ -16,8 +18,9 @@ struct claimer {
     const char *sql;
     struct claimer_events ev;
     struct scan scan;
-    bool running;            /* a claim query is in flight */
-    int64_t claimed_in_pass; /* rows the current pass took */
+    struct subject_policy subjects; /* where rows may publish */
+    bool running;                   /* a claim query is in flight */
+    int64_t claimed_in_pass;        /* rows the current pass took */
     int64_t claimed_total;
 };
 
@@ -35,11 +38,22 @@ struct claimer *claimer_create(const struct relay_config *cfg, struct pg_source 
     c->sql = claim_sql;
     c->ev = ev;
     scan_init(&c->scan);
+    char why[256];
+    if (subject_policy_init(&c->subjects, cfg->stream[0] ? cfg->stream_subjects : NULL,
+                            cfg->allow_subjects, why, sizeof(why)) < 0) {
+        /* The settings were checked at start: only memory can be short here. */
+        log_error("cannot build the subject policy", "{s:s}", "error", why);
+        free(c);
+        return NULL;
+    }
     return c;
 }
 
 void claimer_destroy(struct claimer *c)
 {
+    if (c == NULL)
+        return;
+    subject_policy_free(&c->subjects);
     free(c);
 }
 
@@ -75,7 +89,8 @@ static void claimer_on_page(void *arg, PGresult *res)
             scan_row_blocked(&c->scan, prev);
             continue;
         }
-        struct outbox_row *row = outbox_row_decode(res, i, js_sink_max_payload(c->js));
+        struct outbox_row *row =
+            outbox_row_decode(res, i, js_sink_max_payload(c->js), &c->subjects);
         if (row == NULL)
             continue; /* out of memory: a later pass claims it again */
         c->claimed_total++;
@@ -102,17 +117,18 @@ void claimer_run(struct claimer *c, double now)
     int64_t from;
     if (!scan_next_page(&c->scan, now, &from))
         return;
-    char *params[3] = {NULL, NULL, NULL};
+    char *params[4] = {NULL, NULL, NULL, NULL};
     if (asprintf(&params[0], "%" PRId64, from) < 0 ||
         asprintf(&params[1], "%d", c->cfg->batch_size) < 0 ||
-        asprintf(&params[2], "%" PRId64, room_bytes) < 0) {
+        asprintf(&params[2], "%" PRId64, room_bytes) < 0 ||
+        asprintf(&params[3], "%" PRId64, message_payload_limit(js_sink_max_payload(c->js))) < 0) {
         /* Out of memory: the pass ends; the poll starts another. */
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < 4; i++)
             free(params[i]);
         claimer_pass_failed(c);
         return;
     }
-    if (pg_source_query(c->pg, c->sql, 3, params, true, claimer_on_page, c))
+    if (pg_source_query(c->pg, c->sql, 4, params, true, claimer_on_page, c))
         c->running = true;
     else
         claimer_pass_failed(c);

@@ -16,6 +16,7 @@
 
 #include "outbox_relay/stream_spec.h"
 #include "outbox_relay/suggest.h"
+#include "outbox_relay/subject_pattern.h"
 
 enum setting_type {
     SETTING_STRING,
@@ -55,6 +56,10 @@ static const struct setting settings[] = {
      "JetStream stream to create when missing (needs OUTBOX_STREAM_SUBJECTS); empty: not managed"},
     {"OUTBOX_STREAM_SUBJECTS", "stream-subjects", STR(stream_subjects), "", 0, 0,
      "subjects of a created stream, comma-separated"},
+    {"OUTBOX_ALLOW_SUBJECTS", "allow-subjects", STR(allow_subjects), "", 0, 0,
+     "subject patterns (* one token, > the rest) rows may publish to besides the subjects of "
+     "OUTBOX_STREAM, comma-separated; without OUTBOX_STREAM, when set, the only ones. A row "
+     "with another subject, or a system one ($..., _INBOX.), goes dead"},
     {"OUTBOX_BATCH_SIZE", "batch-size", INT(batch_size), "500", 1, 10000, "rows per claim query"},
     {"OUTBOX_MAX_INFLIGHT", "max-inflight", INT(max_inflight), "4000", 1, 1000000,
      "rows held by the relay at once, publishing or waiting on their key (backpressure)"},
@@ -367,6 +372,13 @@ static int config_validate(struct relay_config *cfg, char *err, size_t errlen)
     struct stream_spec spec;
     if (stream_spec_from_config(cfg, &spec, err, errlen) < 0)
         return -1;
+    struct subject_list allow;
+    char bad[256];
+    if (subject_list_parse(&allow, cfg->allow_subjects, true, bad, sizeof(bad)) < 0) {
+        fail(err, errlen, "OUTBOX_ALLOW_SUBJECTS: %s", bad);
+        return -1;
+    }
+    subject_list_free(&allow);
     if (cfg->retry_max_ms < cfg->retry_base_ms) {
         fail(err, errlen, "OUTBOX_RETRY_MAX_MS: %d is below OUTBOX_RETRY_BASE_MS %d",
              cfg->retry_max_ms, cfg->retry_base_ms);

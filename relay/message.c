@@ -11,6 +11,8 @@
 
 #include <jansson.h>
 
+#include "outbox_relay/subject_pattern.h"
+
 /*
  * nats-server closes the connection when a protocol line is longer than its
  * max_control_line (4096 by default). The HPUB line carries the subject, the
@@ -140,6 +142,11 @@ bool message_subject_valid(const char *subject, char *err, size_t errlen)
                 quoted(subject, q, sizeof(q)), len, SUBJECT_MAX_LEN);
         return false;
     }
+    const char *system = NULL;
+    if (subject_is_system(subject, &system)) {
+        set_err(err, errlen, "invalid subject %s: %s", quoted(subject, q, sizeof(q)), system);
+        return false;
+    }
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)subject[i];
         if (c <= ' ' || c == 0x7f) {
@@ -192,8 +199,22 @@ static enum message_result header_value_check(const char *name, json_t *v, size_
     const char *s = json_string_value(v);
     size_t n = json_string_length(v);
     /* jansson refuses \u0000 when parsing, so strlen(s) == n: nats.c stores C strings. */
+    /* Sent, it is stored; but nats.c (the relay's own client) then cannot read the headers of
+     * the message back: natsMsgHeader_Keys fails with a protocol error for the whole message. */
+    if (n == 0) {
+        set_err(err, errlen, "headers: value of %s is empty", quoted(name, q, sizeof(q)));
+        return MESSAGE_INVALID;
+    }
     if (memchr(s, '\r', n) != NULL || memchr(s, '\n', n) != NULL) {
         set_err(err, errlen, "headers: value of %s contains CR or LF", quoted(name, q, sizeof(q)));
+        return MESSAGE_INVALID;
+    }
+    /* Consumers read header values trimmed: " a " would arrive as "a". */
+    if (strchr(" \t", s[0]) != NULL || strchr(" \t", s[n - 1]) != NULL) {
+        set_err(err, errlen,
+                "headers: value of %s has leading or trailing whitespace (consumers would read it "
+                "trimmed)",
+                quoted(name, q, sizeof(q)));
         return MESSAGE_INVALID;
     }
     /* "Name: value\r\n" */
@@ -318,6 +339,60 @@ static enum message_result headers_add_all(natsMsg *msg, json_t *obj, char *err,
         }
         if (r != MESSAGE_OK)
             return r;
+    }
+    return MESSAGE_OK;
+}
+
+/* Whether msg holds exactly the values `name` has in the row (v: a string or an array). */
+static bool header_kept(natsMsg *msg, const char *name, json_t *v)
+{
+    const char **got = NULL;
+    int n = 0;
+    if (natsMsgHeader_Values(msg, name, &got, &n) != NATS_OK)
+        n = 0;
+    size_t want = json_is_array(v) ? json_array_size(v) : 1;
+    bool same = (size_t)n == want;
+    for (size_t i = 0; same && i < want; i++)
+        same = strcmp(got[i], json_string_value(json_is_array(v) ? json_array_get(v, i) : v)) == 0;
+    free((void *)got);
+    return same || (want == 0 && n == 0);
+}
+
+/*
+ * nats.c 3.4's header map can take one name for another that it starts
+ * ("Trace" for "Traceparent", "X-H10" for "X-H1000", "Nats" for
+ * "Nats-Msg-Id"), and then sends, and consumers read, the values under the
+ * wrong name. What the message holds is checked against the row.
+ */
+static enum message_result headers_verify(natsMsg *msg, json_t *obj, const char *event_id,
+                                          char *err, size_t errlen)
+{
+    char q[QUOTED_MAX * 4 + 16];
+    json_t *id = json_string(event_id);
+    if (id == NULL) {
+        set_err(err, errlen, "headers: out of memory");
+        return MESSAGE_NOMEM;
+    }
+    bool id_kept = header_kept(msg, HEADER_MSG_ID, id);
+    json_decref(id);
+    const char *name;
+    json_t *value;
+    json_object_foreach(obj, name, value)
+    {
+        if (!id_kept || !header_kept(msg, name, value)) {
+            set_err(err, errlen,
+                    "headers: name %s is confused with another name it starts or that starts it "
+                    "(a limit of the NATS C client); rename one",
+                    quoted(id_kept ? name : HEADER_MSG_ID, q, sizeof(q)));
+            return MESSAGE_INVALID;
+        }
+    }
+    if (!id_kept) {
+        set_err(err, errlen,
+                "headers: %s is confused with another header name (a limit of the "
+                "NATS C client)",
+                HEADER_MSG_ID);
+        return MESSAGE_INVALID;
     }
     return MESSAGE_OK;
 }
@@ -460,7 +535,6 @@ enum message_result message_build_classified(natsMsg **out, const char *subject,
 
     if (obj != NULL)
         r = headers_add_all(msg, obj, err, errlen);
-    json_decref(obj);
     if (r == MESSAGE_OK) {
         /* Set, not Add: exactly one id, the one JetStream deduplicates on. */
         s = natsMsgHeader_Set(msg, HEADER_MSG_ID, event_id);
@@ -469,6 +543,9 @@ enum message_result message_build_classified(natsMsg **out, const char *subject,
             r = s == NATS_NO_MEMORY ? MESSAGE_NOMEM : MESSAGE_INVALID;
         }
     }
+    if (r == MESSAGE_OK)
+        r = headers_verify(msg, obj, event_id, err, errlen);
+    json_decref(obj);
     if (r != MESSAGE_OK) {
         if (r == MESSAGE_NOMEM)
             *reason = PUBLISH_NATS_ERROR;
@@ -477,6 +554,34 @@ enum message_result message_build_classified(natsMsg **out, const char *subject,
     }
     *out = msg;
     return MESSAGE_OK;
+}
+
+int64_t message_payload_limit(int64_t max_payload)
+{
+    return max_payload > 0 ? max_payload : MESSAGE_NATS_PAYLOAD_LIMIT;
+}
+
+bool message_size_possible(int64_t payload_len, int64_t headers_stored_len, int64_t event_id_len,
+                           int64_t max_payload, char *err, size_t errlen)
+{
+    int64_t limit = message_payload_limit(max_payload);
+    int64_t least = payload_len + MESSAGE_HEADER_OVERHEAD + event_id_len;
+    if (least > limit) {
+        set_err(err, errlen,
+                "message too large: payload %" PRId64 " bytes + at least %" PRId64
+                " bytes of headers exceeds the server's max_payload %" PRId64
+                " (the row was not read)",
+                payload_len, least - payload_len, limit);
+        return false;
+    }
+    if (headers_stored_len > MESSAGE_HEADERS_STORED_MAX) {
+        set_err(err, errlen,
+                "headers too large: %" PRId64 " bytes stored, the relay reads at most %d (a "
+                "header block JetStream takes is at most 64 KiB; the row was not read)",
+                headers_stored_len, MESSAGE_HEADERS_STORED_MAX);
+        return false;
+    }
+    return true;
 }
 
 enum message_result message_build(natsMsg **out, const char *subject, const char *event_id,

@@ -19,10 +19,14 @@ enum claim_column {
     C_KEY,
     C_ATTEMPTS,
     C_CREATED,
-    C_PREV,  /* nearest earlier unfinished row of the key, NULL if none */
-    C_BYTES, /* payload + header bytes */
-    C_NEXT,  /* the id of the due row after this one, NULL if none */
-    C_HELD,  /* failed: it holds its key's later rows in the table */
+    C_PREV,           /* nearest earlier unfinished row of the key, NULL if none */
+    C_BYTES,          /* payload + header bytes read: 0 when withheld */
+    C_NEXT,           /* the id of the due row after this one, NULL if none */
+    C_PAYLOAD_BYTES,  /* octet_length(payload) */
+    C_HEADERS_BYTES,  /* the headers' uncompressed size */
+    C_EVENT_ID_BYTES, /* octet_length(event_id) */
+    C_FITS,           /* false: payload and headers withheld, the row can never be published */
+    C_HELD,           /* failed: it holds its key's later rows in the table */
 };
 
 /*
@@ -122,9 +126,23 @@ bool outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg)
      * The byte cut: the running total of the stored lengths (octet_length of
      * a TOASTed bytea reads its header, not the value) stops the page where
      * it passes $3, before any payload past the cut is read or sent; the
-     * first row always comes, however large. `next` is the id of the due
-     * row after each one: on the last row returned, non-NULL means the page
-     * was cut by bytes and more rows follow.
+     * first row always comes. `next` is the id of the due row after each
+     * one: on the last row returned, non-NULL means the page was cut by
+     * bytes and more rows follow.
+     *
+     * A row that can never be published is judged on the same lengths
+     * (message_size_possible: payload plus the relay's own headers over $4,
+     * the server's max_payload, or headers over MESSAGE_HEADERS_STORED_MAX)
+     * and comes without its payload and headers: it counts nothing against
+     * the budget and the relay marks it dead by id, so one huge row costs
+     * the relay no memory and holds back no other row.
+     *
+     * The headers' length is their uncompressed size: pg_column_size of the
+     * stored value is its compressed size, far smaller for repetitive
+     * headers; `|| '{}'` hands it the value decompressed. Their text's
+     * octet_length would be as true, but converting every header of the
+     * page's rows to text, past the cut too, made a page of 60 KB headers
+     * take about 0.7 s (test_oversized_row).
      *
      * `prev` is what keeps per-key order under concurrent producers: a row
      * that committed late below the scan's cursor is still unfinished, and
@@ -135,20 +153,25 @@ bool outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg)
      * sql/002_outbox_indexes.sql for why it is not IN ('pending', 'failed')).
      */
     sql_text(&sql->claim,
-             "SELECT c.id, c.event_id, c.subject, c.payload, c.headers::text, c.ordering_key, "
+             "SELECT c.id, c.event_id, c.subject, CASE WHEN c.fits THEN c.payload END, "
+             "CASE WHEN c.fits THEN c.headers::text END, c.ordering_key, "
              "c.attempts, extract(epoch FROM c.created_at)::float8, "
              "CASE WHEN c.ordering_key IS NOT NULL THEN (SELECT p.id FROM %s AS p "
              "WHERE (p.ordering_key, p.id) < (c.ordering_key, c.id) "
              "AND p.ordering_key >= c.ordering_key AND p.status NOT IN ('published', 'dead') "
              "ORDER BY p.ordering_key DESC, p.id DESC LIMIT 1) END, "
-             "c.bytes, c.next, c.status = 'failed' FROM ("
-             "SELECT o.*, octet_length(o.payload) + pg_column_size(o.headers) AS bytes, "
-             "sum(octet_length(o.payload) + pg_column_size(o.headers)) OVER w AS run, "
-             "row_number() OVER w AS rn, lead(o.id) OVER w AS next FROM ("
+             "c.bytes, c.next, c.pbytes, c.hbytes, c.ibytes, c.fits, c.status = 'failed' FROM ("
+             "SELECT b.*, sum(b.bytes) OVER w AS run, "
+             "row_number() OVER w AS rn, lead(b.id) OVER w AS next FROM ("
+             "SELECT f.*, CASE WHEN f.fits THEN f.pbytes + f.hbytes ELSE 0 END AS bytes FROM ("
+             "SELECT l.*, l.pbytes + %d + l.ibytes <= $4::bigint AND l.hbytes <= %d AS fits FROM ("
+             "SELECT o.*, coalesce(octet_length(o.payload), 0)::int8 AS pbytes, "
+             "coalesce(pg_column_size(o.headers || '{}'::jsonb), 0)::int8 AS hbytes, "
+             "coalesce(octet_length(o.event_id), 0)::int8 AS ibytes FROM ("
              "SELECT * FROM %s AS o WHERE o.id > $1::bigint AND %s ORDER BY o.id "
-             "LIMIT $2::int) AS o WINDOW w AS (ORDER BY o.id)) AS c "
+             "LIMIT $2::int) AS o) AS l) AS f) AS b WINDOW w AS (ORDER BY b.id)) AS c "
              "WHERE c.rn = 1 OR c.run <= $3::bigint ORDER BY c.id",
-             t, t, due);
+             t, MESSAGE_HEADER_OVERHEAD, MESSAGE_HEADERS_STORED_MAX, t, due);
     /* Marks join through the primary key only. A filter on status here
      * would let the planner drive the join from the partial index of
      * unfinished rows and hash the whole backlog on every mark (it did, at
@@ -248,8 +271,12 @@ int64_t outbox_claim_prev(const PGresult *res, int i)
 
 int64_t outbox_claim_bytes(const PGresult *res, int i)
 {
-    /* octet_length is int4, pg_column_size int4: their sum is int4. */
-    return PQgetisnull(res, i, C_BYTES) ? 0 : be32(PQgetvalue(res, i, C_BYTES));
+    return PQgetisnull(res, i, C_BYTES) ? 0 : be64(PQgetvalue(res, i, C_BYTES));
+}
+
+static int64_t claim_int8(const PGresult *res, int i, int col)
+{
+    return PQgetisnull(res, i, col) ? 0 : be64(PQgetvalue(res, i, col));
 }
 
 bool outbox_claim_cut(const PGresult *res)
@@ -258,7 +285,8 @@ bool outbox_claim_cut(const PGresult *res)
     return n > 0 && !PQgetisnull(res, n - 1, C_NEXT);
 }
 
-struct outbox_row *outbox_row_decode(const PGresult *res, int i, int64_t max_payload)
+struct outbox_row *outbox_row_decode(const PGresult *res, int i, int64_t max_payload,
+                                     const struct subject_policy *subjects)
 {
     struct outbox_row *row = calloc(1, sizeof(*row));
     if (row == NULL)
@@ -275,8 +303,22 @@ struct outbox_row *outbox_row_decode(const PGresult *res, int i, int64_t max_pay
             return NULL;
         }
     }
-    /* Binary text columns are not NUL-terminated in spirit; libpq adds one. */
     char err[512];
+    if (PQgetisnull(res, i, C_FITS) || PQgetvalue(res, i, C_FITS)[0] == 0) {
+        /* Withheld by the claim: judged from its lengths, never read. */
+        if (message_size_possible(
+                claim_int8(res, i, C_PAYLOAD_BYTES), claim_int8(res, i, C_HEADERS_BYTES),
+                claim_int8(res, i, C_EVENT_ID_BYTES), max_payload, err, sizeof(err)))
+            snprintf(err, sizeof(err), "message too large: the claim withheld the row");
+        row->invalid_reason = PUBLISH_TOO_LARGE;
+        row->invalid = strdup(err);
+        if (row->invalid == NULL) {
+            outbox_row_free(row);
+            return NULL;
+        }
+        return row;
+    }
+    /* Binary text columns are not NUL-terminated in spirit; libpq adds one. */
     enum message_result mr = message_build_classified(
         &row->msg, PQgetvalue(res, i, C_SUBJECT), PQgetvalue(res, i, C_EVENT_ID),
         PQgetisnull(res, i, C_HEADERS) ? NULL : PQgetvalue(res, i, C_HEADERS),
@@ -285,6 +327,12 @@ struct outbox_row *outbox_row_decode(const PGresult *res, int i, int64_t max_pay
     if (mr == MESSAGE_NOMEM) {
         outbox_row_free(row);
         return NULL;
+    }
+    if (mr == MESSAGE_OK && subjects != NULL &&
+        !subject_policy_allows(subjects, PQgetvalue(res, i, C_SUBJECT), err, sizeof(err))) {
+        natsMsg_Destroy(row->msg);
+        row->invalid_reason = PUBLISH_INVALID_ROW;
+        mr = MESSAGE_INVALID;
     }
     if (mr == MESSAGE_INVALID) {
         row->msg = NULL;

@@ -29,6 +29,7 @@ struct relay_config {
     char *channel;         /* LISTEN channel */
     char *stream;          /* stream to create when missing; "" = don't manage */
     char *stream_subjects; /* comma-separated subjects for a created stream */
+    char *allow_subjects;  /* other subject patterns rows may publish to, comma-separated */
 
     int batch_size;          /* rows per claim query */
     int max_inflight;        /* rows held by the relay (publishing or waiting on their key) */

@@ -21,7 +21,8 @@ enum message_result {
  * (leading, trailing or double '.'), no whitespace or control character, and
  * no wildcard token ("*" or ">"), and at most 3840 bytes (a longer HPUB line
  * exceeds nats-server's default max_control_line, and the server would close
- * the connection). On false, err says which rule failed.
+ * the connection), and is no system subject ("$...", "_INBOX.":
+ * subject_is_system). On false, err says which rule failed.
  */
 bool message_subject_valid(const char *subject, char *err, size_t errlen);
 
@@ -30,7 +31,9 @@ bool message_subject_valid(const char *subject, char *err, size_t errlen);
  * a JSON object whose values are strings or arrays of strings; names are
  * printable ASCII without ':' and not reserved ("Nats-" prefix, any case:
  * those drive JetStream and would change what the relay does); values hold
- * no CR or LF. On success, adds each to msg (if msg != NULL) and stores the
+ * no CR or LF, are not empty (nats.c consumers cannot read a message with
+ * an empty header value) and neither start nor end with a space or tab
+ * (consumers read them trimmed). On success, adds each to msg (if msg != NULL) and stores the
  * wire size of the header block in *wire_bytes (if not NULL).
  */
 enum message_result message_headers_apply(natsMsg *msg, const char *headers_json,
@@ -71,6 +74,36 @@ size_t message_header_block(natsMsg *msg);
  */
 bool message_fits_with_header(natsMsg *msg, const char *name, const char *value,
                               int64_t max_payload);
+
+/*
+ * The header block every message carries whatever the row's headers:
+ * "NATS/1.0\r\n", "Nats-Msg-Id: " + event_id + "\r\n" and the blank line,
+ * event_id's bytes not counted. A row whose payload plus this is over
+ * max_payload can never be published.
+ */
+#define MESSAGE_HEADER_OVERHEAD 27
+/*
+ * The largest headers (jsonb, uncompressed) the relay reads. jsonb stores a
+ * header in at most its wire line plus a few bytes, so headers stored this
+ * large make a header block far over JetStream's 64 KiB (only empty arrays,
+ * which send nothing, could be stored larger).
+ */
+#define MESSAGE_HEADERS_STORED_MAX (8 * 65536)
+/* nats-server refuses a max_payload above 64 MiB: no message is ever larger. */
+#define MESSAGE_NATS_PAYLOAD_LIMIT (64 * 1024 * 1024)
+
+/* max_payload as a limit: the server's, or the largest any server takes when not known (0). */
+int64_t message_payload_limit(int64_t max_payload);
+
+/*
+ * Judges a row from its stored lengths alone, before any of it is read:
+ * false, with err and the reason class PUBLISH_TOO_LARGE, when it can never
+ * be published (payload plus the relay's own headers over max_payload, or
+ * headers over MESSAGE_HEADERS_STORED_MAX); true when only the whole
+ * message can tell (message_build_classified).
+ */
+bool message_size_possible(int64_t payload_len, int64_t headers_stored_len, int64_t event_id_len,
+                           int64_t max_payload, char *err, size_t errlen);
 
 /* message_build_classified for callers that need no reason class (tests, tools). */
 enum message_result message_build(natsMsg **out, const char *subject, const char *event_id,

@@ -15,6 +15,7 @@
 
 #include "outbox_relay/config.h"
 #include "outbox_relay/inflight.h"
+#include "outbox_relay/subject_pattern.h"
 
 /*
  * Advisory lock classes (the first key; the second names the table):
@@ -42,10 +43,12 @@ extern const char outbox_session_sql[];
 #define OUTBOX_SAMPLE_EXACT 100000
 
 struct outbox_sql {
-    /* $1 cursor (id), $2 rows, $3 bytes: due rows above the cursor in id
-     * order, at most $2 of them, cut where their payload and header bytes
-     * pass $3 (the first row always comes, however large). The session's
-     * planner settings (pg_source.c) keep its plan one ordered index scan. */
+    /* $1 cursor (id), $2 rows, $3 bytes, $4 max_payload: due rows above
+     * the cursor in id order, at most $2 of them, cut where their payload
+     * and header bytes pass $3 (the first row always comes). A row that can
+     * never be published under $4 comes without payload and headers
+     * (withheld: outbox_row_decode says why). The session's planner
+     * settings (pg_source.c) keep its plan one ordered index scan. */
     char *claim;
     /* $1 ids, $2 stream sequences, $3 ack times (epoch microseconds). */
     char *mark_published;
@@ -72,9 +75,12 @@ bool outbox_claim_cut(const PGresult *res);
 
 /*
  * Decodes row i into a new outbox_row with its message built (max_payload:
- * the server's limit, 0 = unchecked). A row that can never be published
- * comes back with msg NULL and `invalid` saying why. NULL: out of memory.
+ * the server's limit, 0 = unchecked; subjects: where rows may publish, NULL
+ * = anywhere message_subject_valid allows). A row that can never be
+ * published comes back with msg NULL and `invalid` saying why. NULL: out of
+ * memory.
  */
-struct outbox_row *outbox_row_decode(const PGresult *res, int i, int64_t max_payload);
+struct outbox_row *outbox_row_decode(const PGresult *res, int i, int64_t max_payload,
+                                     const struct subject_policy *subjects);
 
 #endif

@@ -142,7 +142,13 @@ static const struct {
     {"{\"a\":\"b\"}", MESSAGE_OK, BLOCK(LINE(1, 1)), NULL},
     {"{\"x-trace\":\"abc\",\"Tenant\":\"t1\"}", MESSAGE_OK, BLOCK(LINE(7, 3) + LINE(6, 2)), NULL},
     {"{\"x-trace\":[\"1\",\"22\"]}", MESSAGE_OK, BLOCK(LINE(7, 1) + LINE(7, 2)), NULL},
-    {"{\"a\":\"\"}", MESSAGE_OK, BLOCK(LINE(1, 0)), NULL},
+    /* empty: nats.c cannot read the headers of such a message back (test_hostile_rows) */
+    {"{\"a\":\"\"}", MESSAGE_INVALID, 0, "headers: value of \"a\" is empty"},
+    {"{\"a\":[\"x\",\"\"]}", MESSAGE_INVALID, 0, "headers: value of \"a\" is empty"},
+    /* edge whitespace: consumers read values trimmed */
+    {"{\"a\":\" v\"}", MESSAGE_INVALID, 0, "headers: value of \"a\" has leading or trailing*"},
+    {"{\"a\":\"v\\t\"}", MESSAGE_INVALID, 0, "headers: value of \"a\" has leading or trailing*"},
+    {"{\"a\":\"v w\"}", MESSAGE_OK, BLOCK(LINE(1, 3)), NULL},
     {"{\"a\":\"caf\\u00e9\"}", MESSAGE_OK, BLOCK(LINE(1, 5)), NULL}, /* bytes, not characters */
     {"{\"a\":\"tab\\there\"}", MESSAGE_OK, BLOCK(LINE(1, 8)), NULL},
     {"{\"a\":[],\"b\":\"c\"}", MESSAGE_OK, BLOCK(LINE(1, 1)), NULL},
@@ -442,6 +448,36 @@ START_TEST(test_build_event_id_inner_space_kept)
     ck_assert_int_eq(message_build(&msg, "a.b", "order 42", NULL, "p", 1, 0, err, sizeof(err)),
                      MESSAGE_OK);
     assert_header(msg, "Nats-Msg-Id", 1, "order 42");
+    natsMsg_Destroy(msg);
+}
+END_TEST
+
+/*
+ * nats.c's header map takes some names for a longer name they start: the
+ * message would carry the values under the wrong name. Such a row is
+ * refused; names that only look alike go.
+ */
+START_TEST(test_build_header_names_nats_confuses)
+{
+    static const char *const refused[] = {
+        "{\"Trace\":\"a\",\"Traceparent\":\"b\"}",
+        "{\"X-H10\":\"a\",\"X-H1000\":\"b\"}",
+    };
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        natsMsg *msg = NULL;
+        char err[256] = "";
+        ck_assert_int_eq(message_build(&msg, "a.b", "e", refused[i], "p", 1, 0, err, sizeof(err)),
+                         MESSAGE_INVALID);
+        ck_assert_msg(strstr(err, "confused") != NULL, "%s: %s", refused[i], err);
+        ck_assert_ptr_null(msg);
+    }
+    natsMsg *msg = NULL;
+    char err[256];
+    ck_assert_int_eq(message_build(&msg, "a.b", "e", "{\"X-A\":\"a\",\"X-AB\":[\"b\",\"c\"]}", "p",
+                                   1, 0, err, sizeof(err)),
+                     MESSAGE_OK);
+    assert_header(msg, "X-A", 1, "a");
+    assert_header(msg, "X-AB", 2, "b");
     natsMsg_Destroy(msg);
 }
 END_TEST
@@ -791,6 +827,7 @@ static Suite *message_suite(void)
     tcase_add_test(tc, test_build_headers_present);
     tcase_add_test(tc, test_build_rejects_bad_rows);
     tcase_add_test(tc, test_build_event_id_inner_space_kept);
+    tcase_add_test(tc, test_build_header_names_nats_confuses);
     tcase_add_test(tc, test_build_header_block_limit);
     tcase_add_test(tc, test_build_max_payload_boundary);
     tcase_add_test(tc, test_fits_with_header_counts_the_added_header);
