@@ -160,9 +160,13 @@ static void hex(const unsigned char *data, int len, char *out)
     out[2 * len] = '\0';
 }
 
-/* Whether the message carries exactly the row's headers and its Nats-Msg-Id; why otherwise. */
-static bool same_headers(const struct it_msg *m, const char *headers, const char *event_id,
-                         char *why, size_t len)
+/*
+ * Whether the message carries exactly the row's headers and its Nats-Msg-Id
+ * (and, pipelined, a fence naming the message just before it in the stream,
+ * of the same subject); why otherwise.
+ */
+static bool same_headers(struct it_msgs *in, const struct it_msg *m, const char *headers,
+                         const char *event_id, char *why, size_t len)
 {
     json_t *obj = json_loads(headers, JSON_DECODE_ANY, NULL);
     const char *name;
@@ -200,6 +204,17 @@ static bool same_headers(const struct it_msg *m, const char *headers, const char
         snprintf(why, len, "Nats-Msg-Id \"%.40s\", want \"%.40s\"", id ? id->values[0] : "",
                  event_id);
         ok = false;
+    }
+    const struct it_header *fence = it_msg_header(m, "Nats-Expected-Last-Msg-Id");
+    if (ok && fence != NULL) {
+        const struct it_msg *prev = fence->nvalues == 1 ? it_msgs_find(in, fence->values[0]) : NULL;
+        bool right = prev != NULL && prev->seq + 1 == m->seq && !strcmp(prev->subject, m->subject);
+        if (!right) {
+            snprintf(why, len, "fence \"%.40s\" does not name the message before it on %s",
+                     fence->values[0], m->subject);
+            ok = false;
+        }
+        want++;
     }
     if (ok && m->nheaders != want) {
         snprintf(why, len, "%d headers, want %d", m->nheaders, want);
@@ -240,9 +255,8 @@ START_TEST(test_hostile_corpus)
 
     const char *env[] = {"OUTBOX_STREAM=" STREAM, "OUTBOX_STREAM_SUBJECTS=h.>",
                          "OUTBOX_ALLOW_SUBJECTS=ext.ok.*", "OUTBOX_MAX_INFLIGHT_BYTES=" BUDGET,
-                         /* the fence has its own tests; here every message is the row's own */
-                         "OUTBOX_PIPELINE=off", "OUTBOX_RETRY_BASE_MS=50",
-                         "OUTBOX_RETRY_MAX_MS=200", NULL};
+                         /* pipelined, as by default with OUTBOX_STREAM: the fence is allowed */
+                         "OUTBOX_RETRY_BASE_MS=50", "OUTBOX_RETRY_MAX_MS=200", NULL};
     struct it_relay *relay = it_relay_start(env, NULL);
     bool done = it_wait_until(settled, conn, 60000);
     if (!done)
@@ -286,7 +300,7 @@ START_TEST(test_hostile_corpus)
             if (got)
                 hex(m->data, m->len, got);
             ok = m != NULL && strcmp(m->subject, subject) == 0 && strcmp(got, payload_hex) == 0 &&
-                 same_headers(m, PQgetvalue(res, r, 7), event_id, why, sizeof why);
+                 same_headers(in, m, PQgetvalue(res, r, 7), event_id, why, sizeof why);
             if (m == NULL)
                 snprintf(why, sizeof why, "published, but not in the stream");
             else if (why[0] == '\0' && !ok)

@@ -49,9 +49,7 @@ START_TEST(test_rows_publish_only_to_allowed_subjects)
                    rows[i].subject, i, i, i, i);
 
     const char *env[] = {"OUTBOX_STREAM=ORDERS", "OUTBOX_STREAM_SUBJECTS=orders.>",
-                         "OUTBOX_ALLOW_SUBJECTS=audit.*.ok,billing.>",
-                         /* one publish per key: the fence is not what this test is about */
-                         "OUTBOX_PIPELINE=off", NULL};
+                         "OUTBOX_ALLOW_SUBJECTS=audit.*.ok,billing.>", NULL};
     struct it_relay *relay = it_relay_start(env, NULL);
     bool done = it_wait_until(settled, conn, 30000);
     if (!done)
