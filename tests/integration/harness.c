@@ -1674,6 +1674,13 @@ double it_metric(int port, const char *name)
     return v;
 }
 
+double it_metric_reason(int port, const char *family, const char *reason)
+{
+    char name[160];
+    snprintf(name, sizeof name, "outbox_relay_%s{reason=\"%s\"}", family, reason);
+    return it_metric(port, name);
+}
+
 struct it_metric_want {
     int port;
     const char *name;

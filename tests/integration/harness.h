@@ -264,6 +264,9 @@ bool it_relay_wait_log(struct it_relay *relay, const char *needle, int times, in
  */
 double it_metric(int port, const char *name);
 
+/* outbox_relay_<family>{reason="<reason>"} (e.g. "failed_total", "timeout"); -1 if missing. */
+double it_metric_reason(int port, const char *family, const char *reason);
+
 /* Waits until it_metric(port, name) == want; true if it does. */
 bool it_wait_metric(int port, const char *name, double want, int timeout_ms);
 

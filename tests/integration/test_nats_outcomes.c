@@ -230,22 +230,6 @@ static const struct outcome outcomes[] = {
 };
 #define OUTCOMES ((int)(sizeof outcomes / sizeof outcomes[0]))
 
-/* outbox_relay_<family>{reason="<reason>"} of /metrics; -1 if missing. */
-static double reason_count(int port, const char *family, const char *reason)
-{
-    struct it_http r;
-    double v = -1;
-    char needle[128];
-    snprintf(needle, sizeof needle, "outbox_relay_%s{reason=\"%s\"} ", family, reason);
-    if (it_http_get(port, "/metrics", 5000, &r) == 200) {
-        const char *p = strstr(r.body, needle);
-        if (p != NULL)
-            v = strtod(p + strlen(needle), NULL);
-    }
-    it_http_free(&r);
-    return v;
-}
-
 struct waiting {
     PGconn *conn;
     struct it_relay *relay;
@@ -355,11 +339,11 @@ START_TEST(test_nats_outcome)
     if (o->permanent) {
         ck_assert_str_eq(PQgetvalue(t, 0, 0), "dead");
         ck_assert_str_eq(PQgetvalue(t, 0, 1), "1");
-        ck_assert_int_eq(reason_count(relay->http_port, "dead_total", o->reason), 1);
+        ck_assert_int_eq(it_metric_reason(relay->http_port, "dead_total", o->reason), 1);
     } else {
         ck_assert_str_eq(PQgetvalue(t, 0, 0), "published");
         if (o->reason != NULL)
-            ck_assert_int_ge(reason_count(relay->http_port, "failed_total", o->reason), 1);
+            ck_assert_int_ge(it_metric_reason(relay->http_port, "failed_total", o->reason), 1);
     }
     PQclear(t);
     if (o->arrange == arrange_duplicate) /* the copy already stored is the row's */

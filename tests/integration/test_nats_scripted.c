@@ -194,22 +194,6 @@ static void script_start(void)
     pthread_detach(t);
 }
 
-/* outbox_relay_<family>{reason="<reason>"} of /metrics; -1 if missing. */
-static double reason_count(int port, const char *family, const char *reason)
-{
-    struct it_http r;
-    double v = -1;
-    char needle[128];
-    snprintf(needle, sizeof needle, "outbox_relay_%s{reason=\"%s\"} ", family, reason);
-    if (it_http_get(port, "/metrics", 5000, &r) == 200) {
-        const char *p = strstr(r.body, needle);
-        if (p != NULL)
-            v = strtod(p + strlen(needle), NULL);
-    }
-    it_http_free(&r);
-    return v;
-}
-
 struct fates {
     PGconn *conn;
     int64_t want;
@@ -283,9 +267,9 @@ START_TEST(test_every_jetstream_code_of_the_table)
     }
     for (int reason = 0; reason < PUBLISH_REASONS; reason++) {
         const char *label = publish_reason_label((enum publish_reason)reason);
-        ck_assert_msg(reason_count(relay->http_port, "dead_total", label) == dead[reason],
+        ck_assert_msg(it_metric_reason(relay->http_port, "dead_total", label) == dead[reason],
                       "dead_total{reason=\"%s\"}", label);
-        ck_assert_msg(reason_count(relay->http_port, "failed_total", label) == failed[reason],
+        ck_assert_msg(it_metric_reason(relay->http_port, "failed_total", label) == failed[reason],
                       "failed_total{reason=\"%s\"}", label);
     }
     ck_assert_int_eq(it_relay_exit_code(relay), -1000);
