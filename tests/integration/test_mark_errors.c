@@ -37,9 +37,15 @@ static bool marks_failed_twice(void *relay)
 }
 
 /* Runs the relay into a mark fault that `remove_sql` then removes; asserts the promises. */
-static void run_through_mark_fault(PGconn *conn, const char *remove_sql)
+static void run_through_mark_fault(PGconn *conn, const char *remove_sql, const char *extra_env)
 {
-    struct it_relay *relay = it_relay_start_http(relay_env, NULL);
+    const char *env[8];
+    size_t n = 0;
+    for (; relay_env[n] != NULL; n++)
+        env[n] = relay_env[n];
+    env[n++] = extra_env;
+    env[n] = NULL;
+    struct it_relay *relay = it_relay_start_http(env, NULL);
     bool failed = it_wait_until(marks_failed_twice, relay, 30000);
     if (!failed)
         it_relay_dump_log(relay);
@@ -71,14 +77,16 @@ START_TEST(test_mark_refused_by_constraint)
     it_pg_exec(conn, "ALTER TABLE outbox ADD CONSTRAINT no_pub CHECK (status <> 'published')"
                      " NOT VALID");
     insert_rows(conn);
-    run_through_mark_fault(conn, "ALTER TABLE outbox DROP CONSTRAINT no_pub");
+    run_through_mark_fault(conn, "ALTER TABLE outbox DROP CONSTRAINT no_pub", NULL);
     PQfinish(conn);
 }
 END_TEST
 
 /*
  * The mark outlives the session's statement_timeout: a trigger holds the
- * UPDATE of a row to published longer than the timeout the relay's role has.
+ * UPDATE of a row to published longer than the relay's statement deadline
+ * (OUTBOX_PG_TIMEOUT_MS, which the relay also sets as its sessions'
+ * statement_timeout).
  */
 START_TEST(test_mark_cancelled_by_statement_timeout)
 {
@@ -90,10 +98,7 @@ START_TEST(test_mark_cancelled_by_statement_timeout)
                      "CREATE TRIGGER slow_mark BEFORE UPDATE ON outbox FOR EACH ROW"
                      " WHEN (NEW.status = 'published') EXECUTE FUNCTION slow_mark()");
     insert_rows(conn);
-    /* For the relay's sessions only: this one opened before. */
-    it_pg_exec(conn, "ALTER ROLE CURRENT_USER SET statement_timeout = '300ms'");
-    run_through_mark_fault(conn, "DROP TRIGGER slow_mark ON outbox;"
-                                 "ALTER ROLE CURRENT_USER RESET statement_timeout");
+    run_through_mark_fault(conn, "DROP TRIGGER slow_mark ON outbox", "OUTBOX_PG_TIMEOUT_MS=300");
     PQfinish(conn);
 }
 END_TEST
