@@ -75,7 +75,8 @@ static void claimer_on_page(void *arg, PGresult *res)
             scan_row_blocked(&c->scan, prev);
             continue;
         }
-        struct outbox_row *row = outbox_row_decode(res, i, js_sink_max_payload(c->js));
+        struct outbox_row *row = outbox_row_decode(res, i, js_sink_max_payload(c->js),
+                                                   config_cloudevents_source(c->cfg));
         if (row == NULL)
             continue; /* out of memory: a later pass claims it again */
         c->claimed_total++;

@@ -74,7 +74,10 @@ bool outbox_claim_cut(const PGresult *res);
  * Decodes row i into a new outbox_row with its message built (max_payload:
  * the server's limit, 0 = unchecked). A row that can never be published
  * comes back with msg NULL and `invalid` saying why. NULL: out of memory.
+ * ce_source: the message carries the CloudEvents binary-mode headers with
+ * this ce-source (see cloudevents.h); NULL: it carries none.
  */
-struct outbox_row *outbox_row_decode(const PGresult *res, int i, int64_t max_payload);
+struct outbox_row *outbox_row_decode(const PGresult *res, int i, int64_t max_payload,
+                                     const char *ce_source);
 
 #endif
