@@ -149,6 +149,40 @@ START_TEST(test_off_by_default_no_ce_header)
 }
 END_TEST
 
+/* A replayed message is the same CloudEvent: the same ce- headers as the relay's publish. */
+START_TEST(test_replay_carries_the_same_ce_headers)
+{
+    it_js_add_stream(STREAM, subjects);
+    PGconn *conn = it_pg_connect();
+    it_pg_exec(conn, "INSERT INTO outbox (event_id, subject, payload, headers) VALUES"
+                     " ('ev-r', 'it.ce.order.paid', convert_to('{}', 'UTF8'),"
+                     "  '{\"Content-Type\": \"application/json\"}')");
+    const char *env[] = {"OUTBOX_CLOUDEVENTS=binary", "OUTBOX_CLOUDEVENTS_SOURCE=" SOURCE, NULL};
+    struct it_relay *relay = it_relay_start(env, NULL);
+    ck_assert_int_eq(it_pg_wait_published(conn, 1, 30000), 1);
+    it_relay_stop(relay);
+
+    const char *args[] = {"replay", "--fresh-id", "--ids", "1", NULL};
+    char *output = NULL;
+    ck_assert_msg(it_relay_run(env, args, 30000, &output) == 0, "replay failed:\n%s", output);
+    free(output);
+
+    struct it_msgs m;
+    it_js_read_stream(STREAM, &m);
+    ck_assert_uint_eq(m.count, 2);
+    const char *names[] = {"ce-specversion", "ce-id",   "ce-source",
+                           "ce-type",        "ce-time", "ce-datacontenttype"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        const char *original = header(&m.msgs[0], names[i]);
+        ck_assert_msg(original != NULL, "the relay's message has no %s", names[i]);
+        assert_header(&m.msgs[1], names[i], original);
+    }
+    assert_header(&m.msgs[1], "ce-id", "ev-r");
+    it_msgs_free(&m);
+    PQfinish(conn);
+}
+END_TEST
+
 /* A bad setting exits 2 at start, naming it. */
 START_TEST(test_bad_settings_exit_2)
 {
@@ -180,6 +214,7 @@ int main(void)
     TCase *tc = it_tcase(suite, "cloudevents", it_start_servers, 120);
     tcase_add_test(tc, test_binary_mode_headers_read_back);
     tcase_add_test(tc, test_off_by_default_no_ce_header);
+    tcase_add_test(tc, test_replay_carries_the_same_ce_headers);
     tcase_add_test(tc, test_bad_settings_exit_2);
     return run_suite(suite);
 }
