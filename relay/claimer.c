@@ -89,8 +89,8 @@ static void claimer_on_page(void *arg, PGresult *res)
             scan_row_blocked(&c->scan, prev);
             continue;
         }
-        struct outbox_row *row =
-            outbox_row_decode(res, i, js_sink_max_payload(c->js), &c->subjects);
+        struct outbox_row *row = outbox_row_decode(res, i, js_sink_max_payload(c->js), &c->subjects,
+                                                   config_cloudevents_source(c->cfg));
         if (row == NULL)
             continue; /* out of memory: a later pass claims it again */
         c->claimed_total++;

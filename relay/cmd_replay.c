@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "outbox_relay/cloudevents.h"
 #include "outbox_relay/cmd.h"
 #include "outbox_relay/message.h"
 
@@ -43,7 +44,8 @@ int cmd_replay(struct cmd_ctx *ctx)
     char *sql = t == NULL ? NULL
                           : str_printf("SELECT o.id, o.event_id, o.subject, "
                                        "CASE WHEN o.status = 'published' THEN o.payload END, "
-                                       "o.headers::text, gen_random_uuid()::text, o.status "
+                                       "o.headers::text, gen_random_uuid()::text, o.status, "
+                                       "extract(epoch FROM o.created_at)::float8 "
                                        "FROM %s AS o WHERE true%s ORDER BY o.id",
                                        t, where.s);
     free(t);
@@ -91,10 +93,22 @@ int cmd_replay(struct cmd_ctx *ctx)
         char err[512] = "", outcome[64] = "";
         natsMsg *msg = NULL;
         uint64_t seq = 0;
-        /* The same message the relay built (headers, payload), then the replay marks. */
+        /* The same message the relay built (headers, payload), then the replay marks. The
+         * CloudEvent is the same event: ce-id stays the event_id under a fresh message id. */
+        const char *headers = PQgetvalue(rows, i, 4),
+                   *ce_source = config_cloudevents_source(&ctx->cfg);
+        char *with_ce = NULL;
         enum message_result r =
-            message_build(&msg, subject, msg_id, PQgetvalue(rows, i, 4), (const char *)payload, len,
-                          max_payload, err, sizeof(err));
+            ce_source == NULL
+                ? MESSAGE_OK
+                : cloudevents_headers(headers, subject, event_id,
+                                      strtod(PQgetvalue(rows, i, 7), NULL), ce_source, &with_ce);
+        if (r == MESSAGE_OK)
+            r = message_build(&msg, subject, msg_id, with_ce != NULL ? with_ce : headers,
+                              (const char *)payload, len, max_payload, err, sizeof(err));
+        else
+            snprintf(err, sizeof(err), "out of memory");
+        free(with_ce);
         PQfreemem(payload);
         if (r == MESSAGE_OK) {
             natsMsgHeader_Set(msg, HEADER_REPLAY, "true");

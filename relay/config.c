@@ -145,6 +145,14 @@ static const struct setting settings[] = {
      "auto: publish many rows of one ordering_key at once, fenced by Nats-Expected-Last-Msg-Id, "
      "when OUTBOX_STREAM is set (the relay must be the stream's only writer); off: one publish "
      "per key at a time"},
+
+    {"OUTBOX_CLOUDEVENTS", "cloudevents", STR(cloudevents), "off", 0, 0,
+     "binary: each message carries CloudEvents ce- headers (ce-specversion, ce-id = event_id, "
+     "ce-source, ce-type = subject, ce-time = created_at, ce-datacontenttype from the row's "
+     "Content-Type); a header the row sets wins. off: none"},
+    {"OUTBOX_CLOUDEVENTS_SOURCE", "cloudevents-source", STR(cloudevents_source), "", 0, 0,
+     "ce-source of every message (a URI-reference, e.g. /orders-service); required when "
+     "OUTBOX_CLOUDEVENTS=binary"},
 };
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
 
@@ -368,6 +376,20 @@ static int config_validate(struct relay_config *cfg, char *err, size_t errlen)
     if (strcmp(cfg->pipeline, "auto") != 0 && strcmp(cfg->pipeline, "off") != 0) {
         fail(err, errlen, "OUTBOX_PIPELINE: \"%s\" is not auto or off", cfg->pipeline);
         return -1;
+    }
+    if (strcmp(cfg->cloudevents, "off") != 0 && strcmp(cfg->cloudevents, "binary") != 0) {
+        fail(err, errlen, "OUTBOX_CLOUDEVENTS: \"%s\" is not off or binary", cfg->cloudevents);
+        return -1;
+    }
+    if (strcmp(cfg->cloudevents, "binary") == 0 && cfg->cloudevents_source[0] == '\0') {
+        fail(err, errlen, "OUTBOX_CLOUDEVENTS_SOURCE: must be set when OUTBOX_CLOUDEVENTS=binary");
+        return -1;
+    }
+    for (const char *p = cfg->cloudevents_source; *p; p++) {
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+            fail(err, errlen, "OUTBOX_CLOUDEVENTS_SOURCE: contains a control character");
+            return -1;
+        }
     }
     struct stream_spec spec;
     if (stream_spec_from_config(cfg, &spec, err, errlen) < 0)
@@ -737,4 +759,9 @@ size_t config_unknown_env(char *const *envp,
 bool config_pipelined(const struct relay_config *cfg)
 {
     return strcmp(cfg->pipeline, "auto") == 0 && cfg->stream[0] != '\0';
+}
+
+const char *config_cloudevents_source(const struct relay_config *cfg)
+{
+    return strcmp(cfg->cloudevents, "binary") == 0 ? cfg->cloudevents_source : NULL;
 }

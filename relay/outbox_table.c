@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "outbox_relay/cloudevents.h"
 #include "outbox_relay/message.h"
 
 /* Column order of the claim. */
@@ -286,7 +287,7 @@ bool outbox_claim_cut(const PGresult *res)
 }
 
 struct outbox_row *outbox_row_decode(const PGresult *res, int i, int64_t max_payload,
-                                     const struct subject_policy *subjects)
+                                     const struct subject_policy *subjects, const char *ce_source)
 {
     struct outbox_row *row = calloc(1, sizeof(*row));
     if (row == NULL)
@@ -319,11 +320,20 @@ struct outbox_row *outbox_row_decode(const PGresult *res, int i, int64_t max_pay
         return row;
     }
     /* Binary text columns are not NUL-terminated in spirit; libpq adds one. */
+    const char *subject = PQgetvalue(res, i, C_SUBJECT);
+    const char *event_id = PQgetvalue(res, i, C_EVENT_ID);
+    const char *headers = PQgetisnull(res, i, C_HEADERS) ? NULL : PQgetvalue(res, i, C_HEADERS);
+    char *with_ce = NULL;
+    if (ce_source != NULL && cloudevents_headers(headers, subject, event_id, row->created_at,
+                                                 ce_source, &with_ce) == MESSAGE_NOMEM) {
+        outbox_row_free(row);
+        return NULL;
+    }
     enum message_result mr = message_build_classified(
-        &row->msg, PQgetvalue(res, i, C_SUBJECT), PQgetvalue(res, i, C_EVENT_ID),
-        PQgetisnull(res, i, C_HEADERS) ? NULL : PQgetvalue(res, i, C_HEADERS),
+        &row->msg, subject, event_id, with_ce != NULL ? with_ce : headers,
         PQgetvalue(res, i, C_PAYLOAD), (size_t)PQgetlength(res, i, C_PAYLOAD), max_payload,
         &row->invalid_reason, err, sizeof(err));
+    free(with_ce);
     if (mr == MESSAGE_NOMEM) {
         outbox_row_free(row);
         return NULL;

@@ -75,10 +75,16 @@ struct relay_config {
     int retention_interval_ms; /* how often retention looks for old rows */
 
     char *pipeline; /* auto | off: pipelining a key's publishes (see pub_chain.h) */
+
+    char *cloudevents;        /* off | binary: CloudEvents ce- headers (see cloudevents.h) */
+    char *cloudevents_source; /* ce-source; required with binary */
 };
 
 /* Whether a key's publishes are pipelined: OUTBOX_PIPELINE=auto and OUTBOX_STREAM set. */
 bool config_pipelined(const struct relay_config *cfg);
+
+/* ce-source when OUTBOX_CLOUDEVENTS=binary; NULL when messages carry no CloudEvents headers. */
+const char *config_cloudevents_source(const struct relay_config *cfg);
 
 /*
  * Fill cfg from defaults, then OUTBOX_* variables, then flags (flags win),

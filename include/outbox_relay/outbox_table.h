@@ -78,9 +78,10 @@ bool outbox_claim_cut(const PGresult *res);
  * the server's limit, 0 = unchecked; subjects: where rows may publish, NULL
  * = anywhere message_subject_valid allows). A row that can never be
  * published comes back with msg NULL and `invalid` saying why. NULL: out of
- * memory.
+ * memory. ce_source: the message carries the CloudEvents binary-mode
+ * headers with this ce-source (see cloudevents.h); NULL: it carries none.
  */
 struct outbox_row *outbox_row_decode(const PGresult *res, int i, int64_t max_payload,
-                                     const struct subject_policy *subjects);
+                                     const struct subject_policy *subjects, const char *ce_source);
 
 #endif
