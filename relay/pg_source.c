@@ -120,10 +120,19 @@ static void pg_watch(struct pg_source *src, int events)
     pg_rearm(src, events);
 }
 
+/*
+ * A statement's own deadline is the server's statement_timeout; the relay
+ * waits half as long again before it gives the session up. So a statement
+ * that runs too long comes back as an error on a session the relay keeps
+ * (and with it the leader lock), and only a server or network that answers
+ * nothing costs the session. Both end within three quarters of the lease.
+ */
 static int pg_deadline_ms(const struct pg_source *src)
 {
-    return src->state == PG_CONNECTING ? src->cfg->pg_timeout_ms
-                                       : config_statement_deadline_ms(src->cfg);
+    if (src->state == PG_CONNECTING)
+        return src->cfg->pg_timeout_ms;
+    int statement = config_statement_deadline_ms(src->cfg);
+    return statement + statement / 2;
 }
 
 static void pg_deadline_arm(struct pg_source *src)
@@ -408,10 +417,10 @@ static void pg_on_reconnect(struct ev_loop *loop, ev_timer *w, int revents)
 static void pg_on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct pg_source *src = (struct pg_source *)((char *)w - offsetof(struct pg_source, deadline));
-    char why[128];
+    char why[256];
     snprintf(why, sizeof(why),
-             "%s did not finish within %d ms (OUTBOX_PG_TIMEOUT_MS, for a query at most half "
-             "OUTBOX_LEADER_LEASE_MS)",
+             "%s did not finish within %d ms (OUTBOX_PG_TIMEOUT_MS; a query: its statement "
+             "deadline, at most half OUTBOX_LEADER_LEASE_MS, and half as long again)",
              src->state == PG_CONNECTING ? "connect" : "query", pg_deadline_ms(src));
     pg_lost(src, why);
 }

@@ -85,7 +85,7 @@ START_TEST(test_verify_full_with_client_certificate)
     it_pg_exec(conn, "ALTER SYSTEM SET ssl = on");
     it_pg_exec(conn, "ALTER SYSTEM SET ssl_ca_file = 'root.crt'");
     it_pg_exec(conn, "CREATE ROLE certuser LOGIN");
-    it_pg_exec(conn, "GRANT SELECT, UPDATE ON outbox TO certuser");
+    it_pg_exec(conn, "GRANT SELECT, UPDATE, DELETE ON outbox TO certuser");
     it_pg_exec(conn, "SELECT pg_reload_conf()");
     PQfinish(conn);
     it_pg_restart(); /* certificate files are read at start (and reload); a restart is certain */

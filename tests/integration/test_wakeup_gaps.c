@@ -133,9 +133,11 @@ START_TEST(test_rows_after_a_failed_claim_are_found)
     const char *subjects[] = {"it.gaps.>", NULL};
     it_js_add_stream(STREAM, subjects);
     PGconn *conn = it_pg_connect(), *locker = it_pg_connect();
-    /* The relay's sessions only: these two opened before. */
-    it_pg_exec(conn, "ALTER ROLE CURRENT_USER SET statement_timeout = '500ms'");
-    struct it_relay *relay = it_relay_start(quiet_env, NULL);
+    /* The relay's statement deadline, which its sessions also set as statement_timeout. */
+    const char *env[] = {"OUTBOX_POLL_INTERVAL_MS=600000",    "OUTBOX_METRICS_INTERVAL_MS=600000",
+                         "OUTBOX_RETENTION_INTERVAL_MS=600000", "OUTBOX_LEADER_LEASE_MS=600000",
+                         "OUTBOX_PG_TIMEOUT_MS=500",            NULL};
+    struct it_relay *relay = it_relay_start(env, NULL);
     ck_assert_msg(it_wait_until(relay_asleep, conn, 30000), "the relay never slept");
 
     it_pg_exec(locker, "BEGIN; LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE");
@@ -146,7 +148,6 @@ START_TEST(test_rows_after_a_failed_claim_are_found)
                                    " FROM pg_stat_activity AS a WHERE " RELAY_BACKEND);
     ck_assert_msg(it_wait_until(relay_wait_cancelled, &w, 5000), "the claim was not cancelled");
     it_pg_exec(locker, "INSERT INTO outbox (subject, payload) VALUES ('it.gaps.b', 'b'); COMMIT");
-    it_pg_exec(conn, "ALTER ROLE CURRENT_USER RESET statement_timeout");
 
     assert_published_once(conn, relay);
     it_relay_stop(relay);
