@@ -448,15 +448,17 @@ int admin_requeue_dead(const struct relay_config *cfg, FILE *out)
         return 1;
     }
     char *t = config_table_sql(cfg);
-    PGresult *res = t == NULL ? NULL
-                              : exec_fmt(conn,
-                                         "WITH requeued AS (UPDATE %s SET status = "
-                                         "'pending', attempts = 0, next_attempt_at = NULL "
-                                         "WHERE status = 'dead' RETURNING 1), "
-                                         "wake AS (SELECT pg_notify('%s', '')) "
-                                         "SELECT count(*) FROM requeued, "
-                                         "(SELECT 1 FROM wake) AS w",
-                                         t, cfg->channel);
+    PGresult *res =
+        t == NULL
+            ? NULL
+            : exec_fmt(conn,
+                       "WITH requeued AS (UPDATE %s SET status = "
+                       "'pending', attempts = 0, next_attempt_at = NULL, dead_lettered_at = NULL "
+                       "WHERE status = 'dead' RETURNING 1), "
+                       "wake AS (SELECT pg_notify('%s', '')) "
+                       "SELECT count(*) FROM requeued, "
+                       "(SELECT 1 FROM wake) AS w",
+                       t, cfg->channel);
     free(t);
     int rc = 0;
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
