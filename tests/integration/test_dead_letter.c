@@ -174,6 +174,24 @@ START_TEST(test_dead_letter_retried_until_a_stream_takes_it_and_sent_again_after
 }
 END_TEST
 
+START_TEST(test_check_wants_a_stream_on_the_dead_letter_subject)
+{
+    const char *live[] = {"it.dl.live.>", NULL};
+    it_js_add_stream("IT_LIVE", live);
+    const char *env[] = {"OUTBOX_DEAD_LETTER_SUBJECT=" DLQ, NULL};
+    const char *check[] = {"--check", NULL};
+    char *out = NULL;
+    ck_assert_int_eq(it_relay_run(env, check, 30000, &out), 1);
+    ck_assert_msg(strstr(out, "FAIL dead-letter subject " DLQ) != NULL, "%s", out);
+    free(out);
+    const char *dlq[] = {DLQ, NULL};
+    it_js_add_stream("IT_DLQ", dlq);
+    ck_assert_int_eq(it_relay_run(env, check, 30000, &out), 0);
+    ck_assert_msg(strstr(out, "ok   dead-letter subject " DLQ) != NULL, "%s", out);
+    free(out);
+}
+END_TEST
+
 START_TEST(test_bad_dead_letter_subject_exits_2)
 {
     const char *bad[] = {"dead.>", "$JS.dead", "_INBOX.x", "dead..x", NULL};
@@ -196,6 +214,7 @@ int main(void)
     tcase_add_test(tc, test_dead_rows_arrive_on_the_dead_letter_subject);
     tcase_add_test(tc,
                    test_dead_letter_retried_until_a_stream_takes_it_and_sent_again_after_requeue);
+    tcase_add_test(tc, test_check_wants_a_stream_on_the_dead_letter_subject);
     tcase_add_test(tc, test_bad_dead_letter_subject_exits_2);
     return run_suite(suite);
 }
