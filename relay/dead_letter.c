@@ -213,8 +213,7 @@ static const char *dl_reason(const char *last_error)
 /* Control characters would break the header line: spaces instead. */
 static void dl_header_text(char *out, size_t len, const char *in)
 {
-    if (out != in)
-        snprintf(out, len, "%s", in);
+    snprintf(out, len, "%s", in);
     for (char *p = out; *p; p++)
         if ((unsigned char)*p < 0x20 || *p == 0x7f)
             *p = ' ';
@@ -240,10 +239,18 @@ static natsMsg *dl_build(struct dead_letter *d, PGresult *res, int row, int64_t 
     int attempts = atoi(PQgetvalue(res, row, Q_ATTEMPTS));
     char msg_id[512], error[DL_ERROR_MAX];
     /* One id per death of the row: a retried dead letter is deduplicated,
-     * the letter of a row that dies again after a requeue is not. */
-    snprintf(msg_id, sizeof(msg_id), "dead-%s-%d", PQgetvalue(res, row, Q_EVENT_ID),
-             atoi(PQgetvalue(res, row, Q_LETTERS)) + 1);
-    dl_header_text(msg_id, 0, msg_id);
+     * the letter of a row that dies again after a requeue is not. An
+     * event_id that could not be an id (it may be why the row died) gives
+     * way to the row id. */
+    const char *event_id = PQgetvalue(res, row, Q_EVENT_ID);
+    int letters = atoi(PQgetvalue(res, row, Q_LETTERS)) + 1;
+    bool plain = event_id[0] != '\0' && strlen(event_id) < sizeof(msg_id) - 32;
+    for (const char *p = event_id; plain && *p; p++)
+        plain = (unsigned char)*p > ' ' && *p != 0x7f;
+    if (plain)
+        snprintf(msg_id, sizeof(msg_id), "dead-%s-%d", event_id, letters);
+    else
+        snprintf(msg_id, sizeof(msg_id), "dead-row-%s-%d", PQgetvalue(res, row, Q_ID), letters);
     dl_header_text(error, sizeof(error), PQgetvalue(res, row, Q_ERROR));
     natsMsg *msg = NULL;
     for (int with_payload = payload != NULL; with_payload >= 0; with_payload--) {
@@ -252,8 +259,9 @@ static natsMsg *dl_build(struct dead_letter *d, PGresult *res, int row, int64_t 
         char attempts_s[16];
         snprintf(attempts_s, sizeof(attempts_s), "%d", attempts);
         const char *subject = PQgetvalue(res, row, Q_SUBJECT);
-        char subject_h[DL_ERROR_MAX];
+        char subject_h[DL_ERROR_MAX], event_id_h[DL_ERROR_MAX];
         dl_header_text(subject_h, sizeof(subject_h), subject);
+        dl_header_text(event_id_h, sizeof(event_id_h), event_id);
         if (natsMsg_Create(&msg, d->cfg->dead_letter_subject, NULL,
                            with_payload ? (const char *)payload : NULL,
                            with_payload ? (int)payload_len : 0) != NATS_OK) {
@@ -264,11 +272,15 @@ static natsMsg *dl_build(struct dead_letter *d, PGresult *res, int row, int64_t 
             break;
         natsStatus s = natsMsgHeader_Set(msg, "Nats-Msg-Id", msg_id);
         s = s ? s : natsMsgHeader_Set(msg, DEAD_HEADER_ID, PQgetvalue(res, row, Q_ID));
+        /* An empty value would not read back (nats.c: a protocol error). */
+        if (s == NATS_OK && event_id_h[0] != '\0')
+            s = natsMsgHeader_Set(msg, DEAD_HEADER_EVENT_ID, event_id_h);
         s = s ? s : natsMsgHeader_Set(msg, DEAD_HEADER_SUBJECT, subject_h);
         s = s ? s
               : natsMsgHeader_Set(msg, DEAD_HEADER_REASON,
                                   dl_reason(PQgetvalue(res, row, Q_ERROR)));
-        s = s ? s : natsMsgHeader_Set(msg, DEAD_HEADER_ERROR, error);
+        if (s == NATS_OK && error[0] != '\0')
+            s = natsMsgHeader_Set(msg, DEAD_HEADER_ERROR, error);
         s = s ? s : natsMsgHeader_Set(msg, DEAD_HEADER_ATTEMPTS, attempts_s);
         if (s == NATS_OK && !headers_ok)
             s = natsMsgHeader_Set(msg, DEAD_HEADER_HEADERS_OMITTED, "invalid");

@@ -59,18 +59,21 @@ START_TEST(test_dead_rows_arrive_on_the_dead_letter_subject)
     /* Over the server's max_payload (1 MiB): its dead letter goes without it. */
     it_pg_exec(conn, "INSERT INTO outbox (subject, event_id, payload) VALUES "
                      "('it.dl.live.c', 'ev-c', convert_to(repeat('c', 2000000), 'UTF8'))");
+    /* An event_id that cannot be an id: the letter's id comes from the row id. */
+    it_pg_exec(conn, "INSERT INTO outbox (subject, event_id, payload) VALUES "
+                     "('it.dl.live.d', '', 'pd')");
     insert_live(conn, LIVE / 2 + 1, LIVE);
 
     int64_t lettered = it_pg_wait_int(
         conn, "SELECT count(*) FROM outbox WHERE status = 'dead' AND dead_lettered_at IS NOT NULL",
-        3, 30000);
-    if (lettered != 3)
+        4, 30000);
+    if (lettered != 4)
         it_relay_dump_log(relay);
-    ck_assert_int_eq(lettered, 3);
+    ck_assert_int_eq(lettered, 4);
     ck_assert_int_eq(it_pg_wait_published(conn, LIVE, 30000), LIVE);
 
     struct it_msgs msgs;
-    it_js_read_stream_once("IT_DL", LIVE + 3, &msgs);
+    it_js_read_stream_once("IT_DL", LIVE + 4, &msgs);
     char id[32];
 
     const struct it_msg *a = it_msgs_find(&msgs, "dead-ev-a-1");
@@ -80,6 +83,7 @@ START_TEST(test_dead_rows_arrive_on_the_dead_letter_subject)
     ck_assert(memcmp(a->data, "pa", 2) == 0);
     snprintf(id, sizeof id, "%lld", (long long)id_of(conn, "ev-a"));
     expect_header(a, DEAD_HEADER_ID, id);
+    expect_header(a, DEAD_HEADER_EVENT_ID, "ev-a");
     expect_header(a, DEAD_HEADER_SUBJECT, "it.dl.live.a");
     expect_header(a, DEAD_HEADER_REASON, "invalid_row");
     expect_header(a, DEAD_HEADER_ATTEMPTS, "1");
@@ -106,9 +110,17 @@ START_TEST(test_dead_rows_arrive_on_the_dead_letter_subject)
     expect_header(c, DEAD_HEADER_PAYLOAD_OMITTED, "2000000");
     expect_header(c, DEAD_HEADER_SUBJECT, "it.dl.live.c");
     expect_header(c, DEAD_HEADER_REASON, "too_large");
+
+    char dead_id[64];
+    snprintf(dead_id, sizeof dead_id, "dead-row-%lld-1",
+             (long long)it_pg_int(conn, "SELECT id FROM outbox WHERE subject = 'it.dl.live.d'"));
+    const struct it_msg *e = it_msgs_find(&msgs, dead_id);
+    ck_assert_ptr_nonnull(e);
+    expect_header(e, DEAD_HEADER_REASON, "invalid_row");
+    ck_assert_int_eq(e->len, 2);
     it_msgs_free(&msgs);
 
-    ck_assert(it_wait_metric(relay->http_port, "outbox_relay_dead_letters_total", 3, 10000));
+    ck_assert(it_wait_metric(relay->http_port, "outbox_relay_dead_letters_total", 4, 10000));
     ck_assert_int_eq(it_relay_exit_code(relay), -1000);
     it_relay_stop(relay);
     PQfinish(conn);
