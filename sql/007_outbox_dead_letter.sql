@@ -15,3 +15,13 @@ COMMENT ON COLUMN outbox.dead_lettered_at IS 'When the row''s dead letter was st
 CREATE INDEX IF NOT EXISTS outbox_dead_letter_due_idx
     ON outbox (id)
     WHERE status = 'dead' AND dead_lettered_at IS NULL;
+
+-- The relay's group role (sql/005, an example) records dead letters and its
+-- requeue clears them.
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'outbox_relay') THEN
+        GRANT UPDATE (dead_lettered_at, dead_letters) ON outbox TO outbox_relay;
+    END IF;
+END
+$$;
