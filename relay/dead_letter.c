@@ -77,11 +77,12 @@ static void dl_round_ended(struct dead_letter *d)
 
 static void dl_failed(struct dead_letter *d, int64_t id, const char *error)
 {
+    bool first = !d->round_failed;
     d->failures_total++;
     d->round_failed = true;
-    /* One line per failing round, not one per row: a subject no stream
-     * takes fails every row alike. */
-    if (d->failing_rounds == 0 || d->failing_rounds % 10 == 0)
+    /* One line for the first failing round and every tenth after, not one
+     * per row: a subject no stream takes fails every row alike. */
+    if (first && d->failing_rounds % 10 == 0)
         log_warn("dead letter not published: retrying with backoff", "{s:I, s:s, s:s}", "id",
                  (json_int_t)id, "subject", d->cfg->dead_letter_subject, "error", error);
 }
