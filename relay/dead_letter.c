@@ -13,6 +13,8 @@
 
 /* Rows per round: dead rows are exceptional, and a round holds their payloads. */
 #define DL_BATCH 100
+/* Payload bytes one round fetches at most (a larger row still comes, alone). */
+#define DL_MAX_BYTES (8 * 1024 * 1024)
 /* Between rounds when nothing failed: the marks of dead rows also wake it. */
 #define DL_INTERVAL_S 10.0
 /* A dead letter's error header: the row's last_error, cut to this many bytes. */
@@ -328,7 +330,7 @@ static void dl_on_selected(void *arg, PGresult *res)
     int64_t max_payload = js_sink_max_payload(d->js);
     if (max_payload <= 0)
         max_payload = DL_DEFAULT_MAX_PAYLOAD;
-    d->again = d->again || rows >= DL_BATCH;
+    d->again = true; /* a batch cut by rows or bytes: more may be due */
     for (int i = 0; i < rows; i++) {
         int64_t id = strtoll(PQgetvalue(res, i, Q_ID), NULL, 10);
         natsMsg *msg = dl_room(d) ? dl_build(d, res, i, max_payload) : NULL;
@@ -399,14 +401,20 @@ struct dead_letter *dead_letter_create(struct ev_loop *loop, const struct relay_
     }
     *d = (struct dead_letter){.loop = loop, .cfg = cfg, .pg = pg, .js = js};
     /* Through the partial index of dead rows not yet dead-lettered (sql/007).
-     * A payload too large to send is not read: its size says why it is
-     * missing. */
+     * A payload too large to send ($2) is not read: its size says why it is
+     * missing. The payloads fetched stop at DL_MAX_BYTES, summed from the
+     * stored lengths as the claim does (the first row always comes). */
     d->select_sql = str_printf(
-        "SELECT id, event_id, subject, CASE WHEN octet_length(payload) + "
-        "octet_length(headers::text) <= $2::bigint THEN payload END, octet_length(payload), "
-        "headers::text, attempts, COALESCE(last_error, ''), dead_letters FROM %s "
-        "WHERE status = 'dead' AND dead_lettered_at IS NULL ORDER BY id LIMIT $1::int",
-        t);
+        "SELECT c.id, c.event_id, c.subject, CASE WHEN c.fits THEN c.payload END, c.size, "
+        "c.headers::text, c.attempts, COALESCE(c.last_error, ''), c.dead_letters FROM ("
+        "SELECT o.*, octet_length(o.payload) AS size, "
+        "octet_length(o.payload) + octet_length(o.headers::text) <= $2::bigint AS fits, "
+        "sum(CASE WHEN octet_length(o.payload) + octet_length(o.headers::text) <= $2::bigint "
+        "THEN octet_length(o.payload) ELSE 0 END) OVER w AS run, row_number() OVER w AS rn "
+        "FROM (SELECT * FROM %s WHERE status = 'dead' AND dead_lettered_at IS NULL "
+        "ORDER BY id LIMIT $1::int) AS o WINDOW w AS (ORDER BY o.id)) AS c "
+        "WHERE c.rn = 1 OR c.run <= %d ORDER BY c.id",
+        t, DL_MAX_BYTES);
     /* Only the death it was selected for: a row requeued meanwhile is left
      * for its next death. */
     d->mark_sql = str_printf(
