@@ -328,11 +328,35 @@ static void check_stream_config(struct check *c, jsCtx *js, const struct relay_c
     jsStreamInfo_Destroy(si);
 }
 
-/* Which stream takes each recent subject; each such stream's configuration. */
+/* Dead letters are retried, never lost, while no stream takes their subject: still a failure. */
+static void check_dead_letter_subject(struct check *c, jsCtx *js, const struct relay_config *cfg)
+{
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = cfg->publish_timeout_ms;
+    jo.Stream.Info.SubjectsFilter = cfg->dead_letter_subject;
+    jsStreamNamesList *names = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_StreamNames(&names, js, &jo, &jerr);
+    if (s == NATS_NOT_FOUND || (s == NATS_OK && (names == NULL || names->Count == 0)))
+        say(c, CHECK_FAIL,
+            "dead-letter subject %s (OUTBOX_DEAD_LETTER_SUBJECT): no stream takes it; dead "
+            "letters are retried until one does",
+            cfg->dead_letter_subject);
+    else if (s != NATS_OK)
+        say(c, CHECK_WARN, "dead-letter subject %s: cannot ask JetStream: %s (JetStream error %d)",
+            cfg->dead_letter_subject, natsStatus_GetText(s), (int)jerr);
+    else
+        say(c, CHECK_OK, "dead-letter subject %s goes to stream %s", cfg->dead_letter_subject,
+            names->List[0]);
+    jsStreamNamesList_Destroy(names);
+}
+
+/* Which stream takes each recent subject (and the dead-letter subject); their configuration. */
 static void check_streams(struct check *c, const struct relay_config *cfg,
                           const struct recent_rows *r, bool configured_exists)
 {
-    if (r->nsubjects == 0 && !configured_exists)
+    if (r->nsubjects == 0 && !configured_exists && cfg->dead_letter_subject[0] == '\0')
         return;
     natsConnection *nc = NULL;
     jsCtx *js = NULL;
@@ -377,6 +401,8 @@ static void check_streams(struct check *c, const struct relay_config *cfg,
         }
         jsStreamNamesList_Destroy(names);
     }
+    if (cfg->dead_letter_subject[0] != '\0')
+        check_dead_letter_subject(c, js, cfg);
     for (int k = 0; k < nchecked; k++)
         free(checked[k]);
     jsCtx_Destroy(js);
@@ -448,15 +474,17 @@ int admin_requeue_dead(const struct relay_config *cfg, FILE *out)
         return 1;
     }
     char *t = config_table_sql(cfg);
-    PGresult *res = t == NULL ? NULL
-                              : exec_fmt(conn,
-                                         "WITH requeued AS (UPDATE %s SET status = "
-                                         "'pending', attempts = 0, next_attempt_at = NULL "
-                                         "WHERE status = 'dead' RETURNING 1), "
-                                         "wake AS (SELECT pg_notify('%s', '')) "
-                                         "SELECT count(*) FROM requeued, "
-                                         "(SELECT 1 FROM wake) AS w",
-                                         t, cfg->channel);
+    PGresult *res =
+        t == NULL
+            ? NULL
+            : exec_fmt(conn,
+                       "WITH requeued AS (UPDATE %s SET status = "
+                       "'pending', attempts = 0, next_attempt_at = NULL, dead_lettered_at = NULL "
+                       "WHERE status = 'dead' RETURNING 1), "
+                       "wake AS (SELECT pg_notify('%s', '')) "
+                       "SELECT count(*) FROM requeued, "
+                       "(SELECT 1 FROM wake) AS w",
+                       t, cfg->channel);
     free(t);
     int rc = 0;
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {

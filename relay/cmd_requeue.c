@@ -145,7 +145,7 @@ static int requeue_rows(struct cmd_ctx *ctx, struct strbuf *wb, char **subject_r
         sql = str_printf(
             "WITH chosen AS (SELECT o.id, o.status AS was, %s AS permanent FROM %s AS o "
             "WHERE %s%s FOR UPDATE), "
-            "requeued AS (UPDATE %s AS o SET attempts = 0, "
+            "requeued AS (UPDATE %s AS o SET attempts = 0, dead_lettered_at = NULL, "
             "status = CASE WHEN o.ordering_key IS NULL THEN 'pending' ELSE 'failed' END, "
             "next_attempt_at = CASE WHEN o.ordering_key IS NULL THEN NULL ELSE now() END "
             "FROM chosen AS c WHERE o.id = c.id "

@@ -14,6 +14,7 @@
 
 #include "outbox_relay/util.h"
 
+#include "outbox_relay/message.h"
 #include "outbox_relay/stream_spec.h"
 #include "outbox_relay/suggest.h"
 #include "outbox_relay/subject_pattern.h"
@@ -76,6 +77,9 @@ static const struct setting settings[] = {
      "backoff cap"},
     {"OUTBOX_MAX_ATTEMPTS", "max-attempts", INT(max_attempts), "10", 1, 1000000,
      "publish attempts before a row goes dead"},
+    {"OUTBOX_DEAD_LETTER_SUBJECT", "dead-letter-subject", STR(dead_letter_subject), "", 0, 0,
+     "the leader also publishes each dead row here (payload, headers, Outbox-Dead-* headers); "
+     "empty: off"},
     {"OUTBOX_DEAD_HOLDS_KEY", "dead-holds-key", BOOL(dead_holds_key), "false", 0, 0,
      "true: a dead row keeps holding later rows of its ordering_key until requeued; false: the "
      "key resumes"},
@@ -371,6 +375,15 @@ static int config_validate(struct relay_config *cfg, char *err, size_t errlen)
     if (cfg->stream[0] != '\0' && strpbrk(cfg->stream, " .*>\t") != NULL) {
         fail(err, errlen, "OUTBOX_STREAM: \"%s\" may not contain spaces, '.', '*' or '>'",
              cfg->stream);
+        return -1;
+    }
+    if (cfg->dead_letter_subject[0] != '\0' &&
+        (!message_subject_valid(cfg->dead_letter_subject, why, sizeof(why)) ||
+         cfg->dead_letter_subject[0] == '$' || !strncmp(cfg->dead_letter_subject, "_INBOX.", 7))) {
+        if (cfg->dead_letter_subject[0] == '$' || !strncmp(cfg->dead_letter_subject, "_INBOX.", 7))
+            snprintf(why, sizeof(why), "may not start with '$' or \"_INBOX.\"");
+        fail(err, errlen, "OUTBOX_DEAD_LETTER_SUBJECT: \"%s\" is not a publishable subject: %s",
+             cfg->dead_letter_subject, why);
         return -1;
     }
     if (strcmp(cfg->pipeline, "auto") != 0 && strcmp(cfg->pipeline, "off") != 0) {

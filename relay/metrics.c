@@ -178,6 +178,10 @@ char *metrics_render(const struct metrics *m, const char *version, size_t *len)
             "Retention rounds whose DELETE failed (e.g. a role without DELETE).");
     gauge_int(&b, "retention_failing", m->retention_failing ? 1 : 0,
               "1 while retention's last round failed: old published rows are not deleted.");
+    counter(&b, "dead_letters_total", m->dead_letters_total,
+            "Dead rows published to OUTBOX_DEAD_LETTER_SUBJECT and recorded in the row.");
+    counter(&b, "dead_letter_failures_total", m->dead_letter_failures_total,
+            "Dead letters not published or not recorded (retried with backoff).");
     counter(&b, "duplicate_acks_total", m->duplicate_acks_total,
             "PubAcks that said duplicate: the message was already in the stream.");
     counter(&b, "claimed_total", m->claimed_total, "Rows claimed from the outbox table.");

@@ -9,6 +9,7 @@
 #include "outbox_relay/nats_bridge.h"
 #include "outbox_relay/backoff.h"
 #include "outbox_relay/claimer.h"
+#include "outbox_relay/dead_letter.h"
 #include "outbox_relay/fail_log.h"
 #include "outbox_relay/inflight.h"
 #include "outbox_relay/js_sink.h"
@@ -42,8 +43,9 @@ struct relay {
     struct claimer *claimer; /* the scanner's pages into held rows */
     struct wakeup *wakeup;   /* NOTIFY while asleep, tail polls while awake */
     struct retry_timer retry;
-    struct table_sample *sample; /* unfinished and dead rows, oldest age */
-    struct retention *retention; /* the leader prunes old published rows */
+    struct table_sample *sample;     /* unfinished and dead rows, oldest age */
+    struct retention *retention;     /* the leader prunes old published rows */
+    struct dead_letter *dead_letter; /* the leader publishes dead rows to their subject */
     struct metrics metrics;
     struct fail_log *fail_log;   /* failed publishes, one warn line per reason per interval */
     struct publisher *publisher; /* rows to JetStream, PubAcks, the fence */
@@ -151,6 +153,7 @@ static void relay_on_recorded(void *arg, const struct mark *m, bool published)
         metrics_dead(&r->metrics, m->reason);
         log_warn("row is dead", "{s:I, s:i, s:s}", "id", (json_int_t)row->id, "attempts",
                  row->attempts + 1, "error", m->error);
+        dead_letter_due(r->dead_letter);
     } else {
         metrics_failed(&r->metrics, m->reason);
         retry_timer_schedule(&r->retry, m->delay_ms);
@@ -237,6 +240,7 @@ static void relay_on_elected(void *arg)
     struct relay *r = arg;
     claimer_restart(r->claimer);
     retention_set_leader(r->retention, true);
+    dead_letter_set_leader(r->dead_letter, true);
     wakeup_set_leader(r->wakeup, true);
     stall_watch_progress(&r->stall, ev_now(r->loop));
     log_info("became leader", "{s:s}", "table", r->cfg->table);
@@ -253,6 +257,7 @@ static void relay_on_deposed(void *arg, const char *why)
     struct relay *r = arg;
     claimer_stop(r->claimer);
     retention_set_leader(r->retention, false);
+    dead_letter_set_leader(r->dead_letter, false);
     wakeup_set_leader(r->wakeup, false);
     marks_fence(r->marks);
     size_t dropped = publisher_drop_all(r->publisher);
@@ -293,7 +298,8 @@ static void relay_on_nats_events(void *arg, struct nats_event *entries, size_t n
         struct nats_event *e = &entries[i];
         switch (e->kind) {
         case NATS_EVENT_PUBACK:
-            publisher_on_puback(r->publisher, e);
+            if (!dead_letter_on_puback(r->dead_letter, e))
+                publisher_on_puback(r->publisher, e);
             break;
         case NATS_EVENT_DISCONNECTED:
         case NATS_EVENT_CONNECTED:
@@ -433,6 +439,7 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
         .released = relay_on_released,
         .arg = r,
     };
+    r->dead_letter = dead_letter_create(loop, cfg, r->pg, r->js);
     r->publisher = publisher_create(loop, cfg, r->rows, r->js, publisher_events);
     struct claimer_events claimer_events = {
         .may_claim = relay_may_claim,
@@ -451,7 +458,8 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
                                (struct nats_link_events){.up = relay_on_nats_up,
                                                          .lost_too_long = relay_on_nats_lost,
                                                          .arg = r});
-    if (r->publisher == NULL || r->nats == NULL || r->claimer == NULL || r->wakeup == NULL) {
+    if (r->publisher == NULL || r->dead_letter == NULL || r->nats == NULL || r->claimer == NULL ||
+        r->wakeup == NULL) {
         snprintf(err, errlen, "out of memory");
         relay_destroy(r);
         return NULL;
@@ -484,6 +492,7 @@ void relay_shutdown(struct relay *r)
     publisher_drain(r->publisher);
     claimer_stop(r->claimer);
     retention_set_leader(r->retention, false);
+    dead_letter_set_leader(r->dead_letter, false);
     wakeup_set_leader(r->wakeup, false);
     size_t dropped = inflight_drop_waiting(r->rows);
     log_info("shutting down: claiming stopped, waiting for in-flight acks", "{s:i, s:i, s:i}",
@@ -517,6 +526,7 @@ void relay_destroy(struct relay *r)
     wakeup_destroy(r->wakeup);
     table_sample_destroy(r->sample);
     retention_destroy(r->retention);
+    dead_letter_destroy(r->dead_letter);
     nats_bridge_destroy(r->bridge);
     marks_destroy(r->marks);
     inflight_destroy(r->rows);
@@ -563,6 +573,10 @@ const struct metrics *relay_metrics(struct relay *r)
     r->metrics.pruned_total = r->retention != NULL ? retention_pruned_total(r->retention) : 0;
     r->metrics.retention_failures_total =
         r->retention != NULL ? retention_failures_total(r->retention) : 0;
+    r->metrics.dead_letters_total =
+        r->dead_letter != NULL ? dead_letter_published_total(r->dead_letter) : 0;
+    r->metrics.dead_letter_failures_total =
+        r->dead_letter != NULL ? dead_letter_failures_total(r->dead_letter) : 0;
     r->metrics.retention_failing = r->retention != NULL && retention_failing(r->retention);
     return &r->metrics;
 }

@@ -41,7 +41,7 @@ DECLARE
     n bigint;
 BEGIN
     UPDATE outbox
-       SET status = 'pending', attempts = 0, next_attempt_at = NULL
+       SET status = 'pending', attempts = 0, next_attempt_at = NULL, dead_lettered_at = NULL
      WHERE status = 'dead'
        AND (p_ids IS NULL OR id = ANY (p_ids));
     GET DIAGNOSTICS n = ROW_COUNT;

@@ -5,6 +5,7 @@
 -- grant) and, with retention on (OUTBOX_RETENTION, the default), deletes
 -- published rows; it never inserts. outbox_writer only inserts.
 -- `outbox-relay --check` names any privilege the settings need and lack.
+-- sql/007 grants outbox_relay UPDATE of the dead-letter columns it adds.
 
 DO $$
 BEGIN

@@ -31,23 +31,24 @@ struct relay_config {
     char *stream_subjects; /* comma-separated subjects for a created stream */
     char *allow_subjects;  /* other subject patterns rows may publish to, comma-separated */
 
-    int batch_size;          /* rows per claim query */
-    int max_inflight;        /* rows held by the relay (publishing or waiting on their key) */
-    int max_inflight_bytes;  /* payload + header bytes held by the relay */
-    int poll_interval_ms;    /* fallback scan when no notification arrives */
-    int publish_timeout_ms;  /* PubAck wait per message */
-    int retry_base_ms;       /* backoff for the first retry */
-    int retry_max_ms;        /* backoff cap */
-    int max_attempts;        /* attempts before a row goes dead */
-    bool dead_holds_key;     /* a dead row keeps holding later rows of its ordering_key */
-    int shutdown_timeout_ms; /* how long SIGTERM waits for in-flight acks */
-    int stall_timeout_ms;    /* /healthz fails when due work made no progress this long */
-    int leader_retry_ms;     /* how often a standby tries to become leader */
-    int leader_lease_ms;     /* a leader silent this long is ended by a standby */
-    int nats_lost_ms;        /* a leader without NATS this long gives up leadership */
-    int pg_timeout_ms;       /* connect and query deadline on PostgreSQL */
-    int reconnect_max_ms;    /* cap of the reconnect backoff */
-    int metrics_interval_ms; /* how often pending count / oldest age are sampled */
+    int batch_size;            /* rows per claim query */
+    int max_inflight;          /* rows held by the relay (publishing or waiting on their key) */
+    int max_inflight_bytes;    /* payload + header bytes held by the relay */
+    int poll_interval_ms;      /* fallback scan when no notification arrives */
+    int publish_timeout_ms;    /* PubAck wait per message */
+    int retry_base_ms;         /* backoff for the first retry */
+    int retry_max_ms;          /* backoff cap */
+    int max_attempts;          /* attempts before a row goes dead */
+    char *dead_letter_subject; /* dead rows are also published here; "" = off */
+    bool dead_holds_key;       /* a dead row keeps holding later rows of its ordering_key */
+    int shutdown_timeout_ms;   /* how long SIGTERM waits for in-flight acks */
+    int stall_timeout_ms;      /* /healthz fails when due work made no progress this long */
+    int leader_retry_ms;       /* how often a standby tries to become leader */
+    int leader_lease_ms;       /* a leader silent this long is ended by a standby */
+    int nats_lost_ms;          /* a leader without NATS this long gives up leadership */
+    int pg_timeout_ms;         /* connect and query deadline on PostgreSQL */
+    int reconnect_max_ms;      /* cap of the reconnect backoff */
+    int metrics_interval_ms;   /* how often pending count / oldest age are sampled */
 
     char *http_addr; /* [host]:port for /healthz /readyz /metrics; "" disables */
     enum log_level log_level;

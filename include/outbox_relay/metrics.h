@@ -57,8 +57,10 @@ struct metrics {
     bool leader_stalled;           /* standby: the lock holder's session is silent past its lease */
     double leader_silent_seconds;  /* standby: how long the lock holder's session has been silent */
 
-    uint64_t retention_failures_total; /* retention rounds that failed */
-    bool retention_failing;            /* the last retention round failed */
+    uint64_t retention_failures_total;   /* retention rounds that failed */
+    bool retention_failing;              /* the last retention round failed */
+    uint64_t dead_letters_total;         /* dead rows published to OUTBOX_DEAD_LETTER_SUBJECT */
+    uint64_t dead_letter_failures_total; /* dead letters whose publish or record failed */
     /* Per-reason shares of failed_total and dead_total, counted by
      * metrics_failed() / metrics_dead(). What the totals hold beyond their
      * sum is rendered as reason="other". */

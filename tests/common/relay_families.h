@@ -19,6 +19,8 @@ static const struct relay_family relay_families[] = {
     {"outbox_relay_pruned_total", "counter"},
     {"outbox_relay_retention_failures_total", "counter"},
     {"outbox_relay_retention_failing", "gauge"},
+    {"outbox_relay_dead_letters_total", "counter"},
+    {"outbox_relay_dead_letter_failures_total", "counter"},
     {"outbox_relay_takeovers_total", "counter"},
     {"outbox_relay_claimed_total", "counter"},
     {"outbox_relay_pg_reconnects_total", "counter"},

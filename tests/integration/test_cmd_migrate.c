@@ -62,7 +62,7 @@ START_TEST(test_migrate_custom_names_then_relay_then_noop)
                      0);
     ck_assert_int_eq(it_pg_int(c, "SELECT count(*) FROM pg_indexes WHERE schemaname = 'shop'"
                                   " AND indexname LIKE 'events\\_%%'"),
-                     6); /* pkey + 5 */
+                     7); /* pkey + 6 */
     ck_assert_int_eq(it_pg_int(c, "SELECT count(*) FROM pg_proc WHERE pronamespace ="
                                   " 'shop'::regnamespace AND proname LIKE 'events\\_%%'"),
                      5);
