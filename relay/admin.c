@@ -38,7 +38,8 @@ enum check_level { CHECK_OK, CHECK_WARN, CHECK_FAIL };
 
 struct check {
     FILE *out;
-    int failed; /* a FAIL line was printed */
+    json_t *checks; /* --json: the lines as {level, message}, printed as one document at the end */
+    int failed;     /* a FAIL line was printed */
 };
 
 static void say(struct check *c, enum check_level level, const char *fmt, ...)
@@ -47,12 +48,19 @@ static void say(struct check *c, enum check_level level, const char *fmt, ...)
 static void say(struct check *c, enum check_level level, const char *fmt, ...)
 {
     static const char *const tags[] = {"ok   ", "warn ", "FAIL "};
-    fputs(tags[level], c->out);
+    static const char *const levels[] = {"ok", "warn", "fail"};
     va_list ap;
     va_start(ap, fmt);
-    vfprintf(c->out, fmt, ap);
+    char *line = NULL;
+    if (vasprintf(&line, fmt, ap) < 0)
+        line = NULL;
     va_end(ap);
-    fputc('\n', c->out);
+    if (c->checks != NULL)
+        json_array_append_new(c->checks, json_pack("{s:s, s:s}", "level", levels[level], "message",
+                                                   line ? line : "out of memory"));
+    else
+        fprintf(c->out, "%s%s\n", tags[level], line ? line : "out of memory");
+    free(line);
     if (level == CHECK_FAIL)
         c->failed = 1;
 }
@@ -112,6 +120,10 @@ static bool check_table_columns(struct check *c, PGconn *conn, const struct rela
             "privileges: the role may not SELECT the columns of %s the relay reads (every claim "
             "needs them): %s",
             cfg->table, PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+    else if (!ok && state != NULL && !strcmp(state, "42P01")) /* undefined_table */
+        say(c, CHECK_FAIL,
+            "table: OUTBOX_TABLE: table %s does not exist: create it with `outbox-relay migrate`",
+            cfg->table);
     else if (!ok)
         say(c, CHECK_FAIL, "table: OUTBOX_TABLE: table %s is not usable: %s", cfg->table,
             res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : "out of memory");
@@ -409,23 +421,39 @@ static void check_streams(struct check *c, const struct relay_config *cfg,
     natsConnection_Destroy(nc);
 }
 
-int admin_check(const struct relay_config *cfg, FILE *out)
+static int admin_check_lines(struct check *c, const struct relay_config *cfg);
+
+int admin_check(const struct relay_config *cfg, FILE *out, bool json)
 {
-    struct check c = {.out = out};
+    struct check c = {.out = out, .checks = json ? json_array() : NULL};
+    admin_check_lines(&c, cfg);
+    if (c.checks != NULL) {
+        json_t *doc = json_pack("{s:b, s:o}", "ok", !c.failed, "checks", c.checks);
+        char *text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        if (text != NULL)
+            fprintf(out, "%s\n", text);
+        free(text);
+        json_decref(doc);
+    }
+    return c.failed;
+}
+
+static int admin_check_lines(struct check *c, const struct relay_config *cfg)
+{
     struct recent_rows recent = {0};
     char err[512], shown[512];
     redact_pg_conninfo(cfg->pg_url, shown, sizeof(shown));
     PGconn *conn = pg_source_connect_blocking(cfg, err, sizeof(err));
     if (conn == NULL) {
-        say(&c, CHECK_FAIL, "postgresql: cannot connect (OUTBOX_PG_URL=%s): %s",
+        say(c, CHECK_FAIL, "postgresql: cannot connect (OUTBOX_PG_URL=%s): %s",
             shown[0] ? shown : "(libpq defaults)", err);
     } else {
-        say(&c, CHECK_OK, "postgresql %d.%d reached", PQserverVersion(conn) / 10000,
+        say(c, CHECK_OK, "postgresql %d.%d reached", PQserverVersion(conn) / 10000,
             PQserverVersion(conn) % 10000);
-        if (check_table_columns(&c, conn, cfg)) {
-            check_privileges(&c, conn, cfg);
-            check_trigger(&c, conn, cfg);
-            read_recent_rows(&c, conn, cfg, &recent);
+        if (check_table_columns(c, conn, cfg)) {
+            check_privileges(c, conn, cfg);
+            check_trigger(c, conn, cfg);
+            read_recent_rows(c, conn, cfg, &recent);
         }
         PQfinish(conn);
     }
@@ -433,14 +461,14 @@ int admin_check(const struct relay_config *cfg, FILE *out)
     struct js_sink *sink = NULL;
     redact_nats_urls(cfg->nats_url, shown, sizeof(shown));
     if (js_sink_create(&sink, cfg, NULL, false, err, sizeof(err)) < 0) {
-        say(&c, CHECK_FAIL, "nats: %s (%s)", err, shown);
+        say(c, CHECK_FAIL, "nats: %s (%s)", err, shown);
         recent_rows_free(&recent);
         return 1;
     }
     long long max_payload = (long long)js_sink_max_payload(sink);
-    say(&c, CHECK_OK, "nats reached (%s), max_payload %lld", shown, max_payload);
+    say(c, CHECK_OK, "nats reached (%s), max_payload %lld", shown, max_payload);
     if (recent.max_payload > max_payload)
-        say(&c, CHECK_WARN,
+        say(c, CHECK_WARN,
             "max_payload: a recent row's payload is %lld bytes, over the server's max_payload "
             "%lld: such rows go dead",
             recent.max_payload, max_payload);
@@ -449,20 +477,20 @@ int admin_check(const struct relay_config *cfg, FILE *out)
         /* Read-only: --check never creates the stream the relay would create. */
         int exists = js_sink_stream_exists(sink, cfg->stream, err, sizeof(err));
         if (exists < 0)
-            say(&c, CHECK_FAIL, "stream %s (OUTBOX_STREAM): %s", cfg->stream, err);
+            say(c, CHECK_FAIL, "stream %s (OUTBOX_STREAM): %s", cfg->stream, err);
         else if (exists == 0)
-            say(&c, CHECK_FAIL,
+            say(c, CHECK_FAIL,
                 "stream %s (OUTBOX_STREAM) does not exist; the relay would create it with "
                 "subjects %s (--check changes nothing)",
                 cfg->stream, cfg->stream_subjects);
         else
-            say(&c, CHECK_OK, "stream %s (OUTBOX_STREAM) exists", cfg->stream);
+            say(c, CHECK_OK, "stream %s (OUTBOX_STREAM) exists", cfg->stream);
         configured_exists = exists > 0;
     }
     js_sink_destroy(sink);
-    check_streams(&c, cfg, &recent, configured_exists);
+    check_streams(c, cfg, &recent, configured_exists);
     recent_rows_free(&recent);
-    return c.failed;
+    return c->failed;
 }
 
 int admin_requeue_dead(const struct relay_config *cfg, FILE *out)

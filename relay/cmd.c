@@ -16,17 +16,22 @@ struct cmd_def {
     const char *summary;
     const struct cmd_option *options;
     int (*run)(struct cmd_ctx *ctx);
+    bool daemon_rules; /* the settings are validated as the daemon's (check) */
 };
 
 static const struct cmd_def commands[] = {
     {"status", "counts, oldest unfinished row, dead rows by reason, held keys, leader",
-     cmd_status_options, cmd_status},
+     cmd_status_options, cmd_status, false},
     {"requeue", "put dead (and failed) rows back to pending, by filter", cmd_requeue_options,
-     cmd_requeue},
-    {"replay", "publish already-published rows again", cmd_replay_options, cmd_replay},
-    {"audit", "check published rows against the stream", cmd_audit_options, cmd_audit},
+     cmd_requeue, false},
+    {"replay", "publish already-published rows again", cmd_replay_options, cmd_replay, false},
+    {"audit", "check published rows against the stream", cmd_audit_options, cmd_audit, false},
     {"migrate", "create or upgrade the outbox schema under OUTBOX_TABLE/OUTBOX_CHANNEL",
-     cmd_migrate_options, cmd_migrate},
+     cmd_migrate_options, cmd_migrate, false},
+    {"check",
+     "validate the settings, reach both ends, verify the table, privileges and streams; "
+     "changes nothing",
+     cmd_check_options, cmd_check, true},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -73,11 +78,13 @@ static size_t cmd_option_count(const struct cmd_def *c)
 
 int cmd_main(int argc, char **argv)
 {
-    if (argc < 2 || argv[1][0] == '-')
+    if (argc < 2 || (argv[1][0] == '-' && strcmp(argv[1], "--check") != 0))
         return -1;
     const struct cmd_def *c = NULL;
+    /* --check is the check command under its older name. */
+    const char *name = strcmp(argv[1], "--check") == 0 ? "check" : argv[1];
     for (size_t i = 0; i < NCOMMANDS; i++)
-        if (!strcmp(argv[1], commands[i].name))
+        if (!strcmp(name, commands[i].name))
             c = &commands[i];
     if (c == NULL) {
         /* The daemon takes no words, only flags: a word is a command, maybe mistyped. */
@@ -155,9 +162,10 @@ int cmd_main(int argc, char **argv)
     }
     char err[512];
     int rc;
-    if (config_load_command(&ctx.cfg, nrest, rest, err, sizeof(err)) < 0) {
-        fprintf(stderr, "outbox-relay %s: %s\n", c->name, err);
-        rc = CMD_USAGE;
+    int loaded = c->daemon_rules ? config_load(&ctx.cfg, nrest, rest, err, sizeof(err))
+                                 : config_load_command(&ctx.cfg, nrest, rest, err, sizeof(err));
+    if (loaded < 0) {
+        rc = cmd_fail(&ctx, CMD_USAGE, "%s", err);
     } else if (ctx.cfg.action != CONFIG_RUN) {
         fprintf(stderr,
                 "outbox-relay %s: --check, --requeue-dead, --help and --version are not "
@@ -189,10 +197,16 @@ int cmd_fail(const struct cmd_ctx *ctx, int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "outbox-relay %s: ", ctx->name);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    char *msg = NULL;
+    if (vasprintf(&msg, fmt, ap) < 0)
+        msg = NULL;
     va_end(ap);
+    fprintf(stderr, "outbox-relay %s: %s\n", ctx->name, msg ? msg : "out of memory");
+    /* --json promises one JSON document on stdout, failures included. */
+    if (ctx->json)
+        cmd_print_json(ctx, json_pack("{s:s, s:s, s:i}", "command", ctx->name, "error",
+                                      msg ? msg : "out of memory", "exit_code", code));
+    free(msg);
     return code;
 }
 
@@ -222,7 +236,10 @@ PGresult *cmd_pg_exec(struct cmd_ctx *ctx, PGconn *conn, const char *sql, int np
     const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
     /* Class 22, data exception: a value the operator gave could not be read. */
     ctx->pg_failure = state != NULL && strncmp(state, "22", 2) == 0 ? CMD_USAGE : CMD_CONNECT;
-    cmd_fail(ctx, ctx->pg_failure, "PostgreSQL: %s", msg ? msg : PQerrorMessage(conn));
+    /* 42P01, undefined_table: most often a database nobody migrated yet. */
+    bool no_table = state != NULL && strcmp(state, "42P01") == 0;
+    cmd_fail(ctx, ctx->pg_failure, "PostgreSQL: %s%s", msg ? msg : PQerrorMessage(conn),
+             no_table ? " (create the table with `outbox-relay migrate`)" : "");
     PQclear(res);
     return NULL;
 }

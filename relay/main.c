@@ -201,7 +201,7 @@ int main(int argc, char **argv)
     case CONFIG_CHECK:
         log_setup(LOG_WARN, cfg.log_format);
         config_unknown_env(environ, warn_unknown_variable, NULL);
-        rc = admin_check(&cfg, stderr);
+        rc = admin_check(&cfg, stdout, false);
         break;
     case CONFIG_REQUEUE_DEAD:
         log_setup(LOG_WARN, cfg.log_format);

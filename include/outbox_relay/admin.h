@@ -2,6 +2,7 @@
 #ifndef OUTBOX_RELAY_ADMIN_H
 #define OUTBOX_RELAY_ADMIN_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "outbox_relay/config.h"
@@ -13,9 +14,11 @@
  * max_payload against the last 1000 rows' payloads, OUTBOX_STREAM exists,
  * a stream takes each subject of those rows, and each such stream's
  * duplicate window against the 2-minute outage budget. One line per check
- * ("ok   ", "warn ", "FAIL "). Returns 0 when no line is FAIL, 1 otherwise.
+ * ("ok   ", "warn ", "FAIL "); with json, one document instead:
+ * {"ok": bool, "checks": [{"level": "ok|warn|fail", "message": ...}]}.
+ * Returns 0 when no line is FAIL, 1 otherwise.
  */
-int admin_check(const struct relay_config *cfg, FILE *out);
+int admin_check(const struct relay_config *cfg, FILE *out, bool json);
 
 /* Puts every dead row back to pending and wakes the relay. Prints the count. */
 int admin_requeue_dead(const struct relay_config *cfg, FILE *out);

@@ -97,11 +97,13 @@ int cmd_requeue(struct cmd_ctx *ctx);
 int cmd_replay(struct cmd_ctx *ctx);
 int cmd_audit(struct cmd_ctx *ctx);
 int cmd_migrate(struct cmd_ctx *ctx);
+int cmd_check(struct cmd_ctx *ctx);
 
 extern const struct cmd_option cmd_status_options[];
 extern const struct cmd_option cmd_requeue_options[];
 extern const struct cmd_option cmd_replay_options[];
 extern const struct cmd_option cmd_audit_options[];
 extern const struct cmd_option cmd_migrate_options[];
+extern const struct cmd_option cmd_check_options[];
 
 #endif

@@ -101,6 +101,54 @@ START_TEST(test_check_missing_table)
 }
 END_TEST
 
+/*
+ * `check --json`: one document on stdout whatever happens; a missing table
+ * says how to create it; a bad setting is a JSON error with the exit code.
+ */
+START_TEST(test_check_json)
+{
+    const char *missing_env[] = {"OUTBOX_TABLE=no_such_table", NULL};
+    const char *args[] = {"check", "--json", NULL};
+    json_t *doc = NULL;
+    ck_assert_int_eq(it_relay_cmd(missing_env, args, &doc, NULL), 1);
+    ck_assert_msg(doc != NULL, "no JSON document");
+    ck_assert(json_is_false(json_object_get(doc, "ok")));
+    json_t *checks = json_object_get(doc, "checks");
+    bool hint = false;
+    for (size_t i = 0; i < json_array_size(checks); i++) {
+        json_t *c = json_array_get(checks, i);
+        const char *level = json_string_value(json_object_get(c, "level"));
+        const char *message = json_string_value(json_object_get(c, "message"));
+        hint |= level && message && !strcmp(level, "fail") && strstr(message, "no_such_table") &&
+                strstr(message, "outbox-relay migrate");
+    }
+    ck_assert_msg(hint, "no failed check names the table and `outbox-relay migrate`");
+    json_decref(doc);
+
+    doc = NULL;
+    ck_assert_int_eq(it_relay_cmd(NULL, args, &doc, NULL), 0);
+    ck_assert(json_is_true(json_object_get(doc, "ok")));
+    json_decref(doc);
+
+    const char *bad[] = {"--check", "--json", "--batch-size=0", NULL};
+    doc = NULL;
+    ck_assert_int_eq(it_relay_cmd(NULL, bad, &doc, NULL), 2);
+    ck_assert_msg(doc != NULL, "no JSON error document");
+    ck_assert_int_eq(json_integer_value(json_object_get(doc, "exit_code")), 2);
+    ck_assert_ptr_nonnull(
+        strstr(json_string_value(json_object_get(doc, "error")), "OUTBOX_BATCH_SIZE"));
+    json_decref(doc);
+
+    /* Operator commands give the same hint when the table is missing. */
+    const char *status[] = {"status", "--json", NULL};
+    doc = NULL;
+    ck_assert_int_eq(it_relay_cmd(missing_env, status, &doc, NULL), 3);
+    ck_assert_ptr_nonnull(
+        strstr(json_string_value(json_object_get(doc, "error")), "outbox-relay migrate"));
+    json_decref(doc);
+}
+END_TEST
+
 START_TEST(test_check_unreachable_nats)
 {
     char nats[64];
@@ -137,6 +185,7 @@ int main(void)
     tcase_add_test(servers, test_check_missing_table);
     tcase_add_test(servers, test_check_unreachable_nats);
     tcase_add_test(servers, test_check_healthy);
+    tcase_add_test(servers, test_check_json);
 
     return run_suite(suite);
 }

@@ -240,17 +240,16 @@ struct waiting {
 /* A row retried under the cause (the target, or the row ahead of it in its key's queue when
  * the cause is server-wide). */
 /*
- * The row failed and waits to be tried again: a failure of the row's own was
- * tried twice; one the connection caused (the server answered nothing sent
- * since the row: frozen, or dropping the publish) is recorded without
- * counting an attempt.
+ * The row failed and waits to be tried again, not dead. Whether the failure
+ * counted as an attempt depends on whom the relay blames: one the connection
+ * caused (the server answered nothing sent since the row: frozen, or
+ * dropping the publish) is recorded without counting one.
  */
 static bool retried(void *arg)
 {
     struct waiting *w = arg;
     return it_pg_int(w->conn, "SELECT count(*) FROM outbox WHERE status = 'failed'"
-                              " AND (attempts >= 2 OR (attempts = 0 AND last_error IS NOT NULL))"
-                              " AND ordering_key = 'k'") > 0;
+                              " AND last_error IS NOT NULL AND ordering_key = 'k'") > 0;
 }
 
 static bool ready(void *arg)
