@@ -40,7 +40,7 @@ ctest --test-dir "$top/build" --output-on-failure -j1 --timeout 900 -LE integrat
 release_pid=$!
 release_rc=0
 asan_rc=0
-ctest --test-dir "$top/build-asan" --output-on-failure -j4 --timeout 900 -L 'unit|integration' \
+ctest --test-dir "$top/build-asan" --output-on-failure -j3 --timeout 900 -L 'unit|integration' \
     || asan_rc=$?
 wait "$release_pid" || release_rc=$?
 echo "---- release build: unit, deploy, bench smoke, image ----"

@@ -196,7 +196,7 @@ END_TEST
 int main(void)
 {
     Suite *suite = suite_create("hot_key_cluster_leader");
-    TCase *tc = it_tcase(suite, "hot_key_cluster_leader", it_start_servers_cluster, 120);
+    TCase *tc = it_tcase(suite, "hot_key_cluster_leader", it_start_servers_cluster, 300);
     tcase_add_loop_test(tc, test_hot_key_order_survives_stream_leader_changes, 0, 2);
     return run_suite(suite);
 }
