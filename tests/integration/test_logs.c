@@ -119,10 +119,16 @@ struct relay_http {
 
 static struct relay_http start_relay(const char *pg_url, const char *const *extra)
 {
-    const char *env[24] = {pg_url,     nats_user_env, nats_password_env,
-                           stream_env, subjects_env,  "OUTBOX_RECONNECT_MAX_MS=300",
+    /* it.nolisten.* is outside the stream on purpose: rows there fail with no_stream. */
+    const char *env[24] = {pg_url,
+                           nats_user_env,
+                           nats_password_env,
+                           stream_env,
+                           subjects_env,
+                           "OUTBOX_RECONNECT_MAX_MS=300",
+                           "OUTBOX_ALLOW_SUBJECTS=it.nolisten.>",
                            NULL};
-    int i = 6;
+    int i = 7;
     for (; extra != NULL && *extra != NULL && i < 23; extra++)
         env[i++] = *extra;
     struct it_relay *relay = it_relay_start_http(env, NULL);
