@@ -126,6 +126,7 @@ START_TEST(test_compressible_headers_count_at_full_length)
     ck_assert(outbox_claim_cut(res));
     PQclear(res);
     PQfinish(conn);
+    outbox_sql_free(&sql);
     config_free(&cfg);
 }
 END_TEST

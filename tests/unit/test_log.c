@@ -453,6 +453,8 @@ static Suite *log_suite(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("concurrency");
+    /* Threads writing thousands of lines: seconds under the sanitizers on a loaded machine. */
+    tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_threads_never_interleave);
     tcase_add_test(tc, test_long_line_and_errno);
     suite_add_tcase(s, tc);
