@@ -9,7 +9,9 @@
 # Ports (override with the variables): PG_PORT=55432 NATS_PORT=54222
 # HTTP_PORT=9841. Everything lives in .local/ of the checkout, except
 # PostgreSQL's data when root runs this from a directory the postgres user
-# cannot enter (a clone under /root): that goes to /var/tmp/outbox-relay-local.
+# cannot enter (a clone under /root): that goes to /var/tmp/outbox-relay-local-<id>,
+# one per checkout. SKIP_BUILD=1 uses build/outbox-relay and build/stream-tail
+# as they are (the suite's quick-start test).
 # The settings for the CLI are written to .local/env (`. .local/env`).
 set -euo pipefail
 
@@ -30,7 +32,7 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 # must be one that user can reach, which a private checkout is not.
 pg_dir="$state/pg"
 if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$state" 2>/dev/null; then
-    pg_dir=/var/tmp/outbox-relay-local/pg
+    pg_dir=/var/tmp/outbox-relay-local-$(printf '%s' "$top" | md5sum | cut -c1-12)/pg
     mkdir -p "$(dirname "$pg_dir")"
 fi
 
@@ -73,8 +75,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 say "building"
-cmake -S "$top" -B "$top/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$top/build" -j"$(nproc)" --target outbox-relay stream-tail >/dev/null
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+    cmake -S "$top" -B "$top/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+    cmake --build "$top/build" -j"$(nproc)" --target outbox-relay stream-tail >/dev/null
+fi
 
 [ -f "$state/relay.pid" ] && kill "$(cat "$state/relay.pid")" 2>/dev/null && sleep 1 || true
 
