@@ -134,9 +134,12 @@ START_TEST(test_rows_after_a_failed_claim_are_found)
     it_js_add_stream(STREAM, subjects);
     PGconn *conn = it_pg_connect(), *locker = it_pg_connect();
     /* The relay's statement deadline, which its sessions also set as statement_timeout. */
-    const char *env[] = {"OUTBOX_POLL_INTERVAL_MS=600000",    "OUTBOX_METRICS_INTERVAL_MS=600000",
-                         "OUTBOX_RETENTION_INTERVAL_MS=600000", "OUTBOX_LEADER_LEASE_MS=600000",
-                         "OUTBOX_PG_TIMEOUT_MS=500",            NULL};
+    const char *env[] = {"OUTBOX_POLL_INTERVAL_MS=600000",
+                         "OUTBOX_METRICS_INTERVAL_MS=600000",
+                         "OUTBOX_RETENTION_INTERVAL_MS=600000",
+                         "OUTBOX_LEADER_LEASE_MS=600000",
+                         "OUTBOX_PG_TIMEOUT_MS=500",
+                         NULL};
     struct it_relay *relay = it_relay_start(env, NULL);
     ck_assert_msg(it_wait_until(relay_asleep, conn, 30000), "the relay never slept");
 
