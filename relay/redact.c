@@ -8,65 +8,38 @@
 
 #include <libpq-fe.h>
 
+#include "outbox_relay/util.h"
+
 #define REDACTED "***"
 
-struct text {
-    char *buf;
-    size_t len, cap;
-    bool failed;
-};
-
-static void text_add(struct text *t, const char *s, size_t n)
-{
-    if (t->failed)
-        return;
-    if (t->len + n + 1 > t->cap) {
-        size_t cap = (t->len + n + 1) * 2;
-        char *p = realloc(t->buf, cap);
-        if (p == NULL) {
-            t->failed = true;
-            return;
-        }
-        t->buf = p;
-        t->cap = cap;
-    }
-    memcpy(t->buf + t->len, s, n);
-    t->len += n;
-    t->buf[t->len] = '\0';
-}
-
-static void text_puts(struct text *t, const char *s)
-{
-    text_add(t, s, strlen(s));
-}
-
-static void text_copy_out(struct text *t, char *buf, size_t len)
+/* The buffer's text into buf, "(redacted)" if building it ran out of memory; frees it. */
+static void text_copy_out(struct strbuf *t, char *buf, size_t len)
 {
     if (len > 0)
-        snprintf(buf, len, "%s", t->failed ? "(redacted)" : t->buf ? t->buf : "");
-    free(t->buf);
+        snprintf(buf, len, "%s", t->oom ? "(redacted)" : t->s ? t->s : "");
+    sb_free(t);
 }
 
 /* A key=value value, quoted as libpq reads it when it is empty or holds a blank, quote or
  * backslash. */
-static void text_conninfo_value(struct text *t, const char *v)
+static void text_conninfo_value(struct strbuf *t, const char *v)
 {
     if (v[0] != '\0' && strpbrk(v, " \t\n\r\f\v'\\") == NULL) {
-        text_puts(t, v);
+        sb_puts(t, v);
         return;
     }
-    text_puts(t, "'");
+    sb_puts(t, "'");
     for (const char *p = v; *p; p++) {
         if (*p == '\'' || *p == '\\')
-            text_puts(t, "\\");
-        text_add(t, p, 1);
+            sb_puts(t, "\\");
+        sb_putc(t, *p);
     }
-    text_puts(t, "'");
+    sb_puts(t, "'");
 }
 
 /* A URI host list such as "ss@db" comes from a password holding '@' that libpq cut short:
  * the part before the last '@' of each host is the rest of that password. */
-static void text_host_list(struct text *t, const char *hosts)
+static void text_host_list(struct strbuf *t, const char *hosts)
 {
     const char *at = strrchr(hosts, '@');
     if (at == NULL) {
@@ -75,7 +48,7 @@ static void text_host_list(struct text *t, const char *hosts)
     }
     char *shown = NULL;
     if (asprintf(&shown, REDACTED "%s", at) < 0) {
-        t->failed = true;
+        t->oom = true;
         return;
     }
     text_conninfo_value(t, shown);
@@ -96,17 +69,17 @@ void redact_pg_conninfo(const char *conninfo, char *buf, size_t len)
         snprintf(buf, len, "(malformed)");
         return;
     }
-    struct text t = {0};
+    struct strbuf t = {0};
     for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
         if (o->val == NULL)
             continue;
-        if (t.len > 0)
-            text_puts(&t, " ");
-        text_puts(&t, o->keyword);
-        text_puts(&t, "=");
+        if (t.n > 0)
+            sb_puts(&t, " ");
+        sb_puts(&t, o->keyword);
+        sb_puts(&t, "=");
         /* dispchar "*": libpq's own mark of a value to hide. */
         if (o->dispchar != NULL && o->dispchar[0] == '*')
-            text_puts(&t, REDACTED);
+            sb_puts(&t, REDACTED);
         else if (strcmp(o->keyword, "host") == 0)
             text_host_list(&t, o->val);
         else
@@ -136,10 +109,10 @@ static const char *next_scheme(const char *p, const char **after)
  */
 void redact_nats_urls(const char *urls, char *buf, size_t len)
 {
-    struct text t = {0};
+    struct strbuf t = {0};
     const char *p = urls ? urls : "";
     const char *after;
-    text_puts(&t, ""); /* an empty list shows as "" */
+    sb_puts(&t, ""); /* an empty list shows as "" */
     for (;;) {
         /* Text up to this server's userinfo: the scheme, or the list's start without one. */
         const char *scheme = next_scheme(p, &after);
@@ -150,7 +123,7 @@ void redact_nats_urls(const char *urls, char *buf, size_t len)
             info = after;
         else
             break;
-        text_add(&t, p, (size_t)(info - p));
+        sb_putn(&t, p, (size_t)(info - p));
         const char *next_after;
         const char *next = next_scheme(info, &next_after);
         const char *end = next ? next : info + strlen(info);
@@ -161,14 +134,14 @@ void redact_nats_urls(const char *urls, char *buf, size_t len)
         if (at != NULL) {
             const char *colon = memchr(info, ':', (size_t)(at - info));
             if (colon != NULL) {
-                text_add(&t, info, (size_t)(colon + 1 - info));
-                text_puts(&t, REDACTED);
+                sb_putn(&t, info, (size_t)(colon + 1 - info));
+                sb_puts(&t, REDACTED);
             } else {
-                text_puts(&t, REDACTED); /* a token */
+                sb_puts(&t, REDACTED); /* a token */
             }
             info = at;
         }
-        text_add(&t, info, (size_t)(end - info));
+        sb_putn(&t, info, (size_t)(end - info));
         p = end;
         if (next == NULL)
             break;

@@ -33,13 +33,18 @@ void sb_putc(struct strbuf *b, char c)
     b->s[b->n] = '\0';
 }
 
-void sb_puts(struct strbuf *b, const char *s)
+void sb_putn(struct strbuf *b, const char *s, size_t len)
 {
-    size_t len = strlen(s);
     if (!sb_reserve(b, len))
         return;
-    memcpy(b->s + b->n, s, len + 1);
+    memcpy(b->s + b->n, s, len);
     b->n += len;
+    b->s[b->n] = '\0';
+}
+
+void sb_puts(struct strbuf *b, const char *s)
+{
+    sb_putn(b, s, strlen(s));
 }
 
 /* Pieces are short (numbers): formatted once on the stack and copied, and

@@ -22,6 +22,8 @@ struct strbuf {
 
 void sb_putc(struct strbuf *b, char c);
 void sb_puts(struct strbuf *b, const char *s);
+/* The n bytes at s (no NUL needed among them). */
+void sb_putn(struct strbuf *b, const char *s, size_t n);
 void sb_printf(struct strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* An element of a PostgreSQL text[] literal: quoted, with " and \ escaped. */
 void sb_put_array_text(struct strbuf *b, const char *s);
