@@ -273,7 +273,7 @@ static natsMsg *dl_build(struct dead_letter *d, PGresult *res, int row, int64_t 
         }
         if (headers_ok && message_headers_apply(msg, headers, NULL, NULL, 0) != MESSAGE_OK)
             break;
-        natsStatus s = natsMsgHeader_Set(msg, "Nats-Msg-Id", msg_id);
+        natsStatus s = natsMsgHeader_Set(msg, MESSAGE_HEADER_MSG_ID, msg_id);
         s = s ? s : natsMsgHeader_Set(msg, DEAD_HEADER_ID, PQgetvalue(res, row, Q_ID));
         /* An empty value would not read back (nats.c: a protocol error). */
         if (s == NATS_OK && event_id_h[0] != '\0')

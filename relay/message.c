@@ -29,7 +29,6 @@
 #define HEADER_BLOCK_MAX 65535
 
 #define HEADER_STATUS_LINE "NATS/1.0\r\n"
-#define HEADER_MSG_ID      "Nats-Msg-Id"
 #define QUOTED_MAX         64
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
@@ -373,7 +372,7 @@ static enum message_result headers_verify(natsMsg *msg, json_t *obj, const char 
         set_err(err, errlen, "headers: out of memory");
         return MESSAGE_NOMEM;
     }
-    bool id_kept = header_kept(msg, HEADER_MSG_ID, id);
+    bool id_kept = header_kept(msg, MESSAGE_HEADER_MSG_ID, id);
     json_decref(id);
     const char *name;
     json_t *value;
@@ -383,7 +382,7 @@ static enum message_result headers_verify(natsMsg *msg, json_t *obj, const char 
             set_err(err, errlen,
                     "headers: name %s is confused with another name it starts or that starts it "
                     "(a limit of the NATS C client); rename one",
-                    quoted(id_kept ? name : HEADER_MSG_ID, q, sizeof(q)));
+                    quoted(id_kept ? name : MESSAGE_HEADER_MSG_ID, q, sizeof(q)));
             return MESSAGE_INVALID;
         }
     }
@@ -391,7 +390,7 @@ static enum message_result headers_verify(natsMsg *msg, json_t *obj, const char 
         set_err(err, errlen,
                 "headers: %s is confused with another header name (a limit of the "
                 "NATS C client)",
-                HEADER_MSG_ID);
+                MESSAGE_HEADER_MSG_ID);
         return MESSAGE_INVALID;
     }
     return MESSAGE_OK;
@@ -495,8 +494,8 @@ enum message_result message_build_classified(natsMsg **out, const char *subject,
         return r;
 
     /* What nats.c puts on the wire and compares with max_payload: header block + payload. */
-    size_t header_bytes = strlen(HEADER_STATUS_LINE) + line_bytes + strlen(HEADER_MSG_ID) + 2 +
-                          strlen(event_id) + 2 + 2;
+    size_t header_bytes = strlen(HEADER_STATUS_LINE) + line_bytes + strlen(MESSAGE_HEADER_MSG_ID) +
+                          2 + strlen(event_id) + 2 + 2;
     size_t total = payload_len + header_bytes;
     *reason = PUBLISH_TOO_LARGE;
     if (max_payload > 0 && (total < payload_len || total > (uint64_t)max_payload)) {
@@ -537,9 +536,9 @@ enum message_result message_build_classified(natsMsg **out, const char *subject,
         r = headers_add_all(msg, obj, err, errlen);
     if (r == MESSAGE_OK) {
         /* Set, not Add: exactly one id, the one JetStream deduplicates on. */
-        s = natsMsgHeader_Set(msg, HEADER_MSG_ID, event_id);
+        s = natsMsgHeader_Set(msg, MESSAGE_HEADER_MSG_ID, event_id);
         if (s != NATS_OK) {
-            set_err(err, errlen, "setting %s: %s", HEADER_MSG_ID, natsStatus_GetText(s));
+            set_err(err, errlen, "setting %s: %s", MESSAGE_HEADER_MSG_ID, natsStatus_GetText(s));
             r = s == NATS_NO_MEMORY ? MESSAGE_NOMEM : MESSAGE_INVALID;
         }
     }

@@ -82,6 +82,8 @@ bool message_fits_with_header(natsMsg *msg, const char *name, const char *value,
  * max_payload can never be published.
  */
 #define MESSAGE_HEADER_OVERHEAD 27
+/* JetStream's deduplication header: every message the relay sends carries it. */
+#define MESSAGE_HEADER_MSG_ID "Nats-Msg-Id"
 /*
  * The largest headers (jsonb, uncompressed) the relay reads. jsonb stores a
  * header in at most its wire line plus a few bytes, so headers stored this
