@@ -1674,6 +1674,16 @@ double it_metric(int port, const char *name)
     return v;
 }
 
+void it_pg_dump_row_states(PGconn *conn)
+{
+    PGresult *res = it_pg_query(conn, "SELECT status, attempts, last_error, count(*) FROM outbox"
+                                      " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3");
+    for (int i = 0; i < PQntuples(res); i++)
+        fprintf(stderr, "rows: %s, %s attempts, \"%s\": %s\n", PQgetvalue(res, i, 0),
+                PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3));
+    PQclear(res);
+}
+
 double it_metric_reason(int port, const char *family, const char *reason)
 {
     char name[160];

@@ -270,6 +270,9 @@ double it_metric_reason(int port, const char *family, const char *reason);
 /* Waits until it_metric(port, name) == want; true if it does. */
 bool it_wait_metric(int port, const char *name, double want, int timeout_ms);
 
+/* On a failure: where the rows stand (status, attempts, last_error: count), on stderr. */
+void it_pg_dump_row_states(PGconn *conn);
+
 /* Rows of the outbox whose status is 'published'. */
 int64_t it_pg_published(PGconn *conn);
 

@@ -52,17 +52,6 @@ static bool acks_timed_out_thrice(void *conn)
                            " AND " TIMED_OUT " GROUP BY id HAVING count(*) >= 3) AS t") > 0;
 }
 
-/* On a failure: where the rows stand. */
-static void dump_row_states(PGconn *conn)
-{
-    PGresult *res = it_pg_query(conn, "SELECT status, attempts, last_error, count(*) FROM outbox"
-                                      " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3");
-    for (int i = 0; i < PQntuples(res); i++)
-        fprintf(stderr, "rows: %s, %s attempts, \"%s\": %s\n", PQgetvalue(res, i, 0),
-                PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3));
-    PQclear(res);
-}
-
 START_TEST(test_frozen_server_acks_time_out_then_each_row_once)
 {
     const char *subjects[] = {"it.stall.>", NULL};
@@ -98,14 +87,14 @@ START_TEST(test_frozen_server_acks_time_out_then_each_row_once)
     ck_assert_msg(marked_at_freeze < ROWS, "the drain finished before the freeze");
     if (!timed_out) {
         it_relay_dump_log(relay);
-        dump_row_states(conn);
+        it_pg_dump_row_states(conn);
     }
     ck_assert_msg(timed_out, "no row failed 3 times with \"no PubAck within 500 ms\" while frozen");
 
     int64_t got = it_pg_wait_published(conn, ROWS, 60000);
     if (got != ROWS) {
         it_relay_dump_log(relay);
-        dump_row_states(conn);
+        it_pg_dump_row_states(conn);
     }
     ck_assert_msg(got == ROWS, "%lld of %d rows published after the thaw", (long long)got, ROWS);
     /* The timed-out rows went again (test_nats_stall_backoff: at no cost of attempts). */

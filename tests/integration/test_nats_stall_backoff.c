@@ -41,16 +41,6 @@ static bool failed_twice(void *conn)
                            " HAVING count(*) >= 2) AS t") > 0;
 }
 
-static void dump_row_states(PGconn *conn)
-{
-    PGresult *res = it_pg_query(conn, "SELECT status, attempts, last_error, count(*) FROM outbox"
-                                      " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3");
-    for (int i = 0; i < PQntuples(res); i++)
-        fprintf(stderr, "rows: %s, %s attempts, \"%s\": %s\n", PQgetvalue(res, i, 0),
-                PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3));
-    PQclear(res);
-}
-
 /* Freezes nats-server mid-drain for several PubAck deadlines, thaws it, checks every row. */
 static void run_stall(const char *const *env, bool (*stalled_enough)(void *conn))
 {
@@ -66,7 +56,7 @@ static void run_stall(const char *const *env, bool (*stalled_enough)(void *conn)
     bool stalled = it_wait_until(stalled_enough, conn, 20000);
     it_nats_resume();
     if (!stalled)
-        dump_row_states(conn);
+        it_pg_dump_row_states(conn);
     ck_assert_msg(stalled, "publishes did not time out while nats-server was frozen");
     ck_assert_msg(it_pg_published(conn) < ROWS, "the drain finished before the freeze");
 
@@ -74,7 +64,7 @@ static void run_stall(const char *const *env, bool (*stalled_enough)(void *conn)
     int64_t got = it_pg_wait_published(conn, ROWS, 30000);
     if (got != ROWS) {
         it_relay_dump_log(relay);
-        dump_row_states(conn);
+        it_pg_dump_row_states(conn);
     }
     ck_assert_msg(got == ROWS, "%lld of %d rows published after the thaw", (long long)got, ROWS);
     ck_assert_int_eq(it_pg_int(conn, "SELECT count(*) FROM mark_log WHERE status = 'dead'"), 0);
