@@ -1743,8 +1743,10 @@ void it_pg_record_marks(PGconn *conn)
                " next_attempt_at timestamptz, last_error text, at timestamptz);"
                "CREATE FUNCTION mark_log_row() RETURNS trigger LANGUAGE plpgsql AS $$"
                " BEGIN INSERT INTO mark_log VALUES (NEW.id, NEW.status, NEW.attempts,"
-               "   NEW.next_attempt_at, NEW.last_error, clock_timestamp()); RETURN NULL; END $$;"
-               "CREATE TRIGGER mark_log AFTER UPDATE ON outbox"
+               "   NEW.next_attempt_at, NEW.last_error, clock_timestamp()); RETURN NEW; END $$;"
+               /* BEFORE: `at` is read as each row is updated. An AFTER trigger fires only at
+                  the end of the statement, milliseconds later for a batch on a loaded machine. */
+               "CREATE TRIGGER mark_log BEFORE UPDATE ON outbox"
                " FOR EACH ROW EXECUTE FUNCTION mark_log_row()");
 }
 

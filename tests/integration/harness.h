@@ -285,7 +285,7 @@ void it_pg_wait_progress(PGconn *conn, int64_t more, int timeout_ms, const char 
 /*
  * From now on every UPDATE of an outbox row, as the relay committed it, is
  * copied into the table mark_log (id, status, attempts, next_attempt_at,
- * last_error, at = the statement's clock_timestamp()): what each mark said,
+ * last_error, at = clock_timestamp() as the row is updated): what each mark said,
  * even once a later mark has overwritten it.
  */
 void it_pg_record_marks(PGconn *conn);
