@@ -1,10 +1,10 @@
 # Embeds sql/*.sql (lexical order) into a C file: the migrations `outbox-relay migrate`
-# applies, rewritten for OUTBOX_TABLE and OUTBOX_CHANNEL at run time (relay/migrate.c).
+# applies, rewritten for OUTBOX_TABLE and OUTBOX_CHANNEL at run time (relay/pg/migrate.c).
 #   cmake -DSQL_DIR=... -DOUT=... -P embed_sql.cmake
 file(GLOB files RELATIVE ${SQL_DIR} ${SQL_DIR}/*.sql)
 list(SORT files)
 set(body "/* Generated from the files in sql/ by cmake/embed_sql.cmake: do not edit. */\n")
-string(APPEND body "#include \"outbox_relay/migrate.h\"\n\n")
+string(APPEND body "#include \"outbox_relay/pg/migrate.h\"\n\n")
 set(table "")
 set(i 0)
 foreach(f ${files})

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Writes outbox-relay(1) from the built binary's own help, so the man page
 # lists exactly the commands and settings the binary has (the settings
-# table in relay/config.c drives --help):
+# table in relay/lib/config.c drives --help):
 #
 #   debian/manpage.sh BINARY > outbox-relay.1
 #

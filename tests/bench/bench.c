@@ -21,8 +21,8 @@
 #include <dirent.h>
 
 #include "harness.h"
-#include "outbox_relay/config.h"
-#include "outbox_relay/outbox_table.h"
+#include "outbox_relay/lib/config.h"
+#include "outbox_relay/pg/outbox_table.h"
 
 #ifndef BENCH_BUILD_TYPE
 #define BENCH_BUILD_TYPE "unknown"

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "outbox_relay/metrics.h"
+#include "outbox_relay/lib/metrics.h"
 #include "run_suite.h"
 
 #define MAX_NAMES 64

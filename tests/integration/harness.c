@@ -1,7 +1,7 @@
 /* Integration-test harness: throw-away PostgreSQL and nats-server, the relay binary, a reader. */
 /* _GNU_SOURCE comes from the build. */
 #include "harness.h"
-#include "outbox_relay/outbox_table.h"
+#include "outbox_relay/pg/outbox_table.h"
 
 #include <arpa/inet.h>
 #include <check.h>

@@ -12,7 +12,7 @@
 #include <libpq-fe.h>
 #include <nats/nats.h>
 
-#include "outbox_relay/config.h"
+#include "outbox_relay/lib/config.h"
 
 /*
  * Lifecycle. Every process the harness starts is a child of the calling

@@ -41,7 +41,7 @@
 #include <string.h>
 
 #include "harness.h"
-#include "outbox_relay/outbox_table.h"
+#include "outbox_relay/pg/outbox_table.h"
 
 #define SF_STREAM "IT_FAULT"
 

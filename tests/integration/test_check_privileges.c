@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "harness.h"
-#include "outbox_relay/retention.h"
+#include "outbox_relay/pg/retention.h"
 #include "run_suite.h"
 
 #define DEADLINE_MS 30000

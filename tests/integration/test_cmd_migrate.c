@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "harness.h"
-#include "outbox_relay/migrate.h"
+#include "outbox_relay/pg/migrate.h"
 #include "run_suite.h"
 
 #define STREAM "IT_MIGRATE"

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "harness.h"
-#include "outbox_relay/dead_letter.h"
+#include "outbox_relay/pipeline/dead_letter.h"
 #include "run_suite.h"
 
 #define DLQ  "it.dl.dead"

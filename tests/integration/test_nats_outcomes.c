@@ -1,5 +1,5 @@
 /*
- * The outcomes of relay/publish_error.c's table, each produced for real by a
+ * The outcomes of relay/nats/publish_error.c's table, each produced for real by a
  * nats-server 2.9 configured to produce it, and the fate of the row it meets:
  * permanent -> dead at its first attempt, counted under its reason class,
  * later rows of its key published; transient -> failed under its class,

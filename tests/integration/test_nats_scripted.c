@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "harness.h"
-#include "outbox_relay/publish_error.h"
+#include "outbox_relay/nats/publish_error.h"
 #include "run_suite.h"
 
 struct script {

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "harness.h"
-#include "outbox_relay/publish_error.h"
+#include "outbox_relay/nats/publish_error.h"
 #include "run_suite.h"
 
 #define STREAM "IT_PERM"

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "harness.h"
-#include "outbox_relay/message.h"
+#include "outbox_relay/nats/message.h"
 #include "run_suite.h"
 
 #define STREAM       "IT_POISON"

@@ -8,8 +8,8 @@
 #include <string.h>
 
 #include "harness.h"
-#include "outbox_relay/config.h"
-#include "outbox_relay/outbox_table.h"
+#include "outbox_relay/lib/config.h"
+#include "outbox_relay/pg/outbox_table.h"
 #include "run_suite.h"
 
 /* Rows of the backlog: a third on 10 keys, some failed (so the hold probe has rows to find). */

@@ -7,9 +7,9 @@
 #include <ev.h>
 
 #include "harness.h"
-#include "outbox_relay/config.h"
-#include "outbox_relay/pg_source.h"
-#include "outbox_relay/retention.h"
+#include "outbox_relay/lib/config.h"
+#include "outbox_relay/pg/pg_source.h"
+#include "outbox_relay/pg/retention.h"
 #include "run_suite.h"
 
 #define STREAM "IT_RETENTION"

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "harness.h"
-#include "outbox_relay/outbox_table.h"
+#include "outbox_relay/pg/outbox_table.h"
 #include "run_suite.h"
 
 #define ROWS 200

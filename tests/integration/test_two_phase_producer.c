@@ -9,7 +9,7 @@
 
 #include "harness.h"
 #include "run_suite.h"
-#include "outbox_relay/wakeup.h"
+#include "outbox_relay/pg/wakeup.h"
 
 #define STREAM "IT_TWO_PHASE"
 /* Only a wake-up or a tail poll can publish a row before this. */

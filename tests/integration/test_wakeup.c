@@ -6,7 +6,7 @@
 #include <time.h>
 
 #include "harness.h"
-#include "outbox_relay/outbox_table.h"
+#include "outbox_relay/pg/outbox_table.h"
 #include "run_suite.h"
 
 #define STREAM "IT_WAKEUP"

@@ -9,7 +9,7 @@
 #include "harness.h"
 #include "run_suite.h"
 
-#include "outbox_relay/outbox_table.h"
+#include "outbox_relay/pg/outbox_table.h"
 
 #define STREAM "IT_WAKEUP_GAPS"
 

@@ -3,7 +3,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "outbox_relay/backoff.h"
+#include "outbox_relay/lib/backoff.h"
 #include "run_suite.h"
 
 /* rnd = 0 gives the guaranteed half, rnd just below 1 gives the whole delay. */

@@ -7,8 +7,8 @@
 
 #include <jansson.h>
 
-#include "outbox_relay/cloudevents.h"
-#include "outbox_relay/message.h"
+#include "outbox_relay/nats/cloudevents.h"
+#include "outbox_relay/nats/message.h"
 #include "run_suite.h"
 
 #define ARRAY_LEN(a) ((int)(sizeof(a) / sizeof((a)[0])))

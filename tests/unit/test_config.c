@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "outbox_relay/config.h"
+#include "outbox_relay/lib/config.h"
 #include "run_suite.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))

@@ -5,8 +5,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "outbox_relay/fail_log.h"
-#include "outbox_relay/log.h"
+#include "outbox_relay/pipeline/fail_log.h"
+#include "outbox_relay/lib/log.h"
 #include "run_suite.h"
 
 struct emitted {

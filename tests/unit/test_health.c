@@ -2,7 +2,7 @@
 #include <check.h>
 #include <string.h>
 
-#include "outbox_relay/health.h"
+#include "outbox_relay/pipeline/health.h"
 #include "run_suite.h"
 
 struct probe_case {

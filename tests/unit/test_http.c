@@ -14,7 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "outbox_relay/http.h"
+#include "outbox_relay/ops/http.h"
 #include "run_suite.h"
 
 /* ---- http_parse_request ---- */

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "outbox_relay/inflight.h"
+#include "outbox_relay/pipeline/inflight.h"
 #include "run_suite.h"
 
 /* Distinct addresses standing in for the natsMsg pointers nats.c hands back with acks. */

@@ -10,7 +10,7 @@
 
 #include <jansson.h>
 
-#include "outbox_relay/log.h"
+#include "outbox_relay/lib/log.h"
 #include "run_suite.h"
 #include "text_match.h"
 

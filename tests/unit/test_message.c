@@ -7,7 +7,7 @@
 
 #include <jansson.h>
 
-#include "outbox_relay/message.h"
+#include "outbox_relay/nats/message.h"
 #include "run_suite.h"
 
 #define ARRAY_LEN(a) ((int)(sizeof(a) / sizeof((a)[0])))

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "outbox_relay/metrics.h"
+#include "outbox_relay/lib/metrics.h"
 #include "prom_text.h"
 #include "relay_families.h"
 #include "run_suite.h"

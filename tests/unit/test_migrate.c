@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "outbox_relay/config.h"
-#include "outbox_relay/migrate.h"
+#include "outbox_relay/lib/config.h"
+#include "outbox_relay/pg/migrate.h"
 #include "run_suite.h"
 
 static char *render(const char *text, const char *table, const char *channel)

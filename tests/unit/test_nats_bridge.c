@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "outbox_relay/nats_bridge.h"
+#include "outbox_relay/nats/nats_bridge.h"
 #include "run_suite.h"
 
 struct seen {

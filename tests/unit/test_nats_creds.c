@@ -5,7 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "outbox_relay/nats_creds.h"
+#include "outbox_relay/nats/nats_creds.h"
 #include "run_suite.h"
 
 /* Unsigned JWTs (the signature is the server's concern): header and claims, base64url. */

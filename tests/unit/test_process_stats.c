@@ -6,7 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "outbox_relay/process_stats.h"
+#include "outbox_relay/ops/process_stats.h"
 #include "run_suite.h"
 
 /* A stat line of a process whose name holds a space and a ')'. */

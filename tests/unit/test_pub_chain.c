@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "outbox_relay/pub_chain.h"
+#include "outbox_relay/nats/pub_chain.h"
 #include "run_suite.h"
 
 /* Publishes event_id with `publishing` others in flight; returns its position. */

@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "outbox_relay/redact.h"
+#include "outbox_relay/lib/redact.h"
 #include "run_suite.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))

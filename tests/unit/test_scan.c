@@ -3,7 +3,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "outbox_relay/scan.h"
+#include "outbox_relay/pipeline/scan.h"
 #include "run_suite.h"
 
 enum op {

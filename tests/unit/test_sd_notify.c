@@ -7,8 +7,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "outbox_relay/sd_notify.h"
-#include "outbox_relay/service_status.h"
+#include "outbox_relay/ops/sd_notify.h"
+#include "outbox_relay/ops/service_status.h"
 #include "run_suite.h"
 
 START_TEST(test_compose_sequence)

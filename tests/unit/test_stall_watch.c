@@ -1,7 +1,7 @@
 /* Stall detection: when a relay reads as stalled, and when idleness or progress clears it. */
 #include <check.h>
 
-#include "outbox_relay/stall_watch.h"
+#include "outbox_relay/pipeline/stall_watch.h"
 #include "run_suite.h"
 
 #define TIMEOUT 30.0

@@ -3,7 +3,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "outbox_relay/stream_spec.h"
+#include "outbox_relay/lib/stream_spec.h"
 #include "run_suite.h"
 
 #define S INT64_C(1000000000)

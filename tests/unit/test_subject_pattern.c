@@ -2,7 +2,7 @@
 #include <check.h>
 #include <string.h>
 
-#include "outbox_relay/subject_pattern.h"
+#include "outbox_relay/lib/subject_pattern.h"
 #include "run_suite.h"
 
 static const struct {

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "outbox_relay/suggest.h"
+#include "outbox_relay/lib/suggest.h"
 #include "run_suite.h"
 
 static const char *const names[] = {"status",

@@ -1,0 +1,76 @@
+/*
+ * The PostgreSQL connection: asynchronous libpq on the loop.
+ *
+ * One connection carries LISTEN, the leader lock, claims and marks. It is an
+ * explicit state machine (DISCONNECTED → CONNECTING → SETUP → READY); any
+ * failure, or a connect/query past its deadline, drops the connection,
+ * fails the queued queries and reconnects with backoff. Queries run one at
+ * a time in the order they were queued, so a mark queued before a claim is
+ * committed before the claim reads the table.
+ */
+#ifndef OUTBOX_RELAY_PG_SOURCE_H
+#define OUTBOX_RELAY_PG_SOURCE_H
+
+#include <stdbool.h>
+
+#include <ev.h>
+#include <libpq-fe.h>
+
+#include "outbox_relay/lib/config.h"
+
+enum pg_state {
+    PG_DISCONNECTED,  /* waiting for the reconnect timer */
+    PG_CONNECTING,    /* PQconnectPoll in progress */
+    PG_SETUP,         /* LISTEN and table check running */
+    PG_WAITING_TABLE, /* connected, but the outbox table is missing or lacks a column:
+                         re-checked until it appears (the application migrates it) */
+    PG_READY,         /* queries flow */
+};
+
+struct pg_source;
+
+struct pg_source_events {
+    void (*connected)(void *arg);                     /* READY after (re)connect */
+    void (*disconnected)(void *arg, const char *why); /* was connected (not READY yet, maybe) */
+    void (*notified)(void *arg);                      /* a NOTIFY on the channel */
+    void (*fatal)(void *arg, const char *why);        /* no privilege on the table: stop */
+    void *arg;
+};
+
+/*
+ * Called with the query's result, or res == NULL when the connection was
+ * lost before it completed. res is cleared by pg_source after the callback.
+ */
+typedef void (*pg_result_fn)(void *arg, PGresult *res);
+
+struct pg_source *pg_source_create(struct ev_loop *loop, const struct relay_config *cfg,
+                                   struct pg_source_events events);
+void pg_source_start(struct pg_source *src);
+void pg_source_destroy(struct pg_source *src);
+
+enum pg_state pg_source_state(const struct pg_source *src);
+
+/*
+ * Why queries cannot flow, for /readyz: NULL when READY; otherwise e.g.
+ * "postgresql not connected" or "outbox table outbox does not exist". Copy
+ * it: the text may change once the loop runs pg_source again.
+ */
+const char *pg_source_not_ready_reason(const struct pg_source *src);
+
+/*
+ * Queues a query. pg_source takes ownership of params[0..nparams) (malloc'ed
+ * strings, NULL for SQL NULL) and frees them. sql must live as long as the
+ * pg_source: each distinct text (by address) is prepared once per connection
+ * and executed by name after that. binary: results in binary format.
+ * Returns false when not READY (params are freed, fn is not called).
+ */
+bool pg_source_query(struct pg_source *src, const char *sql, int nparams, char **params,
+                     bool binary, pg_result_fn fn, void *arg);
+
+/* Drops the connection now and reconnects later (e.g. after a bad result). */
+void pg_source_reset(struct pg_source *src, const char *why);
+
+/* Opens a blocking connection with the relay's connection settings (for --check). */
+PGconn *pg_source_connect_blocking(const struct relay_config *cfg, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,219 @@
+/* Batched marks: outcomes queued per loop turn and written with one UPDATE per kind. */
+#include "outbox_relay/pg/marks.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "outbox_relay/lib/log.h"
+#include "outbox_relay/lib/util.h"
+
+struct mark_list {
+    struct mark *items;
+    size_t n, cap;
+};
+
+/* One outcome kind: what waits for the next UPDATE, and what is in it. */
+struct mark_batch {
+    struct marks *owner;
+    bool published;
+    const char *sql;
+    struct mark_list queued;
+    struct mark_list running; /* empty unless the UPDATE is in flight */
+    bool in_flight;
+    bool fenced; /* the running UPDATE's rows were dropped: report nothing of it */
+};
+
+struct marks {
+    struct pg_source *pg;
+    struct marks_events events;
+    struct mark_batch published, failed;
+};
+
+static bool mark_list_push(struct mark_list *l, const struct mark *m)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 256;
+        struct mark *items = realloc(l->items, cap * sizeof(*items));
+        if (items == NULL)
+            return false;
+        l->items = items;
+        l->cap = cap;
+    }
+    l->items[l->n++] = *m;
+    return true;
+}
+
+static void mark_list_free(struct mark_list *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->items[i].error);
+    free(l->items);
+    memset(l, 0, sizeof(*l));
+}
+
+struct marks *marks_create(struct pg_source *pg, const char *published_sql, const char *failed_sql,
+                           struct marks_events events)
+{
+    struct marks *mk = calloc(1, sizeof(*mk));
+    if (mk == NULL)
+        return NULL;
+    mk->pg = pg;
+    mk->events = events;
+    mk->published = (struct mark_batch){.owner = mk, .published = true, .sql = published_sql};
+    mk->failed = (struct mark_batch){.owner = mk, .published = false, .sql = failed_sql};
+    return mk;
+}
+
+void marks_destroy(struct marks *mk)
+{
+    if (mk == NULL)
+        return;
+    struct mark_batch *batches[] = {&mk->published, &mk->failed};
+    for (int i = 0; i < 2; i++) {
+        mark_list_free(&batches[i]->queued);
+        mark_list_free(&batches[i]->running);
+    }
+    free(mk);
+}
+
+bool marks_add_published(struct marks *mk, struct outbox_row *row, uint64_t stream_seq,
+                         double acked_at)
+{
+    struct mark m = {.row = row, .stream_seq = stream_seq, .acked_at = acked_at};
+    return mark_list_push(&mk->published.queued, &m);
+}
+
+bool marks_add_failed(struct marks *mk, struct outbox_row *row, bool dead, int64_t delay_ms,
+                      bool not_an_attempt, const char *error, enum publish_reason reason)
+{
+    struct mark m = {.row = row,
+                     .dead = dead,
+                     .delay_ms = delay_ms,
+                     .not_an_attempt = not_an_attempt,
+                     .error = strdup(error),
+                     .reason = reason};
+    if (m.error == NULL || !mark_list_push(&mk->failed.queued, &m)) {
+        free(m.error);
+        return false;
+    }
+    return true;
+}
+
+size_t marks_unrecorded(const struct marks *mk)
+{
+    return mk->published.queued.n + mk->published.running.n + mk->failed.queued.n +
+           mk->failed.running.n;
+}
+
+static void marks_on_done(void *arg, PGresult *res)
+{
+    struct mark_batch *b = arg;
+    struct marks *mk = b->owner;
+    bool failed = res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK;
+    if (failed && res != NULL && !b->fenced) {
+        log_error("marking rows failed", "{s:s}", "error", PQresultErrorMessage(res));
+        /* The batch is still in flight here: resetting ends the session,
+         * and with a leader's session its term, whose fence then marks this
+         * batch, as its rows are dropped. */
+        pg_source_reset(mk->pg, "mark query failed");
+    }
+    struct mark_list done = b->running;
+    memset(&b->running, 0, sizeof(b->running));
+    b->in_flight = false;
+    if (b->fenced) {
+        /* Its rows are gone: an outcome of a lost term is never written. */
+        b->fenced = false;
+        mark_list_free(&done);
+        return;
+    }
+
+    if (failed) {
+        /* Not recorded, and the rows are still held: the outcomes stay
+         * known, so queue them again for the next connection. */
+        for (size_t i = 0; i < done.n; i++) {
+            if (!mark_list_push(&b->queued, &done.items[i])) {
+                free(done.items[i].error);
+                mk->events.forgotten(mk->events.arg, done.items[i].row);
+            }
+        }
+        free(done.items);
+        return;
+    }
+    for (size_t i = 0; i < done.n; i++)
+        mk->events.recorded(mk->events.arg, &done.items[i], b->published);
+    mark_list_free(&done);
+    mk->events.batch_done(mk->events.arg, b->published);
+}
+
+#define MARKS_MAX_PARAMS 5
+
+/* The batch's outcomes as array literals: $1 ids, then per kind. */
+static bool marks_params(const struct mark_batch *b, char **params)
+{
+    struct strbuf p[MARKS_MAX_PARAMS] = {{0}};
+    for (int k = 0; k < MARKS_MAX_PARAMS; k++)
+        sb_putc(&p[k], '{');
+    for (size_t i = 0; i < b->queued.n; i++) {
+        const struct mark *m = &b->queued.items[i];
+        const char *sep = i ? "," : "";
+        sb_printf(&p[0], "%s%" PRId64, sep, m->row->id);
+        if (b->published) {
+            sb_printf(&p[1], "%s%" PRIu64, sep, m->stream_seq);
+            /* Microseconds as an integer: formatting a double per row
+             * showed in the drain's profile. */
+            sb_printf(&p[2], "%s%lld", sep, (long long)(m->acked_at * 1e6));
+        } else {
+            sb_printf(&p[1], "%s%s", sep, m->dead ? "dead" : "failed");
+            sb_printf(&p[2], "%s%" PRId64, sep, m->delay_ms);
+            sb_puts(&p[3], sep);
+            sb_put_array_text(&p[3], m->error ? m->error : "");
+            sb_printf(&p[4], "%s%d", sep, m->not_an_attempt ? 0 : 1);
+        }
+    }
+    bool ok = true;
+    int nparams = b->published ? 3 : 5;
+    for (int k = 0; k < MARKS_MAX_PARAMS; k++) {
+        sb_putc(&p[k], '}');
+        params[k] = k < nparams ? sb_take(&p[k]) : NULL;
+        if (k >= nparams)
+            sb_free(&p[k]);
+        else if (params[k] == NULL)
+            ok = false;
+    }
+    if (!ok)
+        for (int k = 0; k < MARKS_MAX_PARAMS; k++)
+            free(params[k]);
+    return ok;
+}
+
+static void marks_send(struct mark_batch *b)
+{
+    if (b->queued.n == 0 || b->in_flight)
+        return;
+    char *params[MARKS_MAX_PARAMS];
+    if (!marks_params(b, params))
+        return; /* out of memory: try again next loop turn */
+    if (!pg_source_query(b->owner->pg, b->sql, b->published ? 3 : 5, params, false, marks_on_done,
+                         b))
+        return; /* not connected: keep them for later */
+    b->running = b->queued;
+    memset(&b->queued, 0, sizeof(b->queued));
+    b->in_flight = true;
+}
+
+void marks_flush(struct marks *mk)
+{
+    marks_send(&mk->published);
+    marks_send(&mk->failed);
+}
+
+void marks_fence(struct marks *mk)
+{
+    struct mark_batch *batches[] = {&mk->published, &mk->failed};
+    for (int i = 0; i < 2; i++) {
+        mark_list_free(&batches[i]->queued);
+        if (batches[i]->in_flight)
+            batches[i]->fenced = true;
+    }
+}

@@ -1,0 +1,182 @@
+/* The claim stage: the scanner's pages as claim queries, within both budgets, into held rows. */
+#include "outbox_relay/pipeline/claimer.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "outbox_relay/lib/log.h"
+#include "outbox_relay/nats/message.h"
+#include "outbox_relay/pg/outbox_table.h"
+#include "outbox_relay/lib/subject_pattern.h"
+
+struct claimer {
+    const struct relay_config *cfg;
+    struct pg_source *pg;
+    struct inflight *rows;
+    struct js_sink *js;
+    const char *sql;
+    struct claimer_events ev;
+    struct scan scan;
+    struct subject_policy subjects; /* where rows may publish */
+    bool running;                   /* a claim query is in flight */
+    int64_t claimed_in_pass;        /* rows the current pass took */
+    int64_t claimed_total;
+};
+
+struct claimer *claimer_create(const struct relay_config *cfg, struct pg_source *pg,
+                               struct inflight *rows, struct js_sink *js, const char *claim_sql,
+                               struct claimer_events ev)
+{
+    struct claimer *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->cfg = cfg;
+    c->pg = pg;
+    c->rows = rows;
+    c->js = js;
+    c->sql = claim_sql;
+    c->ev = ev;
+    scan_init(&c->scan);
+    char why[256];
+    if (subject_policy_init(&c->subjects, cfg->stream[0] ? cfg->stream_subjects : NULL,
+                            cfg->allow_subjects, why, sizeof(why)) < 0) {
+        /* The settings were checked at start: only memory can be short here. */
+        log_error("cannot build the subject policy", "{s:s}", "error", why);
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void claimer_destroy(struct claimer *c)
+{
+    if (c == NULL)
+        return;
+    subject_policy_free(&c->subjects);
+    free(c);
+}
+
+/* The pass ends; whatever wakes the relay next must be armed again. */
+static void claimer_pass_failed(struct claimer *c)
+{
+    scan_page_failed(&c->scan);
+    c->claimed_in_pass = 0;
+    c->ev.pass_failed(c->ev.arg);
+}
+
+static void claimer_on_page(void *arg, PGresult *res)
+{
+    struct claimer *c = arg;
+    c->running = false;
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        if (res != NULL)
+            log_error("claim query failed", "{s:s}", "error", PQresultErrorMessage(res));
+        claimer_pass_failed(c);
+        return;
+    }
+    bool taking = c->ev.may_claim(c->ev.arg);
+    int n = PQntuples(res);
+    for (int i = 0; i < n; i++) {
+        int64_t id = outbox_claim_id(res, i);
+        scan_row_seen(&c->scan, id);
+        if (!taking || inflight_find(c->rows, id) != NULL)
+            continue;
+        /* An earlier unfinished row of the key that the relay does not hold
+         * goes first; this row waits for the pass to come back. */
+        int64_t prev = outbox_claim_prev(res, i);
+        if (prev != 0 && inflight_find(c->rows, prev) == NULL) {
+            scan_row_blocked(&c->scan, prev);
+            continue;
+        }
+        struct outbox_row *row = outbox_row_decode(res, i, js_sink_max_payload(c->js), &c->subjects,
+                                                   config_cloudevents_source(c->cfg));
+        if (row == NULL)
+            continue; /* out of memory: a later pass claims it again */
+        c->claimed_total++;
+        c->claimed_in_pass++;
+        if (inflight_add(c->rows, row))
+            c->ev.claimed(c->ev.arg, row);
+    }
+    scan_page_done(&c->scan, n, n >= c->cfg->batch_size || outbox_claim_cut(res));
+    if (c->scan.state != SCAN_IN_PASS) {
+        bool found = c->claimed_in_pass > 0;
+        c->claimed_in_pass = 0;
+        c->ev.pass_ended(c->ev.arg, found);
+    }
+}
+
+void claimer_run(struct claimer *c, double now)
+{
+    if (c->running || !c->ev.may_claim(c->ev.arg))
+        return;
+    size_t room = (size_t)c->cfg->max_inflight - inflight_count(c->rows);
+    int64_t room_bytes = (int64_t)c->cfg->max_inflight_bytes - inflight_bytes(c->rows);
+    if (room < (size_t)c->cfg->batch_size || room_bytes <= 0)
+        return; /* backpressure: wait for acks and marks to free room */
+    int64_t from;
+    if (!scan_next_page(&c->scan, now, &from))
+        return;
+    char *params[4] = {NULL, NULL, NULL, NULL};
+    if (asprintf(&params[0], "%" PRId64, from) < 0 ||
+        asprintf(&params[1], "%d", c->cfg->batch_size) < 0 ||
+        asprintf(&params[2], "%" PRId64, room_bytes) < 0 ||
+        asprintf(&params[3], "%" PRId64, message_payload_limit(js_sink_max_payload(c->js))) < 0) {
+        /* Out of memory: the pass ends; the poll starts another. */
+        for (int i = 0; i < 4; i++)
+            free(params[i]);
+        claimer_pass_failed(c);
+        return;
+    }
+    if (pg_source_query(c->pg, c->sql, 4, params, true, claimer_on_page, c))
+        c->running = true;
+    else
+        claimer_pass_failed(c);
+}
+
+void claimer_want(struct claimer *c, enum scan_reason why)
+{
+    scan_want(&c->scan, why);
+}
+
+/*
+ * The leader's polls (wakeup.c). No NOTIFY comes while it is awake, so nothing
+ * says "a row committed late below the high water" (ids are taken at
+ * insert, commits land in another order): with few rows held, as in steady
+ * flow, the poll reads from id 0 and finds such a row at once, for about
+ * the cost of a tail pass; with a backlog it reads above the high water and
+ * late rows wait for the once-a-second sweep.
+ */
+void claimer_on_poll(void *arg, bool sweep)
+{
+    struct claimer *c = arg;
+    if (inflight_count(c->rows) < (size_t)c->cfg->batch_size)
+        sweep = true;
+    scan_want(&c->scan, sweep ? SCAN_SWEEP : SCAN_TAIL);
+}
+
+void claimer_on_sweep_due(void *arg)
+{
+    struct claimer *c = arg;
+    scan_want(&c->scan, SCAN_SWEEP);
+}
+
+void claimer_key_released(struct claimer *c, int64_t id)
+{
+    scan_key_released(&c->scan, id);
+}
+
+void claimer_restart(struct claimer *c)
+{
+    scan_restart(&c->scan);
+}
+
+void claimer_stop(struct claimer *c)
+{
+    scan_stop(&c->scan);
+}
+
+int64_t claimer_claimed_total(const struct claimer *c)
+{
+    return c->claimed_total;
+}
