@@ -14,7 +14,6 @@
 
 #include "outbox_relay/lib/util.h"
 
-#include "outbox_relay/nats/message.h"
 #include "outbox_relay/lib/stream_spec.h"
 #include "outbox_relay/lib/suggest.h"
 #include "outbox_relay/lib/subject_pattern.h"
@@ -378,7 +377,7 @@ static int config_validate(struct relay_config *cfg, char *err, size_t errlen)
         return -1;
     }
     if (cfg->dead_letter_subject[0] != '\0' &&
-        (!message_subject_valid(cfg->dead_letter_subject, why, sizeof(why)) ||
+        (!subject_valid(cfg->dead_letter_subject, why, sizeof(why)) ||
          cfg->dead_letter_subject[0] == '$' || !strncmp(cfg->dead_letter_subject, "_INBOX.", 7))) {
         if (cfg->dead_letter_subject[0] == '$' || !strncmp(cfg->dead_letter_subject, "_INBOX.", 7))
             snprintf(why, sizeof(why), "may not start with '$' or \"_INBOX.\"");

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "outbox_relay/lib/error_text.h"
+
 #define QUOTED_MAX 64
 
 bool subject_is_system(const char *subject, const char **why)
@@ -17,6 +19,65 @@ bool subject_is_system(const char *subject, const char **why)
     if (why != NULL)
         *why = w;
     return w != NULL;
+}
+
+/*
+ * nats-server closes the connection when a protocol line is longer than its
+ * max_control_line (4096 by default). The HPUB line carries the subject, the
+ * reply inbox and two sizes, so a longer subject would not just fail its own
+ * publish but drop every in-flight publish with it, on every retry.
+ */
+#define SUBJECT_MAX_LEN 3840
+
+bool subject_valid(const char *subject, char *err, size_t errlen)
+{
+    char q[ERROR_TEXT_QUOTED_SIZE];
+
+    if (subject == NULL || subject[0] == '\0') {
+        error_text_set(err, errlen, "invalid subject \"\": empty");
+        return false;
+    }
+    size_t len = strlen(subject);
+    if (len > SUBJECT_MAX_LEN) {
+        error_text_set(err, errlen, "invalid subject %s: %zu bytes, longer than %d",
+                       error_text_quote(subject, q, sizeof(q)), len, SUBJECT_MAX_LEN);
+        return false;
+    }
+    const char *system = NULL;
+    if (subject_is_system(subject, &system)) {
+        error_text_set(err, errlen, "invalid subject %s: %s",
+                       error_text_quote(subject, q, sizeof(q)), system);
+        return false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)subject[i];
+        if (c <= ' ' || c == 0x7f) {
+            error_text_set(err, errlen,
+                           "invalid subject %s: contains whitespace or a control character",
+                           error_text_quote(subject, q, sizeof(q)));
+            return false;
+        }
+    }
+
+    const char *tok = subject;
+    for (;;) {
+        const char *dot = strchr(tok, '.');
+        size_t toklen = dot ? (size_t)(dot - tok) : strlen(tok);
+        if (toklen == 0) {
+            error_text_set(err, errlen, "invalid subject %s: empty token",
+                           error_text_quote(subject, q, sizeof(q)));
+            return false;
+        }
+        if (toklen == 1 && (tok[0] == '*' || tok[0] == '>')) {
+            error_text_set(err, errlen, "invalid subject %s: wildcard token \"%c\"",
+                           error_text_quote(subject, q, sizeof(q)), tok[0]);
+            return false;
+        }
+        if (dot == NULL)
+            break;
+        tok = dot + 1;
+    }
+    return true;
 }
 
 bool subject_pattern_valid(const char *pattern, char *why, size_t whylen)
@@ -155,35 +216,23 @@ void subject_policy_free(struct subject_policy *p)
     subject_list_free(&p->allow);
 }
 
-/* How much of s to show in a reason: at most QUOTED_MAX bytes, never half a UTF-8 character. */
-static int shown_len(const char *s)
-{
-    size_t n = strlen(s);
-    if (n <= QUOTED_MAX)
-        return (int)n;
-    n = QUOTED_MAX;
-    while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
-        n--;
-    return (int)n;
-}
-
 bool subject_policy_allows(const struct subject_policy *p, const char *subject, char *why,
                            size_t whylen)
 {
+    char q[ERROR_TEXT_QUOTED_SIZE];
     const char *sys = NULL;
-    const char *more = strlen(subject) > QUOTED_MAX ? "..." : "";
     if (subject_is_system(subject, &sys)) {
-        snprintf(why, whylen, "invalid subject \"%.*s%s\": %s", shown_len(subject), subject, more,
-                 sys);
+        error_text_set(why, whylen, "invalid subject %s: %s",
+                       error_text_quote(subject, q, sizeof(q)), sys);
         return false;
     }
     if (!p->restricted || subject_list_match(&p->stream, subject) ||
         subject_list_match(&p->allow, subject))
         return true;
-    snprintf(why, whylen,
-             "subject not allowed: \"%.*s%s\" is outside %s (OUTBOX_ALLOW_SUBJECTS may allow it)",
-             shown_len(subject), subject, more,
-             p->stream.n > 0 ? "the stream's subjects (OUTBOX_STREAM_SUBJECTS)"
-                             : "OUTBOX_ALLOW_SUBJECTS");
+    error_text_set(why, whylen,
+                   "subject not allowed: %s is outside %s (OUTBOX_ALLOW_SUBJECTS may allow it)",
+                   error_text_quote(subject, q, sizeof(q)),
+                   p->stream.n > 0 ? "the stream's subjects (OUTBOX_STREAM_SUBJECTS)"
+                                   : "OUTBOX_ALLOW_SUBJECTS");
     return false;
 }

@@ -11,15 +11,8 @@
 
 #include <jansson.h>
 
+#include "outbox_relay/lib/error_text.h"
 #include "outbox_relay/lib/subject_pattern.h"
-
-/*
- * nats-server closes the connection when a protocol line is longer than its
- * max_control_line (4096 by default). The HPUB line carries the subject, the
- * reply inbox and two sizes, so a longer subject would not just fail its own
- * publish but drop every in-flight publish with it, on every retry.
- */
-#define SUBJECT_MAX_LEN 3840
 
 /*
  * nats-server 2.9 refuses a header block longer than this (its length is a
@@ -29,151 +22,6 @@
 #define HEADER_BLOCK_MAX 65535
 
 #define HEADER_STATUS_LINE "NATS/1.0\r\n"
-#define QUOTED_MAX         64
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* Length of the valid UTF-8 sequence at p, or 0. */
-static size_t utf8_seq_len(const unsigned char *p)
-{
-    size_t n;
-    if (p[0] < 0x80)
-        return 1;
-    else if (p[0] >= 0xc2 && p[0] <= 0xdf)
-        n = 2;
-    else if (p[0] >= 0xe0 && p[0] <= 0xef)
-        n = 3;
-    else if (p[0] >= 0xf0 && p[0] <= 0xf4)
-        n = 4;
-    else
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-    }
-    if ((p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xed && p[1] > 0x9f) ||
-        (p[0] == 0xf0 && p[1] < 0x90) || (p[0] == 0xf4 && p[1] > 0x8f))
-        return 0; /* overlong, surrogate or beyond U+10FFFF */
-    return n;
-}
-
-/*
- * The error text ends up in the text column last_error, which PostgreSQL
- * rejects unless it is valid UTF-8; truncation (ours, snprintf's, or in
- * jansson's error text) can cut a character in half.
- */
-static void utf8_repair(char *s)
-{
-    unsigned char *p = (unsigned char *)s;
-    while (*p) {
-        size_t n = utf8_seq_len(p);
-        if (n == 0) {
-            *p++ = '?';
-        } else {
-            p += n;
-        }
-    }
-}
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err == NULL || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    utf8_repair(err);
-}
-
-/*
- * s in double quotes for an error text: control characters escaped so that
- * last_error stays on one line, long values cut so it stays readable.
- */
-static const char *quoted(const char *s, char *buf, size_t len)
-{
-    size_t o = 0;
-    buf[o++] = '"';
-    size_t i = 0;
-    /* Past QUOTED_MAX, finish the character in progress: never cut one in half. */
-    for (; (i < QUOTED_MAX || ((unsigned char)s[i] & 0xc0) == 0x80) && s[i] != '\0' && o + 6 < len;
-         i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') {
-            buf[o++] = '\\';
-            buf[o++] = (char)c;
-        } else if (c == '\t') {
-            buf[o++] = '\\';
-            buf[o++] = 't';
-        } else if (c == '\n') {
-            buf[o++] = '\\';
-            buf[o++] = 'n';
-        } else if (c == '\r') {
-            buf[o++] = '\\';
-            buf[o++] = 'r';
-        } else if (c < 0x20 || c == 0x7f) {
-            o += (size_t)snprintf(buf + o, len - o, "\\x%02x", c);
-        } else {
-            buf[o++] = (char)c;
-        }
-    }
-    if (s[i] != '\0' && o + 5 < len) {
-        memcpy(buf + o, "...", 3);
-        o += 3;
-    }
-    buf[o++] = '"';
-    buf[o] = '\0';
-    return buf;
-}
-
-bool message_subject_valid(const char *subject, char *err, size_t errlen)
-{
-    char q[QUOTED_MAX * 4 + 16];
-
-    if (subject == NULL || subject[0] == '\0') {
-        set_err(err, errlen, "invalid subject \"\": empty");
-        return false;
-    }
-    size_t len = strlen(subject);
-    if (len > SUBJECT_MAX_LEN) {
-        set_err(err, errlen, "invalid subject %s: %zu bytes, longer than %d",
-                quoted(subject, q, sizeof(q)), len, SUBJECT_MAX_LEN);
-        return false;
-    }
-    const char *system = NULL;
-    if (subject_is_system(subject, &system)) {
-        set_err(err, errlen, "invalid subject %s: %s", quoted(subject, q, sizeof(q)), system);
-        return false;
-    }
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)subject[i];
-        if (c <= ' ' || c == 0x7f) {
-            set_err(err, errlen, "invalid subject %s: contains whitespace or a control character",
-                    quoted(subject, q, sizeof(q)));
-            return false;
-        }
-    }
-
-    const char *tok = subject;
-    for (;;) {
-        const char *dot = strchr(tok, '.');
-        size_t toklen = dot ? (size_t)(dot - tok) : strlen(tok);
-        if (toklen == 0) {
-            set_err(err, errlen, "invalid subject %s: empty token", quoted(subject, q, sizeof(q)));
-            return false;
-        }
-        if (toklen == 1 && (tok[0] == '*' || tok[0] == '>')) {
-            set_err(err, errlen, "invalid subject %s: wildcard token \"%c\"",
-                    quoted(subject, q, sizeof(q)), tok[0]);
-            return false;
-        }
-        if (dot == NULL)
-            break;
-        tok = dot + 1;
-    }
-    return true;
-}
 
 static bool header_name_valid(const char *name)
 {
@@ -188,11 +36,11 @@ static bool header_name_valid(const char *name)
 static enum message_result header_value_check(const char *name, json_t *v, size_t *line_bytes,
                                               size_t *values, char *err, size_t errlen)
 {
-    char q[QUOTED_MAX * 4 + 16];
+    char q[ERROR_TEXT_QUOTED_SIZE];
 
     if (!json_is_string(v)) {
-        set_err(err, errlen, "headers: value of %s is not a string or array of strings",
-                quoted(name, q, sizeof(q)));
+        error_text_set(err, errlen, "headers: value of %s is not a string or array of strings",
+                       error_text_quote(name, q, sizeof(q)));
         return MESSAGE_INVALID;
     }
     const char *s = json_string_value(v);
@@ -201,19 +49,22 @@ static enum message_result header_value_check(const char *name, json_t *v, size_
     /* Sent, it is stored; but nats.c (the relay's own client) then cannot read the headers of
      * the message back: natsMsgHeader_Keys fails with a protocol error for the whole message. */
     if (n == 0) {
-        set_err(err, errlen, "headers: value of %s is empty", quoted(name, q, sizeof(q)));
+        error_text_set(err, errlen, "headers: value of %s is empty",
+                       error_text_quote(name, q, sizeof(q)));
         return MESSAGE_INVALID;
     }
     if (memchr(s, '\r', n) != NULL || memchr(s, '\n', n) != NULL) {
-        set_err(err, errlen, "headers: value of %s contains CR or LF", quoted(name, q, sizeof(q)));
+        error_text_set(err, errlen, "headers: value of %s contains CR or LF",
+                       error_text_quote(name, q, sizeof(q)));
         return MESSAGE_INVALID;
     }
     /* Consumers read header values trimmed: " a " would arrive as "a". */
     if (strchr(" \t", s[0]) != NULL || strchr(" \t", s[n - 1]) != NULL) {
-        set_err(err, errlen,
-                "headers: value of %s has leading or trailing whitespace (consumers would read it "
-                "trimmed)",
-                quoted(name, q, sizeof(q)));
+        error_text_set(
+            err, errlen,
+            "headers: value of %s has leading or trailing whitespace (consumers would read it "
+            "trimmed)",
+            error_text_quote(name, q, sizeof(q)));
         return MESSAGE_INVALID;
     }
     /* "Name: value\r\n" */
@@ -229,7 +80,7 @@ static enum message_result header_value_check(const char *name, json_t *v, size_
 static enum message_result headers_parse(const char *headers_json, json_t **obj, size_t *line_bytes,
                                          size_t *values, char *err, size_t errlen)
 {
-    char q[QUOTED_MAX * 4 + 16];
+    char q[ERROR_TEXT_QUOTED_SIZE];
 
     *obj = NULL;
     *line_bytes = 0;
@@ -241,15 +92,15 @@ static enum message_result headers_parse(const char *headers_json, json_t **obj,
     json_t *root = json_loads(headers_json, JSON_DECODE_ANY, &jerr);
     if (root == NULL) {
         if (json_error_code(&jerr) == json_error_out_of_memory) {
-            set_err(err, errlen, "headers: out of memory");
+            error_text_set(err, errlen, "headers: out of memory");
             return MESSAGE_NOMEM;
         }
-        set_err(err, errlen, "headers: not valid JSON: %s (line %d, column %d)", jerr.text,
-                jerr.line, jerr.column);
+        error_text_set(err, errlen, "headers: not valid JSON: %s (line %d, column %d)", jerr.text,
+                       jerr.line, jerr.column);
         return MESSAGE_INVALID;
     }
     if (!json_is_object(root)) {
-        set_err(err, errlen, "headers: not a JSON object");
+        error_text_set(err, errlen, "headers: not a JSON object");
         json_decref(root);
         return MESSAGE_INVALID;
     }
@@ -259,19 +110,20 @@ static enum message_result headers_parse(const char *headers_json, json_t **obj,
     json_object_foreach(root, name, value)
     {
         if (name[0] == '\0') {
-            set_err(err, errlen, "headers: empty header name");
+            error_text_set(err, errlen, "headers: empty header name");
             goto invalid;
         }
         if (!header_name_valid(name)) {
-            set_err(err, errlen, "headers: name %s must be printable ASCII without spaces or ':'",
-                    quoted(name, q, sizeof(q)));
+            error_text_set(err, errlen,
+                           "headers: name %s must be printable ASCII without spaces or ':'",
+                           error_text_quote(name, q, sizeof(q)));
             goto invalid;
         }
         if (strncasecmp(name, "Nats-", 5) == 0) {
-            set_err(err, errlen,
-                    "headers: name %s is reserved (the \"Nats-\" prefix is interpreted by "
-                    "JetStream)",
-                    quoted(name, q, sizeof(q)));
+            error_text_set(err, errlen,
+                           "headers: name %s is reserved (the \"Nats-\" prefix is interpreted by "
+                           "JetStream)",
+                           error_text_quote(name, q, sizeof(q)));
             goto invalid;
         }
         enum message_result r = MESSAGE_OK;
@@ -303,16 +155,16 @@ invalid:
 static enum message_result header_add(natsMsg *msg, const char *name, const char *value, char *err,
                                       size_t errlen)
 {
-    char q[QUOTED_MAX * 4 + 16];
+    char q[ERROR_TEXT_QUOTED_SIZE];
     natsStatus s = natsMsgHeader_Add(msg, name, value);
     if (s == NATS_OK)
         return MESSAGE_OK;
     if (s == NATS_NO_MEMORY) {
-        set_err(err, errlen, "headers: out of memory");
+        error_text_set(err, errlen, "headers: out of memory");
         return MESSAGE_NOMEM;
     }
-    set_err(err, errlen, "headers: cannot add %s: %s", quoted(name, q, sizeof(q)),
-            natsStatus_GetText(s));
+    error_text_set(err, errlen, "headers: cannot add %s: %s", error_text_quote(name, q, sizeof(q)),
+                   natsStatus_GetText(s));
     return MESSAGE_INVALID;
 }
 
@@ -366,10 +218,10 @@ static bool header_kept(natsMsg *msg, const char *name, json_t *v)
 static enum message_result headers_verify(natsMsg *msg, json_t *obj, const char *event_id,
                                           char *err, size_t errlen)
 {
-    char q[QUOTED_MAX * 4 + 16];
+    char q[ERROR_TEXT_QUOTED_SIZE];
     json_t *id = json_string(event_id);
     if (id == NULL) {
-        set_err(err, errlen, "headers: out of memory");
+        error_text_set(err, errlen, "headers: out of memory");
         return MESSAGE_NOMEM;
     }
     bool id_kept = header_kept(msg, MESSAGE_HEADER_MSG_ID, id);
@@ -379,18 +231,19 @@ static enum message_result headers_verify(natsMsg *msg, json_t *obj, const char 
     json_object_foreach(obj, name, value)
     {
         if (!id_kept || !header_kept(msg, name, value)) {
-            set_err(err, errlen,
-                    "headers: name %s is confused with another name it starts or that starts it "
-                    "(a limit of the NATS C client); rename one",
-                    quoted(id_kept ? name : MESSAGE_HEADER_MSG_ID, q, sizeof(q)));
+            error_text_set(
+                err, errlen,
+                "headers: name %s is confused with another name it starts or that starts it "
+                "(a limit of the NATS C client); rename one",
+                error_text_quote(id_kept ? name : MESSAGE_HEADER_MSG_ID, q, sizeof(q)));
             return MESSAGE_INVALID;
         }
     }
     if (!id_kept) {
-        set_err(err, errlen,
-                "headers: %s is confused with another header name (a limit of the "
-                "NATS C client)",
-                MESSAGE_HEADER_MSG_ID);
+        error_text_set(err, errlen,
+                       "headers: %s is confused with another header name (a limit of the "
+                       "NATS C client)",
+                       MESSAGE_HEADER_MSG_ID);
         return MESSAGE_INVALID;
     }
     return MESSAGE_OK;
@@ -429,36 +282,37 @@ enum message_result message_headers_apply(natsMsg *msg, const char *headers_json
  */
 static bool event_id_valid(const char *event_id, char *err, size_t errlen)
 {
-    char q[QUOTED_MAX * 4 + 16];
+    char q[ERROR_TEXT_QUOTED_SIZE];
 
     if (event_id == NULL || event_id[0] == '\0') {
-        set_err(err, errlen, "invalid event_id: empty");
+        error_text_set(err, errlen, "invalid event_id: empty");
         return false;
     }
     if (strpbrk(event_id, "\r\n") != NULL) {
-        set_err(err, errlen, "invalid event_id %s: contains CR or LF",
-                quoted(event_id, q, sizeof(q)));
+        error_text_set(err, errlen, "invalid event_id %s: contains CR or LF",
+                       error_text_quote(event_id, q, sizeof(q)));
         return false;
     }
     size_t len = strlen(event_id);
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)event_id[i];
         if ((c < 0x20 && c != '\t') || c == 0x7f) {
-            set_err(err, errlen, "invalid event_id %s: contains a control character",
-                    quoted(event_id, q, sizeof(q)));
+            error_text_set(err, errlen, "invalid event_id %s: contains a control character",
+                           error_text_quote(event_id, q, sizeof(q)));
             return false;
         }
     }
     if (strchr(" \t", event_id[0]) != NULL || strchr(" \t", event_id[len - 1]) != NULL) {
-        set_err(err, errlen,
-                "invalid event_id %s: leading or trailing whitespace (JetStream would see, and "
-                "deduplicate on, the trimmed id)",
-                quoted(event_id, q, sizeof(q)));
+        error_text_set(
+            err, errlen,
+            "invalid event_id %s: leading or trailing whitespace (JetStream would see, and "
+            "deduplicate on, the trimmed id)",
+            error_text_quote(event_id, q, sizeof(q)));
         return false;
     }
     if (strchr(event_id, '\t') != NULL) {
-        set_err(err, errlen, "invalid event_id %s: contains a control character",
-                quoted(event_id, q, sizeof(q)));
+        error_text_set(err, errlen, "invalid event_id %s: contains a control character",
+                       error_text_quote(event_id, q, sizeof(q)));
         return false;
     }
     return true;
@@ -478,10 +332,10 @@ enum message_result message_build_classified(natsMsg **out, const char *subject,
     if (err != NULL && errlen > 0)
         err[0] = '\0';
 
-    if (!message_subject_valid(subject, err, errlen) || !event_id_valid(event_id, err, errlen))
+    if (!subject_valid(subject, err, errlen) || !event_id_valid(event_id, err, errlen))
         return MESSAGE_INVALID;
     if (payload == NULL && payload_len > 0) {
-        set_err(err, errlen, "payload: %zu bytes announced but no data", payload_len);
+        error_text_set(err, errlen, "payload: %zu bytes announced but no data", payload_len);
         return MESSAGE_INVALID;
     }
 
@@ -499,24 +353,27 @@ enum message_result message_build_classified(natsMsg **out, const char *subject,
     size_t total = payload_len + header_bytes;
     *reason = PUBLISH_TOO_LARGE;
     if (max_payload > 0 && (total < payload_len || total > (uint64_t)max_payload)) {
-        set_err(err, errlen,
-                "message too large: %zu bytes (payload %zu + headers %zu) exceeds the server's "
-                "max_payload %" PRId64,
-                total, payload_len, header_bytes, max_payload);
+        error_text_set(
+            err, errlen,
+            "message too large: %zu bytes (payload %zu + headers %zu) exceeds the server's "
+            "max_payload %" PRId64,
+            total, payload_len, header_bytes, max_payload);
         json_decref(obj);
         return MESSAGE_INVALID;
     }
     if (header_bytes > HEADER_BLOCK_MAX) {
-        set_err(err, errlen,
-                "headers too large: the header block is %zu bytes, JetStream takes at most %d "
-                "(64 KiB)",
-                header_bytes, HEADER_BLOCK_MAX);
+        error_text_set(
+            err, errlen,
+            "headers too large: the header block is %zu bytes, JetStream takes at most %d "
+            "(64 KiB)",
+            header_bytes, HEADER_BLOCK_MAX);
         json_decref(obj);
         return MESSAGE_INVALID;
     }
     if (payload_len > INT_MAX) {
-        set_err(err, errlen, "message too large: payload %zu bytes exceeds the client's limit %d",
-                payload_len, INT_MAX);
+        error_text_set(err, errlen,
+                       "message too large: payload %zu bytes exceeds the client's limit %d",
+                       payload_len, INT_MAX);
         json_decref(obj);
         return MESSAGE_INVALID;
     }
@@ -526,7 +383,7 @@ enum message_result message_build_classified(natsMsg **out, const char *subject,
     natsStatus s = natsMsg_Create(&msg, subject, NULL, payload, (int)payload_len);
     if (s != NATS_OK) {
         json_decref(obj);
-        set_err(err, errlen, "creating the message: %s", natsStatus_GetText(s));
+        error_text_set(err, errlen, "creating the message: %s", natsStatus_GetText(s));
         if (s == NATS_NO_MEMORY)
             *reason = PUBLISH_NATS_ERROR;
         return s == NATS_NO_MEMORY ? MESSAGE_NOMEM : MESSAGE_INVALID;
@@ -538,7 +395,8 @@ enum message_result message_build_classified(natsMsg **out, const char *subject,
         /* Set, not Add: exactly one id, the one JetStream deduplicates on. */
         s = natsMsgHeader_Set(msg, MESSAGE_HEADER_MSG_ID, event_id);
         if (s != NATS_OK) {
-            set_err(err, errlen, "setting %s: %s", MESSAGE_HEADER_MSG_ID, natsStatus_GetText(s));
+            error_text_set(err, errlen, "setting %s: %s", MESSAGE_HEADER_MSG_ID,
+                           natsStatus_GetText(s));
             r = s == NATS_NO_MEMORY ? MESSAGE_NOMEM : MESSAGE_INVALID;
         }
     }
@@ -566,18 +424,18 @@ bool message_size_possible(int64_t payload_len, int64_t headers_stored_len, int6
     int64_t limit = message_payload_limit(max_payload);
     int64_t least = payload_len + MESSAGE_HEADER_OVERHEAD + event_id_len;
     if (least > limit) {
-        set_err(err, errlen,
-                "message too large: payload %" PRId64 " bytes + at least %" PRId64
-                " bytes of headers exceeds the server's max_payload %" PRId64
-                " (the row was not read)",
-                payload_len, least - payload_len, limit);
+        error_text_set(err, errlen,
+                       "message too large: payload %" PRId64 " bytes + at least %" PRId64
+                       " bytes of headers exceeds the server's max_payload %" PRId64
+                       " (the row was not read)",
+                       payload_len, least - payload_len, limit);
         return false;
     }
     if (headers_stored_len > MESSAGE_HEADERS_STORED_MAX) {
-        set_err(err, errlen,
-                "headers too large: %" PRId64 " bytes stored, the relay reads at most %d (a "
-                "header block JetStream takes is at most 64 KiB; the row was not read)",
-                headers_stored_len, MESSAGE_HEADERS_STORED_MAX);
+        error_text_set(err, errlen,
+                       "headers too large: %" PRId64 " bytes stored, the relay reads at most %d (a "
+                       "header block JetStream takes is at most 64 KiB; the row was not read)",
+                       headers_stored_len, MESSAGE_HEADERS_STORED_MAX);
         return false;
     }
     return true;

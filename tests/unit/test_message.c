@@ -8,6 +8,7 @@
 #include <jansson.h>
 
 #include "outbox_relay/nats/message.h"
+#include "outbox_relay/lib/subject_pattern.h"
 #include "run_suite.h"
 
 #define ARRAY_LEN(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -51,7 +52,7 @@ static const struct {
 START_TEST(test_subject_table)
 {
     char err[512] = "untouched";
-    bool got = message_subject_valid(subject_cases[_i].subject, err, sizeof(err));
+    bool got = subject_valid(subject_cases[_i].subject, err, sizeof(err));
     ck_assert_msg(got == subject_cases[_i].valid, "subject \"%s\": got %s",
                   subject_cases[_i].subject, got ? "valid" : err);
     if (!subject_cases[_i].valid) {
@@ -66,16 +67,16 @@ END_TEST
 START_TEST(test_subject_null_and_small_err_buffer)
 {
     char err[64];
-    ck_assert(!message_subject_valid(NULL, err, sizeof(err)));
+    ck_assert(!subject_valid(NULL, err, sizeof(err)));
     ck_assert_str_eq(err, "invalid subject \"\": empty");
 
     /* a short buffer truncates but stays terminated */
     char tiny[8];
-    ck_assert(!message_subject_valid("a..b", tiny, sizeof(tiny)));
+    ck_assert(!subject_valid("a..b", tiny, sizeof(tiny)));
     ck_assert_uint_eq(strlen(tiny), sizeof(tiny) - 1);
     /* and no buffer at all is allowed */
-    ck_assert(!message_subject_valid("a..b", NULL, 0));
-    ck_assert(message_subject_valid("a.b", NULL, 0));
+    ck_assert(!subject_valid("a..b", NULL, 0));
+    ck_assert(subject_valid("a.b", NULL, 0));
 }
 END_TEST
 
@@ -87,13 +88,13 @@ START_TEST(test_subject_too_long)
     memset(s, 'x', n);
     s[n] = '\0';
     char err[512];
-    ck_assert(!message_subject_valid(s, err, sizeof(err)));
+    ck_assert(!subject_valid(s, err, sizeof(err)));
     ck_assert_msg(strstr(err, "longer than") != NULL, "err: %s", err);
     /* the error quotes a prefix, not 8000 bytes */
     ck_assert_uint_lt(strlen(err), 200);
 
     s[1000] = '\0';
-    ck_assert(message_subject_valid(s, err, sizeof(err)));
+    ck_assert(subject_valid(s, err, sizeof(err)));
     free(s);
 }
 END_TEST
@@ -106,7 +107,7 @@ START_TEST(test_subject_error_is_valid_utf8)
         strcat(subject, "\xc3\xa9"); /* é */
     strcat(subject, " x");
     char err[512];
-    ck_assert(!message_subject_valid(subject, err, sizeof(err)));
+    ck_assert(!subject_valid(subject, err, sizeof(err)));
     json_t *j = json_string(err); /* NULL unless valid UTF-8 */
     ck_assert_msg(j != NULL, "err: %s", err);
     json_decref(j);
@@ -114,7 +115,7 @@ START_TEST(test_subject_error_is_valid_utf8)
 
     /* a short buffer that cuts the é after its first byte */
     char tiny[19];
-    ck_assert(!message_subject_valid("\xc3\xa9..", tiny, sizeof(tiny)));
+    ck_assert(!subject_valid("\xc3\xa9..", tiny, sizeof(tiny)));
     ck_assert_str_eq(tiny, "invalid subject \"?");
 }
 END_TEST

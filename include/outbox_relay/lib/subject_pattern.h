@@ -4,7 +4,7 @@
  *
  * A pattern is tokens separated by '.'; the token "*" matches any one
  * token, the token ">" (last only) one or more. A subject never holds a
- * wildcard (message_subject_valid).
+ * wildcard (subject_valid).
  */
 #ifndef OUTBOX_RELAY_SUBJECT_PATTERN_H
 #define OUTBOX_RELAY_SUBJECT_PATTERN_H
@@ -19,6 +19,16 @@
  * other clients' requests go. On true, why (if not NULL) says which.
  */
 bool subject_is_system(const char *subject, const char **why);
+
+/*
+ * A subject is publishable when it is non-empty, has no empty token
+ * (leading, trailing or double '.'), no whitespace or control character, and
+ * no wildcard token ("*" or ">"), and at most 3840 bytes (a longer HPUB line
+ * exceeds nats-server's default max_control_line, and the server would close
+ * the connection), and is no system subject ("$...", "_INBOX.":
+ * subject_is_system). On false, err says which rule failed.
+ */
+bool subject_valid(const char *subject, char *err, size_t errlen);
 
 /* Whether pattern is a valid pattern; on false, why says what is wrong. */
 bool subject_pattern_valid(const char *pattern, char *why, size_t whylen);

@@ -17,16 +17,6 @@ enum message_result {
 };
 
 /*
- * A subject is publishable when it is non-empty, has no empty token
- * (leading, trailing or double '.'), no whitespace or control character, and
- * no wildcard token ("*" or ">"), and at most 3840 bytes (a longer HPUB line
- * exceeds nats-server's default max_control_line, and the server would close
- * the connection), and is no system subject ("$...", "_INBOX.":
- * subject_is_system). On false, err says which rule failed.
- */
-bool message_subject_valid(const char *subject, char *err, size_t errlen);
-
-/*
  * Validates the text of the row's `headers` jsonb (NULL or "" = none):
  * a JSON object whose values are strings or arrays of strings; names are
  * printable ASCII without ':' and not reserved ("Nats-" prefix, any case:
@@ -43,7 +33,7 @@ enum message_result message_headers_apply(natsMsg *msg, const char *headers_json
  * Builds the message for one row: subject, payload byte for byte, each
  * header, and Nats-Msg-Id = event_id. Refused (MESSAGE_INVALID, err says
  * why, *reason = PUBLISH_INVALID_ROW or PUBLISH_TOO_LARGE):
- * - an invalid subject (message_subject_valid) or headers (message_headers_apply);
+ * - an invalid subject (subject_valid) or headers (message_headers_apply);
  * - an event_id that is empty, holds a control character (CR, LF, tab, ...)
  *   or starts or ends with whitespace (JetStream would dedup on the trimmed id);
  * - payload plus header block over max_payload, the server's limit (0 = unchecked);
