@@ -77,17 +77,19 @@ void marks_destroy(struct marks *mk)
     free(mk);
 }
 
-bool marks_add_published(struct marks *mk, struct outbox_row *row, uint64_t stream_seq,
+bool marks_add_published(struct marks *mk, int64_t id, struct outbox_row *row, uint64_t stream_seq,
                          double acked_at)
 {
-    struct mark m = {.row = row, .stream_seq = stream_seq, .acked_at = acked_at};
+    struct mark m = {.id = id, .row = row, .stream_seq = stream_seq, .acked_at = acked_at};
     return mark_list_push(&mk->published.queued, &m);
 }
 
-bool marks_add_failed(struct marks *mk, struct outbox_row *row, bool dead, int64_t delay_ms,
-                      bool not_an_attempt, const char *error, enum publish_reason reason)
+bool marks_add_failed(struct marks *mk, int64_t id, struct outbox_row *row, bool dead,
+                      int64_t delay_ms, bool not_an_attempt, const char *error,
+                      enum publish_reason reason)
 {
-    struct mark m = {.row = row,
+    struct mark m = {.id = id,
+                     .row = row,
                      .dead = dead,
                      .delay_ms = delay_ms,
                      .not_an_attempt = not_an_attempt,
@@ -157,7 +159,7 @@ static bool marks_params(const struct mark_batch *b, char **params)
     for (size_t i = 0; i < b->queued.n; i++) {
         const struct mark *m = &b->queued.items[i];
         const char *sep = i ? "," : "";
-        sb_printf(&p[0], "%s%" PRId64, sep, m->row->id);
+        sb_printf(&p[0], "%s%" PRId64, sep, m->id);
         if (b->published) {
             sb_printf(&p[1], "%s%" PRIu64, sep, m->stream_seq);
             /* Microseconds as an integer: formatting a double per row

@@ -2,13 +2,11 @@
 #include "outbox_relay/pg/outbox_table.h"
 
 #include <endian.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "outbox_relay/nats/cloudevents.h"
-#include "outbox_relay/nats/message.h"
 
 /* Column order of the claim. */
 enum claim_column {
@@ -75,7 +73,8 @@ static void sql_text(char **out, const char *fmt, ...)
     va_end(ap);
 }
 
-bool outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg)
+bool outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg,
+                      const struct outbox_claim_limits *limits)
 {
     memset(sql, 0, sizeof(*sql));
     char *t = config_table_sql(cfg), *due = NULL;
@@ -133,7 +132,7 @@ bool outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg)
      *
      * A row that can never be published is judged on the same lengths
      * (message_size_possible: payload plus the relay's own headers over $4,
-     * the server's max_payload, or headers over MESSAGE_HEADERS_STORED_MAX)
+     * the server's max_payload, or headers over limits->headers_stored_max)
      * and comes without its payload and headers: it counts nothing against
      * the budget and the relay marks it dead by id, so one huge row costs
      * the relay no memory and holds back no other row.
@@ -165,14 +164,15 @@ bool outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg)
              "SELECT b.*, sum(b.bytes) OVER w AS run, "
              "row_number() OVER w AS rn, lead(b.id) OVER w AS next FROM ("
              "SELECT f.*, CASE WHEN f.fits THEN f.pbytes + f.hbytes ELSE 0 END AS bytes FROM ("
-             "SELECT l.*, l.pbytes + %d + l.ibytes <= $4::bigint AND l.hbytes <= %d AS fits FROM ("
+             "SELECT l.*, l.pbytes + %d + l.ibytes <= $4::bigint AND l.hbytes <= %" PRId64
+             " AS fits FROM ("
              "SELECT o.*, coalesce(octet_length(o.payload), 0)::int8 AS pbytes, "
              "coalesce(pg_column_size(o.headers || '{}'::jsonb), 0)::int8 AS hbytes, "
              "coalesce(octet_length(o.event_id), 0)::int8 AS ibytes FROM ("
              "SELECT * FROM %s AS o WHERE o.id > $1::bigint AND %s ORDER BY o.id "
              "LIMIT $2::int) AS o) AS l) AS f) AS b WINDOW w AS (ORDER BY b.id)) AS c "
              "WHERE c.rn = 1 OR c.run <= $3::bigint ORDER BY c.id",
-             t, MESSAGE_HEADER_OVERHEAD, MESSAGE_HEADERS_STORED_MAX, t, due);
+             t, limits->header_overhead, limits->headers_stored_max, t, due);
     /* Marks join through the primary key only. A filter on status here
      * would let the planner drive the join from the partial index of
      * unfinished rows and hash the whole backlog on every mark (it did, at
@@ -286,67 +286,30 @@ bool outbox_claim_cut(const PGresult *res)
     return n > 0 && !PQgetisnull(res, n - 1, C_NEXT);
 }
 
-struct outbox_row *outbox_row_decode(const PGresult *res, int i, int64_t max_payload,
-                                     const struct subject_policy *subjects, const char *ce_source)
+void outbox_claimed_row(const PGresult *res, int i, struct claimed_row *out)
 {
-    struct outbox_row *row = calloc(1, sizeof(*row));
-    if (row == NULL)
-        return NULL;
-    row->id = be64(PQgetvalue(res, i, C_ID));
-    row->attempts = be32(PQgetvalue(res, i, C_ATTEMPTS));
-    row->created_at = befloat8(PQgetvalue(res, i, C_CREATED));
-    row->bytes = outbox_claim_bytes(res, i);
-    row->held_key = PQgetvalue(res, i, C_HELD)[0] != 0;
+    *out = (struct claimed_row){
+        .id = be64(PQgetvalue(res, i, C_ID)),
+        .attempts = be32(PQgetvalue(res, i, C_ATTEMPTS)),
+        .created_at = befloat8(PQgetvalue(res, i, C_CREATED)),
+        .bytes = outbox_claim_bytes(res, i),
+        .held_key = PQgetvalue(res, i, C_HELD)[0] != 0,
+    };
     if (!PQgetisnull(res, i, C_KEY)) {
-        row->ordering_key = strndup(PQgetvalue(res, i, C_KEY), (size_t)PQgetlength(res, i, C_KEY));
-        if (row->ordering_key == NULL) {
-            free(row);
-            return NULL;
-        }
+        out->ordering_key = PQgetvalue(res, i, C_KEY);
+        out->ordering_key_len = (size_t)PQgetlength(res, i, C_KEY);
     }
-    char err[512];
     if (PQgetisnull(res, i, C_FITS) || PQgetvalue(res, i, C_FITS)[0] == 0) {
-        /* Withheld by the claim: judged from its lengths, never read. */
-        if (message_size_possible(
-                claim_int8(res, i, C_PAYLOAD_BYTES), claim_int8(res, i, C_HEADERS_BYTES),
-                claim_int8(res, i, C_EVENT_ID_BYTES), max_payload, err, sizeof(err)))
-            snprintf(err, sizeof(err), "message too large: the claim withheld the row");
-        row->invalid_reason = PUBLISH_TOO_LARGE;
-        row->invalid = strdup(err);
-        if (row->invalid == NULL) {
-            outbox_row_free(row);
-            return NULL;
-        }
-        return row;
+        out->withheld = true;
+        out->payload_bytes = claim_int8(res, i, C_PAYLOAD_BYTES);
+        out->headers_bytes = claim_int8(res, i, C_HEADERS_BYTES);
+        out->event_id_bytes = claim_int8(res, i, C_EVENT_ID_BYTES);
+        return;
     }
     /* Binary text columns are not NUL-terminated in spirit; libpq adds one. */
-    const char *subject = PQgetvalue(res, i, C_SUBJECT);
-    const char *event_id = PQgetvalue(res, i, C_EVENT_ID);
-    const char *headers = PQgetisnull(res, i, C_HEADERS) ? NULL : PQgetvalue(res, i, C_HEADERS);
-    char *with_ce = NULL;
-    if (ce_source != NULL && cloudevents_headers(headers, subject, event_id, row->created_at,
-                                                 ce_source, &with_ce) == MESSAGE_NOMEM) {
-        outbox_row_free(row);
-        return NULL;
-    }
-    enum message_result mr = message_build_classified(
-        &row->msg, subject, event_id, with_ce != NULL ? with_ce : headers,
-        PQgetvalue(res, i, C_PAYLOAD), (size_t)PQgetlength(res, i, C_PAYLOAD), max_payload,
-        &row->invalid_reason, err, sizeof(err));
-    free(with_ce);
-    if (mr == MESSAGE_NOMEM) {
-        outbox_row_free(row);
-        return NULL;
-    }
-    if (mr == MESSAGE_OK && subjects != NULL &&
-        !subject_policy_allows(subjects, PQgetvalue(res, i, C_SUBJECT), err, sizeof(err))) {
-        natsMsg_Destroy(row->msg);
-        row->invalid_reason = PUBLISH_INVALID_ROW;
-        mr = MESSAGE_INVALID;
-    }
-    if (mr == MESSAGE_INVALID) {
-        row->msg = NULL;
-        row->invalid = strdup(err);
-    }
-    return row;
+    out->subject = PQgetvalue(res, i, C_SUBJECT);
+    out->event_id = PQgetvalue(res, i, C_EVENT_ID);
+    out->headers = PQgetisnull(res, i, C_HEADERS) ? NULL : PQgetvalue(res, i, C_HEADERS);
+    out->payload = PQgetvalue(res, i, C_PAYLOAD);
+    out->payload_len = (size_t)PQgetlength(res, i, C_PAYLOAD);
 }

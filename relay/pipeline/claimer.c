@@ -4,8 +4,10 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "outbox_relay/lib/log.h"
+#include "outbox_relay/nats/cloudevents.h"
 #include "outbox_relay/nats/message.h"
 #include "outbox_relay/pg/outbox_table.h"
 #include "outbox_relay/lib/subject_pattern.h"
@@ -23,6 +25,77 @@ struct claimer {
     int64_t claimed_in_pass;        /* rows the current pass took */
     int64_t claimed_total;
 };
+
+const struct outbox_claim_limits claimer_message_limits = {
+    .header_overhead = MESSAGE_HEADER_OVERHEAD,
+    .headers_stored_max = MESSAGE_HEADERS_STORED_MAX,
+};
+
+/*
+ * The held row for a claimed one, with its message built (max_payload: the
+ * server's limit, 0 = unchecked; subjects: where rows may publish). A row
+ * that can never be published comes back with msg NULL and `invalid` saying
+ * why. NULL: out of memory. ce_source: the message carries the CloudEvents
+ * binary-mode headers with this ce-source; NULL: none.
+ */
+static struct outbox_row *held_row(const struct claimed_row *c, int64_t max_payload,
+                                   const struct subject_policy *subjects, const char *ce_source)
+{
+    struct outbox_row *row = calloc(1, sizeof(*row));
+    if (row == NULL)
+        return NULL;
+    row->id = c->id;
+    row->attempts = c->attempts;
+    row->created_at = c->created_at;
+    row->bytes = c->bytes;
+    row->held_key = c->held_key;
+    if (c->ordering_key != NULL) {
+        row->ordering_key = strndup(c->ordering_key, c->ordering_key_len);
+        if (row->ordering_key == NULL) {
+            free(row);
+            return NULL;
+        }
+    }
+    char err[512];
+    if (c->withheld) {
+        /* Judged by the claim from its lengths, never read. */
+        if (message_size_possible(c->payload_bytes, c->headers_bytes, c->event_id_bytes,
+                                  max_payload, err, sizeof(err)))
+            snprintf(err, sizeof(err), "message too large: the claim withheld the row");
+        row->invalid_reason = PUBLISH_TOO_LARGE;
+        row->invalid = strdup(err);
+        if (row->invalid == NULL) {
+            outbox_row_free(row);
+            return NULL;
+        }
+        return row;
+    }
+    char *with_ce = NULL;
+    if (ce_source != NULL && cloudevents_headers(c->headers, c->subject, c->event_id, c->created_at,
+                                                 ce_source, &with_ce) == MESSAGE_NOMEM) {
+        outbox_row_free(row);
+        return NULL;
+    }
+    enum message_result mr = message_build_classified(
+        &row->msg, c->subject, c->event_id, with_ce != NULL ? with_ce : c->headers, c->payload,
+        c->payload_len, max_payload, &row->invalid_reason, err, sizeof(err));
+    free(with_ce);
+    if (mr == MESSAGE_NOMEM) {
+        outbox_row_free(row);
+        return NULL;
+    }
+    if (mr == MESSAGE_OK && subjects != NULL &&
+        !subject_policy_allows(subjects, c->subject, err, sizeof(err))) {
+        natsMsg_Destroy(row->msg);
+        row->invalid_reason = PUBLISH_INVALID_ROW;
+        mr = MESSAGE_INVALID;
+    }
+    if (mr == MESSAGE_INVALID) {
+        row->msg = NULL;
+        row->invalid = strdup(err);
+    }
+    return row;
+}
 
 struct claimer *claimer_create(const struct relay_config *cfg, struct pg_source *pg,
                                struct inflight *rows, struct js_sink *js, const char *claim_sql,
@@ -89,8 +162,10 @@ static void claimer_on_page(void *arg, PGresult *res)
             scan_row_blocked(&c->scan, prev);
             continue;
         }
-        struct outbox_row *row = outbox_row_decode(res, i, js_sink_max_payload(c->js), &c->subjects,
-                                                   config_cloudevents_source(c->cfg));
+        struct claimed_row claimed;
+        outbox_claimed_row(res, i, &claimed);
+        struct outbox_row *row = held_row(&claimed, js_sink_max_payload(c->js), &c->subjects,
+                                          config_cloudevents_source(c->cfg));
         if (row == NULL)
             continue; /* out of memory: a later pass claims it again */
         c->claimed_total++;

@@ -18,7 +18,7 @@
 #include "outbox_relay/pg/marks.h"
 #include "outbox_relay/pg/migrate.h"
 #include "outbox_relay/nats/nats_link.h"
-#include "outbox_relay/nats/publish_error.h"
+#include "outbox_relay/lib/publish_reason.h"
 #include "outbox_relay/pg/outbox_table.h"
 #include "outbox_relay/pipeline/publisher.h"
 #include "outbox_relay/pg/pg_source.h"
@@ -104,7 +104,7 @@ static void relay_on_failed(void *arg, struct outbox_row *row, const char *error
     fail_log_record(r->fail_log, reason, row->id, error);
     /* Out of memory: forget the row; it is still unfinished in the table
      * and a later scan claims it again. */
-    if (!marks_add_failed(r->marks, row, dead, delay_ms, connection, error, reason))
+    if (!marks_add_failed(r->marks, row->id, row, dead, delay_ms, connection, error, reason))
         inflight_recorded(r->rows, row);
 }
 
@@ -121,7 +121,7 @@ static void relay_on_acked(void *arg, struct outbox_row *row, uint64_t stream_se
     }
     if (row->created_at > 0 && at >= row->created_at)
         metrics_observe_latency(&r->metrics, at - row->created_at);
-    if (!marks_add_published(r->marks, row, stream_seq, at))
+    if (!marks_add_published(r->marks, row->id, row, stream_seq, at))
         inflight_recorded(r->rows, row); /* published again later; JetStream drops it */
 }
 
@@ -393,7 +393,7 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
     r->loop = loop;
     r->cfg = cfg;
     metrics_init(&r->metrics);
-    bool statements = outbox_sql_build(&r->sql, cfg);
+    bool statements = outbox_sql_build(&r->sql, cfg, &claimer_message_limits);
     r->fail_log = fail_log_create(10.0, NULL, NULL);
     r->rows = inflight_create((size_t)cfg->max_inflight);
     r->bridge = nats_bridge_create(loop, relay_on_nats_events, r);

@@ -23,6 +23,7 @@
 #include "harness.h"
 #include "outbox_relay/lib/config.h"
 #include "outbox_relay/pg/outbox_table.h"
+#include "outbox_relay/pipeline/claimer.h"
 
 #ifndef BENCH_BUILD_TYPE
 #define BENCH_BUILD_TYPE "unknown"
@@ -704,7 +705,7 @@ static double bench_raw_pg(PGconn *conn)
     struct relay_config cfg;
     it_relay_config(&cfg, (const char *[]){"--table", "bench_copy", NULL});
     struct outbox_sql statements;
-    outbox_sql_build(&statements, &cfg);
+    outbox_sql_build(&statements, &cfg, &claimer_message_limits);
     config_free(&cfg);
     const char *sql = statements.mark_published;
     PGconn *marker = it_pg_connect();

@@ -7,6 +7,7 @@
 
 #include "harness.h"
 #include "outbox_relay/pg/outbox_table.h"
+#include "outbox_relay/pipeline/claimer.h"
 #include "run_suite.h"
 
 #define STREAM "IT_BIG"
@@ -98,7 +99,7 @@ START_TEST(test_compressible_headers_count_at_full_length)
     struct relay_config cfg;
     struct outbox_sql sql;
     it_relay_config(&cfg, NULL);
-    outbox_sql_build(&sql, &cfg);
+    outbox_sql_build(&sql, &cfg, &claimer_message_limits);
     PGconn *conn = it_pg_connect();
     PQclear(it_pg_query(conn, "%s", outbox_session_sql));
     it_pg_exec(conn,

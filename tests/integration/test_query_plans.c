@@ -10,6 +10,7 @@
 #include "harness.h"
 #include "outbox_relay/lib/config.h"
 #include "outbox_relay/pg/outbox_table.h"
+#include "outbox_relay/pipeline/claimer.h"
 #include "run_suite.h"
 
 /* Rows of the backlog: a third on 10 keys, some failed (so the hold probe has rows to find). */
@@ -27,7 +28,7 @@ static struct outbox_sql sql;
 static void load_config(void)
 {
     it_relay_config(&cfg, NULL);
-    outbox_sql_build(&sql, &cfg);
+    outbox_sql_build(&sql, &cfg, &claimer_message_limits);
 }
 
 /* Every node of a JSON plan as "Node Type[ on index]", appended to out, one per line. */

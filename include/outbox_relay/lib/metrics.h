@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "outbox_relay/nats/publish_error.h"
+#include "outbox_relay/lib/publish_reason.h"
 
 /* Upper bounds (seconds) of the delivery latency histogram, 1 ms .. 60 s. */
 #define METRICS_LATENCY_BUCKETS 16
@@ -18,7 +18,7 @@ extern const double metrics_latency_bounds[METRICS_LATENCY_BUCKETS];
  * so every class is rendered (0 included) and rate() works from the start.
  */
 /* Failed and dead counters carry the publish error class as their reason label
- * (publish_error.h): one set of classes for the table, the metrics and the logs. */
+ * (publish_reason.h): one set of classes for the table, the metrics and the logs. */
 
 /*
  * The process_* families every Prometheus client exports, read from

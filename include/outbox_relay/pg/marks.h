@@ -16,12 +16,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "outbox_relay/pipeline/inflight.h"
-#include "outbox_relay/lib/metrics.h"
+#include "outbox_relay/lib/publish_reason.h"
 #include "outbox_relay/pg/pg_source.h"
+
+/* The pipeline's row: marks hold it for the caller and hand it back, never look inside. */
+struct outbox_row;
 
 /* One row's outcome. */
 struct mark {
+    int64_t id;
     struct outbox_row *row;
     uint64_t stream_seq; /* published */
     double acked_at;     /* published: wall-clock seconds */
@@ -50,10 +53,11 @@ struct marks *marks_create(struct pg_source *pg, const char *published_sql, cons
 void marks_destroy(struct marks *mk);
 
 /* Queue an outcome (false: out of memory, nothing queued). */
-bool marks_add_published(struct marks *mk, struct outbox_row *row, uint64_t stream_seq,
+bool marks_add_published(struct marks *mk, int64_t id, struct outbox_row *row, uint64_t stream_seq,
                          double acked_at);
-bool marks_add_failed(struct marks *mk, struct outbox_row *row, bool dead, int64_t delay_ms,
-                      bool not_an_attempt, const char *error, enum publish_reason reason);
+bool marks_add_failed(struct marks *mk, int64_t id, struct outbox_row *row, bool dead,
+                      int64_t delay_ms, bool not_an_attempt, const char *error,
+                      enum publish_reason reason);
 
 /* Sends each kind's queued outcomes, unless that kind's UPDATE is running. */
 void marks_flush(struct marks *mk);

@@ -14,7 +14,6 @@
 #include <libpq-fe.h>
 
 #include "outbox_relay/lib/config.h"
-#include "outbox_relay/pipeline/inflight.h"
 #include "outbox_relay/lib/subject_pattern.h"
 
 /*
@@ -47,7 +46,7 @@ struct outbox_sql {
      * the cursor in id order, at most $2 of them, cut where their payload
      * and header bytes pass $3 (the first row always comes). A row that can
      * never be published under $4 comes without payload and headers
-     * (withheld: outbox_row_decode says why). The session's planner
+     * (withheld: struct claimed_row). The session's planner
      * settings (pg_source.c) keep its plan one ordered index scan. */
     char *claim;
     /* $1 ids, $2 stream sequences, $3 ack times (epoch microseconds). */
@@ -59,8 +58,19 @@ struct outbox_sql {
     char *sample;
 };
 
+/*
+ * What the claim must know of the messages rows become, to judge a row that
+ * can never be published without reading it (the NATS side's limits:
+ * claimer_message_limits).
+ */
+struct outbox_claim_limits {
+    int header_overhead;        /* header bytes every message adds, its event id not counted */
+    int64_t headers_stored_max; /* the largest stored headers the relay reads */
+};
+
 /* Builds every statement for cfg's table; false when out of memory (nothing to free then). */
-bool outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg);
+bool outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg,
+                      const struct outbox_claim_limits *limits);
 void outbox_sql_free(struct outbox_sql *sql);
 
 /* What a claim returned about row i, beyond the row itself. */
@@ -74,14 +84,24 @@ int64_t outbox_claim_bytes(const PGresult *res, int i);
 bool outbox_claim_cut(const PGresult *res);
 
 /*
- * Decodes row i into a new outbox_row with its message built (max_payload:
- * the server's limit, 0 = unchecked; subjects: where rows may publish, NULL
- * = anywhere message_subject_valid allows). A row that can never be
- * published comes back with msg NULL and `invalid` saying why. NULL: out of
- * memory. ce_source: the message carries the CloudEvents binary-mode
- * headers with this ce-source (see cloudevents.h); NULL: it carries none.
+ * Row i of a claim, as views into res (valid while res lives). A row the
+ * claim withheld (it can never be published under the claim's max_payload)
+ * carries only its lengths, to say why; the pipeline builds the message.
  */
-struct outbox_row *outbox_row_decode(const PGresult *res, int i, int64_t max_payload,
-                                     const struct subject_policy *subjects, const char *ce_source);
+struct claimed_row {
+    int64_t id;
+    int attempts;
+    bool held_key; /* claimed as failed: its key's later rows wait for it */
+    double created_at;
+    int64_t bytes;            /* payload + header bytes as stored */
+    const char *ordering_key; /* NULL: none */
+    size_t ordering_key_len;
+    bool withheld;
+    int64_t payload_bytes, headers_bytes, event_id_bytes; /* withheld rows only */
+    const char *subject, *event_id, *headers;             /* headers NULL: none */
+    const char *payload;
+    size_t payload_len;
+};
+void outbox_claimed_row(const PGresult *res, int i, struct claimed_row *out);
 
 #endif

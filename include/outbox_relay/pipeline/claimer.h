@@ -20,6 +20,7 @@
 #include "outbox_relay/lib/config.h"
 #include "outbox_relay/pipeline/inflight.h"
 #include "outbox_relay/nats/js_sink.h"
+#include "outbox_relay/pg/outbox_table.h"
 #include "outbox_relay/pg/pg_source.h"
 #include "outbox_relay/pipeline/scan.h"
 
@@ -36,6 +37,9 @@ struct claimer_events {
 };
 
 /* claim_sql lives as long as the claimer (pg_source prepares it by address). */
+/* The message limits the claim judges rows by (nats/message.h). */
+extern const struct outbox_claim_limits claimer_message_limits;
+
 struct claimer *claimer_create(const struct relay_config *cfg, struct pg_source *pg,
                                struct inflight *rows, struct js_sink *js, const char *claim_sql,
                                struct claimer_events ev);

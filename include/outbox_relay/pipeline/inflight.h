@@ -22,7 +22,7 @@
 #include <nats/nats.h>
 
 #include "outbox_relay/nats/pub_chain.h"
-#include "outbox_relay/nats/publish_error.h"
+#include "outbox_relay/lib/publish_reason.h"
 
 enum row_state {
     ROW_WAITING,    /* claimed; not yet sent (behind its key's head, or about to be sent) */

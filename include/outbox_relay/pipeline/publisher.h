@@ -17,7 +17,7 @@
 #include "outbox_relay/lib/config.h"
 #include "outbox_relay/pipeline/inflight.h"
 #include "outbox_relay/nats/js_sink.h"
-#include "outbox_relay/nats/publish_error.h"
+#include "outbox_relay/lib/publish_reason.h"
 
 struct publisher_events {
     /* Stored (duplicate: JetStream had it already); the row is MARKING. */
