@@ -110,7 +110,7 @@ the SQL migrations that
 applies (it carries its own copy)
 .TP
 .I /usr/share/doc/outbox\-relay/
-the README and the deployment notes
+the README, docs/ (configuration, operations, guarantees) and the deployment notes
 .SH SEE ALSO
 .BR systemctl (1),
 .BR journalctl (1),

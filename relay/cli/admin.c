@@ -21,7 +21,7 @@
 #define CHECK_MAX_SUBJECTS 64
 
 /*
- * The outage budget the README documents: a re-publish after the relay was
+ * The outage budget docs/guarantees.md documents: a re-publish after the relay was
  * down (acked but not yet marked) is dropped by JetStream only inside the
  * stream's duplicate window; 2 minutes is JetStream's default window and
  * the longest relay outage (restart, failover, PostgreSQL away) the

@@ -48,9 +48,8 @@ void sb_puts(struct strbuf *b, const char *s)
 }
 
 /* Pieces are short (numbers): formatted once on the stack and copied, and
- * only a longer one is formatted again into room made for it. (Copying
- * len + 1 bytes out of the stack buffer whatever len was once over-read it
- * past 64 bytes.) */
+ * only a longer one is formatted again into room made for it, never copied
+ * out of the 64-byte stack buffer. */
 void sb_printf(struct strbuf *b, const char *fmt, ...)
 {
     char tmp[64];

@@ -72,8 +72,9 @@ struct js_sink {
 /*
  * The wait for a stream API answer (lookup, create): at least this, however
  * short OUTBOX_PUBLISH_TIMEOUT_MS. Creating a replicated stream waits for an
- * election; at 300 ms the creation timed out on a 3-node cluster although the
- * server created the stream, and rows were published into no stream meanwhile.
+ * election; a short wait times out on a 3-node cluster although the server
+ * goes on to create the stream, and rows would be published into no stream
+ * meanwhile.
  */
 #define JS_STREAM_API_MIN_WAIT_MS 5000
 
@@ -239,7 +240,7 @@ static void js_describe(const struct js_sink *sink, natsStatus s, const char *de
  * nats.c reconnect thread, after each pass over the server list failed. It
  * retries silently on its own, so this is where an outage (or a server that
  * refuses our TLS) becomes visible in the log. Returns the pause before the
- * next pass: the 250 ms + jitter the relay always used.
+ * next pass: the same 250 ms + jitter as natsOptions_SetReconnectWait.
  */
 static int64_t js_on_reconnect_delay(natsConnection *nc, int attempts, void *closure)
 {
@@ -291,10 +292,9 @@ static int js_build_options(struct js_sink *sink, bool keep_trying, char *err, s
     natsOptions_SetReconnectJitter(o, 100, 1000);
     if (keep_trying)
         natsOptions_SetCustomReconnectDelay(o, js_on_reconnect_delay, sink);
-    /* Not natsOptions_SetSendAsap: measured here (nats.c 3.4, nats-server 2.9, 256 B,
-     * medians of 11) it makes a serial publish→ack loop 11x faster (859 → 9,508 msgs/s)
-     * but bulk async publishing 17% slower (149,851 → 123,894 msgs/s). Issue 11's
-     * hot-key goal needs the former; decide with the relay's own bench. */
+    /* Not natsOptions_SetSendAsap: it speeds up a lone publish but slows bulk
+     * asynchronous publishing. The relay flushes itself when it keeps up with its
+     * producers, and gets both (docs/performance.md). */
     natsOptions_SetPingInterval(o, 5000);
     natsOptions_SetMaxPingsOut(o, 3);
     /* Publishes made while reconnecting are buffered by nats.c and sent on
@@ -535,7 +535,7 @@ int js_sink_create(struct js_sink **out, const struct relay_config *cfg, struct 
         return -1;
     }
     jsPubOptions_Init(&sink->pub);
-    /* No MaxWait: the relay keeps the PubAck deadline itself (see relay.c). */
+    /* No MaxWait: the publisher keeps the PubAck deadline itself (publisher.c). */
     *out = sink;
     return 0;
 }

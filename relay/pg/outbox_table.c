@@ -37,19 +37,17 @@ enum claim_column {
  * loop over the pkey (a hash join over a sequential scan, planned while the
  * table was small, went on hashing the whole table as it grew). With the
  * shape fixed, a generic plan is as good as a custom one, and planning the
- * claim on every page cost more than running it: 0.27 ms of planning vs
- * 0.14 ms of execution per claim at 2,000 rows/s (pg_stat_statements).
- * No JIT: a claim whose estimate passed jit_above_cost (it did, on a table
- * missing its per-key index) was compiled on every page, ~100 ms each.
+ * claim on every page would cost more than running it.
+ * No JIT: a claim whose estimate passes jit_above_cost (on a table missing
+ * its per-key index, say) would be compiled on every page.
  *
  * Marks commit without waiting for their WAL flush (synchronous_commit off,
  * this session only). A mark is a record of what JetStream already holds:
  * one lost to a PostgreSQL crash or failover (at most ~3 x
  * wal_writer_delay of them) leaves its row unfinished, the row is published
  * again, and JetStream drops it by Nats-Msg-Id, as after a relay crash.
- * Waiting for the flush put every claim queued behind a mark behind an
- * fsync: at 2,000 rows/s p90 2.29 -> 1.97 ms and PostgreSQL CPU -17 %
- * without it (bench, medians of 3).
+ * Waiting for the flush would put every claim queued behind a mark behind
+ * an fsync.
  */
 const char outbox_session_sql[] =
     "SELECT set_config('plan_cache_mode', 'force_generic_plan', false), "
@@ -101,8 +99,8 @@ bool outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg,
      * probe's predicate. With a plain status = 'failed' (or <> 'dead'), the
      * index of unfinished keyed rows matches too, and with statistics from
      * before the backlog (or none: an empty table) it looks as good, yet it
-     * walks every unfinished row of the key below each keyed row (2.1 s per
-     * 500-row claim on a 100,000-row backlog, mid-backlog).
+     * walks every unfinished row of the key below each keyed row, so a claim
+     * costs more the deeper it is into a keyed backlog.
      */
     sql_text(&due,
              "o.status IN ('pending', 'failed') "
@@ -116,9 +114,9 @@ bool outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg,
     /*
      * One ordered scan of outbox_unfinished_idx from the cursor, LIMIT $2.
      * Left to the estimates, a backlog the planner has no statistics for
-     * (built while the relay was down, never analyzed) looks empty: it read
-     * every due row above the cursor through a bitmap and sorted them, 15-65
-     * ms per 500-row page at 100,000 rows and growing with the backlog. The
+     * (built while the relay was down, never analyzed) looks empty, and the
+     * planner reads every due row above the cursor through a bitmap and
+     * sorts them, at a cost per page that grows with the backlog. The
      * relay's session settings (above) leave the ordered index scan as the
      * only plan, whose cost per row does not depend on the backlog or the
      * statistics.
@@ -140,9 +138,8 @@ bool outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg,
      * The headers' length is their uncompressed size: pg_column_size of the
      * stored value is its compressed size, far smaller for repetitive
      * headers; `|| '{}'` hands it the value decompressed. Their text's
-     * octet_length would be as true, but converting every header of the
-     * page's rows to text, past the cut too, made a page of 60 KB headers
-     * take about 0.7 s (test_oversized_row).
+     * octet_length would be as true, but converts every header of the
+     * page's rows to text, past the cut too: slow for large headers.
      *
      * `prev` is what keeps per-key order under concurrent producers: a row
      * that committed late below the scan's cursor is still unfinished, and
@@ -175,8 +172,8 @@ bool outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg,
              t, limits->header_overhead, limits->headers_stored_max, t, due);
     /* Marks join through the primary key only. A filter on status here
      * would let the planner drive the join from the partial index of
-     * unfinished rows and hash the whole backlog on every mark (it did, at
-     * 20-40 ms per 500 rows, with statistics gone stale as the backlog grew).
+     * unfinished rows and hash the whole backlog on every mark, once its
+     * statistics went stale as the backlog grew.
      * A PubAck is a fact: the published mark needs no guard; a failure must
      * only never undo a publish. */
     sql_text(&sql->mark_published,
@@ -196,9 +193,9 @@ bool outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg,
              "WHERE o.id = v.id AND o.status <> 'published'",
              t);
     /*
-     * Bounded, whatever the backlog: counting every unfinished row took 0.2 s
-     * at 1,000,000 rows (2 s at 10,000,000), every sample, on the
-     * connection the claims and marks wait behind. The count is exact up to
+     * Bounded, whatever the backlog: counting every unfinished row grows with
+     * the backlog, every sample, on the connection the claims and marks
+     * wait behind. The count is exact up to
      * OUTBOX_SAMPLE_EXACT rows; past that, the rows above the last one counted
      * are estimated from the id range (a backlog is the newest ids: dense).
      * The oldest age is the lowest unfinished id's (ids follow inserts).

@@ -343,8 +343,8 @@ static void pg_begin_setup(struct pg_source *src)
  * addresses) libpq closes a failed attempt's socket and opens the next
  * one, which usually gets the same number. epoll dropped the closed
  * descriptor, so a watcher left "unchanged" never fires again and the
- * connect hangs until its deadline (issue 9: a multi-host failover never
- * reconnected). libev re-registers a descriptor given anew by ev_io_set.
+ * connect hangs until its deadline (a multi-host failover would never
+ * reconnect). libev re-registers a descriptor given anew by ev_io_set.
  */
 static void pg_connect_poll(struct pg_source *src)
 {

@@ -260,10 +260,9 @@ void wakeup_pass_ended(struct wakeup *w, bool found, bool holding)
         return;
     double now = ev_now(w->loop);
     if (found) {
-        /* Rows are coming: look again at once. Measured at 2,000 rows/s
-         * (bench, medians of 3): p50 2.43 -> 1.78 ms, p90 3.34 -> 2.55 ms,
-         * for about a third more PostgreSQL CPU than a 1 ms pause; the
-         * producers' commit rate did not move. */
+        /* Rows are coming: look again at once. Any pause here is added to
+         * the latency of a dense flow; the extra look costs PostgreSQL a
+         * little CPU and the producers nothing. */
         w->idle_since = now;
         w->backoff_ms = WAKEUP_POLL_MIN_MS;
         wakeup_arm(w, 0);
@@ -273,10 +272,8 @@ void wakeup_pass_ended(struct wakeup *w, bool found, bool holding)
     if (idle_ms < WAKEUP_HOT_MS) {
         /* Rows came a moment ago: in a dense flow the next one is likely
          * committing now, and a row that commits during a pause waits half
-         * of it on average. At 2,000 rows/s (bench, 10 s runs, medians of
-         * 3) 1 ms -> 500 us: p50 1.29 -> 0.83 ms, p90 1.90 -> 1.22 ms, p99
-         * 2.42 -> 2.11 ms, for 0.13 of a core more in the relay and 0.15
-         * in PostgreSQL (250 us: p50 0.73 ms for 0.20 and 0.17). */
+         * of it on average. Shorter pauses trade CPU, in the relay and in
+         * PostgreSQL, for latency; docs/performance.md has the figures. */
         wakeup_arm_hot(w);
         return;
     }
@@ -301,9 +298,9 @@ void wakeup_pass_ended(struct wakeup *w, bool found, bool holding)
      * No rows for WAKEUP_EAGER_MS and none in flight: hand the wake-ups back
      * to the producers.
      * A NOTIFY costs a producer nothing measurable at the rates that leave
-     * such gaps, and it wakes the relay within ~2 ms. Polling on with
-     * growing pauses (up to 50 ms, for a second) made a row every 50 ms
-     * wait 16 ms at the median (bench, 20 rows/s from 2 producers).
+     * such gaps, and it wakes the relay within milliseconds, where polling
+     * on with growing pauses would make each row of a sparse flow wait for
+     * the next pause.
      */
     if (wakeup_query(w, sleep_sql, wakeup_on_sleep_lock)) {
         w->state = WAKEUP_DOZING;

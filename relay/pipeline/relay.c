@@ -216,7 +216,7 @@ static void relay_on_before_sleep(struct ev_loop *loop, ev_prepare *w, int reven
     /* A relay keeping up with its producers has few publishes in flight:
      * this turn's go to the server now rather than after nats.c's 1 ms
      * pause. Working through a backlog, the pause gathers larger writes,
-     * and a flush per turn (a PING each) cost a hot key's drain a fifth. */
+     * and a flush per turn (a PING each) would slow a hot key's drain. */
     if (inflight_publishing(r->rows) < (size_t)r->cfg->batch_size)
         js_sink_flush(r->js);
     if (pg_source_state(r->pg) != PG_READY)

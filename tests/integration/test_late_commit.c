@@ -63,8 +63,8 @@ START_TEST(test_late_commit_is_not_skipped)
 END_TEST
 
 /*
- * Poll-only: with the NOTIFY trigger disabled (it serializes commits; see the
- * README) and a short poll, new rows and late commits are still published.
+ * Poll-only: with the NOTIFY trigger disabled (it serializes commits; see
+ * docs/guarantees.md) and a short poll, new rows and late commits are still published.
  */
 START_TEST(test_poll_only_without_trigger)
 {

@@ -1,5 +1,5 @@
-/* A memory budget in bytes (issue 10 §1): ~1 MB rows drain completely, and the relay's peak RSS
- * stays under the README's formula, 2 x budget + 2 x max_payload + 24 MiB (with the default
+/* A memory budget in bytes: ~1 MB rows drain completely, and the relay's peak RSS stays under
+ * the formula of docs/configuration.md, 2 x budget + 2 x max_payload + 24 MiB (with the default
  * budget: also under the shipped 128 MiB limit). */
 #include <check.h>
 #include <signal.h>
@@ -15,7 +15,7 @@
 #define PAYLOAD_BYTES 1000000
 #define MAX_PAYLOAD   "1048576"
 #define MIB           (1024L * 1024L)
-/* The formula the README documents: peak RSS <= budget x BUDGET_FACTOR + OVERHEAD, where
+/* The formula docs/configuration.md documents: peak RSS <= budget x BUDGET_FACTOR + OVERHEAD, where
  * OVERHEAD = 2 x max_payload (one row past the budget, and its copy) + 24 MiB (code, libraries,
  * buffers). */
 #define BUDGET_FACTOR  2

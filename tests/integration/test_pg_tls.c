@@ -1,5 +1,5 @@
 /* PostgreSQL security through libpq's own settings: TLS with sslmode=verify-full and a client
- * certificate (cert authentication), as the README documents it. */
+ * certificate (cert authentication), as docs/configuration.md documents it. */
 #include <check.h>
 #include <signal.h>
 #include <stdio.h>

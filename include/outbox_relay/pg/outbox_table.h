@@ -47,7 +47,7 @@ struct outbox_sql {
      * and header bytes pass $3 (the first row always comes). A row that can
      * never be published under $4 comes without payload and headers
      * (withheld: struct claimed_row). The session's planner
-     * settings (pg_source.c) keep its plan one ordered index scan. */
+     * settings (outbox_session_sql) keep its plan one ordered index scan. */
     char *claim;
     /* $1 ids, $2 stream sequences, $3 ack times (epoch microseconds). */
     char *mark_published;
