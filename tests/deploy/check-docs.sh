@@ -14,7 +14,9 @@
 #    takes (OUTBOX_STREAM_SUBJECTS in deploy/local/run.sh), so the examples
 #    work on the stack the quick start leaves running;
 #  - every relative link in README.md and docs/*.md resolves: the file exists
-#    and, for a #fragment into a Markdown file, a heading makes that anchor.
+#    and, for a #fragment into a Markdown file, a heading makes that anchor;
+#  - the `tree relay include` drawn in docs/architecture.md lists exactly the
+#    sources and headers the tree holds, each under its layer's folder.
 #
 #   check-docs.sh RELAY_BINARY SOURCE_DIR
 set -euo pipefail
@@ -116,6 +118,23 @@ for doc in "${docs[@]}"; do
     done < <(awk '/^```/ {code = !code; next} !code' "$doc" | sed 's/`[^`]*`//g' |
         grep -oE '\]\([^) ]+' | cut -c3-)
 done
+
+# The drawn tree: every file under the folder it is drawn in, no more, no less.
+drawn=$(awk '/^\$ tree relay include/ {on=1; next} on && /^```/ {exit} on' "$top/docs/architecture.md" |
+    sed 's/│   /    /g; s/[├└]── /    /g' | grep -v '^[0-9]* directories' | awk 'NF {
+        line = $0; sub(/[a-z_0-9.]+$/, "", line); depth = length(line) / 4
+        name = $NF
+        if (name !~ /\./) { dir[depth] = name; next }
+        path = ""
+        for (d = 0; d < depth; d++) path = path dir[d] "/"
+        print path name
+    }' | sort)
+actual=$(cd "$top" && find relay include -name '*.[ch]' | sort)
+if [ -z "$drawn" ]; then
+    fail "docs/architecture.md draws no \`tree relay include\`"
+elif [ "$drawn" != "$actual" ]; then
+    fail "docs/architecture.md's tree differs from the sources (< drawn, > actual): $(diff <(echo "$drawn") <(echo "$actual") | grep '^[<>]' | tr '\n' ' ')"
+fi
 
 [ $status = 0 ] && echo "ok: README $lines lines, settings table ($(printf '%s\n' "$rows" | wc -l) rows)," \
     "commands:" check $commands ", $(printf '%s\n' "$families" | wc -l) metric families, schema version $version," \
