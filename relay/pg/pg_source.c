@@ -40,8 +40,9 @@ struct pg_source {
     struct pg_query *head, *tail; /* head is running when `running` */
     int queued;
     bool running;
-    PGresult *result; /* first result of the running query */
-    int reconnects;   /* consecutive failures, for the backoff */
+    PGresult *result;    /* first result of the running query */
+    int reconnects;      /* consecutive failures, for the backoff */
+    uint64_t lost_total; /* sessions lost after they were up (a metric) */
 
     /* Prepared statements, by SQL text pointer (callers pass static
      * strings). Parsing and planning were most of the relay backend's CPU at
@@ -597,6 +598,7 @@ static void pg_lost(struct pg_source *src, const char *why)
     log_warn(had ? "postgresql connection lost" : "postgresql connection failed", "{s:s, s:f}",
              "reason", reason, "retry_in_s", delay);
     if (had) {
+        src->lost_total++;
         if (src->ev.disconnected)
             src->ev.disconnected(src->ev.arg, reason);
     }
@@ -713,4 +715,9 @@ bool pg_source_query(struct pg_source *src, const char *sql, int nparams, char *
     pg_enqueue(src, q);
     pg_send_next(src);
     return true;
+}
+
+uint64_t pg_source_lost_total(const struct pg_source *src)
+{
+    return src->lost_total;
 }

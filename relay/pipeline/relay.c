@@ -12,6 +12,7 @@
 #include "outbox_relay/pipeline/dead_letter.h"
 #include "outbox_relay/pipeline/fail_log.h"
 #include "outbox_relay/pipeline/inflight.h"
+#include "outbox_relay/pipeline/outcome.h"
 #include "outbox_relay/nats/js_sink.h"
 #include "outbox_relay/pg/leader.h"
 #include "outbox_relay/lib/log.h"
@@ -29,6 +30,14 @@
 #include "outbox_relay/lib/util.h"
 #include "outbox_relay/pg/wakeup.h"
 
+/*
+ * The relay's life. RUNNING: claims and publishes while it leads. DRAINING
+ * (SIGTERM): claims nothing more, waits for the acks of what it published
+ * and their marks, bounded by OUTBOX_SHUTDOWN_TIMEOUT_MS. STOPPED: the loop
+ * is told to end; nothing starts any more.
+ */
+enum relay_phase { RELAY_RUNNING, RELAY_DRAINING, RELAY_STOPPED };
+
 struct relay {
     ev_prepare before_sleep; /* first member: flushes marks and claims once per loop turn */
     struct ev_loop *loop;
@@ -43,9 +52,10 @@ struct relay {
     struct claimer *claimer; /* the scanner's pages into held rows */
     struct wakeup *wakeup;   /* NOTIFY while asleep, tail polls while awake */
     struct retry_timer retry;
-    struct table_sample *sample;     /* unfinished and dead rows, oldest age */
-    struct retention *retention;     /* the leader prunes old published rows */
-    struct dead_letter *dead_letter; /* the leader publishes dead rows to their subject */
+    struct retry_policy retry_policy; /* outcome.h: retry or dead */
+    struct table_sample *sample;      /* unfinished and dead rows, oldest age */
+    struct retention *retention;      /* the leader prunes old published rows */
+    struct dead_letter *dead_letter;  /* the leader publishes dead rows to their subject */
     struct metrics metrics;
     struct fail_log *fail_log;   /* failed publishes, one warn line per reason per interval */
     struct publisher *publisher; /* rows to JetStream, PubAcks, the fence */
@@ -53,8 +63,7 @@ struct relay {
 
     ev_timer shutdown; /* bound on the drain at SIGTERM */
 
-    bool draining;
-    bool stopped;
+    enum relay_phase phase;
     int exit_code;
 
     struct stall_watch stall; /* /healthz: due work but no progress */
@@ -62,49 +71,39 @@ struct relay {
 
 static void relay_check_drained(struct relay *r);
 
-/* ------------------------------------------------------------- outcomes */
-
-/*
- * Whether the connection, not the row, failed the publish: it broke, or the
- * server answered nothing sent since the row (frozen, stalled), or no
- * stream answered while the link is down.
- */
-static bool relay_connection_failed(struct relay *r, const struct outbox_row *row,
-                                    enum publish_reason reason)
+/* The one way to STOPPED: the loop ends and main exits with exit_code. */
+static void relay_stop(struct relay *r, int exit_code)
 {
-    switch (reason) {
-    case PUBLISH_CONNECTION:
-        return true;
-    case PUBLISH_TIMEOUT:
-        return publisher_unanswered_since(r->publisher, row->sent_at);
-    case PUBLISH_NO_STREAM:
-        return !nats_link_up(r->nats);
-    default:
-        return false;
-    }
+    if (exit_code != 0)
+        r->exit_code = exit_code;
+    r->phase = RELAY_STOPPED;
+    ev_break(r->loop, EVBREAK_ALL);
 }
 
+/* ------------------------------------------------------------- outcomes */
+
 /* The row could not be published (the publisher already holds its key):
- * schedule a retry, or give up. A failure of the connection is no attempt
- * of the row's and earns no backoff: the row is due again at once, and goes
- * when the relay may claim again (NATS up) or the server answers again. */
+ * schedule a retry, or give up (outcome.h decides). */
 static void relay_on_failed(void *arg, struct outbox_row *row, const char *error, bool permanent,
                             enum publish_reason reason)
 {
     struct relay *r = arg;
-    bool connection = !permanent && relay_connection_failed(r, row, reason);
-    bool dead = permanent || (!connection && row->attempts + 1 >= r->cfg->max_attempts);
-    int64_t delay_ms = dead || connection
-                           ? 0
-                           : backoff_delay_ms(row->attempts + 1, r->cfg->retry_base_ms,
-                                              r->cfg->retry_max_ms, backoff_random());
+    struct failure_facts facts = {
+        .permanent = permanent,
+        .reason = reason,
+        .attempts = row->attempts,
+        .unanswered = publisher_unanswered_since(r->publisher, row->sent_at),
+        .nats_up = nats_link_up(r->nats),
+    };
+    struct failure_verdict v = outcome_of_failure(&facts, &r->retry_policy, backoff_random());
     /* Every failure at debug; at warn, one line per reason per interval. */
     log_debug("publish failed", "{s:I, s:s, s:b, s:i}", "id", (json_int_t)row->id, "error", error,
-              "dead", dead, "attempt", row->attempts + 1);
+              "dead", v.dead, "attempt", row->attempts + 1);
     fail_log_record(r->fail_log, reason, row->id, error);
     /* Out of memory: forget the row; it is still unfinished in the table
      * and a later scan claims it again. */
-    if (!marks_add_failed(r->marks, row->id, row, dead, delay_ms, connection, error, reason))
+    if (!marks_add_failed(r->marks, row->id, row, v.dead, v.delay_ms, v.not_an_attempt, error,
+                          reason))
         inflight_recorded(r->rows, row);
 }
 
@@ -137,13 +136,8 @@ static void relay_on_recorded(void *arg, const struct mark *m, bool published)
 {
     struct relay *r = arg;
     struct outbox_row *row = m->row;
-    /* A published row that was claimed as failed, or a dead row that does
-     * not hold its key, ends its key's hold: later rows of the key may lie
-     * anywhere above it, also below the scan's cursor. Not its attempts: a
-     * requeue resets them and leaves the row holding its key. */
-    bool released = row->ordering_key != NULL &&
-                    (published ? row->held_key : m->dead && !r->cfg->dead_holds_key);
-    if (released)
+    if (outcome_releases_key(row->ordering_key != NULL, row->held_key, published, m->dead,
+                             r->cfg->dead_holds_key))
         claimer_key_released(r->claimer, row->id);
     if (published) {
         r->metrics.published_total++;
@@ -183,7 +177,7 @@ static void relay_on_mark_forgotten(void *arg, struct outbox_row *row)
 static bool relay_may_claim(void *arg)
 {
     struct relay *r = arg;
-    return leader_is(r->leader) && nats_link_up(r->nats) && !r->draining;
+    return leader_is(r->leader) && nats_link_up(r->nats) && r->phase == RELAY_RUNNING;
 }
 
 static void relay_on_claimed(void *arg, struct outbox_row *row)
@@ -213,16 +207,11 @@ static void relay_on_before_sleep(struct ev_loop *loop, ev_prepare *w, int reven
 {
     struct relay *r = (struct relay *)w;
     fail_log_flush(r->fail_log, ev_now(loop));
-    /* A relay keeping up with its producers has few publishes in flight:
-     * this turn's go to the server now rather than after nats.c's 1 ms
-     * pause. Working through a backlog, the pause gathers larger writes,
-     * and a flush per turn (a PING each) would slow a hot key's drain. */
-    if (inflight_publishing(r->rows) < (size_t)r->cfg->batch_size)
-        js_sink_flush(r->js);
+    publisher_turn_done(r->publisher);
     if (pg_source_state(r->pg) != PG_READY)
         return;
     /* Only a leader writes outcomes: a deposed one's die with it. */
-    if (leader_is(r->leader) || r->draining)
+    if (leader_is(r->leader) || r->phase == RELAY_DRAINING)
         marks_flush(r->marks);
     claimer_run(r->claimer, ev_now(loop));
 }
@@ -232,7 +221,7 @@ static void relay_on_before_sleep(struct ev_loop *loop, ev_prepare *w, int reven
 static bool relay_may_lead(void *arg)
 {
     struct relay *r = arg;
-    return nats_link_up(r->nats) && !r->draining;
+    return nats_link_up(r->nats) && r->phase == RELAY_RUNNING;
 }
 
 static void relay_on_elected(void *arg)
@@ -324,7 +313,6 @@ static void relay_on_pg_connected(void *arg)
 static void relay_on_pg_disconnected(void *arg, const char *why)
 {
     struct relay *r = arg;
-    r->metrics.pg_reconnects_total++;
     /* The session, and with it the advisory locks, is gone. */
     wakeup_disconnected(r->wakeup);
     leader_disconnected(r->leader);
@@ -342,9 +330,7 @@ static void relay_on_pg_fatal(void *arg, const char *why)
 {
     struct relay *r = arg;
     log_error("cannot relay", "{s:s}", "error", why);
-    r->exit_code = 1;
-    r->stopped = true;
-    ev_break(r->loop, EVBREAK_ALL);
+    relay_stop(r, 1);
 }
 
 /* ---------------------------------------------------------------- timers */
@@ -364,20 +350,18 @@ static void relay_on_shutdown_timeout(struct ev_loop *loop, ev_timer *w, int rev
     log_warn("shutdown timeout: exiting with rows unresolved; they stay pending and are "
              "re-published (deduplicated) by the next relay",
              "{s:i}", "rows", (int)inflight_count(r->rows));
-    r->stopped = true;
-    ev_break(loop, EVBREAK_ALL);
+    relay_stop(r, 0);
 }
 
 static void relay_check_drained(struct relay *r)
 {
-    if (!r->draining || r->stopped)
+    if (r->phase != RELAY_DRAINING)
         return;
     if (inflight_count(r->rows) > 0 || marks_unrecorded(r->marks) > 0)
         return;
     log_info("drained: every acknowledged row is recorded", NULL);
     leader_stop(r->leader);
-    r->stopped = true;
-    ev_break(r->loop, EVBREAK_ALL);
+    relay_stop(r, 0);
 }
 
 /* ---------------------------------------------------------------- public */
@@ -392,6 +376,11 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
     }
     r->loop = loop;
     r->cfg = cfg;
+    r->retry_policy = (struct retry_policy){
+        .max_attempts = cfg->max_attempts,
+        .base_ms = cfg->retry_base_ms,
+        .max_ms = cfg->retry_max_ms,
+    };
     metrics_init(&r->metrics);
     bool statements = outbox_sql_build(&r->sql, cfg, &claimer_message_limits);
     r->fail_log = fail_log_create(10.0, NULL, NULL);
@@ -481,14 +470,12 @@ void relay_start(struct relay *r)
 
 void relay_shutdown(struct relay *r)
 {
-    if (r->draining) {
+    if (r->phase != RELAY_RUNNING) {
         log_warn("second signal: exiting without waiting for in-flight acks", NULL);
-        r->exit_code = 1;
-        r->stopped = true;
-        ev_break(r->loop, EVBREAK_ALL);
+        relay_stop(r, 1);
         return;
     }
-    r->draining = true;
+    r->phase = RELAY_DRAINING;
     publisher_drain(r->publisher);
     claimer_stop(r->claimer);
     retention_set_leader(r->retention, false);
@@ -509,7 +496,7 @@ void relay_destroy(struct relay *r)
 {
     if (r == NULL)
         return;
-    r->draining = r->stopped = true;
+    r->phase = RELAY_STOPPED;
     ev_prepare_stop(r->loop, &r->before_sleep);
     retry_timer_free(&r->retry);
     ev_timer_stop(r->loop, &r->shutdown);
@@ -548,7 +535,7 @@ void relay_facts(const struct relay *r, struct relay_facts *f)
     const struct leader_view *v = leader_view(r->leader);
     bool holding = inflight_count(r->rows) > 0 || marks_unrecorded(r->marks) > 0;
     *f = (struct relay_facts){
-        .stopped = r->stopped,
+        .stopped = r->phase == RELAY_STOPPED,
         .pg_not_ready = pg_source_not_ready_reason(r->pg),
         .nats_up = nats_link_up(r->nats),
         .leading = leader_is(r->leader),
@@ -564,6 +551,7 @@ const struct metrics *relay_metrics(struct relay *r)
     r->metrics.claimed_total = (uint64_t)claimer_claimed_total(r->claimer);
     r->metrics.inflight = (int64_t)inflight_count(r->rows);
     r->metrics.pg_connected = pg_source_state(r->pg) == PG_READY;
+    r->metrics.pg_reconnects_total = pg_source_lost_total(r->pg);
     r->metrics.nats_connected = nats_link_up(r->nats);
     r->metrics.nats_reconnects_total = nats_link_reconnects(r->nats);
     r->metrics.leader = leader_is(r->leader);

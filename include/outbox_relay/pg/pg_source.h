@@ -14,6 +14,8 @@
 #include <stdbool.h>
 
 #include <ev.h>
+#include <stdint.h>
+
 #include <libpq-fe.h>
 
 #include "outbox_relay/lib/config.h"
@@ -49,6 +51,9 @@ void pg_source_start(struct pg_source *src);
 void pg_source_destroy(struct pg_source *src);
 
 enum pg_state pg_source_state(const struct pg_source *src);
+
+/* Sessions lost after they were up: outbox_relay_pg_reconnects_total. */
+uint64_t pg_source_lost_total(const struct pg_source *src);
 
 /*
  * Why queries cannot flow, for /readyz: NULL when READY; otherwise e.g.

@@ -53,6 +53,9 @@ size_t publisher_drop_all(struct publisher *p);
  * then a PubAck overdue since is the connection's (a stalled or frozen
  * server), not the row's.
  */
+/* The loop turn is over: send this turn's publishes now when few are in flight. */
+void publisher_turn_done(struct publisher *p);
+
 bool publisher_unanswered_since(const struct publisher *p, double sent_at);
 
 #endif
