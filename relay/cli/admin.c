@@ -11,7 +11,7 @@
 #include <libpq-fe.h>
 #include <nats/nats.h>
 
-#include "outbox_relay/nats/js_sink.h"
+#include "outbox_relay/nats/js_stream.h"
 #include "outbox_relay/pg/pg_source.h"
 #include "outbox_relay/lib/redact.h"
 #include "outbox_relay/lib/util.h"
@@ -365,18 +365,9 @@ static void check_dead_letter_subject(struct check *c, jsCtx *js, const struct r
 }
 
 /* Which stream takes each recent subject (and the dead-letter subject); their configuration. */
-static void check_streams(struct check *c, const struct relay_config *cfg,
+static void check_streams(struct check *c, jsCtx *js, const struct relay_config *cfg,
                           const struct recent_rows *r, bool configured_exists)
 {
-    if (r->nsubjects == 0 && !configured_exists && cfg->dead_letter_subject[0] == '\0')
-        return;
-    natsConnection *nc = NULL;
-    jsCtx *js = NULL;
-    char why[640];
-    if (nats_connect_once(cfg, "outbox-relay --check", &nc, &js, why, sizeof(why)) < 0) {
-        say(c, CHECK_FAIL, "streams: cannot inspect JetStream: %s", why);
-        return;
-    }
     char *checked[CHECK_MAX_SUBJECTS + 1];
     int nchecked = 0;
     if (configured_exists) {
@@ -417,8 +408,6 @@ static void check_streams(struct check *c, const struct relay_config *cfg,
         check_dead_letter_subject(c, js, cfg);
     for (int k = 0; k < nchecked; k++)
         free(checked[k]);
-    jsCtx_Destroy(js);
-    natsConnection_Destroy(nc);
 }
 
 static int admin_check_lines(struct check *c, const struct relay_config *cfg);
@@ -458,14 +447,17 @@ static int admin_check_lines(struct check *c, const struct relay_config *cfg)
         PQfinish(conn);
     }
 
-    struct js_sink *sink = NULL;
+    /* One connection for every NATS check. */
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    char why[640];
     redact_nats_urls(cfg->nats_url, shown, sizeof(shown));
-    if (js_sink_create(&sink, cfg, NULL, false, err, sizeof(err)) < 0) {
-        say(c, CHECK_FAIL, "nats: %s (%s)", err, shown);
+    if (nats_connect_once(cfg, "outbox-relay check", &nc, &js, why, sizeof(why)) < 0) {
+        say(c, CHECK_FAIL, "nats: %s (%s)", why, shown);
         recent_rows_free(&recent);
         return 1;
     }
-    long long max_payload = (long long)js_sink_max_payload(sink);
+    long long max_payload = (long long)natsConnection_GetMaxPayload(nc);
     say(c, CHECK_OK, "nats reached (%s), max_payload %lld", shown, max_payload);
     if (recent.max_payload > max_payload)
         say(c, CHECK_WARN,
@@ -475,7 +467,9 @@ static int admin_check_lines(struct check *c, const struct relay_config *cfg)
     bool configured_exists = false;
     if (cfg->stream[0] != '\0') {
         /* Read-only: --check never creates the stream the relay would create. */
-        int exists = js_sink_stream_exists(sink, cfg->stream, err, sizeof(err));
+        jsStreamInfo *si = NULL;
+        int exists = js_stream_lookup(js, cfg, cfg->stream, &si, err, sizeof(err));
+        jsStreamInfo_Destroy(si);
         if (exists < 0)
             say(c, CHECK_FAIL, "stream %s (OUTBOX_STREAM): %s", cfg->stream, err);
         else if (exists == 0)
@@ -487,8 +481,10 @@ static int admin_check_lines(struct check *c, const struct relay_config *cfg)
             say(c, CHECK_OK, "stream %s (OUTBOX_STREAM) exists", cfg->stream);
         configured_exists = exists > 0;
     }
-    js_sink_destroy(sink);
-    check_streams(c, cfg, &recent, configured_exists);
+    if (recent.nsubjects > 0 || configured_exists || cfg->dead_letter_subject[0] != '\0')
+        check_streams(c, js, cfg, &recent, configured_exists);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
     recent_rows_free(&recent);
     return c->failed;
 }

@@ -153,7 +153,7 @@ natsStatus js_sink_publish(struct js_sink *sink, natsMsg **msg)
 
 void js_sink_flush(struct js_sink *sink)
 {
-    if (!sink->unflushed || !sink->worker_running)
+    if (!sink->unflushed)
         return;
     sink->unflushed = false;
     js_sink_ask_worker(sink, JS_WORK_FLUSH);

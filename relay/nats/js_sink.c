@@ -114,7 +114,7 @@ static int64_t js_on_reconnect_delay(natsConnection *nc, int attempts, void *clo
     return 250 + rand() % (tls ? 1000 : 100);
 }
 
-static int js_build_options(struct js_sink *sink, bool keep_trying, char *err, size_t errlen)
+static int js_build_options(struct js_sink *sink, char *err, size_t errlen)
 {
     const struct relay_config *cfg = sink->cfg;
     natsOptions *o = NULL;
@@ -125,11 +125,10 @@ static int js_build_options(struct js_sink *sink, bool keep_trying, char *err, s
     if (nats_options_apply(o, cfg, err, errlen) < 0)
         return -1;
     natsOptions_SetName(o, "outbox-relay");
-    natsOptions_SetMaxReconnect(o, keep_trying ? -1 : 0);
+    natsOptions_SetMaxReconnect(o, -1);
     natsOptions_SetReconnectWait(o, 250);
     natsOptions_SetReconnectJitter(o, 100, 1000);
-    if (keep_trying)
-        natsOptions_SetCustomReconnectDelay(o, js_on_reconnect_delay, sink);
+    natsOptions_SetCustomReconnectDelay(o, js_on_reconnect_delay, sink);
     /* Not natsOptions_SetSendAsap: it speeds up a lone publish but slows bulk
      * asynchronous publishing. The relay flushes itself when it keeps up with its
      * producers, and gets both (docs/performance.md). */
@@ -139,26 +138,23 @@ static int js_build_options(struct js_sink *sink, bool keep_trying, char *err, s
      * reconnect; the relay stops claiming while disconnected, so this only
      * holds what was already in flight. */
     natsOptions_SetReconnectBufSize(o, 32 * 1024 * 1024);
-    if (keep_trying) {
-        natsOptions_SetDisconnectedCB(o, js_on_disconnected, sink);
-        natsOptions_SetReconnectedCB(o, js_on_connected, sink);
-        natsOptions_SetClosedCB(o, js_on_closed, sink);
-        natsOptions_SetErrorHandler(o, js_on_error, sink);
-    }
+    natsOptions_SetDisconnectedCB(o, js_on_disconnected, sink);
+    natsOptions_SetReconnectedCB(o, js_on_connected, sink);
+    natsOptions_SetClosedCB(o, js_on_closed, sink);
+    natsOptions_SetErrorHandler(o, js_on_error, sink);
 
     return 0;
 }
 
 /*
- * Connects (or, keep_trying, goes on retrying in the background) and makes
+ * Connects (or goes on retrying in the background) and makes
  * the JetStream context. The first attempt is made without nats.c's retry:
  * only then does nats.c say why it failed (with retry it answers "not yet
  * connected", and for refused credentials or a failed TLS handshake it
  * closes the connection at once, reason lost). Like any first attempt it
  * blocks for up to the connect timeout.
  */
-int js_sink_connect(struct js_sink *sink, bool keep_trying, natsConnection **nc, jsCtx **js,
-                    char *err, size_t errlen)
+int js_sink_connect(struct js_sink *sink, natsConnection **nc, jsCtx **js, char *err, size_t errlen)
 {
     *nc = NULL;
     *js = NULL;
@@ -169,10 +165,6 @@ int js_sink_connect(struct js_sink *sink, bool keep_trying, natsConnection **nc,
         const char *detail = nats_GetLastError(&st);
         char why[640];
         nats_conn_describe(sink->cfg, st != NATS_OK ? st : s, detail, why, sizeof(why));
-        if (!keep_trying) {
-            snprintf(err, errlen, "cannot connect to NATS (OUTBOX_NATS_URL): %s", why);
-            return -1;
-        }
         js_sink_note_failure(sink, why);
         log_warn("nats not connected; retrying in the background", "{s:s}", "error", why);
         natsOptions_SetRetryOnFailedConnect(sink->opts, true, js_on_connected, sink);
@@ -187,7 +179,7 @@ int js_sink_connect(struct js_sink *sink, bool keep_trying, natsConnection **nc,
 }
 
 int js_sink_create(struct js_sink **out, const struct relay_config *cfg, struct nats_bridge *bridge,
-                   bool keep_trying, char *err, size_t errlen)
+                   char *err, size_t errlen)
 {
     struct js_sink *sink = calloc(1, sizeof(*sink));
     *out = NULL;
@@ -205,23 +197,21 @@ int js_sink_create(struct js_sink **out, const struct relay_config *cfg, struct 
     atomic_init(&sink->stream_state,
                 cfg->stream[0] ? (int)JS_STREAM_CHECKING : (int)JS_STREAM_UNMANAGED);
     if (stream_spec_from_config(cfg, &sink->spec, err, errlen) < 0 ||
-        js_build_options(sink, keep_trying, err, errlen) < 0) {
+        js_build_options(sink, err, errlen) < 0) {
         js_sink_destroy(sink);
         return -1;
     }
     jsOptions *jo = &sink->jo;
     jsOptions_Init(jo);
     jo->Wait = cfg->publish_timeout_ms;
-    if (bridge != NULL) {
-        jo->PublishAsync.AckHandler = js_sink_on_ack;
-        jo->PublishAsync.AckHandlerClosure = sink;
-        /* The relay bounds its own in-flight count well below this, so a
-         * publish never stalls the loop waiting for room. */
-        jo->PublishAsync.MaxPending = (int64_t)cfg->max_inflight * 2 + 1024;
-        jo->PublishAsync.StallWait = 1;
-    }
-    if (js_sink_connect(sink, keep_trying, &sink->nc, &sink->js, err, errlen) < 0 ||
-        (bridge != NULL && js_sink_start_worker(sink, err, errlen) < 0)) {
+    jo->PublishAsync.AckHandler = js_sink_on_ack;
+    jo->PublishAsync.AckHandlerClosure = sink;
+    /* The relay bounds its own in-flight count well below this, so a
+     * publish never stalls the loop waiting for room. */
+    jo->PublishAsync.MaxPending = (int64_t)cfg->max_inflight * 2 + 1024;
+    jo->PublishAsync.StallWait = 1;
+    if (js_sink_connect(sink, &sink->nc, &sink->js, err, errlen) < 0 ||
+        js_sink_start_worker(sink, err, errlen) < 0) {
         js_sink_destroy(sink);
         return -1;
     }
@@ -236,7 +226,6 @@ void js_sink_destroy(struct js_sink *sink)
     if (sink == NULL)
         return;
     js_sink_stop_worker(sink);
-    bool had_bridge = sink->bridge != NULL;
     jsCtx_Destroy(sink->js);
     if (sink->nc != NULL) {
         natsConnection_Close(sink->nc);
@@ -245,7 +234,7 @@ void js_sink_destroy(struct js_sink *sink)
     natsOptions_Destroy(sink->opts);
     /* nats.c runs callbacks on its own threads, which can still fire after
      * the close; wait for them before the closure goes away. */
-    natsStatus closed = had_bridge ? nats_CloseAndWait(2000) : NATS_OK;
+    natsStatus closed = nats_CloseAndWait(2000);
     /* Whatever still runs must not reach the bridge, which goes next. */
     pthread_mutex_lock(&sink->bridge_mu);
     sink->bridge = NULL;
@@ -284,10 +273,6 @@ void js_sink_last_error(struct js_sink *sink, char *buf, size_t len)
 
 int js_sink_reopen(struct js_sink *sink, char *err, size_t errlen)
 {
-    if (!sink->worker_running) {
-        snprintf(err, errlen, "no connect worker (a sink without a bridge cannot reopen)");
-        return -1;
-    }
     js_sink_ask_worker(sink, JS_WORK_REOPEN);
     return 0;
 }

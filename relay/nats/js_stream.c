@@ -1,5 +1,6 @@
 /* The sink's JetStream stream: lookup, creation from the settings, its state. */
 #include "outbox_relay/nats/js_sink.h"
+#include "outbox_relay/nats/js_stream.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -40,7 +41,7 @@ void js_sink_set_stream_state(struct js_sink *sink, enum js_stream_state st, con
 
 void js_sink_stream_lost(struct js_sink *sink)
 {
-    if (sink->cfg->stream[0] == '\0' || !sink->worker_running)
+    if (sink->cfg->stream[0] == '\0')
         return;
     js_sink_ask_worker(sink, JS_WORK_ENSURE);
 }
@@ -55,14 +56,13 @@ enum js_stream_state js_sink_stream_state(struct js_sink *sink, char *why, size_
     return st;
 }
 
-/* Looks the stream up on js: 1 with *si (caller destroys), 0 when missing, -1 with err. */
-static int js_stream_info(struct js_sink *sink, jsCtx *js, const char *stream, jsStreamInfo **si,
-                          char *err, size_t errlen)
+int js_stream_lookup(jsCtx *js, const struct relay_config *cfg, const char *stream,
+                     jsStreamInfo **si, char *err, size_t errlen)
 {
     jsErrCode jerr = 0;
     jsOptions jo;
     jsOptions_Init(&jo);
-    jo.Wait = js_stream_api_wait_ms(sink->cfg);
+    jo.Wait = js_stream_api_wait_ms(cfg);
     *si = NULL;
     if (js == NULL) {
         snprintf(err, errlen, "JetStream stream lookup: not connected");
@@ -76,21 +76,13 @@ static int js_stream_info(struct js_sink *sink, jsCtx *js, const char *stream, j
     return nats_conn_fail(err, errlen, "JetStream stream lookup", s);
 }
 
-int js_sink_stream_exists(struct js_sink *sink, const char *stream, char *err, size_t errlen)
-{
-    jsStreamInfo *si = NULL;
-    int found = js_stream_info(sink, sink->js, stream, &si, err, errlen);
-    jsStreamInfo_Destroy(si);
-    return found;
-}
-
 /* Checks the stream on js and creates it from the spec when missing. Blocking. */
 int js_sink_ensure_on(struct js_sink *sink, jsCtx *js, char *err, size_t errlen)
 {
     const struct relay_config *cfg = sink->cfg;
     const struct stream_spec *spec = &sink->spec;
     jsStreamInfo *found = NULL;
-    int exists = js_stream_info(sink, js, cfg->stream, &found, err, errlen);
+    int exists = js_stream_lookup(js, cfg, cfg->stream, &found, err, errlen);
     jsStreamInfo_Destroy(found);
     if (exists != 0)
         return exists > 0 ? 0 : -1;
@@ -144,11 +136,8 @@ int js_sink_ensure_stream(struct js_sink *sink, char *err, size_t errlen)
 {
     if (sink->cfg->stream[0] == '\0')
         return 0;
-    if (sink->worker_running) {
-        /* A (re)connect: check now, whatever the last check found. */
-        js_sink_set_stream_state(sink, JS_STREAM_CHECKING, NULL);
-        js_sink_ask_worker(sink, JS_WORK_ENSURE);
-        return 0;
-    }
-    return js_sink_ensure_on(sink, sink->js, err, errlen);
+    /* A (re)connect: check now, whatever the last check found. */
+    js_sink_set_stream_state(sink, JS_STREAM_CHECKING, NULL);
+    js_sink_ask_worker(sink, JS_WORK_ENSURE);
+    return 0;
 }

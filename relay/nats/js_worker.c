@@ -34,7 +34,7 @@ static void js_worker_reopen(struct js_sink *sink)
     natsConnection *nc = NULL;
     jsCtx *js = NULL;
     char err[512];
-    int rc = js_sink_connect(sink, true, &nc, &js, err, sizeof(err));
+    int rc = js_sink_connect(sink, &nc, &js, err, sizeof(err));
     pthread_mutex_lock(&sink->conn_mu);
     sink->nc = nc;
     sink->js = js;

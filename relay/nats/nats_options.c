@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "outbox_relay/nats/nats_conn.h"
+
 /* Splits the comma-separated server list into nats.c's array form. */
 static natsStatus nats_set_servers(natsOptions *o, const char *list)
 {
@@ -152,8 +154,14 @@ int nats_connect_once(const struct relay_config *cfg, const char *name, natsConn
         natsOptions_SetName(o, name);
         natsOptions_SetMaxReconnect(o, 0);
         s = natsConnection_Connect(nc, o);
-        if (s != NATS_OK)
-            rc = nats_fail(err, errlen, "cannot connect to NATS (OUTBOX_NATS_URL)", s);
+        if (s != NATS_OK) {
+            natsStatus st = s;
+            const char *detail = nats_GetLastError(&st);
+            char why[640];
+            nats_conn_describe(cfg, st != NATS_OK ? st : s, detail, why, sizeof(why));
+            snprintf(err, errlen, "cannot connect to NATS (OUTBOX_NATS_URL): %s", why);
+            rc = -1;
+        }
     }
     if (rc == 0 && js != NULL) {
         jsOptions jo;

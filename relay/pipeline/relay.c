@@ -418,7 +418,7 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
         relay_destroy(r);
         return NULL;
     }
-    if (js_sink_create(&r->js, cfg, r->bridge, true, err, errlen) < 0) {
+    if (js_sink_create(&r->js, cfg, r->bridge, err, errlen) < 0) {
         relay_destroy(r);
         return NULL;
     }

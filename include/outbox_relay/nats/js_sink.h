@@ -9,8 +9,11 @@
  * connect worker thread. nats.c's threads and that worker reach the loop
  * only through the nats_bridge (see nats_bridge.h for the rule): PubAcks, and
  * NATS_EVENT_CONNECTED / _DISCONNECTED / _CLOSED. The stream's state is read
- * with js_sink_stream_state(). Only js_sink_create (start-up) and the
- * functions marked "blocking" (--check, no bridge) wait on the network.
+ * with js_sink_stream_state(). Only js_sink_create (start-up) waits on the
+ * network. (Operator commands use nats_connect_once, not a sink.)
+ *
+ * Files: js_sink.c (connection, lifecycle), js_worker.c, js_stream.c,
+ * js_publish.c; what they share is in js_sink_internal.h.
  */
 #ifndef OUTBOX_RELAY_JS_SINK_H
 #define OUTBOX_RELAY_JS_SINK_H
@@ -27,14 +30,12 @@ struct js_sink;
 
 /*
  * Connects (at start-up, before the loop runs: may block up to the connect
- * timeout). With keep_trying, a server that is down now is retried in the
- * background (NATS_EVENT_CONNECTED arrives later) and only configuration
- * errors fail; without it, the first failure is returned (for --check).
- * bridge may be NULL when no publishing is done; then there is no worker and
- * the stream functions block.
+ * timeout). A server that is down now is retried in the background
+ * (NATS_EVENT_CONNECTED arrives later); only configuration errors fail.
+ * Events reach the loop through bridge.
  */
 int js_sink_create(struct js_sink **out, const struct relay_config *cfg, struct nats_bridge *bridge,
-                   bool keep_trying, char *err, size_t errlen);
+                   char *err, size_t errlen);
 /* Stops the worker (waits for a connect it is making), closes, releases. */
 void js_sink_destroy(struct js_sink *sink);
 
@@ -61,9 +62,8 @@ int64_t js_sink_max_payload(const struct js_sink *sink);
 /*
  * Makes sure OUTBOX_STREAM exists: creates it with OUTBOX_STREAM_SUBJECTS,
  * _REPLICAS, _STORAGE, _MAX_AGE and _DUPLICATE_WINDOW when missing. With
- * no stream configured, does nothing. With a bridge: asks the worker and
- * returns 0 at once (outcome: js_sink_stream_state, and the log). Without
- * (--check): blocking, -1 with err on failure. Call on every (re)connect.
+ * no stream configured, does nothing. Asks the worker and returns 0 at once
+ * (outcome: js_sink_stream_state, and the log). Call on every (re)connect.
  */
 int js_sink_ensure_stream(struct js_sink *sink, char *err, size_t errlen);
 
@@ -83,9 +83,6 @@ enum js_stream_state {
 };
 /* Any thread. why (may be NULL) gets the last error for JS_STREAM_ERROR, else "". */
 enum js_stream_state js_sink_stream_state(struct js_sink *sink, char *why, size_t len);
-
-/* Whether the stream exists (blocking, for --check); -1 with err when the lookup failed. */
-int js_sink_stream_exists(struct js_sink *sink, const char *stream, char *err, size_t errlen);
 
 /*
  * Publishes *msg asynchronously. On success nats.c owns the message and *msg

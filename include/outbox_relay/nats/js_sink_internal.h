@@ -82,9 +82,9 @@ void js_sink_push_event(struct js_sink *sink, enum nats_event_kind kind);
 /* Keeps why as the last specific reason a connect failed (js_sink_last_error). */
 void js_sink_note_failure(struct js_sink *sink, const char *why);
 
-/* Connects (keep_trying: goes on in the background) and makes the JetStream context. */
-int js_sink_connect(struct js_sink *sink, bool keep_trying, natsConnection **nc, jsCtx **js,
-                    char *err, size_t errlen);
+/* Connects (or goes on trying in the background) and makes the JetStream context. */
+int js_sink_connect(struct js_sink *sink, natsConnection **nc, jsCtx **js, char *err,
+                    size_t errlen);
 
 /* The worker: started at create (with a bridge), given jobs as enum js_work bits, stopped at
  * destroy (waits for a connect it is making). */

@@ -1,7 +1,7 @@
 /*
  * The NATS settings every connection of the relay shares: the server list,
  * the credentials and TLS. js_sink's long-lived connection adds its
- * reconnect policy and callbacks; operator commands and --check open short
+ * reconnect policy and callbacks; operator commands (check among them) open short
  * synchronous connections with nats_connect_once.
  */
 #ifndef OUTBOX_RELAY_NATS_OPTIONS_H
@@ -23,7 +23,7 @@ int nats_options_apply(natsOptions *o, const struct relay_config *cfg, char *err
 
 /*
  * A short synchronous connection with those settings and no reconnects
- * (operator commands, --check). js may be NULL when no JetStream context is
+ * (operator commands, check). js may be NULL when no JetStream context is
  * wanted. Returns 0, or -1 with err saying why.
  */
 int nats_connect_once(const struct relay_config *cfg, const char *name, natsConnection **nc,
