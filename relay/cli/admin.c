@@ -1,4 +1,4 @@
-/* One-shot commands: verify both ends, read-only (--check); requeue dead rows (--requeue-dead). */
+/* `outbox-relay check`: verify both ends, read-only. */
 #include "outbox_relay/cli/admin.h"
 #include "outbox_relay/nats/nats_options.h"
 #include "outbox_relay/lib/stream_spec.h"
@@ -487,37 +487,4 @@ static int admin_check_lines(struct check *c, const struct relay_config *cfg)
     natsConnection_Destroy(nc);
     recent_rows_free(&recent);
     return c->failed;
-}
-
-int admin_requeue_dead(const struct relay_config *cfg, FILE *out)
-{
-    char err[512];
-    PGconn *conn = pg_source_connect_blocking(cfg, err, sizeof(err));
-    if (conn == NULL) {
-        fprintf(out, "cannot connect to PostgreSQL (OUTBOX_PG_URL): %s\n", err);
-        return 1;
-    }
-    char *t = config_table_sql(cfg);
-    PGresult *res =
-        t == NULL
-            ? NULL
-            : exec_fmt(conn,
-                       "WITH requeued AS (UPDATE %s SET status = "
-                       "'pending', attempts = 0, next_attempt_at = NULL, dead_lettered_at = NULL "
-                       "WHERE status = 'dead' RETURNING 1), "
-                       "wake AS (SELECT pg_notify('%s', '')) "
-                       "SELECT count(*) FROM requeued, "
-                       "(SELECT 1 FROM wake) AS w",
-                       t, cfg->channel);
-    free(t);
-    int rc = 0;
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        fprintf(out, "requeue failed: %s", PQresultErrorMessage(res));
-        rc = 1;
-    } else {
-        fprintf(out, "requeued %s dead rows of %s\n", PQgetvalue(res, 0, 0), cfg->table);
-    }
-    PQclear(res);
-    PQfinish(conn);
-    return rc;
 }

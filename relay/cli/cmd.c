@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "outbox_relay/lib/log.h"
 #include "outbox_relay/pg/pg_source.h"
@@ -16,28 +17,52 @@ struct cmd_def {
     const char *summary;
     const struct cmd_option *options;
     int (*run)(struct cmd_ctx *ctx);
-    bool daemon_rules; /* the settings are validated as the daemon's (check) */
+    bool daemon_rules;      /* the settings are validated as the daemon's (check, probe) */
+    const char *positional; /* the one word the command takes after its name ("PATH"), or NULL */
 };
 
 static const struct cmd_def commands[] = {
     {"status", "counts, oldest unfinished row, dead rows by reason, held keys, leader",
-     cmd_status_options, cmd_status, false},
+     cmd_status_options, cmd_status, false, NULL},
     {"requeue", "put dead (and failed) rows back to pending, by filter", cmd_requeue_options,
-     cmd_requeue, false},
-    {"replay", "publish already-published rows again", cmd_replay_options, cmd_replay, false},
-    {"audit", "check published rows against the stream", cmd_audit_options, cmd_audit, false},
+     cmd_requeue, false, NULL},
+    {"replay", "publish already-published rows again", cmd_replay_options, cmd_replay, false, NULL},
+    {"audit", "check published rows against the stream", cmd_audit_options, cmd_audit, false, NULL},
     {"migrate", "create or upgrade the outbox schema under OUTBOX_TABLE/OUTBOX_CHANNEL",
-     cmd_migrate_options, cmd_migrate, false},
+     cmd_migrate_options, cmd_migrate, false, NULL},
     {"check",
      "validate the settings, reach both ends, verify the table, privileges and streams; "
      "changes nothing",
-     cmd_check_options, cmd_check, true},
+     cmd_check_options, cmd_check, true, NULL},
+    {"probe",
+     "GET PATH (default /healthz) from OUTBOX_HTTP_ADDR: exit 0 on 200, 1 otherwise (a container "
+     "HEALTHCHECK without curl or a shell)",
+     cmd_probe_options, cmd_probe, true, "PATH"},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
+/*
+ * The older flags, kept as other names of commands: each runs the command
+ * with the same result. --check and --requeue-dead may stand anywhere among
+ * the settings; --probe only first, as its PATH follows it.
+ */
+static const struct cmd_alias {
+    const char *flag;
+    const char *command;
+    const char *extra; /* a flag of the command the alias implies, or NULL */
+    bool anywhere;
+} aliases[] = {
+    {"--check", "check", NULL, true},
+    {"--probe", "probe", NULL, false},
+    /* Every dead row but the permanent ones, which would only die again: requeue --all. */
+    {"--requeue-dead", "requeue", "--all", true},
+};
+#define NALIASES (sizeof(aliases) / sizeof(aliases[0]))
+
 static void cmd_usage(const struct cmd_def *c, FILE *out)
 {
-    fprintf(out, "Usage: outbox-relay %s [flags] [--setting=value ...]\n\n%s.\n\n", c->name,
+    fprintf(out, "Usage: outbox-relay %s%s%s%s [flags] [--setting=value ...]\n\n%s.\n\n", c->name,
+            c->positional ? " [" : "", c->positional ? c->positional : "", c->positional ? "]" : "",
             c->summary);
     fprintf(out, "  --%-24s %s\n", "json", "print one JSON document instead of text");
     for (const struct cmd_option *o = c->options; o->name != NULL; o++) {
@@ -76,16 +101,56 @@ static size_t cmd_option_count(const struct cmd_def *c)
     return n;
 }
 
-int cmd_main(int argc, char **argv)
+static int cmd_run(const struct cmd_def *c, int argc, char **argv);
+
+/* The alias among argv[1..], or NULL; *at is its index. */
+static const struct cmd_alias *cmd_find_alias(int argc, char **argv, int *at)
 {
-    if (argc < 2 || (argv[1][0] == '-' && strcmp(argv[1], "--check") != 0))
-        return -1;
-    const struct cmd_def *c = NULL;
-    /* --check is the check command under its older name. */
-    const char *name = strcmp(argv[1], "--check") == 0 ? "check" : argv[1];
+    for (int i = 1; i < argc; i++) {
+        for (size_t k = 0; k < NALIASES; k++) {
+            if (strcmp(argv[i], aliases[k].flag) == 0 && (i == 1 || aliases[k].anywhere)) {
+                *at = i;
+                return &aliases[k];
+            }
+        }
+    }
+    return NULL;
+}
+
+static const struct cmd_def *cmd_by_name(const char *name)
+{
     for (size_t i = 0; i < NCOMMANDS; i++)
         if (!strcmp(name, commands[i].name))
-            c = &commands[i];
+            return &commands[i];
+    return NULL;
+}
+
+int cmd_main(int argc, char **argv)
+{
+    int at = 0;
+    const struct cmd_alias *alias = argc > 1 ? cmd_find_alias(argc, argv, &at) : NULL;
+    if (alias != NULL) {
+        /* outbox-relay [settings] --alias [settings] = outbox-relay command [extra] [settings] */
+        char **args = calloc((size_t)argc + 2, sizeof(*args));
+        if (args == NULL) {
+            fprintf(stderr, "outbox-relay: out of memory\n");
+            return CMD_USAGE;
+        }
+        int n = 0;
+        args[n++] = argv[0];
+        args[n++] = (char *)alias->command;
+        if (alias->extra != NULL)
+            args[n++] = (char *)alias->extra;
+        for (int i = 1; i < argc; i++)
+            if (i != at)
+                args[n++] = argv[i];
+        int rc = cmd_run(cmd_by_name(alias->command), n, args);
+        free(args);
+        return rc;
+    }
+    if (argc < 2 || argv[1][0] == '-')
+        return -1;
+    const struct cmd_def *c = cmd_by_name(argv[1]);
     if (c == NULL) {
         /* The daemon takes no words, only flags: a word is a command, maybe mistyped. */
         const char *near = suggest_closest(argv[1], strlen(argv[1]), &commands[0].name, NCOMMANDS,
@@ -97,11 +162,15 @@ int cmd_main(int argc, char **argv)
             fprintf(stderr, "outbox-relay: unknown command \"%s\"; commands:", argv[1]);
             for (size_t i = 0; i < NCOMMANDS; i++)
                 fprintf(stderr, " %s", commands[i].name);
-            fprintf(stderr, " (and --check, --probe; see --help)\n");
+            fprintf(stderr, " (see --help)\n");
         }
         return CMD_USAGE;
     }
+    return cmd_run(c, argc, argv);
+}
 
+static int cmd_run(const struct cmd_def *c, int argc, char **argv)
+{
     struct cmd_ctx ctx = {.name = c->name, .options = c->options, .out = stdout};
     /* The command's flags are taken out; the rest goes to the settings parser. */
     char **rest = calloc((size_t)argc + 1, sizeof(*rest));
@@ -118,6 +187,10 @@ int cmd_main(int argc, char **argv)
         }
         if (!strcmp(arg, "--json")) {
             ctx.json = true;
+            continue;
+        }
+        if (c->positional != NULL && ctx.positional == NULL && strncmp(arg, "--", 2) != 0) {
+            ctx.positional = arg;
             continue;
         }
         int idx = -1;
@@ -166,12 +239,6 @@ int cmd_main(int argc, char **argv)
                                  : config_load_command(&ctx.cfg, nrest, rest, err, sizeof(err));
     if (loaded < 0) {
         rc = cmd_fail(&ctx, CMD_USAGE, "%s", err);
-    } else if (ctx.cfg.action != CONFIG_RUN) {
-        fprintf(stderr,
-                "outbox-relay %s: --check, --requeue-dead, --help and --version are not "
-                "flags of a command\n",
-                c->name);
-        rc = CMD_USAGE;
     } else {
         log_setup(LOG_WARN, ctx.cfg.log_format);
         config_unknown_env(environ, cmd_warn_unknown_variable, &ctx);

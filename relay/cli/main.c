@@ -1,4 +1,4 @@
-/* outbox-relay: flags, wiring and signals. The work happens in the core library. */
+/* outbox-relay: the command line, wiring and signals. The work happens in the core library. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,11 +9,9 @@
 #include <libpq-fe.h>
 #include <nats/nats.h>
 
-#include "outbox_relay/cli/admin.h"
 #include "outbox_relay/cli/cmd.h"
 #include "outbox_relay/lib/config.h"
 #include "outbox_relay/ops/http.h"
-#include "outbox_relay/ops/http_probe.h"
 #include "outbox_relay/lib/log.h"
 #include "outbox_relay/ops/probes.h"
 #include "outbox_relay/lib/redact.h"
@@ -123,43 +121,6 @@ static int run(const struct relay_config *cfg)
     return rc;
 }
 
-/*
- * outbox-relay --probe [PATH] [--setting=value ...]: GET PATH (default
- * /healthz) from OUTBOX_HTTP_ADDR; exit 0 on 200, 1 otherwise, 2 on bad
- * settings. For a container HEALTHCHECK without a shell or curl.
- */
-static int probe_main(int argc, char **argv)
-{
-    const char *path = "/healthz";
-    int skip = 2;
-    if (argc > 2 && argv[2][0] == '/') {
-        path = argv[2];
-        skip = 3;
-    }
-    char *args[argc];
-    int nargs = 0;
-    args[nargs++] = argv[0];
-    for (int i = skip; i < argc; i++)
-        args[nargs++] = argv[i];
-    struct relay_config cfg;
-    char err[512];
-    int rc = 2;
-    if (config_load(&cfg, nargs, args, err, sizeof(err)) < 0) {
-        fprintf(stderr, "outbox-relay --probe: %s\n", err);
-    } else if (cfg.http_addr[0] == '\0') {
-        fprintf(stderr, "outbox-relay --probe: OUTBOX_HTTP_ADDR is empty: nothing to probe\n");
-    } else {
-        int status = http_probe(cfg.http_addr, path, 3000, err, sizeof(err));
-        rc = status == 200 ? 0 : 1;
-        if (status < 0)
-            fprintf(stderr, "outbox-relay --probe: %s\n", err);
-        else if (status != 200)
-            fprintf(stderr, "outbox-relay --probe: GET %s: %d\n", path, status);
-    }
-    config_free(&cfg);
-    return rc;
-}
-
 extern char **environ;
 
 static void warn_unknown_variable(void *arg, const char *name, const char *suggestion)
@@ -171,49 +132,45 @@ static void warn_unknown_variable(void *arg, const char *name, const char *sugge
         log_warn("unknown setting ignored", "{s:s}", "variable", name);
 }
 
+/* --help and --version answer whatever else is on the line, before any setting is checked. */
+static bool asks_for(int argc, char **argv, const char *flag, const char *short_flag)
+{
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], flag) || !strcmp(argv[i], short_flag))
+            return true;
+    return false;
+}
+
 int main(int argc, char **argv)
 {
     struct relay_config cfg;
     char err[512];
     signal(SIGPIPE, SIG_IGN);
-    if (argc > 1 && strcmp(argv[1], "--probe") == 0)
-        return probe_main(argc, argv);
 
-    /* `outbox-relay status|requeue|replay|audit|migrate ...`: operator commands. */
+    /* `outbox-relay check|probe|requeue|status|replay|audit|migrate ...` and the older
+     * --check, --probe, --requeue-dead: operator commands. */
     int cmd_rc = cmd_main(argc, argv);
     if (cmd_rc >= 0)
         return cmd_rc;
+    if (asks_for(argc, argv, "--help", "-h")) {
+        config_print_help(stdout);
+        return 0;
+    }
+    if (asks_for(argc, argv, "--version", "-V")) {
+        printf("outbox-relay %s (libpq %d, nats.c %s, libev %d.%d, jansson %s)\n",
+               OUTBOX_RELAY_VERSION, PQlibVersion(), nats_GetVersion(), ev_version_major(),
+               ev_version_minor(), jansson_version_str());
+        return 0;
+    }
     if (config_load(&cfg, argc, argv, err, sizeof(err)) < 0) {
         fprintf(stderr, "outbox-relay: %s\n", err);
         config_free(&cfg);
         return 2;
     }
-    int rc = 0;
-    switch (cfg.action) {
-    case CONFIG_HELP:
-        config_print_help(stdout);
-        break;
-    case CONFIG_VERSION:
-        printf("outbox-relay %s (libpq %d, nats.c %s, libev %d.%d, jansson %s)\n",
-               OUTBOX_RELAY_VERSION, PQlibVersion(), nats_GetVersion(), ev_version_major(),
-               ev_version_minor(), jansson_version_str());
-        break;
-    case CONFIG_CHECK:
-        log_setup(LOG_WARN, cfg.log_format);
-        config_unknown_env(environ, warn_unknown_variable, NULL);
-        rc = admin_check(&cfg, stdout, false);
-        break;
-    case CONFIG_REQUEUE_DEAD:
-        log_setup(LOG_WARN, cfg.log_format);
-        rc = admin_requeue_dead(&cfg, stdout);
-        break;
-    case CONFIG_RUN:
-        log_setup(cfg.log_level, cfg.log_format);
-        log_startup(&cfg);
-        config_unknown_env(environ, warn_unknown_variable, NULL);
-        rc = run(&cfg);
-        break;
-    }
+    log_setup(cfg.log_level, cfg.log_format);
+    log_startup(&cfg);
+    config_unknown_env(environ, warn_unknown_variable, NULL);
+    int rc = run(&cfg);
     config_free(&cfg);
     return rc;
 }

@@ -481,7 +481,6 @@ static int config_load_as(struct relay_config *cfg, bool for_command, int argc, 
                           char *err, size_t errlen)
 {
     memset(cfg, 0, sizeof(*cfg));
-    cfg->action = CONFIG_RUN;
     cfg->for_command = for_command;
     for (size_t i = 0; i < NSETTINGS; i++)
         if (setting_apply(cfg, &settings[i], settings[i].def, err, errlen) < 0)
@@ -493,22 +492,6 @@ static int config_load_as(struct relay_config *cfg, bool for_command, int argc, 
     }
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
-        if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
-            cfg->action = CONFIG_HELP;
-            return 0;
-        }
-        if (!strcmp(arg, "--version") || !strcmp(arg, "-V")) {
-            cfg->action = CONFIG_VERSION;
-            return 0;
-        }
-        if (!strcmp(arg, "--check")) {
-            cfg->action = CONFIG_CHECK;
-            continue;
-        }
-        if (!strcmp(arg, "--requeue-dead")) {
-            cfg->action = CONFIG_REQUEUE_DEAD;
-            continue;
-        }
         if (strncmp(arg, "--", 2) != 0) {
             fail(err, errlen, "unexpected argument \"%s\" (see --help)", arg);
             return -1;
@@ -566,15 +549,14 @@ void config_free(struct relay_config *cfg)
 
 void config_print_help(FILE *out)
 {
-    fprintf(out, "Usage: outbox-relay [--check | --requeue-dead | --help | --version] "
-                 "[--setting=value ...]\n\n"
+    fprintf(out, "Usage: outbox-relay [--setting=value ...]       run the relay\n"
+                 "       outbox-relay COMMAND [flags] [--setting=value ...]\n"
+                 "       outbox-relay --help | --version\n\n"
                  "Relays rows of a PostgreSQL outbox table to NATS JetStream.\n\n"
-                 "  --check         validate settings, connect to PostgreSQL and NATS, verify "
-                 "the table\n"
-                 "                  (and stream), then exit 0 or 1 with the reason\n"
-                 "  --requeue-dead  put every dead row back to pending, print the count, exit\n\n"
-                 "Commands (outbox-relay COMMAND --help): status, requeue, replay, audit, "
-                 "migrate\n\n"
+                 "Commands (outbox-relay COMMAND --help): check, probe, status, requeue, replay, "
+                 "audit, migrate\n"
+                 "  --check, --probe and --requeue-dead are other names of check, probe and "
+                 "requeue --all\n\n"
                  "Settings (environment variable, flag, default; flags win):\n");
     for (size_t i = 0; i < NSETTINGS; i++) {
         const struct setting *s = &settings[i];

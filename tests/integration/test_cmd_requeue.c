@@ -148,18 +148,27 @@ START_TEST(test_requeue_filters_dry_run_and_permanent_reasons)
 }
 END_TEST
 
-/* The old flag still works: every dead row, permanent or not. */
-START_TEST(test_requeue_dead_flag_still_works)
+/*
+ * The old flag still works, as requeue --all: every dead row but a permanent
+ * one, which would only die again.
+ */
+START_TEST(test_requeue_dead_flag_is_requeue_all)
 {
     PGconn *conn = it_pg_connect();
     it_pg_exec(conn, "INSERT INTO outbox (subject, status, last_error) VALUES"
                      " ('a.b', 'dead', 'x'), ('a.c', 'dead', 'invalid subject')");
-    char *out = NULL;
-    const char *args[] = {"--requeue-dead", NULL};
-    ck_assert_int_eq(it_relay_cmd(NULL, args, NULL, &out), 0);
-    ck_assert_ptr_nonnull(strstr(out, "requeued 2 dead rows"));
-    free(out);
-    ck_assert_int_eq(it_pg_int(conn, "SELECT count(*) FROM outbox WHERE status = 'pending'"), 2);
+    json_t *doc = NULL;
+    const char *args[] = {"--requeue-dead", "--json", NULL};
+    ck_assert_int_eq(it_relay_cmd(NULL, args, &doc, NULL), 0);
+    ck_assert_int_eq(json_integer_value(json_object_get(doc, "requeued")), 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(doc, "skipped_permanent")), 1);
+    json_decref(doc);
+    ck_assert_int_eq(it_pg_int(conn, "SELECT count(*) FROM outbox WHERE status = 'pending'"
+                                     " AND subject = 'a.b'"),
+                     1);
+    ck_assert_int_eq(it_pg_int(conn, "SELECT count(*) FROM outbox WHERE status = 'dead'"
+                                     " AND subject = 'a.c'"),
+                     1);
     PQfinish(conn);
 }
 END_TEST
@@ -219,7 +228,7 @@ int main(void)
     Suite *suite = suite_create("cmd_requeue");
     TCase *tc = it_tcase(suite, "cmd_requeue", it_start_servers, 120);
     tcase_add_test(tc, test_requeue_filters_dry_run_and_permanent_reasons);
-    tcase_add_test(tc, test_requeue_dead_flag_still_works);
+    tcase_add_test(tc, test_requeue_dead_flag_is_requeue_all);
     tcase_add_test(tc, test_requeued_row_keeps_its_place_in_its_key);
     return run_suite(suite);
 }

@@ -255,11 +255,11 @@ START_TEST(test_dead_head_holds_key_until_requeued)
 
     /* The operator's flag: requeue, and K's rows all go, head first. */
     stream_add_late();
-    char *out = NULL;
-    const char *args[] = {"--requeue-dead", NULL};
-    ck_assert_int_eq(it_relay_run(NULL, args, 15000, &out), 0);
-    ck_assert_msg(strstr(out, "requeued 1 dead rows") != NULL, "--requeue-dead said: %s", out);
-    free(out);
+    json_t *doc = NULL;
+    const char *args[] = {"--requeue-dead", "--json", NULL};
+    ck_assert_int_eq(it_relay_cmd(NULL, args, &doc, NULL), 0);
+    ck_assert_int_eq(json_integer_value(json_object_get(doc, "requeued")), 1);
+    json_decref(doc);
     int64_t k = it_pg_wait_int(conn,
                                "SELECT count(*) FROM outbox WHERE ordering_key = 'K'"
                                " AND status = 'published'",

@@ -1,4 +1,4 @@
-/* One-shot commands: --check and --requeue-dead. Blocking; never on the relay's loop. */
+/* The check command's work: both ends verified, read-only. Blocking; never on the relay's loop. */
 #ifndef OUTBOX_RELAY_ADMIN_H
 #define OUTBOX_RELAY_ADMIN_H
 
@@ -19,8 +19,5 @@
  * Returns 0 when no line is FAIL, 1 otherwise.
  */
 int admin_check(const struct relay_config *cfg, FILE *out, bool json);
-
-/* Puts every dead row back to pending and wakes the relay. Prints the count. */
-int admin_requeue_dead(const struct relay_config *cfg, FILE *out);
 
 #endif

@@ -36,6 +36,7 @@ struct cmd_ctx {
     bool json;                           /* --json: one JSON document on stdout */
     const char *values[CMD_MAX_OPTIONS]; /* by option index; "" for a given flag; NULL absent */
     const struct cmd_option *options;
+    const char *positional; /* the word after the command's name, if it takes one (probe's PATH) */
     FILE *out;
     /* The exit code for the last failed statement: CMD_USAGE when PostgreSQL
        refused a value the operator gave (a malformed --created-from), else CMD_CONNECT. */
@@ -43,8 +44,10 @@ struct cmd_ctx {
 };
 
 /*
- * Runs `outbox-relay <command> ...` when argv[1] names a command and returns
- * its exit code; returns -1 when it does not (the daemon's own parsing applies).
+ * Runs `outbox-relay <command> ...` when argv[1] names a command, or argv
+ * holds one of the older flags that name one (--check, --probe,
+ * --requeue-dead), and returns its exit code; returns -1 otherwise (the
+ * daemon's own parsing applies).
  */
 int cmd_main(int argc, char **argv);
 
@@ -98,6 +101,7 @@ int cmd_replay(struct cmd_ctx *ctx);
 int cmd_audit(struct cmd_ctx *ctx);
 int cmd_migrate(struct cmd_ctx *ctx);
 int cmd_check(struct cmd_ctx *ctx);
+int cmd_probe(struct cmd_ctx *ctx);
 
 extern const struct cmd_option cmd_status_options[];
 extern const struct cmd_option cmd_requeue_options[];
@@ -105,5 +109,6 @@ extern const struct cmd_option cmd_replay_options[];
 extern const struct cmd_option cmd_audit_options[];
 extern const struct cmd_option cmd_migrate_options[];
 extern const struct cmd_option cmd_check_options[];
+extern const struct cmd_option cmd_probe_options[];
 
 #endif

@@ -9,17 +9,8 @@
 
 #include "outbox_relay/lib/log.h"
 
-/* What the command line asks the program to do. */
-enum config_action {
-    CONFIG_RUN,          /* run the relay */
-    CONFIG_HELP,         /* print the settings and exit 0 */
-    CONFIG_VERSION,      /* print the version and exit 0 */
-    CONFIG_CHECK,        /* validate, connect both ends, verify table and stream, exit */
-    CONFIG_REQUEUE_DEAD, /* put dead rows back to pending, print how many, exit */
-};
-
+/* The settings only: what to do (run, a command, --help) is the command line's business. */
 struct relay_config {
-    enum config_action action;
     /* Loaded for an operator command: the daemon's stream management rules do not apply. */
     bool for_command;
 
