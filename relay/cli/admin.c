@@ -12,7 +12,8 @@
 #include <nats/nats.h>
 
 #include "outbox_relay/nats/js_stream.h"
-#include "outbox_relay/pg/pg_source.h"
+#include "outbox_relay/pg/outbox_table.h"
+#include "outbox_relay/pg/pg_connect.h"
 #include "outbox_relay/lib/redact.h"
 #include "outbox_relay/lib/util.h"
 
@@ -105,14 +106,15 @@ static PGresult *exec_fmt(PGconn *conn, const char *fmt, ...)
 
 static bool check_table_columns(struct check *c, PGconn *conn, const struct relay_config *cfg)
 {
-    char *t = config_table_sql(cfg);
-    if (t == NULL)
+    char *t = config_table_sql(cfg), *check_sql = outbox_table_check_sql(cfg);
+    if (t == NULL || check_sql == NULL) {
+        free(t);
+        free(check_sql);
+        say(c, CHECK_FAIL, "table: out of memory");
         return false;
-    PGresult *res = exec_fmt(
-        conn,
-        "SELECT id, event_id, subject, payload, headers, ordering_key, created_at, status, "
-        "attempts, next_attempt_at, last_error, published_at, stream_seq FROM %s LIMIT 0",
-        t);
+    }
+    PGresult *res = PQexec(conn, check_sql);
+    free(check_sql);
     bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     if (!ok && state != NULL && !strcmp(state, "42501")) /* insufficient_privilege */
@@ -432,7 +434,7 @@ static int admin_check_lines(struct check *c, const struct relay_config *cfg)
     struct recent_rows recent = {0};
     char err[512], shown[512];
     redact_pg_conninfo(cfg->pg_url, shown, sizeof(shown));
-    PGconn *conn = pg_source_connect_blocking(cfg, err, sizeof(err));
+    PGconn *conn = pg_connect_blocking(cfg, err, sizeof(err));
     if (conn == NULL) {
         say(c, CHECK_FAIL, "postgresql: cannot connect (OUTBOX_PG_URL=%s): %s",
             shown[0] ? shown : "(libpq defaults)", err);

@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "outbox_relay/lib/log.h"
-#include "outbox_relay/pg/pg_source.h"
+#include "outbox_relay/pg/pg_connect.h"
 #include "outbox_relay/lib/suggest.h"
 
 struct cmd_def {
@@ -280,7 +280,7 @@ int cmd_fail(const struct cmd_ctx *ctx, int code, const char *fmt, ...)
 PGconn *cmd_pg_connect(const struct cmd_ctx *ctx)
 {
     char err[512];
-    PGconn *conn = pg_source_connect_blocking(&ctx->cfg, err, sizeof(err));
+    PGconn *conn = pg_connect_blocking(&ctx->cfg, err, sizeof(err));
     if (conn == NULL) {
         cmd_fail(ctx, CMD_CONNECT, "cannot connect to PostgreSQL (OUTBOX_PG_URL): %s", err);
         return NULL;

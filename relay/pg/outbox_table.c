@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "outbox_relay/lib/util.h"
+
 /* Column order of the claim. */
 enum claim_column {
     C_ID,
@@ -309,4 +311,17 @@ void outbox_claimed_row(const PGresult *res, int i, struct claimed_row *out)
     out->headers = PQgetisnull(res, i, C_HEADERS) ? NULL : PQgetvalue(res, i, C_HEADERS);
     out->payload = PQgetvalue(res, i, C_PAYLOAD);
     out->payload_len = (size_t)PQgetlength(res, i, C_PAYLOAD);
+}
+
+char *outbox_table_check_sql(const struct relay_config *cfg)
+{
+    char *table = config_table_sql(cfg);
+    char *sql = table == NULL ? NULL
+                              : str_printf("SELECT id, event_id, subject, payload, headers, "
+                                           "ordering_key, created_at, status, attempts, "
+                                           "next_attempt_at, last_error, published_at, "
+                                           "stream_seq FROM %s LIMIT 0",
+                                           table);
+    free(table);
+    return sql;
 }

@@ -8,6 +8,7 @@
 #include "outbox_relay/lib/backoff.h"
 #include "outbox_relay/lib/log.h"
 #include "outbox_relay/pg/outbox_table.h"
+#include "outbox_relay/pg/pg_connect.h"
 #include "outbox_relay/lib/util.h"
 
 #define PG_MAX_STATEMENTS 16
@@ -63,46 +64,6 @@ struct pg_source {
 
 static void pg_lost(struct pg_source *src, const char *why);
 static void pg_send_next(struct pg_source *src);
-
-/* Connection keywords: ours first, then the operator's string, which wins. */
-static int pg_conn_params(const struct relay_config *cfg, const char **keys, const char **vals,
-                          char *tcp_timeout, size_t len)
-{
-    int n = 0;
-    snprintf(tcp_timeout, len, "%d", cfg->pg_timeout_ms);
-    keys[n] = "application_name", vals[n++] = "outbox-relay";
-    /* Keepalives and a TCP user timeout catch a peer that vanished without
-     * a FIN (failover, cut network), which otherwise hangs a read forever. */
-    keys[n] = "keepalives", vals[n++] = "1";
-    keys[n] = "keepalives_idle", vals[n++] = "10";
-    keys[n] = "keepalives_interval", vals[n++] = "5";
-    keys[n] = "keepalives_count", vals[n++] = "3";
-    keys[n] = "tcp_user_timeout", vals[n++] = tcp_timeout;
-    if (cfg->pg_url[0] != '\0')
-        keys[n] = "dbname", vals[n++] = cfg->pg_url;
-    keys[n] = NULL, vals[n] = NULL;
-    return n;
-}
-
-PGconn *pg_source_connect_blocking(const struct relay_config *cfg, char *err, size_t errlen)
-{
-    const char *keys[10], *vals[10];
-    char tcp_timeout[16], connect_timeout[16];
-    int n = pg_conn_params(cfg, keys, vals, tcp_timeout, sizeof(tcp_timeout));
-    /* connect_timeout goes before the operator's string so theirs wins. */
-    memmove(&keys[1], &keys[0], (size_t)(n + 1) * sizeof(keys[0]));
-    memmove(&vals[1], &vals[0], (size_t)(n + 1) * sizeof(vals[0]));
-    snprintf(connect_timeout, sizeof(connect_timeout), "%d", (cfg->pg_timeout_ms + 999) / 1000);
-    keys[0] = "connect_timeout", vals[0] = connect_timeout;
-    PGconn *conn = PQconnectdbParams(keys, vals, 1);
-    if (conn == NULL || PQstatus(conn) != CONNECTION_OK) {
-        snprintf(err, errlen, "%s", conn ? PQerrorMessage(conn) : "out of memory");
-        err[strcspn(err, "\n")] = '\0';
-        PQfinish(conn);
-        return NULL;
-    }
-    return conn;
-}
 
 /* Re-arms the watcher unconditionally: stop, set, start. */
 static void pg_rearm(struct pg_source *src, int events)
@@ -391,9 +352,9 @@ static void pg_on_notice(void *arg, const PGresult *res)
 
 static void pg_connect_begin(struct pg_source *src)
 {
-    const char *keys[10], *vals[10];
+    const char *keys[PG_CONNECT_MAX_PARAMS], *vals[PG_CONNECT_MAX_PARAMS];
     char tcp_timeout[16];
-    pg_conn_params(src->cfg, keys, vals, tcp_timeout, sizeof(tcp_timeout));
+    pg_connect_params(src->cfg, keys, vals, tcp_timeout, sizeof(tcp_timeout));
     src->conn = PQconnectStartParams(keys, vals, 1);
     if (src->conn == NULL) {
         pg_lost(src, "out of memory");
@@ -629,18 +590,11 @@ struct pg_source *pg_source_create(struct ev_loop *loop, const struct relay_conf
     ev_init(&src->deadline, pg_on_deadline);
     ev_init(&src->reconnect, pg_on_reconnect);
     ev_init(&src->recheck, pg_on_recheck);
-    char *table = config_table_sql(cfg);
     struct strbuf listen = {0};
     sb_puts(&listen, "LISTEN ");
     sb_put_ident(&listen, cfg->channel, strlen(cfg->channel));
     src->listen_sql = sb_take(&listen);
-    src->check_sql = table == NULL ? NULL
-                                   : str_printf("SELECT id, event_id, subject, payload, headers, "
-                                                "ordering_key, created_at, status, attempts, "
-                                                "next_attempt_at, last_error, published_at, "
-                                                "stream_seq FROM %s LIMIT 0",
-                                                table);
-    free(table);
+    src->check_sql = outbox_table_check_sql(cfg);
     src->deadline_sql = str_printf("SELECT set_config('statement_timeout', '%d', false)",
                                    config_statement_deadline_ms(cfg));
     if (src->check_sql == NULL || src->listen_sql == NULL || src->deadline_sql == NULL) {

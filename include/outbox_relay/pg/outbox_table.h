@@ -73,6 +73,13 @@ bool outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg,
                       const struct outbox_claim_limits *limits);
 void outbox_sql_free(struct outbox_sql *sql);
 
+/*
+ * "SELECT <every column the relay reads and writes> FROM <table> LIMIT 0":
+ * fails when the table, a column or the privilege to read them is missing
+ * (the daemon waits for the table; check reports it). NULL when out of memory.
+ */
+char *outbox_table_check_sql(const struct relay_config *cfg);
+
 /* What a claim returned about row i, beyond the row itself. */
 int64_t outbox_claim_id(const PGresult *res, int i);
 bool outbox_claim_keyed(const PGresult *res, int i);

@@ -75,7 +75,4 @@ bool pg_source_query(struct pg_source *src, const char *sql, int nparams, char *
 /* Drops the connection now and reconnects later (e.g. after a bad result). */
 void pg_source_reset(struct pg_source *src, const char *why);
 
-/* Opens a blocking connection with the relay's connection settings (for --check). */
-PGconn *pg_source_connect_blocking(const struct relay_config *cfg, char *err, size_t errlen);
-
 #endif
