@@ -92,8 +92,8 @@ static int run(const struct relay_config *cfg)
     struct http_route routes[PROBES_ROUTES];
     struct http_server *http = NULL;
     probes_routes(relay, routes);
-    if (cfg->http_addr[0] != '\0' &&
-        http_start(&http, loop, cfg->http_addr, routes, PROBES_ROUTES, err, sizeof(err)) < 0) {
+    if (cfg->http_addr[0] != '\0' && (http = http_start(loop, cfg->http_addr, routes, PROBES_ROUTES,
+                                                        err, sizeof(err))) == NULL) {
         log_error("cannot start", "{s:s}", "error", err);
         fprintf(stderr, "outbox-relay: OUTBOX_HTTP_ADDR: %s\n", err);
         relay_destroy(relay);

@@ -178,14 +178,13 @@ int js_sink_connect(struct js_sink *sink, natsConnection **nc, jsCtx **js, char 
     return 0;
 }
 
-int js_sink_create(struct js_sink **out, const struct relay_config *cfg, struct nats_bridge *bridge,
-                   char *err, size_t errlen)
+struct js_sink *js_sink_create(const struct relay_config *cfg, struct nats_bridge *bridge,
+                               char *err, size_t errlen)
 {
     struct js_sink *sink = calloc(1, sizeof(*sink));
-    *out = NULL;
     if (sink == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
+        snprintf(err, errlen, "NATS sink: out of memory");
+        return NULL;
     }
     sink->cfg = cfg;
     sink->bridge = bridge;
@@ -199,7 +198,7 @@ int js_sink_create(struct js_sink **out, const struct relay_config *cfg, struct 
     if (stream_spec_from_config(cfg, &sink->spec, err, errlen) < 0 ||
         js_build_options(sink, err, errlen) < 0) {
         js_sink_destroy(sink);
-        return -1;
+        return NULL;
     }
     jsOptions *jo = &sink->jo;
     jsOptions_Init(jo);
@@ -213,12 +212,11 @@ int js_sink_create(struct js_sink **out, const struct relay_config *cfg, struct 
     if (js_sink_connect(sink, &sink->nc, &sink->js, err, errlen) < 0 ||
         js_sink_start_worker(sink, err, errlen) < 0) {
         js_sink_destroy(sink);
-        return -1;
+        return NULL;
     }
     jsPubOptions_Init(&sink->pub);
     /* No MaxWait: the publisher keeps the PubAck deadline itself (publisher.c). */
-    *out = sink;
-    return 0;
+    return sink;
 }
 
 void js_sink_destroy(struct js_sink *sink)

@@ -142,8 +142,9 @@ int js_sink_start_worker(struct js_sink *sink, char *err, size_t errlen)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&sink->work_cv, &ca);
     pthread_condattr_destroy(&ca);
-    if (pthread_create(&sink->worker, NULL, js_worker_main, sink) != 0) {
-        snprintf(err, errlen, "cannot start the NATS connect thread");
+    int rc = pthread_create(&sink->worker, NULL, js_worker_main, sink);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot start the NATS connect thread: %s", strerror(rc));
         return -1;
     }
     sink->worker_running = true;

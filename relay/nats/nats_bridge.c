@@ -84,11 +84,14 @@ void nats_bridge_drain(struct nats_bridge *q)
     pthread_mutex_unlock(&q->lock);
 }
 
-struct nats_bridge *nats_bridge_create(struct ev_loop *loop, nats_bridge_fn fn, void *arg)
+struct nats_bridge *nats_bridge_create(struct ev_loop *loop, nats_bridge_fn fn, void *arg,
+                                       char *err, size_t errlen)
 {
     struct nats_bridge *q = calloc(1, sizeof(*q));
-    if (q == NULL)
+    if (q == NULL) {
+        snprintf(err, errlen, "nats_bridge: out of memory");
         return NULL;
+    }
     q->loop = loop;
     q->fn = fn;
     q->arg = arg;

@@ -75,11 +75,14 @@ static void nats_link_closed(struct nats_link *l)
 }
 
 struct nats_link *nats_link_create(struct ev_loop *loop, const struct relay_config *cfg,
-                                   struct js_sink *js, struct nats_link_events events)
+                                   struct js_sink *js, struct nats_link_events events, char *err,
+                                   size_t errlen)
 {
     struct nats_link *l = calloc(1, sizeof(*l));
-    if (l == NULL)
+    if (l == NULL) {
+        snprintf(err, errlen, "nats_link: out of memory");
         return NULL;
+    }
     *l = (struct nats_link){.loop = loop, .cfg = cfg, .js = js, .ev = events};
     ev_timer_init(&l->lost, nats_link_on_lost, 0., 0.);
     ev_timer_init(&l->reopen, nats_link_on_reopen, 0., 0.);

@@ -637,16 +637,16 @@ static int listen_one(struct addrinfo *ai)
  * Resolving a host name may block, which is acceptable only because this
  * runs once at start, before the loop serves anything.
  */
-int http_start(struct http_server **out, struct ev_loop *loop, const char *addr,
-               const struct http_route *routes, size_t nroutes, char *err, size_t errlen)
+struct http_server *http_start(struct ev_loop *loop, const char *addr,
+                               const struct http_route *routes, size_t nroutes, char *err,
+                               size_t errlen)
 {
     char host[256];
     int port;
-    *out = NULL;
     if (http_parse_addr(addr, host, sizeof(host), &port) < 0) {
         snprintf(err, errlen, "invalid HTTP address \"%s\": want host:port, :port or [v6]:port",
                  addr ? addr : "");
-        return -1;
+        return NULL;
     }
 
     char service[8];
@@ -660,14 +660,14 @@ int http_start(struct http_server **out, struct ev_loop *loop, const char *addr,
     int rc = getaddrinfo(host[0] ? host : NULL, service, &hints, &res);
     if (rc != 0) {
         snprintf(err, errlen, "cannot resolve HTTP address \"%s\": %s", addr, gai_strerror(rc));
-        return -1;
+        return NULL;
     }
 
     struct http_server *srv = calloc(1, sizeof(*srv));
     if (srv == NULL) {
         freeaddrinfo(res);
-        snprintf(err, errlen, "out of memory");
-        return -1;
+        snprintf(err, errlen, "HTTP server: out of memory");
+        return NULL;
     }
     srv->loop = loop;
     srv->routes = routes;
@@ -718,11 +718,10 @@ int http_start(struct http_server **out, struct ev_loop *loop, const char *addr,
         snprintf(err, errlen, "cannot listen on HTTP address \"%s\": %s", addr,
                  e ? strerror(e) : "no usable address");
         http_stop(srv);
-        return -1;
+        return NULL;
     }
     listeners_start(srv);
-    *out = srv;
-    return 0;
+    return srv;
 }
 
 void http_stop(struct http_server *srv)

@@ -199,11 +199,14 @@ static void leader_on_tick(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 struct leader *leader_create(struct ev_loop *loop, const struct relay_config *cfg,
-                             struct pg_source *pg, struct leader_events events)
+                             struct pg_source *pg, struct leader_events events, char *err,
+                             size_t errlen)
 {
     struct leader *l = calloc(1, sizeof(*l));
-    if (l == NULL)
+    if (l == NULL) {
+        snprintf(err, errlen, "leader: out of memory");
         return NULL;
+    }
     l->loop = loop;
     l->cfg = cfg;
     l->pg = pg;
@@ -219,6 +222,7 @@ struct leader *leader_create(struct ev_loop *loop, const struct relay_config *cf
                                   cfg->leader_lease_ms);
     if (l->table == NULL || l->keepalive_sql == NULL) {
         leader_destroy(l);
+        snprintf(err, errlen, "leader: out of memory");
         return NULL;
     }
     ev_timer_init(&l->tick, leader_on_tick, 0., 0.);

@@ -53,11 +53,13 @@ static void mark_list_free(struct mark_list *l)
 }
 
 struct marks *marks_create(struct pg_source *pg, const char *published_sql, const char *failed_sql,
-                           struct marks_events events)
+                           struct marks_events events, char *err, size_t errlen)
 {
     struct marks *mk = calloc(1, sizeof(*mk));
-    if (mk == NULL)
+    if (mk == NULL) {
+        snprintf(err, errlen, "marks: out of memory");
         return NULL;
+    }
     mk->pg = pg;
     mk->events = events;
     mk->published = (struct mark_batch){.owner = mk, .published = true, .sql = published_sql};

@@ -577,11 +577,13 @@ void pg_source_reset(struct pg_source *src, const char *why)
 /* ---- public ---- */
 
 struct pg_source *pg_source_create(struct ev_loop *loop, const struct relay_config *cfg,
-                                   struct pg_source_events events)
+                                   struct pg_source_events events, char *err, size_t errlen)
 {
     struct pg_source *src = calloc(1, sizeof(*src));
-    if (src == NULL)
+    if (src == NULL) {
+        snprintf(err, errlen, "pg_source: out of memory");
         return NULL;
+    }
     src->loop = loop;
     src->cfg = cfg;
     src->ev = events;
@@ -602,6 +604,7 @@ struct pg_source *pg_source_create(struct ev_loop *loop, const struct relay_conf
         free(src->listen_sql);
         free(src->deadline_sql);
         free(src);
+        snprintf(err, errlen, "pg_source: out of memory");
         return NULL;
     }
     return src;

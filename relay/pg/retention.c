@@ -136,17 +136,20 @@ static void retention_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 struct retention *retention_create(struct ev_loop *loop, const struct relay_config *cfg,
-                                   struct pg_source *pg)
+                                   struct pg_source *pg, char *err, size_t errlen)
 {
     struct retention *r = calloc(1, sizeof(*r));
-    if (r == NULL)
+    if (r == NULL) {
+        snprintf(err, errlen, "retention: out of memory");
         return NULL;
+    }
     r->loop = loop;
     r->cfg = cfg;
     r->pg = pg;
     r->sql = retention_build_sql(cfg);
     if (r->sql == NULL) {
         free(r);
+        snprintf(err, errlen, "retention: out of memory");
         return NULL;
     }
     ev_timer_init(&r->timer, retention_on_timer, 0., 0.);

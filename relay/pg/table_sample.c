@@ -44,11 +44,13 @@ static void table_sample_on_timer(struct ev_loop *loop, ev_timer *w, int revents
 struct table_sample *table_sample_create(struct ev_loop *loop, const struct relay_config *cfg,
                                          struct pg_source *pg, const char *sql,
                                          void (*sampled)(void *arg, const struct table_figures *f),
-                                         void *arg)
+                                         void *arg, char *err, size_t errlen)
 {
     struct table_sample *ts = calloc(1, sizeof(*ts));
-    if (ts == NULL)
+    if (ts == NULL) {
+        snprintf(err, errlen, "table_sample: out of memory");
         return NULL;
+    }
     *ts = (struct table_sample){.loop = loop, .pg = pg, .sql = sql, .sampled = sampled, .arg = arg};
     ev_timer_init(&ts->timer, table_sample_on_timer, 0.05, cfg->metrics_interval_ms / 1000.0);
     return ts;

@@ -172,23 +172,28 @@ static void wakeup_on_sleep_lock(void *arg, PGresult *res)
 }
 
 struct wakeup *wakeup_create(struct ev_loop *loop, const struct relay_config *cfg,
-                             struct pg_source *pg, struct wakeup_events events)
+                             struct pg_source *pg, struct wakeup_events events, char *err,
+                             size_t errlen)
 {
     struct wakeup *w = calloc(1, sizeof(*w));
-    if (w == NULL)
+    if (w == NULL) {
+        snprintf(err, errlen, "wakeup: out of memory");
         return NULL;
+    }
     w->loop = loop;
     w->pg = pg;
     w->ev = events;
     w->state = WAKEUP_OFF;
     w->table = config_table_sql(cfg);
     if (w->table == NULL) {
+        snprintf(err, errlen, "wakeup: out of memory");
         free(w);
         return NULL;
     }
     w->hot_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     if (w->hot_fd < 0) {
-        log_error("wakeup timer not created", "{s:s}", "error", strerror(errno));
+        snprintf(err, errlen, "wakeup: cannot create its timer (timerfd_create): %s",
+                 strerror(errno));
         free(w->table);
         free(w);
         return NULL;

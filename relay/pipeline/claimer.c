@@ -99,11 +99,13 @@ static struct outbox_row *held_row(const struct claimed_row *c, int64_t max_payl
 
 struct claimer *claimer_create(const struct relay_config *cfg, struct pg_source *pg,
                                struct inflight *rows, struct js_sink *js, const char *claim_sql,
-                               struct claimer_events ev)
+                               struct claimer_events ev, char *err, size_t errlen)
 {
     struct claimer *c = calloc(1, sizeof(*c));
-    if (c == NULL)
+    if (c == NULL) {
+        snprintf(err, errlen, "claimer: out of memory");
         return NULL;
+    }
     c->cfg = cfg;
     c->pg = pg;
     c->rows = rows;
@@ -114,8 +116,7 @@ struct claimer *claimer_create(const struct relay_config *cfg, struct pg_source 
     char why[256];
     if (subject_policy_init(&c->subjects, cfg->stream[0] ? cfg->stream_subjects : NULL,
                             cfg->allow_subjects, why, sizeof(why)) < 0) {
-        /* The settings were checked at start: only memory can be short here. */
-        log_error("cannot build the subject policy", "{s:s}", "error", why);
+        snprintf(err, errlen, "claimer: subject policy: %s", why);
         free(c);
         return NULL;
     }

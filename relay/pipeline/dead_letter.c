@@ -390,13 +390,15 @@ static void dl_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 struct dead_letter *dead_letter_create(struct ev_loop *loop, const struct relay_config *cfg,
-                                       struct pg_source *pg, struct js_sink *js)
+                                       struct pg_source *pg, struct js_sink *js, char *err,
+                                       size_t errlen)
 {
     struct dead_letter *d = calloc(1, sizeof(*d));
     char *t = config_table_sql(cfg);
     if (d == NULL || t == NULL) {
         free(d);
         free(t);
+        snprintf(err, errlen, "dead_letter: out of memory");
         return NULL;
     }
     *d = (struct dead_letter){.loop = loop, .cfg = cfg, .pg = pg, .js = js};
@@ -425,6 +427,7 @@ struct dead_letter *dead_letter_create(struct ev_loop *loop, const struct relay_
     free(t);
     if (d->select_sql == NULL || d->mark_sql == NULL) {
         dead_letter_destroy(d);
+        snprintf(err, errlen, "dead_letter: out of memory");
         return NULL;
     }
     ev_timer_init(&d->timer, dl_on_timer, 0., 0.);

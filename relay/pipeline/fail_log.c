@@ -18,11 +18,14 @@ struct fail_log {
     bool ever[PUBLISH_REASONS]; /* a line was emitted for the reason */
 };
 
-struct fail_log *fail_log_create(double interval_s, fail_log_emit_fn emit, void *arg)
+struct fail_log *fail_log_create(double interval_s, fail_log_emit_fn emit, void *arg, char *err,
+                                 size_t errlen)
 {
     struct fail_log *fl = calloc(1, sizeof(*fl));
-    if (fl == NULL)
+    if (fl == NULL) {
+        snprintf(err, errlen, "fail_log: out of memory");
         return NULL;
+    }
     fl->interval_s = interval_s;
     fl->emit = emit ? emit : fail_log_warn;
     fl->arg = emit ? arg : fl;

@@ -38,11 +38,13 @@ static size_t hash_str(const char *s, size_t nbuckets)
     return hash_u64(h, nbuckets);
 }
 
-struct inflight *inflight_create(size_t max_rows)
+struct inflight *inflight_create(size_t max_rows, char *err, size_t errlen)
 {
     struct inflight *t = calloc(1, sizeof(*t));
-    if (t == NULL)
+    if (t == NULL) {
+        snprintf(err, errlen, "inflight: out of memory");
         return NULL;
+    }
     t->nbuckets = 64;
     while (t->nbuckets < max_rows * 2)
         t->nbuckets *= 2;
@@ -51,6 +53,7 @@ struct inflight *inflight_create(size_t max_rows)
     t->by_key = calloc(t->nbuckets, sizeof(*t->by_key));
     if (!t->by_id || !t->by_msg || !t->by_key) {
         inflight_destroy(t);
+        snprintf(err, errlen, "inflight: out of memory");
         return NULL;
     }
     return t;

@@ -281,11 +281,13 @@ static void publisher_on_ack_deadline(struct ev_loop *loop, ev_timer *w, int rev
 
 struct publisher *publisher_create(struct ev_loop *loop, const struct relay_config *cfg,
                                    struct inflight *rows, struct js_sink *js,
-                                   struct publisher_events events)
+                                   struct publisher_events events, char *err, size_t errlen)
 {
     struct publisher *p = calloc(1, sizeof(*p));
-    if (p == NULL)
+    if (p == NULL) {
+        snprintf(err, errlen, "publisher: out of memory");
         return NULL;
+    }
     *p = (struct publisher){.loop = loop, .cfg = cfg, .rows = rows, .js = js, .ev = events};
     pub_chain_init(&p->chain, config_pipelined(cfg));
     inflight_set_pipelined(rows, p->chain.enabled);

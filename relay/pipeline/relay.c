@@ -371,7 +371,7 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
 {
     struct relay *r = calloc(1, sizeof(*r));
     if (r == NULL) {
-        snprintf(err, errlen, "out of memory");
+        snprintf(err, errlen, "relay: out of memory");
         return NULL;
     }
     r->loop = loop;
@@ -382,10 +382,10 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
         .max_ms = cfg->retry_max_ms,
     };
     metrics_init(&r->metrics);
-    bool statements = outbox_sql_build(&r->sql, cfg, &claimer_message_limits);
-    r->fail_log = fail_log_create(10.0, NULL, NULL);
-    r->rows = inflight_create((size_t)cfg->max_inflight);
-    r->bridge = nats_bridge_create(loop, relay_on_nats_events, r);
+    if (!outbox_sql_build(&r->sql, cfg, &claimer_message_limits)) {
+        snprintf(err, errlen, "the statements for OUTBOX_TABLE: out of memory");
+        goto fail;
+    }
     struct pg_source_events pg_events = {
         .connected = relay_on_pg_connected,
         .disconnected = relay_on_pg_disconnected,
@@ -393,7 +393,6 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
         .fatal = relay_on_pg_fatal,
         .arg = r,
     };
-    r->pg = pg_source_create(loop, cfg, pg_events);
     struct marks_events mark_events = {
         .recorded = relay_on_recorded,
         .batch_done = relay_on_batch_recorded,
@@ -406,30 +405,25 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
         .may_lead = relay_may_lead,
         .arg = r,
     };
-    if (r->pg != NULL && statements) {
-        r->marks = marks_create(r->pg, r->sql.mark_published, r->sql.mark_failed, mark_events);
-        r->leader = leader_create(loop, cfg, r->pg, leader_events);
-        r->sample = table_sample_create(loop, cfg, r->pg, r->sql.sample, relay_on_sampled, r);
-        r->retention = retention_create(loop, cfg, r->pg);
-    }
-    if (r->rows == NULL || r->bridge == NULL || r->pg == NULL || r->marks == NULL ||
-        r->leader == NULL || r->fail_log == NULL || r->retention == NULL || r->sample == NULL) {
-        snprintf(err, errlen, "out of memory");
-        relay_destroy(r);
-        return NULL;
-    }
-    if (js_sink_create(&r->js, cfg, r->bridge, err, errlen) < 0) {
-        relay_destroy(r);
-        return NULL;
-    }
+    /* Each part says what it could not get; the first failure is the cause. */
+    if ((r->fail_log = fail_log_create(10.0, NULL, NULL, err, errlen)) == NULL ||
+        (r->rows = inflight_create((size_t)cfg->max_inflight, err, errlen)) == NULL ||
+        (r->bridge = nats_bridge_create(loop, relay_on_nats_events, r, err, errlen)) == NULL ||
+        (r->pg = pg_source_create(loop, cfg, pg_events, err, errlen)) == NULL ||
+        (r->marks = marks_create(r->pg, r->sql.mark_published, r->sql.mark_failed, mark_events, err,
+                                 errlen)) == NULL ||
+        (r->leader = leader_create(loop, cfg, r->pg, leader_events, err, errlen)) == NULL ||
+        (r->sample = table_sample_create(loop, cfg, r->pg, r->sql.sample, relay_on_sampled, r, err,
+                                         errlen)) == NULL ||
+        (r->retention = retention_create(loop, cfg, r->pg, err, errlen)) == NULL ||
+        (r->js = js_sink_create(cfg, r->bridge, err, errlen)) == NULL)
+        goto fail;
     struct publisher_events publisher_events = {
         .acked = relay_on_acked,
         .failed = relay_on_failed,
         .released = relay_on_released,
         .arg = r,
     };
-    r->dead_letter = dead_letter_create(loop, cfg, r->pg, r->js);
-    r->publisher = publisher_create(loop, cfg, r->rows, r->js, publisher_events);
     struct claimer_events claimer_events = {
         .may_claim = relay_may_claim,
         .claimed = relay_on_claimed,
@@ -437,26 +431,31 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
         .pass_failed = relay_on_pass_failed,
         .arg = r,
     };
-    r->claimer = claimer_create(cfg, r->pg, r->rows, r->js, r->sql.claim, claimer_events);
-    if (r->claimer != NULL) {
-        retry_timer_init(&r->retry, loop, claimer_on_sweep_due, r->claimer);
-        r->wakeup = wakeup_create(
-            loop, cfg, r->pg, (struct wakeup_events){.scan = claimer_on_poll, .arg = r->claimer});
-    }
-    r->nats = nats_link_create(loop, cfg, r->js,
-                               (struct nats_link_events){.up = relay_on_nats_up,
-                                                         .lost_too_long = relay_on_nats_lost,
-                                                         .arg = r});
-    if (r->publisher == NULL || r->dead_letter == NULL || r->nats == NULL || r->claimer == NULL ||
-        r->wakeup == NULL) {
-        snprintf(err, errlen, "out of memory");
-        relay_destroy(r);
-        return NULL;
-    }
+    struct nats_link_events link_events = {
+        .up = relay_on_nats_up,
+        .lost_too_long = relay_on_nats_lost,
+        .arg = r,
+    };
+    if ((r->dead_letter = dead_letter_create(loop, cfg, r->pg, r->js, err, errlen)) == NULL ||
+        (r->publisher =
+             publisher_create(loop, cfg, r->rows, r->js, publisher_events, err, errlen)) == NULL ||
+        (r->claimer = claimer_create(cfg, r->pg, r->rows, r->js, r->sql.claim, claimer_events, err,
+                                     errlen)) == NULL)
+        goto fail;
+    retry_timer_init(&r->retry, loop, claimer_on_sweep_due, r->claimer);
+    if ((r->wakeup = wakeup_create(
+             loop, cfg, r->pg, (struct wakeup_events){.scan = claimer_on_poll, .arg = r->claimer},
+             err, errlen)) == NULL ||
+        (r->nats = nats_link_create(loop, cfg, r->js, link_events, err, errlen)) == NULL)
+        goto fail;
     ev_prepare_init(&r->before_sleep, relay_on_before_sleep);
     ev_timer_init(&r->shutdown, relay_on_shutdown_timeout, 0., 0.);
     stall_watch_init(&r->stall, cfg->stall_timeout_ms / 1000.0, ev_now(loop));
     return r;
+
+fail:
+    relay_destroy(r);
+    return NULL;
 }
 
 void relay_start(struct relay *r)

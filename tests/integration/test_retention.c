@@ -120,15 +120,17 @@ START_TEST(test_retention_prunes_only_old_published_rows_during_a_drain)
     /* The module itself, on a loop, on a connection of its own. */
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     struct retention *r = NULL;
+    char err[256];
     struct pg_source *pg = pg_source_create(loop, &cfg,
                                             (struct pg_source_events){.connected = on_pg_connected,
                                                                       .disconnected = on_pg_down,
                                                                       .notified = on_pg_notified,
                                                                       .fatal = on_pg_down,
-                                                                      .arg = &r});
-    ck_assert_ptr_nonnull(pg);
-    r = retention_create(loop, &cfg, pg);
-    ck_assert_ptr_nonnull(r);
+                                                                      .arg = &r},
+                                            err, sizeof(err));
+    ck_assert_msg(pg != NULL, "pg_source_create: %s", err);
+    r = retention_create(loop, &cfg, pg, err, sizeof(err));
+    ck_assert_msg(r != NULL, "retention_create: %s", err);
     pg_source_start(pg);
     struct watch w = {.r = r, .want = OLD, .whole_batches = true};
     ev_timer_init(&w.timer, on_watch, 0.05, 0.05);

@@ -24,7 +24,7 @@ static void collect(void *arg, const struct fail_log_report *report)
 START_TEST(test_one_line_per_reason_per_interval)
 {
     struct emitted e = {.n = 0};
-    struct fail_log *fl = fail_log_create(10, collect, &e);
+    struct fail_log *fl = fail_log_create(10, collect, &e, NULL, 0);
     ck_assert_uint_eq(fail_log_flush(fl, 0), 0); /* nothing recorded */
 
     /* A stream missing for 7 rows, a timeout for one. */
@@ -78,7 +78,7 @@ START_TEST(test_warn_line)
     int saved = dup(STDERR_FILENO);
     dup2(fds[1], STDERR_FILENO);
     log_setup(LOG_INFO, LOG_FORMAT_JSON);
-    struct fail_log *fl = fail_log_create(10, NULL, NULL);
+    struct fail_log *fl = fail_log_create(10, NULL, NULL, NULL, 0);
     fail_log_record(fl, PUBLISH_REJECTED, 42, "maximum messages exceeded");
     fail_log_record(fl, PUBLISH_REJECTED, 43, "maximum messages exceeded");
     ck_assert_uint_eq(fail_log_flush(fl, 0), 1);

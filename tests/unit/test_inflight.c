@@ -34,7 +34,7 @@ static void send_row(struct inflight *t, struct outbox_row *row, int token)
 
 START_TEST(test_rows_without_key_are_independent)
 {
-    struct inflight *t = inflight_create(16);
+    struct inflight *t = inflight_create(16, NULL, 0);
     ck_assert_ptr_nonnull(t);
     for (int i = 1; i <= 5; i++)
         ck_assert_msg(inflight_add(t, row_new(i, NULL)), "row %d without key must go at once", i);
@@ -57,7 +57,7 @@ END_TEST
 
 START_TEST(test_only_head_of_key_publishes)
 {
-    struct inflight *t = inflight_create(16);
+    struct inflight *t = inflight_create(16, NULL, 0);
     ck_assert(inflight_add(t, row_new(10, "K")));
     ck_assert(!inflight_add(t, row_new(11, "K")));
     ck_assert(!inflight_add(t, row_new(12, "K")));
@@ -74,7 +74,7 @@ END_TEST
 
 START_TEST(test_ack_advances_key_in_id_order)
 {
-    struct inflight *t = inflight_create(16);
+    struct inflight *t = inflight_create(16, NULL, 0);
     struct outbox_row *a = row_new(1, "K"), *b = row_new(2, "K"), *c = row_new(3, "K");
     ck_assert(inflight_add(t, a));
     ck_assert(!inflight_add(t, b));
@@ -117,7 +117,7 @@ END_TEST
  */
 START_TEST(test_key_name_survives_its_first_row)
 {
-    struct inflight *t = inflight_create(4);
+    struct inflight *t = inflight_create(4, NULL, 0);
     struct outbox_row *a = row_new(1, "shared-key"), *b = row_new(2, "shared-key");
     ck_assert(inflight_add(t, a));
     ck_assert(!inflight_add(t, b));
@@ -135,7 +135,7 @@ END_TEST
 
 START_TEST(test_failure_holds_key_until_recorded)
 {
-    struct inflight *t = inflight_create(16);
+    struct inflight *t = inflight_create(16, NULL, 0);
     struct outbox_row *head = row_new(1, "K"), *w1 = row_new(2, "K"), *w2 = row_new(3, "K");
     ck_assert(inflight_add(t, head));
     ck_assert(!inflight_add(t, w1));
@@ -170,7 +170,7 @@ END_TEST
 /* A row refused at claim time fails before it was ever sent: it holds its key the same way. */
 START_TEST(test_invalid_head_holds_key_without_publish)
 {
-    struct inflight *t = inflight_create(16);
+    struct inflight *t = inflight_create(16, NULL, 0);
     struct outbox_row *bad = row_new(1, "K");
     ck_assert(inflight_add(t, bad));
     ck_assert(!inflight_add(t, row_new(2, "K")));
@@ -185,7 +185,7 @@ END_TEST
 
 START_TEST(test_failure_without_key_drops_nothing)
 {
-    struct inflight *t = inflight_create(16);
+    struct inflight *t = inflight_create(16, NULL, 0);
     struct outbox_row *r = row_new(1, NULL);
     ck_assert(inflight_add(t, r));
     ck_assert(inflight_add(t, row_new(2, NULL)));
@@ -201,7 +201,7 @@ END_TEST
 
 START_TEST(test_drop_waiting_keeps_publishing_and_marking)
 {
-    struct inflight *t = inflight_create(16);
+    struct inflight *t = inflight_create(16, NULL, 0);
     struct outbox_row *head = row_new(1, "K"), *acked = row_new(5, NULL);
     ck_assert(inflight_add(t, head));
     ck_assert(!inflight_add(t, row_new(2, "K")));
@@ -230,7 +230,7 @@ END_TEST
 
 START_TEST(test_lookup_by_message_once)
 {
-    struct inflight *t = inflight_create(16);
+    struct inflight *t = inflight_create(16, NULL, 0);
     struct outbox_row *r = row_new(7, NULL);
     ck_assert(inflight_add(t, r));
     ck_assert_ptr_null(inflight_by_msg(t, MSG(7))); /* not sent yet */
@@ -249,7 +249,7 @@ END_TEST
 /* A row recorded while still published (e.g. marked by a failure path) leaves the message index. */
 START_TEST(test_recorded_while_publishing_leaves_index)
 {
-    struct inflight *t = inflight_create(16);
+    struct inflight *t = inflight_create(16, NULL, 0);
     struct outbox_row *r = row_new(1, NULL);
     ck_assert(inflight_add(t, r));
     send_row(t, r, 1);
@@ -270,7 +270,7 @@ static void expire_fail(void *arg, struct outbox_row *row)
 
 START_TEST(test_expire_overdue_publishes)
 {
-    struct inflight *t = inflight_create(16);
+    struct inflight *t = inflight_create(16, NULL, 0);
     ck_assert(inflight_add(t, row_new(1, NULL)));
     ck_assert(inflight_add(t, row_new(2, "K")));
     ck_assert(!inflight_add(t, row_new(3, "K")));
@@ -300,7 +300,7 @@ START_TEST(test_many_rows_and_real_messages)
 {
     enum { N = 3000 };
     ck_assert_int_eq(nats_Open(-1), NATS_OK);
-    struct inflight *t = inflight_create(8);
+    struct inflight *t = inflight_create(8, NULL, 0);
     natsMsg **msgs = calloc(N, sizeof(*msgs));
     ck_assert_ptr_nonnull(msgs);
     char key[16];
@@ -347,7 +347,7 @@ END_TEST
 /* Pipelined: every row of a key goes while the ones before it are publishing. */
 START_TEST(test_pipelined_key_publishes_behind_publishing_rows)
 {
-    struct inflight *t = inflight_create(16);
+    struct inflight *t = inflight_create(16, NULL, 0);
     inflight_set_pipelined(t, true);
     ck_assert(inflight_add(t, row_new(1, "k")));
     /* Row 1 not sent yet: row 2 waits behind it. */
@@ -368,7 +368,7 @@ END_TEST
 /* A failed row's record drops the rows waiting behind it, never those still publishing. */
 START_TEST(test_pipelined_failure_drops_waiting_and_flags_publishing)
 {
-    struct inflight *t = inflight_create(16);
+    struct inflight *t = inflight_create(16, NULL, 0);
     inflight_set_pipelined(t, true);
     for (int i = 1; i <= 3; i++) {
         inflight_add(t, row_new(i, "k"));
@@ -419,7 +419,7 @@ static void expire_like_publisher(void *arg, struct outbox_row *row)
  * fails; the rows behind it were not at fault and go back to the table without an attempt. */
 START_TEST(test_pipelined_expiry_fails_the_key_head_only)
 {
-    struct inflight *t = inflight_create(16);
+    struct inflight *t = inflight_create(16, NULL, 0);
     inflight_set_pipelined(t, true);
     for (int i = 1; i <= 4; i++) {
         inflight_add(t, row_new(i, "k"));
@@ -443,7 +443,7 @@ START_TEST(test_requeued_rows_restart_in_key_order)
     ck_assert_int_eq(nats_Open(-1), NATS_OK);
     natsMsg *m = NULL;
     ck_assert_int_eq(natsMsg_Create(&m, "s", NULL, "x", 1), NATS_OK);
-    struct inflight *t = inflight_create(16);
+    struct inflight *t = inflight_create(16, NULL, 0);
     inflight_set_pipelined(t, true);
     for (int i = 1; i <= 3; i++) {
         inflight_add(t, row_new(i, "k"));
@@ -481,7 +481,7 @@ END_TEST
 /* A failed row heading its key starts no run; nothing behind it is ready. */
 START_TEST(test_ready_skips_keys_held_by_a_failure)
 {
-    struct inflight *t = inflight_create(16);
+    struct inflight *t = inflight_create(16, NULL, 0);
     inflight_set_pipelined(t, true);
     inflight_add(t, row_new(1, "k"));
     send_row(t, inflight_find(t, 1), 1);

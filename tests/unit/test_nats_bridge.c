@@ -50,7 +50,7 @@ START_TEST(test_events_keep_their_place_among_pubacks)
 {
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     struct seen s = {0};
-    struct nats_bridge *q = nats_bridge_create(loop, record, &s);
+    struct nats_bridge *q = nats_bridge_create(loop, record, &s, NULL, 0);
     for (int i = 0; i < 3; i++)
         ck_assert(nats_bridge_reserve(q));
     push_ack(q, 1);
@@ -77,7 +77,7 @@ START_TEST(test_many_events_collapse_into_the_last)
 {
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     struct seen s = {0};
-    struct nats_bridge *q = nats_bridge_create(loop, record, &s);
+    struct nats_bridge *q = nats_bridge_create(loop, record, &s, NULL, 0);
     for (int i = 0; i < 50; i++)
         push_event(q, i % 2 ? NATS_EVENT_CONNECTED : NATS_EVENT_DISCONNECTED);
     push_event(q, NATS_EVENT_CLOSED);
@@ -127,7 +127,7 @@ START_TEST(test_reserved_pubacks_from_threads_all_arrive_once)
 {
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     struct seen s = {0};
-    struct nats_bridge *q = nats_bridge_create(loop, record, &s);
+    struct nats_bridge *q = nats_bridge_create(loop, record, &s, NULL, 0);
     s.q = q;
     s.republish = 5000;
     for (int i = 0; i < THREADS * PER_THREAD; i++)

@@ -32,10 +32,10 @@ struct js_sink;
  * Connects (at start-up, before the loop runs: may block up to the connect
  * timeout). A server that is down now is retried in the background
  * (NATS_EVENT_CONNECTED arrives later); only configuration errors fail.
- * Events reach the loop through bridge.
+ * Events reach the loop through bridge. NULL with err on failure.
  */
-int js_sink_create(struct js_sink **out, const struct relay_config *cfg, struct nats_bridge *bridge,
-                   char *err, size_t errlen);
+struct js_sink *js_sink_create(const struct relay_config *cfg, struct nats_bridge *bridge,
+                               char *err, size_t errlen);
 /* Stops the worker (waits for a connect it is making), closes, releases. */
 void js_sink_destroy(struct js_sink *sink);
 

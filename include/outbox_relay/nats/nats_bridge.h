@@ -55,7 +55,8 @@ struct nats_bridge;
 typedef void (*nats_bridge_fn)(void *arg, struct nats_event *entries, size_t n);
 
 /* Creates the bridge and starts its ev_async watcher on loop; fn runs on the loop. */
-struct nats_bridge *nats_bridge_create(struct ev_loop *loop, nats_bridge_fn fn, void *arg);
+struct nats_bridge *nats_bridge_create(struct ev_loop *loop, nats_bridge_fn fn, void *arg,
+                                       char *err, size_t errlen);
 /*
  * Loop thread, before each publish: room for its PubAck. False when out of
  * memory (do not publish). nats_bridge_unreserve() gives it back when the

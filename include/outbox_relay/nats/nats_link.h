@@ -27,7 +27,8 @@ struct nats_link_events {
 struct nats_link;
 
 struct nats_link *nats_link_create(struct ev_loop *loop, const struct relay_config *cfg,
-                                   struct js_sink *js, struct nats_link_events events);
+                                   struct js_sink *js, struct nats_link_events events, char *err,
+                                   size_t errlen);
 void nats_link_destroy(struct nats_link *l);
 
 /* nats.c reports only background connects: an immediate one is seen here. */

@@ -34,10 +34,11 @@ struct http_route {
  * other path is 404, any other method 405, a malformed request 400, a
  * request head over 8 KiB 431; a connection idle or unfinished after 5 s is
  * closed. Every answer closes the connection. routes must outlive the server.
- * Returns -1 with err on failure (bad address, port in use).
+ * NULL with err on failure (bad address, port in use).
  */
-int http_start(struct http_server **out, struct ev_loop *loop, const char *addr,
-               const struct http_route *routes, size_t nroutes, char *err, size_t errlen);
+struct http_server *http_start(struct ev_loop *loop, const char *addr,
+                               const struct http_route *routes, size_t nroutes, char *err,
+                               size_t errlen);
 /* Closes the listener and every open connection. Accepts NULL. */
 void http_stop(struct http_server *srv);
 

@@ -51,7 +51,8 @@ struct leader_view {
 struct leader;
 
 struct leader *leader_create(struct ev_loop *loop, const struct relay_config *cfg,
-                             struct pg_source *pg, struct leader_events events);
+                             struct pg_source *pg, struct leader_events events, char *err,
+                             size_t errlen);
 void leader_destroy(struct leader *l);
 
 /* PostgreSQL is connected: try the lock now. */

@@ -49,7 +49,7 @@ struct marks_events {
 struct marks;
 
 struct marks *marks_create(struct pg_source *pg, const char *published_sql, const char *failed_sql,
-                           struct marks_events events);
+                           struct marks_events events, char *err, size_t errlen);
 void marks_destroy(struct marks *mk);
 
 /* Queue an outcome (false: out of memory, nothing queued). */

@@ -46,7 +46,7 @@ struct pg_source_events {
 typedef void (*pg_result_fn)(void *arg, PGresult *res);
 
 struct pg_source *pg_source_create(struct ev_loop *loop, const struct relay_config *cfg,
-                                   struct pg_source_events events);
+                                   struct pg_source_events events, char *err, size_t errlen);
 void pg_source_start(struct pg_source *src);
 void pg_source_destroy(struct pg_source *src);
 

@@ -22,7 +22,7 @@ struct retention;
  * statement's callback may still arrive while pg_source is destroyed).
  */
 struct retention *retention_create(struct ev_loop *loop, const struct relay_config *cfg,
-                                   struct pg_source *pg);
+                                   struct pg_source *pg, char *err, size_t errlen);
 void retention_destroy(struct retention *r);
 
 /* On gaining leadership: a first round shortly after; on losing it: stop. */

@@ -28,7 +28,7 @@ struct table_sample;
 struct table_sample *table_sample_create(struct ev_loop *loop, const struct relay_config *cfg,
                                          struct pg_source *pg, const char *sql,
                                          void (*sampled)(void *arg, const struct table_figures *f),
-                                         void *arg);
+                                         void *arg, char *err, size_t errlen);
 void table_sample_start(struct table_sample *ts);
 void table_sample_destroy(struct table_sample *ts);
 

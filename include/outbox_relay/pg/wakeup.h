@@ -65,7 +65,8 @@ struct wakeup_events {
 struct wakeup;
 
 struct wakeup *wakeup_create(struct ev_loop *loop, const struct relay_config *cfg,
-                             struct pg_source *pg, struct wakeup_events events);
+                             struct pg_source *pg, struct wakeup_events events, char *err,
+                             size_t errlen);
 void wakeup_destroy(struct wakeup *w);
 
 /* Leadership began (awake) or ended (off; the sleep lock is handed back). */

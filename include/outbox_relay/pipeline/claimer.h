@@ -42,7 +42,7 @@ extern const struct outbox_claim_limits claimer_message_limits;
 
 struct claimer *claimer_create(const struct relay_config *cfg, struct pg_source *pg,
                                struct inflight *rows, struct js_sink *js, const char *claim_sql,
-                               struct claimer_events ev);
+                               struct claimer_events ev, char *err, size_t errlen);
 void claimer_destroy(struct claimer *c);
 
 /* A reason to look at the table (scan_want). */

@@ -35,7 +35,8 @@ struct dead_letter;
 
 /* NULL when out of memory. Does nothing while the subject is empty or until set_leader(true). */
 struct dead_letter *dead_letter_create(struct ev_loop *loop, const struct relay_config *cfg,
-                                       struct pg_source *pg, struct js_sink *js);
+                                       struct pg_source *pg, struct js_sink *js, char *err,
+                                       size_t errlen);
 void dead_letter_destroy(struct dead_letter *d);
 
 void dead_letter_set_leader(struct dead_letter *d, bool leader);

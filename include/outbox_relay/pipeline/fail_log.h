@@ -24,7 +24,8 @@ typedef void (*fail_log_emit_fn)(void *arg, const struct fail_log_report *report
 struct fail_log;
 
 /* interval_s: at most one line per reason this often (e.g. 10). */
-struct fail_log *fail_log_create(double interval_s, fail_log_emit_fn emit, void *arg);
+struct fail_log *fail_log_create(double interval_s, fail_log_emit_fn emit, void *arg, char *err,
+                                 size_t errlen);
 void fail_log_destroy(struct fail_log *fl);
 
 /* Records one failed publish of row id. Cheap; never logs by itself. */

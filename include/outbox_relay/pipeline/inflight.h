@@ -60,7 +60,7 @@ struct outbox_row {
 
 struct inflight;
 
-struct inflight *inflight_create(size_t max_rows);
+struct inflight *inflight_create(size_t max_rows, char *err, size_t errlen);
 void inflight_destroy(struct inflight *t);
 
 size_t inflight_count(const struct inflight *t);

@@ -36,7 +36,7 @@ struct publisher;
 
 struct publisher *publisher_create(struct ev_loop *loop, const struct relay_config *cfg,
                                    struct inflight *rows, struct js_sink *js,
-                                   struct publisher_events events);
+                                   struct publisher_events events, char *err, size_t errlen);
 void publisher_start(struct publisher *p);
 void publisher_destroy(struct publisher *p);
 
