@@ -199,6 +199,8 @@ struct wakeup *wakeup_create(struct ev_loop *loop, const struct relay_config *cf
     double every = cfg->poll_interval_ms / 1000.0;
     ev_timer_init(&w->fallback, wakeup_on_fallback, every, every);
     w->sweep_every = every < 1.0 ? 1.0 : every;
+    pg_source_statement_kind(pg, sleep_sql, STATEMENT_WAKEUP);
+    pg_source_statement_kind(pg, wake_sql, STATEMENT_WAKEUP);
     return w;
 }
 

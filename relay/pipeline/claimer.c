@@ -110,6 +110,7 @@ struct claimer *claimer_create(const struct relay_config *cfg, struct pg_source 
     c->js = js;
     c->sql = claim_sql;
     c->ev = ev;
+    pg_source_statement_kind(pg, claim_sql, STATEMENT_CLAIM);
     scan_init(&c->scan);
     char why[256];
     if (subject_policy_init(&c->subjects, cfg->stream[0] ? cfg->stream_subjects : NULL,
