@@ -54,15 +54,20 @@ static void wait_kind(int port, const char *family, const char *kind, double wan
                   kind, by_kind(family, kind), want);
 }
 
-static struct it_relay *start_relay(void)
+static struct it_relay *start_relay_with(const char *extra)
 {
     const char *subjects[] = {"it.statements.>", NULL};
     it_js_add_stream(STREAM, subjects);
     const char *env[] = {"OUTBOX_METRICS_INTERVAL_MS=100", "OUTBOX_RETENTION=7d",
-                         "OUTBOX_RETENTION_INTERVAL_MS=100", NULL};
+                         "OUTBOX_RETENTION_INTERVAL_MS=100", extra, NULL};
     struct it_relay *relay = it_relay_start_http(env, NULL);
     ck_assert(it_wait_metric(relay->http_port, "outbox_relay_leader", 1, 10000));
     return relay;
+}
+
+static struct it_relay *start_relay(void)
+{
+    return start_relay_with(NULL);
 }
 
 /* Rows one INSERT at a time, as producers commit them, while the relay relays. */
@@ -128,10 +133,10 @@ END_TEST
  * late is found at once. Rows the relay already holds (published, their
  * mark not yet committed) are not read again: each row is claimed once.
  */
-START_TEST(test_each_row_read_once_in_steady_flow)
+static void each_row_read_once(const char *extra)
 {
     PGconn *conn = it_pg_connect();
-    struct it_relay *relay = start_relay();
+    struct it_relay *relay = start_relay_with(extra);
     int port = relay->http_port;
     insert_one_by_one(conn, ROWS);
     ck_assert_int_eq(
@@ -145,6 +150,18 @@ START_TEST(test_each_row_read_once_in_steady_flow)
     it_relay_stop(relay);
     PQfinish(conn);
 }
+
+START_TEST(test_each_row_read_once_in_steady_flow)
+{
+    each_row_read_once(NULL);
+}
+END_TEST
+
+/* A fixed pause between tail looks (latency traded for cost): every row still comes, once. */
+START_TEST(test_tail_poll_pause_relays_every_row)
+{
+    each_row_read_once("OUTBOX_TAIL_POLL_US=3000");
+}
 END_TEST
 
 int main(void)
@@ -153,5 +170,6 @@ int main(void)
     TCase *tc = it_tcase(suite, "statement_metrics", it_start_servers, 120);
     tcase_add_test(tc, test_every_kind_counted);
     tcase_add_test(tc, test_each_row_read_once_in_steady_flow);
+    tcase_add_test(tc, test_tail_poll_pause_relays_every_row);
     return run_suite(suite);
 }
