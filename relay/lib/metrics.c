@@ -162,33 +162,18 @@ static void label_value(struct strbuf *b, const char *value)
     }
 }
 
-/* Every kind is rendered (0 included), so rate() works from the start. */
-static void render_statements(struct strbuf *b, const struct statement_stats *s)
+/* One sample per statement kind (every kind, 0 included, so rate() works from the start). */
+static void by_kind(struct strbuf *b, const char *name, const uint64_t *counts, const double *sums)
 {
-    family(b, "pg_statements_total", "counter",
-           "Statements the relay ran on PostgreSQL, by kind (claim, mark, lock, wakeup, sample, "
-           "retention, dead_letter, other).");
-    for (int k = 0; k < STATEMENT_KINDS; k++)
-        sb_printf(b, "outbox_relay_pg_statements_total{kind=\"%s\"} %" PRIu64 "\n",
-                  statement_kind_name((enum statement_kind)k), s->calls[k]);
-    family(b, "pg_statement_errors_total", "counter",
-           "Statements that failed (error or lost session), by kind.");
-    for (int k = 0; k < STATEMENT_KINDS; k++)
-        sb_printf(b, "outbox_relay_pg_statement_errors_total{kind=\"%s\"} %" PRIu64 "\n",
-                  statement_kind_name((enum statement_kind)k), s->errors[k]);
-    family(b, "pg_statement_seconds_total", "counter",
-           "Time from sending each statement to its result (server time and round trip), by kind.");
     for (int k = 0; k < STATEMENT_KINDS; k++) {
         char num[32];
-        format_double(num, sizeof(num), s->seconds[k]);
-        sb_printf(b, "outbox_relay_pg_statement_seconds_total{kind=\"%s\"} %s\n",
+        if (sums != NULL)
+            format_double(num, sizeof(num), sums[k]);
+        else
+            snprintf(num, sizeof(num), "%" PRIu64, counts[k]);
+        sb_printf(b, "outbox_relay_%s{kind=\"%s\"} %s\n", name,
                   statement_kind_name((enum statement_kind)k), num);
     }
-    family(b, "pg_statement_rows_total", "counter",
-           "Rows the statements returned (claim, sample) or changed (mark, retention), by kind.");
-    for (int k = 0; k < STATEMENT_KINDS; k++)
-        sb_printf(b, "outbox_relay_pg_statement_rows_total{kind=\"%s\"} %" PRIu64 "\n",
-                  statement_kind_name((enum statement_kind)k), s->rows[k]);
 }
 
 char *metrics_render(const struct metrics *m, const char *version, size_t *len)
@@ -231,7 +216,19 @@ char *metrics_render(const struct metrics *m, const char *version, size_t *len)
                  "On a standby: how long the leader's session has been silent (sampled).");
     counter(&b, "takeovers_total", m->takeovers_total,
             "Leaders whose session this relay ended after it stayed silent past its lease.");
-    render_statements(&b, &m->statements);
+    family(&b, "pg_statements_total", "counter",
+           "Statements the relay ran on PostgreSQL, by kind (claim, mark, lock, wakeup, sample, "
+           "retention, dead_letter, other).");
+    by_kind(&b, "pg_statements_total", m->statements.calls, NULL);
+    family(&b, "pg_statement_errors_total", "counter",
+           "Statements that failed (an error, or the session lost while it ran), by kind.");
+    by_kind(&b, "pg_statement_errors_total", m->statements.errors, NULL);
+    family(&b, "pg_statement_seconds_total", "counter",
+           "Time from sending each statement to its result (server time and round trip), by kind.");
+    by_kind(&b, "pg_statement_seconds_total", NULL, m->statements.seconds);
+    family(&b, "pg_statement_rows_total", "counter",
+           "Rows the statements returned (claim, sample) or changed (mark, retention), by kind.");
+    by_kind(&b, "pg_statement_rows_total", m->statements.rows, NULL);
     gauge_int(&b, "pg_connected", m->pg_connected ? 1 : 0, "1 when PostgreSQL is connected.");
     gauge_int(&b, "nats_connected", m->nats_connected ? 1 : 0, "1 when NATS is connected.");
 
