@@ -35,7 +35,7 @@
 #define STAMP_DIGITS                                                                               \
     16 /* created_at in microseconds since the epoch, zero-padded, leads each payload */
 #define MAX_RELAY_ENV 32
-#define MAX_RESULTS   192
+#define MAX_RESULTS   256
 #define MAX_COST_RUNS 4
 
 /* ---- parameters (flags) ---- */
