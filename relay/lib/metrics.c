@@ -162,6 +162,20 @@ static void label_value(struct strbuf *b, const char *value)
     }
 }
 
+/* One sample per statement kind (every kind, 0 included, so rate() works from the start). */
+static void by_kind(struct strbuf *b, const char *name, const uint64_t *counts, const double *sums)
+{
+    for (int k = 0; k < STATEMENT_KINDS; k++) {
+        char num[32];
+        if (sums != NULL)
+            format_double(num, sizeof(num), sums[k]);
+        else
+            snprintf(num, sizeof(num), "%" PRIu64, counts[k]);
+        sb_printf(b, "outbox_relay_%s{kind=\"%s\"} %s\n", name,
+                  statement_kind_name((enum statement_kind)k), num);
+    }
+}
+
 char *metrics_render(const struct metrics *m, const char *version, size_t *len)
 {
     struct strbuf b = {0};
@@ -202,6 +216,19 @@ char *metrics_render(const struct metrics *m, const char *version, size_t *len)
                  "On a standby: how long the leader's session has been silent (sampled).");
     counter(&b, "takeovers_total", m->takeovers_total,
             "Leaders whose session this relay ended after it stayed silent past its lease.");
+    family(&b, "pg_statements_total", "counter",
+           "Statements the relay ran on PostgreSQL, by kind (claim, mark, lock, wakeup, sample, "
+           "retention, dead_letter, other).");
+    by_kind(&b, "pg_statements_total", m->statements.calls, NULL);
+    family(&b, "pg_statement_errors_total", "counter",
+           "Statements that failed (an error, or the session lost while it ran), by kind.");
+    by_kind(&b, "pg_statement_errors_total", m->statements.errors, NULL);
+    family(&b, "pg_statement_seconds_total", "counter",
+           "Time from sending each statement to its result (server time and round trip), by kind.");
+    by_kind(&b, "pg_statement_seconds_total", NULL, m->statements.seconds);
+    family(&b, "pg_statement_rows_total", "counter",
+           "Rows the statements returned (claim, sample) or changed (mark, retention), by kind.");
+    by_kind(&b, "pg_statement_rows_total", m->statements.rows, NULL);
     gauge_int(&b, "pg_connected", m->pg_connected ? 1 : 0, "1 when PostgreSQL is connected.");
     gauge_int(&b, "nats_connected", m->nats_connected ? 1 : 0, "1 when NATS is connected.");
 

@@ -225,6 +225,10 @@ struct leader *leader_create(struct ev_loop *loop, const struct relay_config *cf
         snprintf(err, errlen, "leader: out of memory");
         return NULL;
     }
+    pg_source_statement_kind(pg, lock_sql, STATEMENT_LOCK);
+    pg_source_statement_kind(pg, unlock_sql, STATEMENT_LOCK);
+    pg_source_statement_kind(pg, watch_sql, STATEMENT_LOCK);
+    pg_source_statement_kind(pg, l->keepalive_sql, STATEMENT_LOCK);
     ev_timer_init(&l->tick, leader_on_tick, 0., 0.);
     return l;
 }

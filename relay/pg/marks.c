@@ -64,6 +64,8 @@ struct marks *marks_create(struct pg_source *pg, const char *published_sql, cons
     mk->events = events;
     mk->published = (struct mark_batch){.owner = mk, .published = true, .sql = published_sql};
     mk->failed = (struct mark_batch){.owner = mk, .published = false, .sql = failed_sql};
+    pg_source_statement_kind(pg, published_sql, STATEMENT_MARK);
+    pg_source_statement_kind(pg, failed_sql, STATEMENT_MARK);
     return mk;
 }
 

@@ -150,6 +150,12 @@ bool outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg,
      * probe's form: see the hold probe above); its status test is that
      * index's predicate word for word (see
      * sql/002_outbox_indexes.sql for why it is not IN ('pending', 'failed')).
+     *
+     * $5 lists rows above the cursor that the relay already holds (in
+     * flight, not yet marked): skipped in the index walk, they are neither
+     * read nor sent again. In steady flow every poll reads from id 0 (a row
+     * that committed late must not wait for the sweep), and without the
+     * list it fetched each row again until its mark committed.
      */
     sql_text(&sql->claim,
              "SELECT c.id, c.event_id, c.subject, CASE WHEN c.fits THEN c.payload END, "
@@ -168,8 +174,9 @@ bool outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg,
              "SELECT o.*, coalesce(octet_length(o.payload), 0)::int8 AS pbytes, "
              "coalesce(pg_column_size(o.headers || '{}'::jsonb), 0)::int8 AS hbytes, "
              "coalesce(octet_length(o.event_id), 0)::int8 AS ibytes FROM ("
-             "SELECT * FROM %s AS o WHERE o.id > $1::bigint AND %s ORDER BY o.id "
-             "LIMIT $2::int) AS o) AS l) AS f) AS b WINDOW w AS (ORDER BY b.id)) AS c "
+             "SELECT * FROM %s AS o WHERE o.id > $1::bigint AND o.id <> ALL ($5::bigint[]) "
+             "AND %s ORDER BY o.id LIMIT $2::int) AS o) AS l) AS f) AS b "
+             "WINDOW w AS (ORDER BY b.id)) AS c "
              "WHERE c.rn = 1 OR c.run <= $3::bigint ORDER BY c.id",
              t, limits->header_overhead, limits->headers_stored_max, t, due);
     /* Marks join through the primary key only. A filter on status here

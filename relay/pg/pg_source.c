@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "outbox_relay/lib/backoff.h"
 #include "outbox_relay/lib/log.h"
@@ -12,6 +13,7 @@
 #include "outbox_relay/lib/util.h"
 
 #define PG_MAX_STATEMENTS 16
+#define PG_MAX_KINDS      24
 
 /* While the outbox table is missing: warn once, then again at this interval. */
 #define PG_TABLE_WARN_EVERY_S 60.0
@@ -22,6 +24,8 @@ struct pg_query {
     char **params;
     bool binary;
     int stmt; /* index into pg_source.stmts, or -1: sent unprepared */
+    enum statement_kind kind;
+    double sent_at; /* monotonic seconds when first sent; 0: not yet */
     pg_result_fn fn;
     void *arg;
     struct pg_query *next;
@@ -53,6 +57,12 @@ struct pg_source {
     int nstmts;
     bool preparing; /* the running step is the head query's PREPARE */
 
+    /* Statement kinds, by SQL text pointer, as their modules named them. */
+    const char *kind_sql[PG_MAX_KINDS];
+    enum statement_kind kind_of[PG_MAX_KINDS];
+    int nkinds;
+    struct statement_stats stats;
+
     char *check_sql;
     char *listen_sql;
     char *deadline_sql; /* the server's statement_timeout: the same deadline */
@@ -64,6 +74,29 @@ struct pg_source {
 
 static void pg_lost(struct pg_source *src, const char *why);
 static void pg_send_next(struct pg_source *src);
+
+static double pg_mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A statement's answer, counted under its kind: rows returned or changed, its time, an error. */
+static void pg_count(struct pg_source *src, const struct pg_query *q, const PGresult *res)
+{
+    struct statement_stats *s = &src->stats;
+    s->calls[q->kind]++;
+    if (q->sent_at > 0)
+        s->seconds[q->kind] += pg_mono_now() - q->sent_at;
+    ExecStatusType st = PQresultStatus(res);
+    if (st == PGRES_TUPLES_OK)
+        s->rows[q->kind] += (uint64_t)PQntuples(res);
+    else if (st == PGRES_COMMAND_OK)
+        s->rows[q->kind] += strtoull(PQcmdTuples((PGresult *)res), NULL, 10);
+    else
+        s->errors[q->kind]++;
+}
 
 /* Re-arms the watcher unconditionally: stop, set, start. */
 static void pg_rearm(struct pg_source *src, int events)
@@ -394,6 +427,8 @@ static void pg_send_next(struct pg_source *src)
     if (src->running || src->head == NULL || src->conn == NULL)
         return;
     struct pg_query *q = src->head;
+    if (q->sent_at == 0)
+        q->sent_at = pg_mono_now();
     char name[16];
     snprintf(name, sizeof(name), "outbox_%d", q->stmt);
     int sent;
@@ -456,6 +491,7 @@ static void pg_complete(struct pg_source *src)
     ev_timer_stop(src->loop, &src->deadline);
     if (res == NULL)
         res = PQmakeEmptyPGresult(src->conn, PGRES_FATAL_ERROR);
+    pg_count(src, q, res);
     q->fn(q->arg, res);
     PQclear(res);
     pg_query_free(q);
@@ -661,6 +697,9 @@ bool pg_source_query(struct pg_source *src, const char *sql, int nparams, char *
     struct pg_query *q = pg_query_new(sql, nparams, params, binary, fn, arg);
     if (q == NULL)
         return false;
+    for (int k = 0; k < src->nkinds; k++)
+        if (src->kind_sql[k] == sql)
+            q->kind = src->kind_of[k];
     for (q->stmt = 0; q->stmt < src->nstmts && src->stmts[q->stmt] != sql; q->stmt++)
         ;
     if (q->stmt == src->nstmts) {
@@ -677,4 +716,24 @@ bool pg_source_query(struct pg_source *src, const char *sql, int nparams, char *
 uint64_t pg_source_lost_total(const struct pg_source *src)
 {
     return src->lost_total;
+}
+
+void pg_source_statement_kind(struct pg_source *src, const char *sql, enum statement_kind kind)
+{
+    if (src == NULL || sql == NULL)
+        return;
+    for (int k = 0; k < src->nkinds; k++)
+        if (src->kind_sql[k] == sql) {
+            src->kind_of[k] = kind;
+            return;
+        }
+    if (src->nkinds < PG_MAX_KINDS) {
+        src->kind_sql[src->nkinds] = sql;
+        src->kind_of[src->nkinds++] = kind;
+    }
+}
+
+const struct statement_stats *pg_source_statement_stats(const struct pg_source *src)
+{
+    return &src->stats;
 }

@@ -154,6 +154,7 @@ struct retention *retention_create(struct ev_loop *loop, const struct relay_conf
     }
     ev_timer_init(&r->timer, retention_on_timer, 0., 0.);
     r->timer.data = r;
+    pg_source_statement_kind(pg, r->sql, STATEMENT_RETENTION);
     return r;
 }
 

@@ -53,6 +53,7 @@ struct table_sample *table_sample_create(struct ev_loop *loop, const struct rela
     }
     *ts = (struct table_sample){.loop = loop, .pg = pg, .sql = sql, .sampled = sampled, .arg = arg};
     ev_timer_init(&ts->timer, table_sample_on_timer, 0.05, cfg->metrics_interval_ms / 1000.0);
+    pg_source_statement_kind(pg, sql, STATEMENT_SAMPLE);
     return ts;
 }
 

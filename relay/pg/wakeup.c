@@ -31,6 +31,7 @@ struct wakeup {
     bool sleepless;     /* the server allows two-phase commit: stay awake, producers never notify */
     double idle_since;  /* ev_now of the last pass that found rows */
     int backoff_ms;     /* the pause while the relay cannot sleep (doubles) */
+    int tail_poll_us;   /* OUTBOX_TAIL_POLL_US: while rows flow, look this often; 0: adaptive */
     double sweep_every; /* the fallback poll sweeps from id 0 at most this often (s) */
     double last_sweep;  /* ev_now of the fallback poll's last sweep */
     char *table;        /* the quoted table, the parameter of both statements */
@@ -75,9 +76,16 @@ static void wakeup_back_off(struct wakeup *w)
     w->backoff_ms = w->backoff_ms * 2 > WAKEUP_POLL_MAX_MS ? WAKEUP_POLL_MAX_MS : w->backoff_ms * 2;
 }
 
-static void wakeup_arm_hot(struct wakeup *w)
+/* The next look in `us` microseconds (a timerfd: see hot_poll). */
+static void wakeup_arm_us(struct wakeup *w, long us)
 {
-    struct itimerspec when = {.it_value = {.tv_nsec = WAKEUP_HOT_POLL_US * 1000L}};
+    if (us >= 1000) {
+        wakeup_disarm(w);
+        ev_timer_set(&w->poll, (double)us / 1e6, 0.);
+        ev_timer_start(w->loop, &w->poll);
+        return;
+    }
+    struct itimerspec when = {.it_value = {.tv_nsec = us * 1000L}};
     ev_timer_stop(w->loop, &w->poll);
     timerfd_settime(w->hot_fd, 0, &when, NULL);
     w->hot_armed = true;
@@ -198,12 +206,15 @@ struct wakeup *wakeup_create(struct ev_loop *loop, const struct relay_config *cf
         free(w);
         return NULL;
     }
+    w->tail_poll_us = cfg->tail_poll_us;
     ev_timer_init(&w->poll, wakeup_on_poll, 0., 0.);
     ev_io_init(&w->hot_poll, wakeup_on_hot_poll, w->hot_fd, EV_READ);
     ev_io_start(loop, &w->hot_poll);
     double every = cfg->poll_interval_ms / 1000.0;
     ev_timer_init(&w->fallback, wakeup_on_fallback, every, every);
     w->sweep_every = every < 1.0 ? 1.0 : every;
+    pg_source_statement_kind(pg, sleep_sql, STATEMENT_WAKEUP);
+    pg_source_statement_kind(pg, wake_sql, STATEMENT_WAKEUP);
     return w;
 }
 
@@ -270,16 +281,26 @@ void wakeup_pass_ended(struct wakeup *w, bool found, bool holding)
          * little CPU and the producers nothing. */
         w->idle_since = now;
         w->backoff_ms = WAKEUP_POLL_MIN_MS;
-        wakeup_arm(w, 0);
+        if (w->tail_poll_us > 0)
+            wakeup_arm_us(w, w->tail_poll_us);
+        else
+            wakeup_arm(w, 0);
         return;
     }
     double idle_ms = (now - w->idle_since) * 1000.0;
+    if (w->tail_poll_us > 0 && idle_ms < WAKEUP_EAGER_MS) {
+        /* A fixed pause while rows flow: each claim finds the rows of one
+         * pause, and their marks go together, for about half the pause in
+         * latency. */
+        wakeup_arm_us(w, w->tail_poll_us);
+        return;
+    }
     if (idle_ms < WAKEUP_HOT_MS) {
         /* Rows came a moment ago: in a dense flow the next one is likely
          * committing now, and a row that commits during a pause waits half
          * of it on average. Shorter pauses trade CPU, in the relay and in
          * PostgreSQL, for latency; docs/performance.md has the figures. */
-        wakeup_arm_hot(w);
+        wakeup_arm_us(w, WAKEUP_HOT_POLL_US);
         return;
     }
     if (idle_ms < WAKEUP_EAGER_MS) {

@@ -12,6 +12,9 @@
 #include "outbox_relay/pg/outbox_table.h"
 #include "outbox_relay/lib/subject_pattern.h"
 
+/* The most held rows a claim is told to skip. */
+#define CLAIM_SKIP_MAX 256
+
 struct claimer {
     const struct relay_config *cfg;
     struct pg_source *pg;
@@ -112,6 +115,7 @@ struct claimer *claimer_create(const struct relay_config *cfg, struct pg_source 
     c->js = js;
     c->sql = claim_sql;
     c->ev = ev;
+    pg_source_statement_kind(pg, claim_sql, STATEMENT_CLAIM);
     scan_init(&c->scan);
     char why[256];
     if (subject_policy_init(&c->subjects, cfg->stream[0] ? cfg->stream_subjects : NULL,
@@ -182,6 +186,28 @@ static void claimer_on_page(void *arg, PGresult *res)
     }
 }
 
+/*
+ * The held rows above the cursor as an array literal, for the claim to skip
+ * ("{}" past CLAIM_SKIP_MAX of them: a backlog in flight, which the pass
+ * reads above anyway).
+ */
+static char *claimer_held_above(const struct claimer *c, int64_t from)
+{
+    int64_t ids[CLAIM_SKIP_MAX];
+    size_t n = inflight_ids_above(c->rows, from, ids, CLAIM_SKIP_MAX);
+    if (n > CLAIM_SKIP_MAX)
+        n = 0;
+    char *text = malloc(n * 21 + 3), *p = text;
+    if (text == NULL)
+        return NULL;
+    *p++ = '{';
+    for (size_t i = 0; i < n; i++)
+        p += sprintf(p, i ? ",%" PRId64 : "%" PRId64, ids[i]);
+    *p++ = '}';
+    *p = '\0';
+    return text;
+}
+
 void claimer_run(struct claimer *c, double now)
 {
     if (c->running || !c->ev.may_claim(c->ev.arg))
@@ -193,18 +219,19 @@ void claimer_run(struct claimer *c, double now)
     int64_t from;
     if (!scan_next_page(&c->scan, now, &from))
         return;
-    char *params[4] = {NULL, NULL, NULL, NULL};
+    char *params[5] = {NULL, NULL, NULL, NULL, claimer_held_above(c, from)};
     if (asprintf(&params[0], "%" PRId64, from) < 0 ||
         asprintf(&params[1], "%d", c->cfg->batch_size) < 0 ||
         asprintf(&params[2], "%" PRId64, room_bytes) < 0 ||
-        asprintf(&params[3], "%" PRId64, message_payload_limit(js_sink_max_payload(c->js))) < 0) {
+        asprintf(&params[3], "%" PRId64, message_payload_limit(js_sink_max_payload(c->js))) < 0 ||
+        params[4] == NULL) {
         /* Out of memory: the pass ends; the poll starts another. */
-        for (int i = 0; i < 4; i++)
+        for (int i = 0; i < 5; i++)
             free(params[i]);
         claimer_pass_failed(c);
         return;
     }
-    if (pg_source_query(c->pg, c->sql, 4, params, true, claimer_on_page, c))
+    if (pg_source_query(c->pg, c->sql, 5, params, true, claimer_on_page, c))
         c->running = true;
     else
         claimer_pass_failed(c);

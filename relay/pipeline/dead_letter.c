@@ -430,6 +430,8 @@ struct dead_letter *dead_letter_create(struct ev_loop *loop, const struct relay_
         snprintf(err, errlen, "dead_letter: out of memory");
         return NULL;
     }
+    pg_source_statement_kind(pg, d->select_sql, STATEMENT_DEAD_LETTER);
+    pg_source_statement_kind(pg, d->mark_sql, STATEMENT_DEAD_LETTER);
     ev_timer_init(&d->timer, dl_on_timer, 0., 0.);
     ev_timer_init(&d->deadline, dl_on_deadline, 0., 0.);
     return d;

@@ -88,6 +88,18 @@ size_t inflight_count(const struct inflight *t)
     return t->count;
 }
 
+size_t inflight_ids_above(const struct inflight *t, int64_t above, int64_t *ids, size_t max)
+{
+    size_t n = 0;
+    for (const struct outbox_row *row = t->all; row != NULL; row = row->all_next)
+        if (row->id > above) {
+            if (n < max)
+                ids[n] = row->id;
+            n++;
+        }
+    return n;
+}
+
 int64_t inflight_bytes(const struct inflight *t)
 {
     return t->bytes;

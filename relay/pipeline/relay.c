@@ -551,6 +551,7 @@ const struct metrics *relay_metrics(struct relay *r)
     r->metrics.inflight = (int64_t)inflight_count(r->rows);
     r->metrics.pg_connected = pg_source_state(r->pg) == PG_READY;
     r->metrics.pg_reconnects_total = pg_source_lost_total(r->pg);
+    r->metrics.statements = *pg_source_statement_stats(r->pg);
     r->metrics.nats_connected = nats_link_up(r->nats);
     r->metrics.nats_reconnects_total = nats_link_reconnects(r->nats);
     r->metrics.leader = leader_is(r->leader);

@@ -35,7 +35,7 @@
 #define STAMP_DIGITS                                                                               \
     16 /* created_at in microseconds since the epoch, zero-padded, leads each payload */
 #define MAX_RELAY_ENV 32
-#define MAX_RESULTS   192
+#define MAX_RESULTS   256
 #define MAX_COST_RUNS 4
 
 /* ---- parameters (flags) ---- */
@@ -73,6 +73,10 @@ static struct {
     int retention_rows; /* old published rows pruned while a backlog of half as many drains */
     int cost_producers[MAX_COST_RUNS]; /* producer cost: connection counts */
     int ncost;
+    int db_cost_seconds;    /* db_cost: each steady run (inserts alone, relayed); 0 skips */
+    int db_cost_drain_rows; /* db_cost: the drain */
+    bool db_cost_only;      /* only the db_cost section */
+    bool pg_stat_statements;
 } opt = {
     .csv = "bench.csv",
     .payload_bytes = 256,
@@ -101,6 +105,8 @@ static struct {
     .sparse_seconds = 20,
     .cost_producers = {8, 32},
     .ncost = 2,
+    .db_cost_seconds = 15,
+    .db_cost_drain_rows = 100000,
 };
 
 /* ---- results: one CSV row each, printed as the table ---- */
@@ -826,6 +832,9 @@ static void *producer_main(void *arg)
     return NULL;
 }
 
+/* The producers' PostgreSQL backends' CPU seconds during the last producers_run. */
+static double producers_pg_cpu_s;
+
 /* Runs n producers for `seconds`, at `rate` rows/s in total (0: unpaced). */
 static int64_t producers_run(int n, const char *tag, const char *subject, double rate,
                              double seconds, struct row_times *times, double *elapsed)
@@ -844,6 +853,9 @@ static int64_t producers_run(int n, const char *tag, const char *subject, double
                       PQresultErrorMessage(res));
         PQclear(res);
     }
+    double backends0 = 0;
+    for (int i = 0; i < n; i++)
+        backends0 += proc_cpu_s(PQbackendPID(ps[i].conn), false, NULL);
     double start = mono_now() + 0.05;
     for (int i = 0; i < n; i++) {
         struct producer *p = &ps[i];
@@ -867,6 +879,9 @@ static int64_t producers_run(int n, const char *tag, const char *subject, double
         commits += ps[i].commits;
     }
     *elapsed = mono_now() - start;
+    producers_pg_cpu_s = -backends0;
+    for (int i = 0; i < n; i++)
+        producers_pg_cpu_s += proc_cpu_s(PQbackendPID(ps[i].conn), false, NULL);
     for (int i = 0; i < n; i++) {
         ck_assert_msg(ps[i].error[0] == '\0', "producer %d: %s", i, ps[i].error);
         PQfinish(ps[i].conn);
@@ -1297,8 +1312,51 @@ static double percentile(const double *sorted, size_t n, double p)
  * subject's last token), with the ratio of its p99 to issue 11's goal for
  * that load. `with_idle`: measure the idle window first.
  */
+/*
+ * The relay's PostgreSQL sessions (application_name outbox-relay): their
+ * backends' pids, so that their CPU can be read from /proc before and after.
+ */
+struct relay_sessions {
+    int n;
+    pid_t pid[8];
+};
+
+static void relay_sessions_find(PGconn *conn, struct relay_sessions *rs)
+{
+    PGresult *res = it_pg_query(conn, "SELECT pid FROM pg_stat_activity"
+                                      " WHERE application_name = 'outbox-relay'");
+    rs->n = 0;
+    for (int i = 0; i < PQntuples(res) && rs->n < 8; i++)
+        rs->pid[rs->n++] = (pid_t)atoi(PQgetvalue(res, i, 0));
+    PQclear(res);
+}
+
+static double relay_sessions_cpu_s(const struct relay_sessions *rs)
+{
+    double total = 0;
+    for (int i = 0; i < rs->n; i++) {
+        double cpu = proc_cpu_s(rs->pid[i], false, NULL);
+        if (cpu > 0)
+            total += cpu;
+    }
+    return total;
+}
+
+/* Bytes of WAL written so far (the insert position). */
+static int64_t wal_bytes(PGconn *conn)
+{
+    return it_pg_int(conn, "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint");
+}
+
+/* What a steady run cost, for db_cost: totals over the run. */
+struct steady_cost {
+    int64_t rows;
+    double producers_pg_s, relay_pg_s, relay_s, nats_s, wal_b, p50_ms, p99_ms, achieved;
+};
+
 static void bench_steady(PGconn *conn, const char *section, int rate, int producers, int seconds,
-                         double p99_goal_ms, const char *latency_out, bool with_idle)
+                         double p99_goal_ms, const char *latency_out, bool with_idle,
+                         struct steady_cost *cost)
 {
     char subject[48];
     snprintf(subject, sizeof subject, "bench.%s", section);
@@ -1343,11 +1401,23 @@ static void bench_steady(PGconn *conn, const char *section, int rate, int produc
     sched_take(relay->pid, &s0);
     struct anon_sampler anon;
     anon_sampler_start(&anon, relay->pid);
+    struct relay_sessions rs;
+    relay_sessions_find(conn, &rs);
+    double relay_pg0 = relay_sessions_cpu_s(&rs);
+    int64_t wal0 = wal_bytes(conn);
     double elapsed;
     int64_t rows = producers_run(producers, section, subject, rate, seconds, &times, &elapsed);
+    double producers_pg = producers_pg_cpu_s;
     int64_t deadline = it_now_ms() + 60000;
     while ((int64_t)consumer_count(&c) < rows && it_now_ms() < deadline)
         sleep_ms(20);
+    if (cost) {
+        /* Every mark written (they commit asynchronously), then the WAL position. */
+        it_pg_wait_int(conn, "SELECT count(*) FROM outbox WHERE status <> 'published'", 0, 60000);
+        cost->wal_b = (double)(wal_bytes(conn) - wal0);
+        cost->relay_pg_s = relay_sessions_cpu_s(&rs) - relay_pg0;
+        cost->producers_pg_s = producers_pg;
+    }
     cpu_split_take(&c1, relay->pid);
     sched_take(relay->pid, &s1);
     double peak_rss = proc_peak_rss_mb(relay->pid);
@@ -1373,6 +1443,19 @@ static void bench_steady(PGconn *conn, const char *section, int rate, int produc
                      0);
 
     qsort(c.latency_ms, n, sizeof *c.latency_ms, cmp_double);
+    if (cost) {
+        cost->rows = rows;
+        cost->relay_s = c1.relay - c0.relay;
+        cost->nats_s = c1.nats - c0.nats;
+        cost->p50_ms = percentile(c.latency_ms, n, 50);
+        cost->p99_ms = percentile(c.latency_ms, n, 99);
+        cost->achieved = (double)rows / elapsed;
+        free(times.sent_us);
+        free(times.commit_us);
+        free(times.receipt_us);
+        free(c.latency_ms);
+        return;
+    }
     double sum = 0;
     for (size_t i = 0; i < n; i++)
         sum += c.latency_ms[i];
@@ -1515,6 +1598,144 @@ static void bench_notify(PGconn *conn)
     }
 }
 
+/* ---- 7. what relaying costs the database (issue 21) ---- */
+
+/* With --pg-stat-statements: every statement's calls, rows and time since the last reset. */
+static void statements_dump(PGconn *conn, const char *what)
+{
+    if (!opt.pg_stat_statements)
+        return;
+    PGresult *res =
+        it_pg_query(conn, "SELECT calls, rows, round(total_exec_time::numeric, 1),"
+                          " round((1000 * total_exec_time / calls)::numeric, 1), wal_bytes,"
+                          " left(regexp_replace(query, '\\s+', ' ', 'g'), 110)"
+                          " FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12");
+    fprintf(stderr, "bench: %s: pg_stat_statements (calls, rows, total ms, us/call, WAL B)\n",
+            what);
+    for (int i = 0; i < PQntuples(res); i++)
+        fprintf(stderr, "  %8s %8s %9s %7s %10s  %s\n", PQgetvalue(res, i, 0),
+                PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3),
+                PQgetvalue(res, i, 4), PQgetvalue(res, i, 5));
+    PQclear(res);
+    it_pg_exec(conn, "SELECT pg_stat_statements_reset()");
+}
+
+/* The producers alone (no relay): their backends' CPU and the WAL their inserts wrote. */
+static void inserts_alone(PGconn *conn, int rate, int producers, int seconds, double *pg_s,
+                          double *wal_b, int64_t *rows)
+{
+    it_pg_exec(conn, "TRUNCATE outbox");
+    pg_checkpoint(conn);
+    progress("db_cost: inserts alone, %d rows/s from %d producers for %d s", rate, producers,
+             seconds);
+    int64_t wal0 = wal_bytes(conn);
+    double elapsed;
+    *rows = producers_run(producers, "alone", "bench.alone", rate, seconds, NULL, &elapsed);
+    *wal_b = (double)(wal_bytes(conn) - wal0);
+    *pg_s = producers_pg_cpu_s;
+    it_pg_exec(conn, "TRUNCATE outbox");
+}
+
+/*
+ * Per row at a steady rate: the producers' inserts alone (no relay), then
+ * the same load relayed. Returns the producers' PostgreSQL CPU (s) and WAL
+ * (B) per row of the run alone, the reference for the drain.
+ */
+static void db_cost_steady(PGconn *conn, const char *name, int rate, int producers,
+                           double *insert_pg_s, double *insert_wal_b)
+{
+    char section[16], metric[40];
+    snprintf(section, sizeof section, "db_cost");
+    double alone_pg, alone_wal;
+    int64_t alone_rows;
+    inserts_alone(conn, rate, producers, opt.db_cost_seconds, &alone_pg, &alone_wal, &alone_rows);
+    statements_dump(conn, "inserts alone");
+    struct steady_cost c = {0};
+    char tag[24];
+    snprintf(tag, sizeof tag, "dbc%s", name);
+    bench_steady(conn, tag, rate, producers, opt.db_cost_seconds, 0, NULL, false, &c);
+    statements_dump(conn, "relayed");
+    double rows = (double)c.rows, ins_pg = alone_pg / (double)alone_rows,
+           ins_wal = alone_wal / (double)alone_rows;
+    double relay_pg = c.relay_pg_s / rows, added_wal = c.wal_b / rows - ins_wal;
+#define DBC(suffix, unit, value)                                                                   \
+    do {                                                                                           \
+        snprintf(metric, sizeof metric, "%s_%s", name, suffix);                                    \
+        bench_record(section, metric, unit, value);                                                \
+    } while (0)
+    DBC("achieved_rate", "rows/s", c.achieved);
+    DBC("insert_pg_us_row", "us", 1e6 * ins_pg);
+    DBC("insert_pg_relayed_us_row", "us", 1e6 * c.producers_pg_s / rows);
+    DBC("insert_wal_b_row", "B", ins_wal);
+    DBC("relay_pg_us_row", "us", 1e6 * relay_pg);
+    DBC("relay_pg_to_insert", "x", relay_pg / ins_pg);
+    DBC("wal_added_b_row", "B", added_wal);
+    DBC("wal_added_to_insert", "x", added_wal / ins_wal);
+    DBC("relay_us_row", "us", 1e6 * c.relay_s / rows);
+    DBC("nats_us_row", "us", 1e6 * c.nats_s / rows);
+    DBC("p50_ms", "ms", c.p50_ms);
+    DBC("p99_ms", "ms", c.p99_ms);
+    if (insert_pg_s) {
+        *insert_pg_s = ins_pg;
+        *insert_wal_b = ins_wal;
+    }
+}
+
+/* A backlog drained: the relay's sessions (their whole life), the relay, nats-server, WAL. */
+static void db_cost_drain(PGconn *conn, double insert_pg_s, double insert_wal_b)
+{
+    char metric[40];
+    const char *name = "drain";
+    const char *section = "db_cost";
+    int rows = opt.db_cost_drain_rows;
+    backlog_build(conn, rows, opt.payload_bytes, "NULL", STATS_NONE);
+    statements_dump(conn, "backlog built");
+    uint64_t before = it_js_stream_msgs(STREAM);
+    progress("db_cost: drain of %d rows", rows);
+    double nats0 = proc_cpu_s(it_nats_pid(), false, NULL);
+    int64_t wal0 = wal_bytes(conn);
+    double t0 = mono_now();
+    struct it_relay *relay = it_relay_start(opt.relay_env, NULL);
+    struct relay_sessions rs = {0};
+    struct stream_wait w = {.want = before + (uint64_t)rows};
+    int timeout_ms = 300000;
+    /* The relay's sessions start with it: their CPU since they began is the drain's. */
+    while (rs.n == 0 && mono_now() - t0 < 30)
+        relay_sessions_find(conn, &rs);
+    if (!it_wait_until(stream_reached, &w, timeout_ms))
+        ck_abort_msg("db_cost drain: %llu of %d rows reached the stream",
+                     (unsigned long long)w.seen, rows);
+    int64_t left = it_pg_wait_int(conn, "SELECT count(*) FROM outbox WHERE status <> 'published'",
+                                  0, timeout_ms);
+    double seconds = mono_now() - t0;
+    ck_assert_int_eq(left, 0);
+    double wal = (double)(wal_bytes(conn) - wal0);
+    double relay_pg = relay_sessions_cpu_s(&rs), relay_cpu = proc_cpu_s(relay->pid, false, NULL);
+    double nats = proc_cpu_s(it_nats_pid(), false, NULL) - nats0;
+    relay_stop(relay);
+    it_pg_exec(conn, "ALTER TABLE outbox RESET (autovacuum_enabled)");
+    statements_dump(conn, "drain");
+    DBC("rows", "rows", rows);
+    DBC("rate", "rows/s", rows / seconds);
+    DBC("relay_pg_us_row", "us", 1e6 * relay_pg / rows);
+    DBC("relay_pg_to_insert", "x", relay_pg / rows / insert_pg_s);
+    DBC("wal_added_b_row", "B", wal / rows);
+    DBC("wal_added_to_insert", "x", wal / rows / insert_wal_b);
+    DBC("relay_us_row", "us", 1e6 * relay_cpu / rows);
+    DBC("nats_us_row", "us", 1e6 * nats / rows);
+#undef DBC
+}
+
+static void bench_db_cost(PGconn *conn)
+{
+    double insert_pg = 0, insert_wal = 0;
+    db_cost_steady(conn, "2k", opt.steady_rate, opt.producers, &insert_pg, &insert_wal);
+    if (opt.fast_seconds > 0)
+        db_cost_steady(conn, "10k", opt.fast_rate, opt.fast_producers, NULL, NULL);
+    if (opt.db_cost_drain_rows > 0)
+        db_cost_drain(conn, insert_pg, insert_wal);
+}
+
 /* ---- conditions, table, CSV ---- */
 
 static void bench_conditions(PGconn *conn, const char *section_suffix)
@@ -1586,6 +1807,8 @@ static void bench_write_outputs(void)
 START_TEST(bench_all)
 {
     it_pg_set_durable(opt.fsync);
+    if (opt.pg_stat_statements)
+        it_pg_add_setting("shared_preload_libraries=pg_stat_statements");
     it_start_servers();
     PGconn *conn = it_pg_connect();
     it_pg_exec(conn, "SET client_min_messages = warning");
@@ -1594,6 +1817,16 @@ START_TEST(bench_all)
     const char *subjects[] = {"bench.>", NULL};
     it_js_add_stream(STREAM, subjects);
 
+    if (opt.pg_stat_statements)
+        it_pg_exec(conn, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
+    if (opt.db_cost_only) {
+        bench_db_cost(conn);
+        bench_conditions(conn, "loadavg_end");
+        PQfinish(conn);
+        bench_write_outputs();
+        it_teardown();
+        return;
+    }
     double j = bench_raw_js();
     double m = bench_raw_pg(conn);
     double limit = 1.0 / (1.0 / j + 1.0 / m);
@@ -1613,14 +1846,16 @@ START_TEST(bench_all)
         bench_retention(conn, limit);
     /* Issue 11 §2: p99 <= 5 ms at 2,000 rows/s, <= 10 ms at 10,000 rows/s. */
     bench_steady(conn, "steady", opt.steady_rate, opt.producers, opt.steady_seconds, 5.0,
-                 opt.latency_out, true);
+                 opt.latency_out, true, NULL);
     if (opt.fast_seconds > 0)
         bench_steady(conn, "steady_hi", opt.fast_rate, opt.fast_producers, opt.fast_seconds, 10.0,
-                     NULL, false);
+                     NULL, false, NULL);
     /* The commonest outbox: a row now and then, each found through a wake-up or a poll. */
     if (opt.sparse_seconds > 0)
         bench_steady(conn, "steady_sparse", opt.sparse_rate, 2, opt.sparse_seconds, 5.0, NULL,
-                     false);
+                     false, NULL);
+    if (opt.db_cost_seconds > 0)
+        bench_db_cost(conn);
     bench_notify(conn);
     bench_conditions(conn, "loadavg_end");
     PQfinish(conn);
@@ -1633,39 +1868,46 @@ END_TEST
 
 static void usage(FILE *out)
 {
-    fprintf(out, "Usage: outbox_bench [flags]\n"
-                 "Starts its own PostgreSQL and nats-server, measures raw limits, then the relay.\n"
-                 "  --csv PATH              results (default bench.csv)\n"
-                 "  --latency-out PATH      every steady-load latency in ms, sorted, one a line\n"
-                 "  --payload-bytes N       payload size (256; at least 32)\n"
-                 "  --raw-js-msgs N         J: async publishes (200000)\n"
-                 "  --js-window N           J: nats.c PublishAsync.MaxPending (8000)\n"
-                 "  --raw-pg-rows N         M: rows marked (200000)\n"
-                 "  --mark-batch N          M: rows per UPDATE (1000)\n"
-                 "  --drain-rows N          backlog drained by the relay (200000)\n"
-                 "  --steady-rate N         rows/s in total during the latency run (2000)\n"
-                 "  --steady-seconds N      length of the latency run (30)\n"
-                 "  --producers N           producer connections (8)\n"
-                 "  --notify-seconds N      length of each NOTIFY-cost run (10)\n"
-                 "  --notify-relay on|off   relay running during the NOTIFY-cost runs (on)\n"
-                 "  --idle-seconds N        idle CPU window (10)\n"
-                 "  --fsync on|off          PostgreSQL fsync/full_page_writes (on: the defaults)\n"
-                 "  --relay-env KEY=VALUE   extra relay setting (repeatable)\n"
-                 "  --perf-drain FILE       perf record during the drain into FILE\n"
-                 "  --perf-args ARGS        perf record options (\"-a -g -F 999\"; without -a: the "
-                 "relay only)\n"
-                 "Workload shapes (issues 10 and 11; 0 skips one):\n"
-                 "  --cold-rows N           backlog drained without ANALYZE, and after (100000)\n"
-                 "  --key-rows N            one-key vs no-key drain (20000)\n"
-                 "  --retention-rows N      old published rows pruned during a drain (100000)\n"
-                 "  --big64k-rows N         64 KiB rows: drain vs raw JetStream (2000)\n"
-                 "  --big1m-rows N          1 MB rows: drain vs raw JetStream (300)\n"
-                 "  --fast-rate N           second latency run: rows/s (10000)\n"
-                 "  --fast-producers N      ... producer connections (32)\n"
-                 "  --fast-seconds N        ... length, 0 skips it (30)\n"
-                 "  --sparse-rate N         third latency run, 2 producers: rows/s (20)\n"
-                 "  --sparse-seconds N      ... length, 0 skips it (20)\n"
-                 "  --cost-producers N,M    producer cost at these connection counts (8,32)\n");
+    fprintf(out,
+            "Usage: outbox_bench [flags]\n"
+            "Starts its own PostgreSQL and nats-server, measures raw limits, then the relay.\n"
+            "  --csv PATH              results (default bench.csv)\n"
+            "  --latency-out PATH      every steady-load latency in ms, sorted, one a line\n"
+            "  --payload-bytes N       payload size (256; at least 32)\n"
+            "  --raw-js-msgs N         J: async publishes (200000)\n"
+            "  --js-window N           J: nats.c PublishAsync.MaxPending (8000)\n"
+            "  --raw-pg-rows N         M: rows marked (200000)\n"
+            "  --mark-batch N          M: rows per UPDATE (1000)\n"
+            "  --drain-rows N          backlog drained by the relay (200000)\n"
+            "  --steady-rate N         rows/s in total during the latency run (2000)\n"
+            "  --steady-seconds N      length of the latency run (30)\n"
+            "  --producers N           producer connections (8)\n"
+            "  --notify-seconds N      length of each NOTIFY-cost run (10)\n"
+            "  --notify-relay on|off   relay running during the NOTIFY-cost runs (on)\n"
+            "  --idle-seconds N        idle CPU window (10)\n"
+            "  --fsync on|off          PostgreSQL fsync/full_page_writes (on: the defaults)\n"
+            "  --relay-env KEY=VALUE   extra relay setting (repeatable)\n"
+            "  --perf-drain FILE       perf record during the drain into FILE\n"
+            "  --perf-args ARGS        perf record options (\"-a -g -F 999\"; without -a: the "
+            "relay only)\n"
+            "Workload shapes (issues 10 and 11; 0 skips one):\n"
+            "  --cold-rows N           backlog drained without ANALYZE, and after (100000)\n"
+            "  --key-rows N            one-key vs no-key drain (20000)\n"
+            "  --retention-rows N      old published rows pruned during a drain (100000)\n"
+            "  --big64k-rows N         64 KiB rows: drain vs raw JetStream (2000)\n"
+            "  --big1m-rows N          1 MB rows: drain vs raw JetStream (300)\n"
+            "  --fast-rate N           second latency run: rows/s (10000)\n"
+            "  --fast-producers N      ... producer connections (32)\n"
+            "  --fast-seconds N        ... length, 0 skips it (30)\n"
+            "  --sparse-rate N         third latency run, 2 producers: rows/s (20)\n"
+            "  --sparse-seconds N      ... length, 0 skips it (20)\n"
+            "  --cost-producers N,M    producer cost at these connection counts (8,32)\n"
+            "What relaying costs the database (db_cost; the rates and producers of steady\n"
+            "and steady_hi, 0 --fast-seconds skips 10k):\n"
+            "  --db-cost-seconds N     each steady run, inserts alone and relayed (15; 0 skips)\n"
+            "  --db-cost-drain-rows N  the drain (100000; 0 skips)\n"
+            "  --db-cost-only          run only the db_cost section\n"
+            "  --pg-stat-statements    load pg_stat_statements; print statements per run\n");
 }
 
 static int parse_int(const char *name, const char *value, int min)
@@ -1722,6 +1964,10 @@ static void parse_flags(int argc, char **argv)
         {"sparse-rate", required_argument, NULL, 'Y'},
         {"sparse-seconds", required_argument, NULL, 'Z'},
         {"cost-producers", required_argument, NULL, 'X'},
+        {"db-cost-seconds", required_argument, NULL, 'D'},
+        {"db-cost-drain-rows", required_argument, NULL, 'E'},
+        {"db-cost-only", no_argument, NULL, 'O'},
+        {"pg-stat-statements", no_argument, NULL, 'U'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1834,6 +2080,18 @@ static void parse_flags(int argc, char **argv)
             free(list);
             break;
         }
+        case 'D':
+            opt.db_cost_seconds = parse_int(name, optarg, 0);
+            break;
+        case 'E':
+            opt.db_cost_drain_rows = parse_int(name, optarg, 0);
+            break;
+        case 'O':
+            opt.db_cost_only = true;
+            break;
+        case 'U':
+            opt.pg_stat_statements = true;
+            break;
         case 'h':
             usage(stdout);
             exit(0);

@@ -12,7 +12,7 @@ mkdir -p "$out"
     --steady-rate 400 --steady-seconds 1 --notify-seconds 1 --idle-seconds 1 \
     --cold-rows 1000 --key-rows 300 --big64k-rows 20 --big1m-rows 4 --retention-rows 2000 \
     --fast-rate 1000 --fast-producers 32 --fast-seconds 1 --sparse-rate 20 --sparse-seconds 1 \
-    --cost-producers 8
+    --cost-producers 8 --db-cost-seconds 1 --db-cost-drain-rows 1000
 
 # Every metric the table promises, then sanity: rates > 0, counts that add up.
 awk -F, '
@@ -36,7 +36,10 @@ BEGIN {
               "steady_sparse/p50_ms steady_sparse/p99_ms steady_sparse/received " \
               "steady/relay_loop_runq_wait_s " \
               "prodcost/shipped_rate_8c prodcost/no_trigger_rate_8c prodcost/ratio_8c " \
-              "retention/drain_rate_off retention/drain_rate_pruning retention/pruned_during_drain",
+              "retention/drain_rate_off retention/drain_rate_pruning retention/pruned_during_drain " \
+              "db_cost/2k_insert_pg_us_row db_cost/2k_relay_pg_us_row db_cost/2k_wal_added_b_row " \
+              "db_cost/2k_relay_us_row db_cost/2k_p99_ms db_cost/10k_relay_pg_to_insert " \
+              "db_cost/drain_relay_pg_us_row db_cost/drain_wal_added_to_insert",
               want, " ")
 }
 NR == 1 { if ($0 != "section,metric,value,unit") { print "bad header: " $0; bad = 1 }; next }

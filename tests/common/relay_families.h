@@ -24,6 +24,10 @@ static const struct relay_family relay_families[] = {
     {"outbox_relay_takeovers_total", "counter"},
     {"outbox_relay_claimed_total", "counter"},
     {"outbox_relay_pg_reconnects_total", "counter"},
+    {"outbox_relay_pg_statements_total", "counter"},
+    {"outbox_relay_pg_statement_errors_total", "counter"},
+    {"outbox_relay_pg_statement_seconds_total", "counter"},
+    {"outbox_relay_pg_statement_rows_total", "counter"},
     {"outbox_relay_nats_reconnects_total", "counter"},
     {"outbox_relay_inflight", "gauge"},
     {"outbox_relay_pending", "gauge"},
@@ -46,6 +50,16 @@ static const char *const relay_reasons[] = {"invalid_row", "too_large",   "no_st
                                             "connection",  "unavailable", "limits",    "rejected",
                                             "nats_error",  "other"};
 #define RELAY_REASONS (sizeof relay_reasons / sizeof relay_reasons[0])
+
+/* The families split by kind="...", and the kinds in the order they are rendered. */
+static const char *const relay_statement_families[] = {
+    "outbox_relay_pg_statements_total", "outbox_relay_pg_statement_errors_total",
+    "outbox_relay_pg_statement_seconds_total", "outbox_relay_pg_statement_rows_total"};
+#define RELAY_STATEMENT_FAMILIES                                                                   \
+    (sizeof relay_statement_families / sizeof relay_statement_families[0])
+static const char *const relay_statement_kinds[] = {"other",  "claim",  "mark",      "lock",
+                                                    "wakeup", "sample", "retention", "dead_letter"};
+#define RELAY_STATEMENT_KINDS (sizeof relay_statement_kinds / sizeof relay_statement_kinds[0])
 
 /* The process_* families a scrape adds (read from /proc/self; not in a bare render). */
 static const struct relay_family process_families[] = {

@@ -109,9 +109,9 @@ START_TEST(test_compressible_headers_count_at_full_length)
                CMP_HEADER, CMP_ROWS);
     ck_assert_int_lt(it_pg_int(conn, "SELECT max(pg_column_size(headers)) FROM outbox"),
                      CMP_HEADER / 10);
-    /* From id 0, up to 500 rows, a 64 KiB budget, max_payload 1 MiB. */
-    const char *params[] = {"0", "500", "65536", "1048576"};
-    PGresult *res = PQexecParams(conn, sql.claim, 4, NULL, params, NULL, NULL, 1);
+    /* From id 0, up to 500 rows, a 64 KiB budget, max_payload 1 MiB, no rows held. */
+    const char *params[] = {"0", "500", "65536", "1048576", "{}"};
+    PGresult *res = PQexecParams(conn, sql.claim, 5, NULL, params, NULL, NULL, 1);
     ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "claim: %s", PQresultErrorMessage(res));
     int n = PQntuples(res);
     int64_t bytes = 0;

@@ -85,7 +85,7 @@ START_TEST(test_plans_do_not_depend_on_statistics)
     PQclear(it_pg_query(conn, "%s", outbox_session_sql));
 
     const struct statement statements[] = {
-        {"claim", "bigint, int, bigint, bigint", "0, 500, 33554432, 1048576"},
+        {"claim", "bigint, int, bigint, bigint, bigint[]", "0, 500, 33554432, 1048576, '{7,8}'"},
         {"mark_published", "bigint[], bigint[], bigint[]", "'{1,2,3}', '{1,2,3}', '{1,1,1}'"},
         {"mark_failed", "bigint[], text[], bigint[], text[], int[]",
          "'{4,5}', '{failed,dead}', '{100,0}', '{x,y}', '{1,0}'"},

@@ -67,8 +67,11 @@ START_TEST(test_every_family_named_and_typed)
         if (strcmp(want[k].type, "histogram") != 0 && strcmp(want[k].name + 13, "build_info") != 0)
             ck_assert_double_eq(prom_sum(&e, want[k].name), 0);
     }
-    /* 20 plain samples, 2 counters by 10 reasons, 17 buckets + sum + count, build_info. */
-    ck_assert_uint_eq(e.nsamples, 20 + 2 * RELAY_REASONS + METRICS_LATENCY_BUCKETS + 1 + 2 + 1);
+    /* 20 plain samples, 2 counters by 10 reasons, 4 statement families by 8 kinds, 17 buckets
+     * + sum + count, build_info. */
+    ck_assert_uint_eq(e.nsamples, 20 + 2 * RELAY_REASONS +
+                                      RELAY_STATEMENT_FAMILIES * RELAY_STATEMENT_KINDS +
+                                      METRICS_LATENCY_BUCKETS + 1 + 2 + 1);
     /* No process_* families without process figures. */
     for (size_t k = 0; k < PROCESS_FAMILIES; k++)
         ck_assert_ptr_null(prom_family_find(&e, process_families[k].name));
@@ -91,8 +94,23 @@ START_TEST(test_values_rendered)
     m.leader = true;
     m.pg_connected = false;
     m.nats_connected = true;
+    m.statements.calls[STATEMENT_CLAIM] = 9;
+    m.statements.rows[STATEMENT_CLAIM] = 27;
+    m.statements.seconds[STATEMENT_MARK] = 0.25;
+    m.statements.errors[STATEMENT_LOCK] = 1;
     static struct prom_exposition e;
     render_parse(&m, "0.1.0", &e);
+    ck_assert_str_eq(
+        prom_sample_get(&e, "outbox_relay_pg_statements_total", "kind", "claim")->value_text, "9");
+    ck_assert_str_eq(
+        prom_sample_get(&e, "outbox_relay_pg_statement_rows_total", "kind", "claim")->value_text,
+        "27");
+    ck_assert_str_eq(
+        prom_sample_get(&e, "outbox_relay_pg_statement_seconds_total", "kind", "mark")->value_text,
+        "0.25");
+    ck_assert_str_eq(
+        prom_sample_get(&e, "outbox_relay_pg_statement_errors_total", "kind", "lock")->value_text,
+        "1");
 
     ck_assert_double_eq(prom_value(&e, "outbox_relay_published_total"), 42);
     ck_assert_double_eq(prom_sum(&e, "outbox_relay_failed_total"), 3);

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "outbox_relay/lib/publish_reason.h"
+#include "outbox_relay/lib/statement_stats.h"
 
 /* Upper bounds (seconds) of the delivery latency histogram, 1 ms .. 60 s. */
 #define METRICS_LATENCY_BUCKETS 16
@@ -67,6 +68,7 @@ struct metrics {
     uint64_t failed_by_reason[PUBLISH_REASONS];
     uint64_t dead_by_reason[PUBLISH_REASONS];
     struct metrics_process process;
+    struct statement_stats statements; /* the relay's statements by kind (pg_source.c) */
 
     /* delivery latency: created_at → PubAck, seconds */
     uint64_t latency_buckets[METRICS_LATENCY_BUCKETS]; /* non-cumulative counts */

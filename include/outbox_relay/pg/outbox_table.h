@@ -42,12 +42,13 @@ extern const char outbox_session_sql[];
 #define OUTBOX_SAMPLE_EXACT 100000
 
 struct outbox_sql {
-    /* $1 cursor (id), $2 rows, $3 bytes, $4 max_payload: due rows above
-     * the cursor in id order, at most $2 of them, cut where their payload
-     * and header bytes pass $3 (the first row always comes). A row that can
-     * never be published under $4 comes without payload and headers
-     * (withheld: struct claimed_row). The session's planner
-     * settings (outbox_session_sql) keep its plan one ordered index scan. */
+    /* $1 cursor (id), $2 rows, $3 bytes, $4 max_payload, $5 ids to skip
+     * (rows the relay holds): due rows above the cursor in id order, at
+     * most $2 of them, cut where their payload and header bytes pass $3
+     * (the first row always comes). A row that can never be published
+     * under $4 comes without payload and headers (withheld: struct
+     * claimed_row). The session's planner settings (outbox_session_sql)
+     * keep its plan one ordered index scan. */
     char *claim;
     /* $1 ids, $2 stream sequences, $3 ack times (epoch microseconds). */
     char *mark_published;

@@ -19,6 +19,7 @@
 #include <libpq-fe.h>
 
 #include "outbox_relay/lib/config.h"
+#include "outbox_relay/lib/statement_stats.h"
 
 enum pg_state {
     PG_DISCONNECTED,  /* waiting for the reconnect timer */
@@ -71,6 +72,14 @@ const char *pg_source_not_ready_reason(const struct pg_source *src);
  */
 bool pg_source_query(struct pg_source *src, const char *sql, int nparams, char **params,
                      bool binary, pg_result_fn fn, void *arg);
+
+/*
+ * Names the kind of a statement text (by address, as pg_source_query
+ * takes it), for its counts and times; unnamed texts count as "other".
+ */
+void pg_source_statement_kind(struct pg_source *src, const char *sql, enum statement_kind kind);
+/* Every statement answered since the relay started, by kind (across reconnects). */
+const struct statement_stats *pg_source_statement_stats(const struct pg_source *src);
 
 /* Drops the connection now and reconnects later (e.g. after a bad result). */
 void pg_source_reset(struct pg_source *src, const char *why);

@@ -13,7 +13,10 @@
  * WAKEUP_EAGER_MS, and then, if it holds no rows, it goes to sleep again.
  * While rows are still in flight, or a producer's open transaction keeps it
  * from sleeping, it looks again after pauses that double up to
- * WAKEUP_POLL_MAX_MS. Asleep or awake, the leader also
+ * WAKEUP_POLL_MAX_MS. With OUTBOX_TAIL_POLL_US set, it looks every that
+ * many microseconds instead, after rows and until WAKEUP_EAGER_MS without
+ * any: fewer, fuller claims and marks for a little latency. Asleep or
+ * awake, the leader also
  * looks every OUTBOX_POLL_INTERVAL_MS (sweeping from id 0 at most once a
  * second): a lost notification delays a row, never loses it.
  *
