@@ -4,13 +4,12 @@
 
 #include <check.h>
 #include <dirent.h>
-#include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -332,10 +331,12 @@ void it_pg_record_marks(PGconn *conn)
 {
     it_pg_exec(conn,
                "CREATE TABLE mark_log (id bigint, status text, attempts int,"
-               " next_attempt_at timestamptz, last_error text, at timestamptz);"
+               " next_attempt_at timestamptz, last_error text, at timestamptz,"
+               " statement_at timestamptz);"
                "CREATE FUNCTION mark_log_row() RETURNS trigger LANGUAGE plpgsql AS $$"
                " BEGIN INSERT INTO mark_log VALUES (NEW.id, NEW.status, NEW.attempts,"
-               "   NEW.next_attempt_at, NEW.last_error, clock_timestamp()); RETURN NEW; END $$;"
+               "   NEW.next_attempt_at, NEW.last_error, clock_timestamp(),"
+               "   statement_timestamp()); RETURN NEW; END $$;"
                /* BEFORE: `at` is read as each row is updated. An AFTER trigger fires only at
                   the end of the statement, milliseconds later for a batch on a loaded machine. */
                "CREATE TRIGGER mark_log BEFORE UPDATE ON outbox"

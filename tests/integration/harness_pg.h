@@ -69,8 +69,10 @@ void it_pg_wait_progress(PGconn *conn, int64_t more, int timeout_ms, const char 
 /*
  * From now on every UPDATE of an outbox row, as the relay committed it, is
  * copied into the table mark_log (id, status, attempts, next_attempt_at,
- * last_error, at = clock_timestamp() as the row is updated): what each mark said,
- * even once a later mark has overwritten it.
+ * last_error, at = clock_timestamp() as the row is updated, statement_at =
+ * statement_timestamp(), when the UPDATE reached the server): what each mark
+ * said, even once a later mark has overwritten it. Whatever the relay's UPDATE
+ * computes from the clock lies between statement_at and at.
  */
 void it_pg_record_marks(PGconn *conn);
 
