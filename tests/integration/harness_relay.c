@@ -2,7 +2,6 @@
 #include "harness_internal.h"
 
 #include <check.h>
-#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
