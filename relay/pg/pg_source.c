@@ -7,6 +7,7 @@
 
 #include "outbox_relay/lib/backoff.h"
 #include "outbox_relay/lib/log.h"
+#include "outbox_relay/lib/log_events.h"
 #include "outbox_relay/pg/outbox_table.h"
 #include "outbox_relay/pg/pg_connect.h"
 #include "outbox_relay/lib/util.h"
@@ -217,8 +218,8 @@ static void pg_wait_for_table(struct pg_source *src, const char *state, const ch
     double every = src->cfg->poll_interval_ms < 1000 ? src->cfg->poll_interval_ms / 1000.0 : 1.0;
     if (src->table_warned_at == 0 || now - src->table_warned_at >= PG_TABLE_WARN_EVERY_S) {
         src->table_warned_at = now;
-        log_warn("waiting for the outbox table", "{s:s, s:s, s:s, s:f}", "table", src->cfg->table,
-                 "reason", src->table_missing, "error", message, "recheck_every_s", every);
+        log_warn(LOG_MSG_TABLE_WAITING, "{s:s, s:s, s:s, s:f}", "table", src->cfg->table, "reason",
+                 src->table_missing, "error", message, "recheck_every_s", every);
     }
     ev_timer_stop(src->loop, &src->recheck);
     ev_timer_set(&src->recheck, every, 0.);
@@ -232,7 +233,7 @@ static void pg_on_table_check(void *arg, PGresult *res)
         return;
     if (PQresultStatus(res) == PGRES_TUPLES_OK) {
         if (src->table_missing[0] != '\0')
-            log_info("outbox table found", "{s:s}", "table", src->cfg->table);
+            log_info(LOG_MSG_TABLE_FOUND, "{s:s}", "table", src->cfg->table);
         src->table_missing[0] = '\0';
         src->table_warned_at = 0;
         src->state = PG_SETUP;
@@ -556,8 +557,8 @@ static void pg_lost(struct pg_source *src, const char *why)
         1000.0;
     /* "lost" only for a connection we had; a connect attempt that did not get one "failed". */
     bool had = was == PG_SETUP || was == PG_WAITING_TABLE || was == PG_READY;
-    log_warn(had ? "postgresql connection lost" : "postgresql connection failed", "{s:s, s:f}",
-             "reason", reason, "retry_in_s", delay);
+    log_warn(had ? LOG_MSG_PG_CONNECTION_LOST : LOG_MSG_PG_CONNECT_FAILED, "{s:s, s:f}", "reason",
+             reason, "retry_in_s", delay);
     if (had) {
         src->lost_total++;
         if (src->ev.disconnected)

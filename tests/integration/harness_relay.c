@@ -262,3 +262,24 @@ int it_relay_cmd(const char *const *env, const char *const *args, json_t **doc, 
         free(out);
     return rc;
 }
+
+/* `"msg":"<msg>"`: how the JSON log writes the field (the messages need no escaping). */
+static void it_msg_field(const char *msg, char *buf, size_t len)
+{
+    int n = snprintf(buf, len, "\"msg\":\"%s\"", msg);
+    ck_assert_msg(n > 0 && (size_t)n < len, "log message too long: %s", msg);
+}
+
+bool it_relay_logged(const struct it_relay *relay, const char *msg)
+{
+    char field[512];
+    it_msg_field(msg, field, sizeof field);
+    return it_relay_log_contains(relay, field);
+}
+
+bool it_relay_wait_logged(struct it_relay *relay, const char *msg, int times, int timeout_ms)
+{
+    char field[512];
+    it_msg_field(msg, field, sizeof field);
+    return it_relay_wait_log(relay, field, times, timeout_ms);
+}

@@ -6,6 +6,7 @@
 #include <sys/types.h>
 #include <jansson.h>
 #include "outbox_relay/lib/config.h"
+#include "outbox_relay/lib/log_events.h"
 
 /* The relay's settings for the test servers (no NATS server needed: a
  * closed port stands in when none runs), plus `args`: "--flag", "value"
@@ -63,6 +64,15 @@ void it_relay_stop(struct it_relay *relay);
 
 /* Waits until the relay's log holds `needle` at least `times` times; true if it does. */
 bool it_relay_wait_log(struct it_relay *relay, const char *needle, int times, int timeout_ms);
+
+/*
+ * Whether a log line's "msg" is exactly `msg`, one of the LOG_MSG_* of
+ * outbox_relay/lib/log_events.h (the relay logs JSON lines in the tests):
+ * the event, not a phrase that happens to occur in some other line.
+ */
+bool it_relay_logged(const struct it_relay *relay, const char *msg);
+/* Waits until `times` lines have the "msg" `msg`; true if they do. */
+bool it_relay_wait_logged(struct it_relay *relay, const char *msg, int times, int timeout_ms);
 
 /*
  * Runs an operator command (`outbox-relay <args>`, with the environment of

@@ -72,13 +72,13 @@ START_TEST(test_probes_fast_while_reopening_against_frozen_server)
                          "OUTBOX_RECONNECT_MAX_MS=1000",
                          NULL};
     struct it_relay *relay = it_relay_start_http(env, NULL);
-    ck_assert_msg(it_relay_wait_log(relay, "\"nats connection closed; connecting anew\"", 1, 15000),
+    ck_assert_msg(it_relay_wait_logged(relay, LOG_MSG_NATS_REOPENING, 1, 15000),
                   "nats.c never gave the refused connection up");
     it_nats_pause();
     probes_stay_fast(relay, "frozen server at a reopen");
     it_nats_resume();
     /* The relay went on trying: each new connection is refused again and said so. */
-    ck_assert_msg(it_relay_wait_log(relay, "\"nats connection closed; connecting anew\"", 3, 30000),
+    ck_assert_msg(it_relay_wait_logged(relay, LOG_MSG_NATS_REOPENING, 3, 30000),
                   "the relay stopped opening new connections");
     ck_assert_int_eq(it_http_status(relay->http_port, "/readyz"), 503);
     it_relay_stop(relay);
@@ -93,7 +93,7 @@ START_TEST(test_probes_fast_while_server_refuses)
     struct it_relay *relay = it_relay_start_http(env, NULL);
     ck_assert_msg(it_wait_until(nats_ready, relay, 15000), "the relay never connected");
     it_nats_kill();
-    ck_assert_msg(it_relay_wait_log(relay, "nats disconnected", 1, 15000),
+    ck_assert_msg(it_relay_wait_logged(relay, LOG_MSG_NATS_DISCONNECTED, 1, 15000),
                   "the relay did not notice the server's death");
     probes_stay_fast(relay, "server killed");
     it_nats_start();

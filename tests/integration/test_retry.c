@@ -125,7 +125,7 @@ START_TEST(test_no_stream_backs_off_then_dead)
     PQclear(marks);
 
     ck_assert_msg(!it_js_stream_exists("IT_RETRY"), "a stream appeared from nowhere");
-    ck_assert_msg(it_relay_log_contains(relay, "row is dead"), "the dead rows were not logged");
+    ck_assert_msg(it_relay_logged(relay, LOG_MSG_ROW_DEAD), "the dead rows were not logged");
     it_relay_stop(relay);
     PQfinish(conn);
 }
