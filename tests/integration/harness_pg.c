@@ -4,12 +4,15 @@
 
 #include <check.h>
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -61,35 +64,11 @@ static void it_pg_migrate(void)
     free(files);
 }
 
-void it_pg_start(void)
+/* Starts the postmaster on it.pg_port over `data` and waits until it accepts connections. */
+static void it_pg_spawn(const char *data)
 {
-    it_setup();
-    if (it.pg_pid > 0)
-        return;
-    char data[PATH_MAX], log_path[PATH_MAX], port[16];
-    snprintf(data, sizeof data, "%s/pgdata", it.dir);
+    char log_path[PATH_MAX], port[16];
     snprintf(log_path, sizeof log_path, "%s/postgres.log", it.dir);
-    if (!it.pg_initialized) {
-        char initdb_log[PATH_MAX];
-        snprintf(initdb_log, sizeof initdb_log, "%s/initdb.log", it.dir);
-        const char *argv[] = {PG_BIN "/initdb",
-                              "-D",
-                              data,
-                              "-A",
-                              "trust",
-                              "-U",
-                              "postgres",
-                              "-E",
-                              "UTF8",
-                              "--locale=C",
-                              "--no-sync",
-                              "--no-instructions",
-                              NULL};
-        it_run_tool(argv, initdb_log, true, 120000);
-        it.pg_port = it_free_port();
-        snprintf(it.pg_url, sizeof it.pg_url, "postgresql://postgres@127.0.0.1:%d/%s", it.pg_port,
-                 IT_DB);
-    }
     snprintf(port, sizeof port, "%d", it.pg_port);
     char sockdir[PATH_MAX + 32];
     snprintf(sockdir, sizeof sockdir, "unix_socket_directories=%s", it.dir);
@@ -148,18 +127,135 @@ void it_pg_start(void)
         }
         it_sleep_ms(20);
     }
+}
+
+/*
+ * A cluster as initdb, CREATE DATABASE and the migrations leave it is the
+ * same for every test of a checkout, and making it costs seconds (more on a
+ * loaded machine). The first test makes it and keeps a copy, named after
+ * the migrations' contents, next to the tests' temp dirs; the others copy
+ * that. A lock keeps two tests from writing the same template.
+ */
+static uint64_t it_fnv(uint64_t h, const void *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ ((const unsigned char *)p)[i]) * 1099511628211ULL;
+    return h;
+}
+
+static void it_pg_template_path(char *out, size_t len)
+{
+    uint64_t h = it_fnv(14695981039346656037ULL, PG_BIN, strlen(PG_BIN));
+    h = it_fnv(h, &it_pg_skip_migrations, sizeof it_pg_skip_migrations);
+    struct dirent **files;
+    int n = it_pg_skip_migrations
+                ? 0
+                : scandir(SOURCE_DIR "/sql", &files, it_sql_file_filter, it_sql_file_cmp);
+    for (int i = 0; i < n; i++) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/sql/%s", SOURCE_DIR, files[i]->d_name);
+        char *text = it_read_file(path);
+        h = it_fnv(h, files[i]->d_name, strlen(files[i]->d_name) + 1);
+        h = it_fnv(h, text, strlen(text) + 1);
+        free(text);
+        free(files[i]);
+    }
+    if (n > 0)
+        free(files);
+    const char *base = getenv("TMPDIR");
+    if (!base || !*base)
+        base = "/tmp";
+    snprintf(out, len, "%s/outbox-it-pgtemplate-%016llx", base, (unsigned long long)h);
+}
+
+static void it_copy_tree(const char *from, const char *to)
+{
+    char log_path[PATH_MAX];
+    snprintf(log_path, sizeof log_path, "%s/template.log", it.dir);
+    const char *argv[] = {"/bin/cp", "-a", from, to, NULL};
+    it_run_tool(argv, log_path, false, 120000);
+}
+
+/* Keeps the stopped cluster in `data` as the template, unless another test made it first. */
+static void it_pg_template_save(const char *data, const char *template)
+{
+    char lock_path[PATH_MAX + 8], tmp[PATH_MAX + 32];
+    snprintf(lock_path, sizeof lock_path, "%s.lock", template);
+    int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0 || flock(fd, LOCK_EX) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return; /* no template: the next test makes its cluster itself */
+    }
+    if (access(template, F_OK) != 0) {
+        snprintf(tmp, sizeof tmp, "%s.tmp-%d", template, (int)getpid());
+        it_copy_tree(data, tmp);
+        if (rename(tmp, template) != 0)
+            fprintf(stderr, "harness: keeping the PostgreSQL template: %s\n", strerror(errno));
+    }
+    close(fd); /* releases the lock */
+}
+
+/* A new cluster in `data`: the template's copy, or initdb + database + migrations (then kept). */
+static void it_pg_init_cluster(const char *data)
+{
+    it.pg_port = it_free_port();
+    snprintf(it.pg_url, sizeof it.pg_url, "postgresql://postgres@127.0.0.1:%d/%s", it.pg_port,
+             IT_DB);
+    /* IT_PG_TEMPLATE=0: every test makes its own cluster (to compare, or to rule the copy out). */
+    const char *use = getenv("IT_PG_TEMPLATE");
+    bool templated = !use || strcmp(use, "0") != 0;
+    char template[PATH_MAX];
+    it_pg_template_path(template, sizeof template);
+    if (templated && access(template, F_OK) == 0) {
+        it_copy_tree(template, data);
+        return;
+    }
+    char initdb_log[PATH_MAX];
+    snprintf(initdb_log, sizeof initdb_log, "%s/initdb.log", it.dir);
+    const char *argv[] = {PG_BIN "/initdb",
+                          "-D",
+                          data,
+                          "-A",
+                          "trust",
+                          "-U",
+                          "postgres",
+                          "-E",
+                          "UTF8",
+                          "--locale=C",
+                          "--no-sync",
+                          "--no-instructions",
+                          NULL};
+    it_run_tool(argv, initdb_log, true, 120000);
+    it_pg_spawn(data);
+    char conninfo[256];
+    snprintf(conninfo, sizeof conninfo, "host=127.0.0.1 port=%d user=postgres dbname=postgres",
+             it.pg_port);
+    PGconn *c = PQconnectdb(conninfo);
+    ck_assert_msg(PQstatus(c) == CONNECTION_OK, "connect: %s", PQerrorMessage(c));
+    it_pg_exec(c, "CREATE DATABASE " IT_DB);
+    PQfinish(c);
+    if (!it_pg_skip_migrations)
+        it_pg_migrate();
+    if (templated) {
+        it_pg_stop();
+        it_pg_template_save(data, template);
+    }
+}
+
+void it_pg_start(void)
+{
+    it_setup();
+    if (it.pg_pid > 0)
+        return;
+    char data[PATH_MAX];
+    snprintf(data, sizeof data, "%s/pgdata", it.dir);
     if (!it.pg_initialized) {
-        char conninfo[256];
-        snprintf(conninfo, sizeof conninfo, "host=127.0.0.1 port=%d user=postgres dbname=postgres",
-                 it.pg_port);
-        PGconn *c = PQconnectdb(conninfo);
-        ck_assert_msg(PQstatus(c) == CONNECTION_OK, "connect: %s", PQerrorMessage(c));
-        it_pg_exec(c, "CREATE DATABASE " IT_DB);
-        PQfinish(c);
-        if (!it_pg_skip_migrations)
-            it_pg_migrate();
+        it_pg_init_cluster(data);
         it.pg_initialized = true;
     }
+    if (it.pg_pid <= 0) /* it_pg_init_cluster leaves a cluster it made itself running */
+        it_pg_spawn(data);
 }
 
 void it_pg_stop(void)
