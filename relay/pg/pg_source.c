@@ -382,7 +382,8 @@ static void pg_on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
     struct pg_source *src = (struct pg_source *)((char *)w - offsetof(struct pg_source, deadline));
     char why[256];
     snprintf(why, sizeof(why),
-             "%s did not finish within %d ms (OUTBOX_PG_TIMEOUT_MS; a query: its statement "
+             LOG_REASON_PG_DEADLINE_FMT
+             " (OUTBOX_PG_TIMEOUT_MS; a query: its statement "
              "deadline, at most half OUTBOX_LEADER_LEASE_MS, and half as long again)",
              src->state == PG_CONNECTING ? "connect" : "query", pg_deadline_ms(src));
     pg_lost(src, why);

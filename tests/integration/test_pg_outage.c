@@ -95,7 +95,9 @@ END_TEST
 static bool relay_gave_up_on_session(void *relay)
 {
     /* OUTBOX_PG_TIMEOUT_MS=2000: the statement deadline, and half as long again. */
-    return it_relay_log_contains(relay, "did not finish within 3000 ms");
+    char reason[128];
+    snprintf(reason, sizeof reason, LOG_REASON_PG_DEADLINE_FMT, "query", 3000);
+    return it_relay_log_contains(relay, reason);
 }
 
 /*

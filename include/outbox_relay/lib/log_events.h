@@ -14,6 +14,10 @@
 #define LOG_MSG_TABLE_WAITING      "waiting for the outbox table"
 #define LOG_MSG_TABLE_FOUND        "outbox table found"
 
+/* The "reason" of a lost PostgreSQL session whose connect or query outran its deadline:
+ * "connect" or "query", then the deadline in ms. */
+#define LOG_REASON_PG_DEADLINE_FMT "%s did not finish within %d ms"
+
 /* Leadership; LOG_REASON_NATS_LOST is the "reason" of a release for lack of NATS. */
 #define LOG_MSG_BECAME_LEADER       "became leader"
 #define LOG_MSG_LEADERSHIP_RELEASED "leadership released: standing by"
