@@ -133,9 +133,14 @@ static void it_pg_spawn(const char *data)
  * A cluster as initdb, CREATE DATABASE and the migrations leave it is the
  * same for every test of a checkout, and making it costs seconds (more on a
  * loaded machine). The first test makes it and keeps a copy, named after
- * the migrations' contents, next to the tests' temp dirs; the others copy
- * that. A lock keeps two tests from writing the same template.
+ * what made it (PostgreSQL's binaries, initdb's flags, the migrations'
+ * contents), next to the tests' temp dirs; the others copy that. A lock
+ * keeps two tests from writing the same template.
  */
+static const char *const it_initdb_flags[] = {
+    "-A",   "trust",      "-U",        "postgres",          "-E",
+    "UTF8", "--locale=C", "--no-sync", "--no-instructions", NULL};
+
 static uint64_t it_fnv(uint64_t h, const void *p, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -146,6 +151,9 @@ static uint64_t it_fnv(uint64_t h, const void *p, size_t n)
 static void it_pg_template_path(char *out, size_t len)
 {
     uint64_t h = it_fnv(14695981039346656037ULL, PG_BIN, strlen(PG_BIN));
+    for (size_t i = 0; it_initdb_flags[i] != NULL; i++)
+        h = it_fnv(h, it_initdb_flags[i], strlen(it_initdb_flags[i]) + 1);
+    h = it_fnv(h, IT_DB, sizeof IT_DB);
     h = it_fnv(h, &it_pg_skip_migrations, sizeof it_pg_skip_migrations);
     struct dirent **files;
     int n = it_pg_skip_migrations
@@ -213,19 +221,9 @@ static void it_pg_init_cluster(const char *data)
     }
     char initdb_log[PATH_MAX];
     snprintf(initdb_log, sizeof initdb_log, "%s/initdb.log", it.dir);
-    const char *argv[] = {PG_BIN "/initdb",
-                          "-D",
-                          data,
-                          "-A",
-                          "trust",
-                          "-U",
-                          "postgres",
-                          "-E",
-                          "UTF8",
-                          "--locale=C",
-                          "--no-sync",
-                          "--no-instructions",
-                          NULL};
+    const char *argv[16] = {PG_BIN "/initdb", "-D", data};
+    for (size_t i = 0; it_initdb_flags[i] != NULL; i++)
+        argv[3 + i] = it_initdb_flags[i];
     it_run_tool(argv, initdb_log, true, 120000);
     it_pg_spawn(data);
     char conninfo[256];
