@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "outbox_relay/lib/log.h"
+#include "outbox_relay/lib/log_events.h"
 #include "outbox_relay/nats/nats_conn.h"
 #include "outbox_relay/nats/js_sink_internal.h"
 #include "outbox_relay/lib/stream_spec.h"
@@ -125,7 +126,7 @@ int js_sink_ensure_on(struct js_sink *sink, jsCtx *js, char *err, size_t errlen)
         char age[32], dup[32];
         stream_spec_format_duration(spec->max_age_ns, age, sizeof(age));
         stream_spec_format_duration(spec->duplicate_window_ns, dup, sizeof(dup));
-        log_info("created stream", "{s:s, s:s, s:i, s:s, s:s, s:s}", "stream", cfg->stream,
+        log_info(LOG_MSG_STREAM_CREATED, "{s:s, s:s, s:i, s:s, s:s, s:s}", "stream", cfg->stream,
                  "subjects", cfg->stream_subjects, "replicas", spec->replicas, "storage",
                  spec->memory ? "memory" : "file", "max_age", age, "duplicate_window", dup);
     }

@@ -5,6 +5,7 @@
 
 #include "outbox_relay/lib/backoff.h"
 #include "outbox_relay/lib/log.h"
+#include "outbox_relay/lib/log_events.h"
 #include "outbox_relay/lib/util.h"
 
 struct nats_link {
@@ -68,7 +69,7 @@ static void nats_link_closed(struct nats_link *l)
     js_sink_last_error(l->js, why, sizeof(why));
     int64_t delay_ms =
         backoff_delay_ms(++l->reopens, 1000, l->cfg->reconnect_max_ms, backoff_random());
-    log_error("nats connection closed; connecting anew", "{s:s, s:f}", "error",
+    log_error(LOG_MSG_NATS_REOPENING, "{s:s, s:f}", "error",
               why[0] ? why : "closed by the client library", "retry_in_s", delay_ms / 1000.0);
     ev_timer_set(&l->reopen, delay_ms / 1000.0, 0.);
     ev_timer_start(l->loop, &l->reopen);
@@ -112,7 +113,7 @@ void nats_link_event(struct nats_link *l, enum nats_event_kind kind)
         break;
     case NATS_EVENT_DISCONNECTED:
         if (l->up)
-            log_warn("nats disconnected; claiming paused", NULL);
+            log_warn(LOG_MSG_NATS_DISCONNECTED, NULL);
         l->up = false;
         if (!ev_is_active(&l->lost)) {
             ev_timer_set(&l->lost, l->cfg->nats_lost_ms / 1000.0, 0.);

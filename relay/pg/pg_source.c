@@ -8,6 +8,7 @@
 
 #include "outbox_relay/lib/backoff.h"
 #include "outbox_relay/lib/log.h"
+#include "outbox_relay/lib/log_events.h"
 #include "outbox_relay/pg/outbox_table.h"
 #include "outbox_relay/pg/pg_connect.h"
 #include "outbox_relay/lib/util.h"
@@ -250,8 +251,8 @@ static void pg_wait_for_table(struct pg_source *src, const char *state, const ch
     double every = src->cfg->poll_interval_ms < 1000 ? src->cfg->poll_interval_ms / 1000.0 : 1.0;
     if (src->table_warned_at == 0 || now - src->table_warned_at >= PG_TABLE_WARN_EVERY_S) {
         src->table_warned_at = now;
-        log_warn("waiting for the outbox table", "{s:s, s:s, s:s, s:f}", "table", src->cfg->table,
-                 "reason", src->table_missing, "error", message, "recheck_every_s", every);
+        log_warn(LOG_MSG_TABLE_WAITING, "{s:s, s:s, s:s, s:f}", "table", src->cfg->table, "reason",
+                 src->table_missing, "error", message, "recheck_every_s", every);
     }
     ev_timer_stop(src->loop, &src->recheck);
     ev_timer_set(&src->recheck, every, 0.);
@@ -265,7 +266,7 @@ static void pg_on_table_check(void *arg, PGresult *res)
         return;
     if (PQresultStatus(res) == PGRES_TUPLES_OK) {
         if (src->table_missing[0] != '\0')
-            log_info("outbox table found", "{s:s}", "table", src->cfg->table);
+            log_info(LOG_MSG_TABLE_FOUND, "{s:s}", "table", src->cfg->table);
         src->table_missing[0] = '\0';
         src->table_warned_at = 0;
         src->state = PG_SETUP;
@@ -414,7 +415,8 @@ static void pg_on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
     struct pg_source *src = (struct pg_source *)((char *)w - offsetof(struct pg_source, deadline));
     char why[256];
     snprintf(why, sizeof(why),
-             "%s did not finish within %d ms (OUTBOX_PG_TIMEOUT_MS; a query: its statement "
+             LOG_REASON_PG_DEADLINE_FMT
+             " (OUTBOX_PG_TIMEOUT_MS; a query: its statement "
              "deadline, at most half OUTBOX_LEADER_LEASE_MS, and half as long again)",
              src->state == PG_CONNECTING ? "connect" : "query", pg_deadline_ms(src));
     pg_lost(src, why);
@@ -592,8 +594,8 @@ static void pg_lost(struct pg_source *src, const char *why)
         1000.0;
     /* "lost" only for a connection we had; a connect attempt that did not get one "failed". */
     bool had = was == PG_SETUP || was == PG_WAITING_TABLE || was == PG_READY;
-    log_warn(had ? "postgresql connection lost" : "postgresql connection failed", "{s:s, s:f}",
-             "reason", reason, "retry_in_s", delay);
+    log_warn(had ? LOG_MSG_PG_CONNECTION_LOST : LOG_MSG_PG_CONNECT_FAILED, "{s:s, s:f}", "reason",
+             reason, "retry_in_s", delay);
     if (had) {
         src->lost_total++;
         if (src->ev.disconnected)

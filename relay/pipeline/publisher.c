@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "outbox_relay/lib/log.h"
+#include "outbox_relay/lib/log_events.h"
 #include "outbox_relay/nats/message.h"
 #include "outbox_relay/nats/pub_chain.h"
 #include "outbox_relay/lib/util.h"
@@ -160,10 +161,7 @@ static void publisher_on_chain_refused(struct publisher *p, struct outbox_row *r
 {
     if (pub_chain_rejected(&p->chain, &row->chain) == CHAIN_OTHER_WRITER) {
         inflight_set_pipelined(p->rows, false);
-        log_warn("another writer stores messages in OUTBOX_STREAM: publishing one row per "
-                 "ordering_key at a time from now on (OUTBOX_PIPELINE needs the relay to be the "
-                 "stream's only writer)",
-                 "{s:s}", "stream", p->cfg->stream);
+        log_warn(LOG_MSG_ANOTHER_WRITER, "{s:s}", "stream", p->cfg->stream);
     }
     row->chain.epoch = row->chain.seq = 0;
     /* Its fence belonged to the chain that broke: without it the row goes as
@@ -264,7 +262,7 @@ static void publisher_on_ack_deadline(struct ev_loop *loop, ev_timer *w, int rev
     size_t n = inflight_expire(p->rows, ev_now(loop) - p->cfg->publish_timeout_ms / 1000.0,
                                publisher_on_ack_overdue, p);
     if (n > 0)
-        log_warn("publishes timed out", "{s:i, s:i}", "rows", (int)n, "timeout_ms",
+        log_warn(LOG_MSG_PUBLISHES_TIMED_OUT, "{s:i, s:i}", "rows", (int)n, "timeout_ms",
                  p->cfg->publish_timeout_ms);
     /* nats.c blocks a publish past MaxPending, 2 x OUTBOX_MAX_INFLIGHT + 1024
      * (js_sink.c); held rows never pass OUTBOX_MAX_INFLIGHT, so orphans may
@@ -291,10 +289,8 @@ struct publisher *publisher_create(struct ev_loop *loop, const struct relay_conf
     *p = (struct publisher){.loop = loop, .cfg = cfg, .rows = rows, .js = js, .ev = events};
     pub_chain_init(&p->chain, config_pipelined(cfg));
     inflight_set_pipelined(rows, p->chain.enabled);
-    log_info(p->chain.enabled ? "pipelining: many publishes per ordering_key in flight, fenced by "
-                                "Nats-Expected-Last-Msg-Id"
-                              : "pipelining off: one publish per ordering_key at a time",
-             "{s:s, s:s}", "pipeline", cfg->pipeline, "stream", cfg->stream);
+    log_info(p->chain.enabled ? LOG_MSG_PIPELINING_ON : LOG_MSG_PIPELINING_OFF, "{s:s, s:s}",
+             "pipeline", cfg->pipeline, "stream", cfg->stream);
     /* Check deadlines ten times per timeout: a row fails at most 10% late. */
     double tick = cfg->publish_timeout_ms / 10000.0;
     tick = tick < 0.01 ? 0.01 : tick > 1.0 ? 1.0 : tick;

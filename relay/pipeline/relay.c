@@ -16,6 +16,7 @@
 #include "outbox_relay/nats/js_sink.h"
 #include "outbox_relay/pg/leader.h"
 #include "outbox_relay/lib/log.h"
+#include "outbox_relay/lib/log_events.h"
 #include "outbox_relay/pg/marks.h"
 #include "outbox_relay/pg/migrate.h"
 #include "outbox_relay/nats/nats_link.h"
@@ -145,7 +146,7 @@ static void relay_on_recorded(void *arg, const struct mark *m, bool published)
             claimer_want(r->claimer, SCAN_SWEEP);
     } else if (m->dead) {
         metrics_dead(&r->metrics, m->reason);
-        log_warn("row is dead", "{s:I, s:i, s:s}", "id", (json_int_t)row->id, "attempts",
+        log_warn(LOG_MSG_ROW_DEAD, "{s:I, s:i, s:s}", "id", (json_int_t)row->id, "attempts",
                  row->attempts + 1, "error", m->error);
         dead_letter_due(r->dead_letter);
     } else {
@@ -232,7 +233,7 @@ static void relay_on_elected(void *arg)
     dead_letter_set_leader(r->dead_letter, true);
     wakeup_set_leader(r->wakeup, true);
     stall_watch_progress(&r->stall, ev_now(r->loop));
-    log_info("became leader", "{s:s}", "table", r->cfg->table);
+    log_info(LOG_MSG_BECAME_LEADER, "{s:s}", "table", r->cfg->table);
 }
 
 /*
@@ -250,7 +251,7 @@ static void relay_on_deposed(void *arg, const char *why)
     wakeup_set_leader(r->wakeup, false);
     marks_fence(r->marks);
     size_t dropped = publisher_drop_all(r->publisher);
-    log_warn("leadership released: standing by", "{s:s, s:i}", "reason", why, "rows_dropped",
+    log_warn(LOG_MSG_LEADERSHIP_RELEASED, "{s:s, s:i}", "reason", why, "rows_dropped",
              (int)dropped);
     relay_check_drained(r);
 }
@@ -264,7 +265,7 @@ static void relay_on_nats_lost(void *arg)
     if (!leader_is(r->leader))
         return;
     marks_flush(r->marks);
-    leader_resign(r->leader, "nats unreachable for longer than OUTBOX_NATS_LOST_MS");
+    leader_resign(r->leader, LOG_REASON_NATS_LOST);
 }
 
 static void relay_on_nats_up(void *arg)
@@ -305,7 +306,7 @@ static void relay_on_nats_events(void *arg, struct nats_event *entries, size_t n
 static void relay_on_pg_connected(void *arg)
 {
     struct relay *r = arg;
-    log_info("postgresql connected", "{s:s}", "table", r->cfg->table);
+    log_info(LOG_MSG_PG_CONNECTED, "{s:s}", "table", r->cfg->table);
     migrate_check_queued(r->pg, r->cfg);
     leader_connected(r->leader);
 }

@@ -117,8 +117,9 @@ START_TEST(test_hot_key_order_survives_stream_leader_changes)
     int64_t total = wave;
     struct it_relay *relay = it_relay_start(env, NULL);
     it_pg_wait_progress(conn, 50, 30000, "before the first leader change");
-    ck_assert_msg(it_relay_log_contains(relay, pipelined ? "pipelining: many" : "pipelining off"),
-                  "the relay runs in the wrong mode");
+    ck_assert_msg(
+        it_relay_logged(relay, pipelined ? LOG_MSG_PIPELINING_ON : LOG_MSG_PIPELINING_OFF),
+        "the relay runs in the wrong mode");
     ck_assert_int_eq(it_js_stream_replicas(STREAM), 3);
     ck_assert_int_eq(it_pg_wait_published(conn, total, 30000), total);
 
@@ -186,7 +187,7 @@ START_TEST(test_hot_key_order_survives_stream_leader_changes)
                   "%lld rows were charged an attempt for %d leader changes", (long long)retried,
                   STEPDOWNS);
     if (pipelined)
-        ck_assert_msg(!it_relay_log_contains(relay, "another writer"),
+        ck_assert_msg(!it_relay_logged(relay, LOG_MSG_ANOTHER_WRITER),
                       "the relay took its own retries for another writer");
     it_relay_stop(relay);
     PQfinish(conn);

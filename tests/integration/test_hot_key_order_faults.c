@@ -51,8 +51,9 @@ START_TEST(test_hot_key_order_survives_restart_and_ack_timeouts)
     insert_wave(conn);
     struct it_relay *relay = it_relay_start(env, NULL);
     it_pg_wait_progress(conn, 300, 60000, "before the first fault");
-    ck_assert_msg(it_relay_log_contains(relay, pipelined ? "pipelining: many" : "pipelining off"),
-                  "the relay runs in the wrong mode");
+    ck_assert_msg(
+        it_relay_logged(relay, pipelined ? LOG_MSG_PIPELINING_ON : LOG_MSG_PIPELINING_OFF),
+        "the relay runs in the wrong mode");
 
     /* Fault 1: nats-server killed (no goodbye) with a backlog in flight, restarted at once. */
     insert_wave(conn);
@@ -92,7 +93,7 @@ START_TEST(test_hot_key_order_survives_restart_and_ack_timeouts)
     it_assert_keys_in_order_once(conn, STREAM);
     it_assert_each_row_once(conn, STREAM, total);
     if (pipelined)
-        ck_assert_msg(!it_relay_log_contains(relay, "another writer"),
+        ck_assert_msg(!it_relay_logged(relay, LOG_MSG_ANOTHER_WRITER),
                       "the relay took its own retries for another writer");
     it_relay_stop(relay);
     PQfinish(conn);

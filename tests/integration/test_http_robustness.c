@@ -456,8 +456,11 @@ START_TEST(test_listener_survives_abuse_while_relaying)
                   "%d of %d slow connections closed in %lld..%lld ms", loris.closed_in_time, LORIS,
                   (long long)loris.min_ms, (long long)loris.max_ms);
     ck_assert_int_eq(loris.healthz_status, 200);
-    ck_assert_msg(loris.healthz_ms < 1000, "healthz took %lld ms behind %d slow connections",
-                  (long long)loris.healthz_ms, LORIS);
+    /* A server that served the lorises first would answer at their deadline (SERVER_TIMEOUT);
+     * load stretches an answer by far less than half of it. */
+    ck_assert_msg(loris.healthz_ms < SERVER_TIMEOUT / 2,
+                  "healthz took %lld ms behind %d slow connections", (long long)loris.healthz_ms,
+                  LORIS);
 
     /* A flood past the cap: the surplus is closed at once, never held or half-answered. */
     int fds[FLOOD];

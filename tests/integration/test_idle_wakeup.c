@@ -65,7 +65,7 @@ static struct it_relay *start_leader(const char *poll_ms, PGconn **conn)
     snprintf(poll, sizeof poll, "OUTBOX_POLL_INTERVAL_MS=%s", poll_ms);
     const char *env[] = {poll, NULL};
     struct it_relay *relay = it_relay_start(env, NULL);
-    ck_assert(it_relay_wait_log(relay, "became leader", 1, 20000));
+    ck_assert(it_relay_wait_logged(relay, LOG_MSG_BECAME_LEADER, 1, 20000));
     return relay;
 }
 

@@ -131,7 +131,7 @@ START_TEST(test_one_leader_and_takeover_after_sigkill)
     /* In the logs too: one leader at a time, the first and then its successor. */
     int led = 0;
     for (int i = 0; i < RELAYS; i++)
-        led += it_relay_log_contains(f.relay[i], "became leader");
+        led += it_relay_logged(f.relay[i], LOG_MSG_BECAME_LEADER);
     ck_assert_int_eq(led, 2);
     for (int i = 0; i < RELAYS; i++)
         if (!f.killed[i])

@@ -12,12 +12,13 @@
 #define PASSWORD "NATSPASS-NB-71c0"
 #define WRONG    "NATSPASS-NB-WRONG-2d9e"
 /*
- * A loop turn that takes this long is a blocked loop, not a slow one: a loop
- * that waits on the network waits a connect or request timeout (a second or
- * more), while a sanitized build sharing two cores with three other suites
- * was seen answering in up to 129 ms.
+ * A loop turn that takes this long is a blocked loop, not a slow one. A loop
+ * that waits on NATS waits the whole block: nats.c's connect timeout (5 s)
+ * for a server that never says hello, the freeze itself (MEASURE_MS) for a
+ * publish into a full socket. A loaded machine stretches an answer by tens
+ * or a few hundred ms, never by seconds: the bound sits between the two.
  */
-#define FAST_MS 500
+#define FAST_MS 2000
 /* Long enough to span a reconnect attempt (the relay retries within about a second). */
 #define MEASURE_MS 4000
 
@@ -71,13 +72,13 @@ START_TEST(test_probes_fast_while_reopening_against_frozen_server)
                          "OUTBOX_RECONNECT_MAX_MS=1000",
                          NULL};
     struct it_relay *relay = it_relay_start_http(env, NULL);
-    ck_assert_msg(it_relay_wait_log(relay, "\"nats connection closed; connecting anew\"", 1, 15000),
+    ck_assert_msg(it_relay_wait_logged(relay, LOG_MSG_NATS_REOPENING, 1, 15000),
                   "nats.c never gave the refused connection up");
     it_nats_pause();
     probes_stay_fast(relay, "frozen server at a reopen");
     it_nats_resume();
     /* The relay went on trying: each new connection is refused again and said so. */
-    ck_assert_msg(it_relay_wait_log(relay, "\"nats connection closed; connecting anew\"", 3, 30000),
+    ck_assert_msg(it_relay_wait_logged(relay, LOG_MSG_NATS_REOPENING, 3, 30000),
                   "the relay stopped opening new connections");
     ck_assert_int_eq(it_http_status(relay->http_port, "/readyz"), 503);
     it_relay_stop(relay);
@@ -92,7 +93,7 @@ START_TEST(test_probes_fast_while_server_refuses)
     struct it_relay *relay = it_relay_start_http(env, NULL);
     ck_assert_msg(it_wait_until(nats_ready, relay, 15000), "the relay never connected");
     it_nats_kill();
-    ck_assert_msg(it_relay_wait_log(relay, "nats disconnected", 1, 15000),
+    ck_assert_msg(it_relay_wait_logged(relay, LOG_MSG_NATS_DISCONNECTED, 1, 15000),
                   "the relay did not notice the server's death");
     probes_stay_fast(relay, "server killed");
     it_nats_start();

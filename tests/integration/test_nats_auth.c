@@ -137,7 +137,7 @@ static void relays_rows(struct relay_http *rh, const char *tag, int rows)
 static void refused_clearly(struct relay_http *rh, const char *why)
 {
     if (!it_relay_wait_log(rh->relay, why, 4, 15000) ||
-        !it_relay_wait_log(rh->relay, "\"nats connection closed; connecting anew\"", 2, 15000)) {
+        !it_relay_wait_logged(rh->relay, LOG_MSG_NATS_REOPENING, 2, 15000)) {
         it_relay_dump_log(rh->relay);
         ck_abort_msg("the relay did not say \"%s\" at each of two attempts", why);
     }

@@ -63,7 +63,7 @@ START_TEST(test_nats_killed_mid_drain_each_row_once)
     /* Rows in flight at the kill: their acks never came, they timed out and went again. */
     fprintf(stderr, "nats outage: %lld rows needed more than one attempt\n",
             (long long)it_pg_int(conn, "SELECT count(*) FROM outbox WHERE attempts > 1"));
-    ck_assert_msg(it_relay_log_contains(relay, "nats disconnected"),
+    ck_assert_msg(it_relay_logged(relay, LOG_MSG_NATS_DISCONNECTED),
                   "the relay never noticed the outage");
     ck_assert_int_eq(it_relay_exit_code(relay), -1000);
 

@@ -64,7 +64,8 @@ START_TEST(test_stream_recreated_after_delete_while_connected)
     ck_assert_msg(it_wait_until(stream_exists, STREAM, 1000), "the stream is still missing");
     /* The new stream holds exactly the rows published after the deletion. */
     ck_assert_int_eq(it_js_stream_msgs(STREAM), 10);
-    ck_assert_msg(it_relay_log_contains(relay, "created stream"), "no \"created stream\" line");
+    ck_assert_msg(it_relay_logged(relay, LOG_MSG_STREAM_CREATED),
+                  "no \"" LOG_MSG_STREAM_CREATED "\" line");
     it_relay_stop(relay);
     PQfinish(conn);
 }

@@ -71,7 +71,7 @@ START_TEST(test_pg_restart_mid_drain)
     fprintf(stderr, "pg outage: restarted with %lld of %d rows marked\n", (long long)after, ROWS);
     ck_assert_msg(after < ROWS, "the drain finished before the restart");
     finish_and_audit(conn, relay, "after a restart");
-    ck_assert(it_relay_log_contains(relay, "postgresql connection lost"));
+    ck_assert(it_relay_logged(relay, LOG_MSG_PG_CONNECTION_LOST));
     PQfinish(conn);
 }
 END_TEST
@@ -87,7 +87,7 @@ START_TEST(test_backend_terminated_mid_drain)
     ck_assert_int_eq(terminated, 1);
     ck_assert_msg(it_pg_published(conn) < ROWS, "the drain finished before the termination");
     finish_and_audit(conn, relay, "after pg_terminate_backend");
-    ck_assert(it_relay_log_contains(relay, "postgresql connection lost"));
+    ck_assert(it_relay_logged(relay, LOG_MSG_PG_CONNECTION_LOST));
     PQfinish(conn);
 }
 END_TEST
@@ -95,7 +95,9 @@ END_TEST
 static bool relay_gave_up_on_session(void *relay)
 {
     /* OUTBOX_PG_TIMEOUT_MS=2000: the statement deadline, and half as long again. */
-    return it_relay_log_contains(relay, "did not finish within 3000 ms");
+    char reason[128];
+    snprintf(reason, sizeof reason, LOG_REASON_PG_DEADLINE_FMT, "query", 3000);
+    return it_relay_log_contains(relay, reason);
 }
 
 /*

@@ -8,7 +8,7 @@
 #include "run_suite.h"
 
 #define STREAM  "IT_TABLE_WAIT"
-#define WAITING "\"msg\":\"waiting for the outbox table\""
+#define WAITING "\"msg\":\"" LOG_MSG_TABLE_WAITING "\""
 
 /* The database exists, the migrations (sql/) have not run: the application's job, later. */
 static void setup_unmigrated(void)
@@ -84,11 +84,11 @@ START_TEST(test_relay_waits_for_its_table)
     ck_assert_int_eq(it_pg_wait_published(conn, 1, 15000), 1);
     it_assert_each_row_once(conn, STREAM, 1);
     ck_assert_int_eq(it_http_status(relay->http_port, "/readyz"), 200);
-    ck_assert(it_relay_log_contains(relay, "\"msg\":\"outbox table found\""));
+    ck_assert(it_relay_logged(relay, LOG_MSG_TABLE_FOUND));
 
     /* A clean stop is no lost connection. */
     it_relay_stop(relay);
-    ck_assert_msg(!it_relay_log_contains(relay, "postgresql connection lost"),
+    ck_assert_msg(!it_relay_logged(relay, LOG_MSG_PG_CONNECTION_LOST),
                   "a clean stop logged a lost connection");
     PQfinish(conn);
 }
@@ -100,7 +100,7 @@ START_TEST(test_stop_while_waiting)
     struct it_relay *relay = it_relay_start(NULL, NULL);
     ck_assert_msg(it_relay_wait_log(relay, WAITING, 1, 15000), "no warning about the table");
     it_relay_stop(relay);
-    ck_assert(!it_relay_log_contains(relay, "postgresql connection lost"));
+    ck_assert(!it_relay_logged(relay, LOG_MSG_PG_CONNECTION_LOST));
 }
 END_TEST
 

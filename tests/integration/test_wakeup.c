@@ -126,7 +126,7 @@ START_TEST(test_bursts_from_many_producers_never_wait_for_the_poll)
     PGconn *conn = it_pg_connect();
     const char *env[] = {"OUTBOX_POLL_INTERVAL_MS=600000", NULL};
     struct it_relay *relay = it_relay_start(env, NULL);
-    ck_assert(it_relay_wait_log(relay, "became leader", 1, 20000));
+    ck_assert(it_relay_wait_logged(relay, LOG_MSG_BECAME_LEADER, 1, 20000));
 
     struct producer ps[PRODUCERS];
     int64_t until = it_now_ms() + RUN_MS;
