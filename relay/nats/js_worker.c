@@ -116,7 +116,7 @@ static void js_worker_read(struct js_sink *sink)
     if (sink->js == NULL || natsConnection_Status(sink->nc) != NATS_CONN_STATUS_CONNECTED)
         snprintf(r.error, sizeof(r.error), "stream read: not connected");
     else
-        stream_read_tail(sink->js, sink->cfg->stream, after, max_msgs, max_bytes,
+        stream_read_tail(sink->nc, sink->js, sink->cfg->stream, after, max_msgs, max_bytes,
                          sink->cfg->publish_timeout_ms, &r);
     pthread_mutex_lock(&sink->read_mu);
     stream_read_free(&sink->read_answer);

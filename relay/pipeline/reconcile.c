@@ -164,6 +164,9 @@ static void reconcile_on_marked_max(void *arg, PGresult *res)
         return;
     }
     rc->marked_max = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+    log_debug("reconciliation: unfinished rows read", "{s:i, s:I, s:f}", "rows", (int)rc->nrows,
+              "marked_max", (json_int_t)rc->marked_max, "ms",
+              (ev_now(rc->loop) - rc->started) * 1000.0);
     reconcile_ask_read(rc);
 }
 
@@ -293,6 +296,8 @@ void reconcile_on_stream_read(struct reconcile *rc)
     }
     rc->last_seq = r.last_seq;
     rc->unchecked = r.unchecked;
+    log_debug("reconciliation: stream read", "{s:i, s:I, s:f}", "messages", (int)r.n, "bytes",
+              (json_int_t)r.bytes, "ms", (ev_now(rc->loop) - rc->started) * 1000.0);
     if (r.unchecked > 0) {
         rc->unchecked_total += r.unchecked;
         log_warn("reconciliation could not check every message after the highest marked "

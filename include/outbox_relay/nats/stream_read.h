@@ -34,11 +34,13 @@ struct stream_read {
 /*
  * Reads the messages of `stream` after sequence `after`, at most max_msgs
  * and max_bytes of them: the newest, when there are more (those before are
- * counted as unchecked). Each request waits up to wait_ms. Fills *out
+ * counted as unchecked). js answers the stream's state; the messages are
+ * asked of the stream API on nc, many requests in flight at once. Each
+ * answer is waited for up to wait_ms. Fills *out
  * (release with stream_read_free); false with out->error on failure.
  */
-bool stream_read_tail(jsCtx *js, const char *stream, uint64_t after, size_t max_msgs,
-                      int64_t max_bytes, int64_t wait_ms, struct stream_read *out);
+bool stream_read_tail(natsConnection *nc, jsCtx *js, const char *stream, uint64_t after,
+                      size_t max_msgs, int64_t max_bytes, int64_t wait_ms, struct stream_read *out);
 void stream_read_free(struct stream_read *r);
 
 #endif
