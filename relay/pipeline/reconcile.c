@@ -24,7 +24,6 @@ enum reconcile_state {
     RECONCILE_IDLE,    /* not leading */
     RECONCILE_LISTING, /* reading the unfinished rows and the highest marked sequence */
     RECONCILE_READING, /* js_sink's worker reads the stream */
-    RECONCILE_MARKING, /* the rows found are being marked */
     RECONCILE_DONE,    /* the term may publish */
 };
 
@@ -194,19 +193,17 @@ static void reconcile_list(struct reconcile *rc)
         reconcile_retry_later(rc);
 }
 
+/* The mark's result: the term already publishes (its claims queued behind the mark). */
 static void reconcile_on_marked(void *arg, PGresult *res)
 {
     struct reconcile *rc = arg;
-    if (rc->state != RECONCILE_MARKING || res == NULL)
-        return; /* the term ended: the next one starts over */
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        log_error("reconciliation: marking the rows found in the stream failed", "{s:s}", "error",
-                  PQresultErrorMessage(res));
-        /* As for any mark: the term ends with the session, the next one starts over. */
-        pg_source_reset(rc->pg, "reconciliation mark failed");
-        return;
-    }
-    reconcile_finish(rc);
+    if (res == NULL || PQresultStatus(res) == PGRES_COMMAND_OK)
+        return; /* done, or the session (and the term) ended: the next term starts over */
+    log_error("reconciliation: marking the rows found in the stream failed", "{s:s}", "error",
+              PQresultErrorMessage(res));
+    /* As for any mark: the term ends with the session, and with it the claims queued behind
+     * the mark; the next term starts over. */
+    pg_source_reset(rc->pg, "reconciliation mark failed");
 }
 
 static const struct pending_row *reconcile_find(const struct reconcile *rc, const char *event_id)
@@ -267,8 +264,14 @@ static void reconcile_mark(struct reconcile *rc, const struct stream_read *r)
         reconcile_retry_later(rc);
         return;
     }
-    rc->state = RECONCILE_MARKING;
-    pg_source_query(rc->pg, rc->sql->reconcile_mark, 2, params, false, reconcile_on_marked, rc);
+    /* Statements run in order on the one session: every claim of this term is queued behind
+     * the mark and sees its rows published, so the term may claim now. */
+    if (!pg_source_query(rc->pg, rc->sql->reconcile_mark, 2, params, false, reconcile_on_marked,
+                         rc)) {
+        reconcile_retry_later(rc); /* not connected: the term is ending */
+        return;
+    }
+    reconcile_finish(rc);
 }
 
 void reconcile_on_stream_read(struct reconcile *rc)

@@ -213,6 +213,56 @@ START_TEST(test_killed_during_reconciliation)
 }
 END_TEST
 
+/* The new leader's read of the unfinished rows waits on the test's table lock. */
+static bool listing_waits_on_lock(void *arg)
+{
+    struct stuck *s = arg;
+    return it_pg_int(s->conn,
+                     "SELECT count(*) FROM pg_stat_activity"
+                     " WHERE application_name = 'outbox-relay' AND wait_event_type = 'Lock'"
+                     "   AND query LIKE 'SELECT id, event_id%%'") == 1;
+}
+
+static bool read_failed(void *arg)
+{
+    return it_relay_log_contains(arg, "reading the stream failed");
+}
+
+/* NATS stops answering while the new leader reconciles: it publishes nothing until it has read
+ * the stream, and then every row once. */
+START_TEST(test_nats_lost_during_reconciliation)
+{
+    const int rows = 6000;
+    const char *env[] = {"OUTBOX_STREAM=" STREAM, "OUTBOX_STREAM_SUBJECTS=it.rec.>",
+                         "OUTBOX_STREAM_DUPLICATE_WINDOW=2s", "OUTBOX_PUBLISH_TIMEOUT_MS=500",
+                         NULL};
+    PGconn *conn = it_pg_connect();
+    insert_rows(conn, rows);
+    struct it_relay *relay = it_relay_start(env, NULL);
+    ck_assert(kill_mid_drain(relay, conn, rows / 4) > 0);
+    wait_window_passed();
+    uint64_t before = it_js_stream_msgs(STREAM);
+
+    /* Held at its first step, then NATS frozen before it reads the stream. */
+    PGconn *blocker = it_pg_connect();
+    it_pg_exec(blocker, "BEGIN; LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE");
+    relay = it_relay_start(env, NULL);
+    struct stuck s = {.conn = conn};
+    ck_assert_msg(it_wait_until(listing_waits_on_lock, &s, 30000),
+                  "the new leader never read the unfinished rows");
+    it_nats_pause();
+    it_pg_exec(blocker, "COMMIT");
+    PQfinish(blocker);
+    bool failed = it_wait_until(read_failed, relay, 10000);
+    it_nats_resume();
+    ck_assert_msg(failed, "the stream read did not fail with NATS frozen");
+    ck_assert_int_eq(it_js_stream_msgs(STREAM), before);
+    drain_and_audit(conn, relay, rows);
+    it_relay_stop(relay);
+    PQfinish(conn);
+}
+END_TEST
+
 struct leader {
     char name[128];
     const char *old;
@@ -331,6 +381,7 @@ int main(void)
     tcase_add_test(tc, test_killed_three_times_past_the_window);
     tcase_add_test(tc, test_killed_during_reconciliation);
     tcase_add_test(tc, test_other_writer_republishes_counted);
+    tcase_add_test(tc, test_nats_lost_during_reconciliation);
     TCase *cluster = it_tcase(suite, "reconcile_cluster", it_start_servers_cluster, 240);
     tcase_add_test(cluster, test_stream_leader_change_during_reconciliation);
     return run_suite(suite);

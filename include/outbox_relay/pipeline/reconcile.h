@@ -14,7 +14,9 @@
  *      stored and did not mark;
  *   3. the rows whose event_id one of them carries, marked published with
  *      its sequence (the first, if several), if still unfinished.
- * Then the term may publish. A read that fails (NATS lost, a stream leader
+ * Then the term may publish: its claims run on the same session after the
+ * mark, so they see those rows published (a failed mark ends the session,
+ * the term, and the claims queued behind it). A read that fails (NATS lost, a stream leader
  * election) is asked again; a term that ends meanwhile leaves the work to
  * the next, which starts over: marking is idempotent and nothing was
  * published. Messages of the range the relay could not read (gone: purged,
