@@ -314,7 +314,8 @@ static void step_down(void)
 /* An R3 stream whose leader steps down as the new relay reconciles: once per row, in order. */
 START_TEST(test_stream_leader_change_during_reconciliation)
 {
-    const int rows = 8000;
+    const int wave = 5000;
+    int64_t rows = 0;
     const char *env[] = {"OUTBOX_STREAM=" STREAM,
                          "OUTBOX_STREAM_SUBJECTS=it.rec.>",
                          "OUTBOX_STREAM_DUPLICATE_WINDOW=2s",
@@ -325,10 +326,14 @@ START_TEST(test_stream_leader_change_during_reconciliation)
                          "OUTBOX_MAX_ATTEMPTS=1000",
                          NULL};
     PGconn *conn = it_pg_connect();
-    insert_rows(conn, rows);
-    struct it_relay *relay = it_relay_start(env, NULL);
+    struct it_relay *relay = NULL;
     for (int k = 1; k <= 2; k++) {
-        ck_assert(kill_mid_drain(&relay, env, conn, (int64_t)rows * k / 4) > 0);
+        /* A wave per round, so that a drain is under way at each kill however fast the last. */
+        insert_rows(conn, wave);
+        rows += wave;
+        if (relay == NULL)
+            relay = it_relay_start(env, NULL);
+        ck_assert(kill_mid_drain(&relay, env, conn, it_pg_published(conn) + wave / 5) > 0);
         wait_window_passed();
         relay = it_relay_start(env, NULL);
         step_down();
