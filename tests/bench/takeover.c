@@ -26,9 +26,8 @@ static const char *const leader_env[] = {
     /* One claim takes every row in flight, so all 4,000 are published before the first mark. */
     "OUTBOX_BATCH_SIZE=4000", "OUTBOX_MAX_INFLIGHT=4000", "OUTBOX_LEADER_RETRY_MS=100", NULL};
 static const char *const standby_env[] = {
-    "OUTBOX_STREAM=" STREAM,    "OUTBOX_STREAM_SUBJECTS=bench.to.>",
-    "OUTBOX_MAX_INFLIGHT=4000", "OUTBOX_LEADER_RETRY_MS=100",
-    "OUTBOX_LOG_LEVEL=debug",   NULL};
+    "OUTBOX_STREAM=" STREAM, "OUTBOX_STREAM_SUBJECTS=bench.to.>", "OUTBOX_MAX_INFLIGHT=4000",
+    "OUTBOX_LEADER_RETRY_MS=100", NULL};
 
 struct stuck {
     PGconn *conn;
