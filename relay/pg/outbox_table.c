@@ -221,7 +221,9 @@ bool outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg,
      * published_at index, backwards, at most $1 rows): never above the true
      * highest, so the stream range read from it holds every message an
      * earlier term stored but did not mark. The rows found in the stream,
-     * marked by id, only while still unfinished.
+     * marked by id, only while still unfinished: a test the planner cannot
+     * match to a partial index, so the join goes through the primary key
+     * (as the marks do, for the same reason), whatever the statistics.
      */
     sql_text(&sql->reconcile_unfinished,
              "SELECT id, event_id FROM %s WHERE status IN ('pending', 'failed') ORDER BY id "
@@ -235,7 +237,8 @@ bool outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg,
              "UPDATE %s AS o SET status = 'published', published_at = clock_timestamp(), "
              "stream_seq = v.seq, attempts = o.attempts + 1, next_attempt_at = NULL "
              "FROM unnest($1::bigint[], $2::bigint[]) AS v(id, seq) "
-             "WHERE o.id = v.id AND o.status IN ('pending', 'failed')",
+             "WHERE o.id = v.id "
+             "AND CASE WHEN o.status IN ('pending', 'failed') THEN true ELSE false END",
              t);
     bool built = due && sql->claim && sql->mark_published && sql->mark_failed && sql->sample &&
                  sql->reconcile_unfinished && sql->reconcile_marked_max && sql->reconcile_mark;
