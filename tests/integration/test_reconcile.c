@@ -316,24 +316,32 @@ START_TEST(test_stream_leader_change_during_reconciliation)
 {
     const int wave = 5000;
     int64_t rows = 0;
-    const char *env[] = {"OUTBOX_STREAM=" STREAM,
-                         "OUTBOX_STREAM_SUBJECTS=it.rec.>",
-                         "OUTBOX_STREAM_DUPLICATE_WINDOW=2s",
-                         "OUTBOX_STREAM_REPLICAS=3",
-                         "OUTBOX_PUBLISH_TIMEOUT_MS=1000",
-                         "OUTBOX_RETRY_BASE_MS=50",
-                         "OUTBOX_RETRY_MAX_MS=500",
-                         "OUTBOX_MAX_ATTEMPTS=1000",
-                         NULL};
+    const char *env[] = {"OUTBOX_STREAM=" STREAM, "OUTBOX_STREAM_SUBJECTS=it.rec.>",
+                         "OUTBOX_STREAM_DUPLICATE_WINDOW=2s", "OUTBOX_STREAM_REPLICAS=3",
+                         "OUTBOX_PUBLISH_TIMEOUT_MS=1000", "OUTBOX_RETRY_BASE_MS=50",
+                         "OUTBOX_RETRY_MAX_MS=500", "OUTBOX_MAX_ATTEMPTS=1000",
+                         /* Smaller claims: a wave drains over seconds, not between two looks. */
+                         "OUTBOX_BATCH_SIZE=100", "OUTBOX_MAX_INFLIGHT=500", NULL};
     PGconn *conn = it_pg_connect();
     struct it_relay *relay = NULL;
     for (int k = 1; k <= 2; k++) {
         /* A wave per round, so that a drain is under way at each kill however fast the last. */
+        /* The previous round's rows all published: the new leader reconciled and drained. */
+        ck_assert_int_eq(it_pg_wait_published(conn, rows, 60000), rows);
         insert_rows(conn, wave);
         rows += wave;
+        /* A row of the wave locked: the mark that records it waits, with every mark and claim
+         * behind it, so the stream holds acked rows without their marks at the kill. */
+        PGconn *blocker = it_pg_connect();
+        it_pg_exec(blocker,
+                   "BEGIN; SELECT id FROM outbox WHERE id = (SELECT max(id) - %d"
+                   " FROM outbox) FOR UPDATE",
+                   wave - 100);
         if (relay == NULL)
             relay = it_relay_start(env, NULL);
-        ck_assert(kill_mid_drain(&relay, env, conn, it_pg_published(conn) + wave / 5) > 0);
+        ck_assert(kill_mid_drain(&relay, env, conn, it_pg_published(conn)) > 0);
+        it_pg_exec(blocker, "ROLLBACK");
+        PQfinish(blocker);
         wait_window_passed();
         relay = it_relay_start(env, NULL);
         step_down();
