@@ -198,6 +198,9 @@ char *metrics_render(const struct metrics *m, const char *version, size_t *len)
             "Dead letters not published or not recorded (retried with backoff).");
     counter(&b, "duplicate_acks_total", m->duplicate_acks_total,
             "PubAcks that said duplicate: the message was already in the stream.");
+    counter(&b, "republished_total", m->republished_total,
+            "Rows published again that an earlier term may have published: duplicate PubAcks, and "
+            "messages a new leader's reconciliation could not check (at-least-once).");
     counter(&b, "claimed_total", m->claimed_total, "Rows claimed from the outbox table.");
     counter(&b, "pg_reconnects_total", m->pg_reconnects_total,
             "Reconnections to PostgreSQL after a lost session.");

@@ -193,6 +193,7 @@ struct js_sink *js_sink_create(const struct relay_config *cfg, struct nats_bridg
     pthread_mutex_init(&sink->bridge_mu, NULL);
     pthread_mutex_init(&sink->work_mu, NULL);
     pthread_mutex_init(&sink->stream_mu, NULL);
+    pthread_mutex_init(&sink->read_mu, NULL);
     atomic_init(&sink->stream_state,
                 cfg->stream[0] ? (int)JS_STREAM_CHECKING : (int)JS_STREAM_UNMANAGED);
     if (stream_spec_from_config(cfg, &sink->spec, err, errlen) < 0 ||
@@ -249,6 +250,8 @@ void js_sink_destroy(struct js_sink *sink)
     pthread_mutex_destroy(&sink->bridge_mu);
     pthread_mutex_destroy(&sink->work_mu);
     pthread_mutex_destroy(&sink->stream_mu);
+    stream_read_free(&sink->read_answer);
+    pthread_mutex_destroy(&sink->read_mu);
     free(sink);
 }
 

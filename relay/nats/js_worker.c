@@ -103,6 +103,29 @@ static void js_worker_flush(struct js_sink *sink)
         (void)natsConnection_FlushTimeout(sink->nc, 1);
 }
 
+/* Worker: the stream's tail, answered to the loop (NATS_EVENT_STREAM_READ). */
+static void js_worker_read(struct js_sink *sink)
+{
+    pthread_mutex_lock(&sink->work_mu);
+    struct stream_read r = {.tag = sink->read_ask.tag};
+    uint64_t after = sink->read_ask.after;
+    size_t max_msgs = sink->read_ask.max_msgs;
+    int64_t max_bytes = sink->read_ask.max_bytes;
+    pthread_mutex_unlock(&sink->work_mu);
+    /* Only this thread replaces js: no lock needed to use it here. */
+    if (sink->js == NULL || natsConnection_Status(sink->nc) != NATS_CONN_STATUS_CONNECTED)
+        snprintf(r.error, sizeof(r.error), "stream read: not connected");
+    else
+        stream_read_tail(sink->nc, sink->js, sink->cfg->stream, after, max_msgs, max_bytes,
+                         sink->cfg->publish_timeout_ms, &r);
+    pthread_mutex_lock(&sink->read_mu);
+    stream_read_free(&sink->read_answer);
+    sink->read_answer = r;
+    sink->read_answered = true;
+    pthread_mutex_unlock(&sink->read_mu);
+    js_sink_push_event(sink, NATS_EVENT_STREAM_READ);
+}
+
 static void *js_worker_main(void *arg)
 {
     struct js_sink *sink = arg;
@@ -121,6 +144,8 @@ static void *js_worker_main(void *arg)
             js_worker_reopen(sink);
         if (work & JS_WORK_ENSURE)
             js_worker_ensure(sink);
+        if (work & JS_WORK_READ)
+            js_worker_read(sink);
         pthread_mutex_lock(&sink->work_mu);
     }
     pthread_mutex_unlock(&sink->work_mu);
@@ -162,4 +187,31 @@ void js_sink_stop_worker(struct js_sink *sink)
     pthread_mutex_unlock(&sink->work_mu);
     pthread_join(sink->worker, NULL);
     pthread_cond_destroy(&sink->work_cv);
+}
+
+void js_sink_read_stream(struct js_sink *sink, uint64_t tag, uint64_t after, size_t max_msgs,
+                         int64_t max_bytes)
+{
+    if (!sink->worker_running)
+        return;
+    pthread_mutex_lock(&sink->work_mu);
+    sink->read_ask.tag = tag;
+    sink->read_ask.after = after;
+    sink->read_ask.max_msgs = max_msgs;
+    sink->read_ask.max_bytes = max_bytes;
+    pthread_mutex_unlock(&sink->work_mu);
+    js_sink_ask_worker(sink, JS_WORK_READ);
+}
+
+bool js_sink_stream_read_take(struct js_sink *sink, struct stream_read *out)
+{
+    pthread_mutex_lock(&sink->read_mu);
+    bool answered = sink->read_answered;
+    if (answered) {
+        *out = sink->read_answer;
+        memset(&sink->read_answer, 0, sizeof(sink->read_answer));
+        sink->read_answered = false;
+    }
+    pthread_mutex_unlock(&sink->read_mu);
+    return answered;
 }

@@ -125,6 +125,7 @@ void nats_link_event(struct nats_link *l, enum nats_event_kind kind)
         nats_link_closed(l);
         break;
     case NATS_EVENT_PUBACK:
+    case NATS_EVENT_STREAM_READ:
         break;
     }
 }

@@ -220,7 +220,35 @@ bool outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg,
              "SELECT count(*) AS n, max(id) AS last FROM (SELECT id FROM %s "
              "WHERE status IN ('pending', 'failed') ORDER BY id LIMIT %d) AS b) AS u",
              OUTBOX_SAMPLE_EXACT, t, t, due, t, t, t, OUTBOX_SAMPLE_EXACT);
-    bool built = due && sql->claim && sql->mark_published && sql->mark_failed && sql->sample;
+    /*
+     * A new term's reconciliation (reconcile.h). The unfinished rows an
+     * earlier term may have published, lowest ids first: claims walk them in
+     * id order, so its rows in flight are among the first of them. The
+     * highest stream sequence marked, read where the latest marks are (the
+     * published_at index, backwards, at most $1 rows): never above the true
+     * highest, so the stream range read from it holds every message an
+     * earlier term stored but did not mark. The rows found in the stream,
+     * marked by id, only while still unfinished: a test the planner cannot
+     * match to a partial index, so the join goes through the primary key
+     * (as the marks do, for the same reason), whatever the statistics.
+     */
+    sql_text(&sql->reconcile_unfinished,
+             "SELECT id, event_id FROM %s WHERE status IN ('pending', 'failed') ORDER BY id "
+             "LIMIT $1::int",
+             t);
+    sql_text(&sql->reconcile_marked_max,
+             "SELECT coalesce(max(s.stream_seq), 0) FROM (SELECT stream_seq FROM %s "
+             "WHERE status = 'published' ORDER BY published_at DESC LIMIT $1::int) AS s",
+             t);
+    sql_text(&sql->reconcile_mark,
+             "UPDATE %s AS o SET status = 'published', published_at = clock_timestamp(), "
+             "stream_seq = v.seq, attempts = o.attempts + 1, next_attempt_at = NULL "
+             "FROM unnest($1::bigint[], $2::bigint[]) AS v(id, seq) "
+             "WHERE o.id = v.id "
+             "AND CASE WHEN o.status IN ('pending', 'failed') THEN true ELSE false END",
+             t);
+    bool built = due && sql->claim && sql->mark_published && sql->mark_failed && sql->sample &&
+                 sql->reconcile_unfinished && sql->reconcile_marked_max && sql->reconcile_mark;
     free(t);
     free(due);
     if (!built)
@@ -234,6 +262,9 @@ void outbox_sql_free(struct outbox_sql *sql)
     free(sql->mark_published);
     free(sql->mark_failed);
     free(sql->sample);
+    free(sql->reconcile_unfinished);
+    free(sql->reconcile_marked_max);
+    free(sql->reconcile_mark);
     memset(sql, 0, sizeof(*sql));
 }
 

@@ -23,6 +23,7 @@
 #include "outbox_relay/lib/publish_reason.h"
 #include "outbox_relay/pg/outbox_table.h"
 #include "outbox_relay/pipeline/publisher.h"
+#include "outbox_relay/pipeline/reconcile.h"
 #include "outbox_relay/pg/pg_source.h"
 #include "outbox_relay/pg/retention.h"
 #include "outbox_relay/pipeline/retry_timer.h"
@@ -61,6 +62,7 @@ struct relay {
     struct fail_log *fail_log;   /* failed publishes, one warn line per reason per interval */
     struct publisher *publisher; /* rows to JetStream, PubAcks, the fence */
     struct nats_link *nats;      /* NATS up or down, reopening */
+    struct reconcile *reconcile; /* a new term looks in the stream before it publishes */
 
     ev_timer shutdown; /* bound on the drain at SIGTERM */
 
@@ -178,7 +180,8 @@ static void relay_on_mark_forgotten(void *arg, struct outbox_row *row)
 static bool relay_may_claim(void *arg)
 {
     struct relay *r = arg;
-    return leader_is(r->leader) && nats_link_up(r->nats) && r->phase == RELAY_RUNNING;
+    return leader_is(r->leader) && nats_link_up(r->nats) && r->phase == RELAY_RUNNING &&
+           reconcile_done(r->reconcile);
 }
 
 static void relay_on_claimed(void *arg, struct outbox_row *row)
@@ -234,6 +237,14 @@ static void relay_on_elected(void *arg)
     wakeup_set_leader(r->wakeup, true);
     stall_watch_progress(&r->stall, ev_now(r->loop));
     log_info(LOG_MSG_BECAME_LEADER, "{s:s}", "table", r->cfg->table);
+    /* Nothing is claimed until the stream says what earlier terms left unmarked. */
+    reconcile_start(r->reconcile);
+}
+
+static void relay_on_reconciled(void *arg)
+{
+    struct relay *r = arg;
+    claimer_want(r->claimer, SCAN_SWEEP);
 }
 
 /*
@@ -246,6 +257,7 @@ static void relay_on_deposed(void *arg, const char *why)
 {
     struct relay *r = arg;
     claimer_stop(r->claimer);
+    reconcile_stop(r->reconcile);
     retention_set_leader(r->retention, false);
     dead_letter_set_leader(r->dead_letter, false);
     wakeup_set_leader(r->wakeup, false);
@@ -295,6 +307,9 @@ static void relay_on_nats_events(void *arg, struct nats_event *entries, size_t n
         case NATS_EVENT_CONNECTED:
         case NATS_EVENT_CLOSED:
             nats_link_event(r->nats, e->kind);
+            break;
+        case NATS_EVENT_STREAM_READ:
+            reconcile_on_stream_read(r->reconcile);
             break;
         }
     }
@@ -447,7 +462,11 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
     if ((r->wakeup = wakeup_create(
              loop, cfg, r->pg, (struct wakeup_events){.scan = claimer_on_poll, .arg = r->claimer},
              err, errlen)) == NULL ||
-        (r->nats = nats_link_create(loop, cfg, r->js, link_events, err, errlen)) == NULL)
+        (r->nats = nats_link_create(loop, cfg, r->js, link_events, err, errlen)) == NULL ||
+        (r->reconcile =
+             reconcile_create(loop, cfg, r->pg, r->js, &r->sql,
+                              (struct reconcile_events){.done = relay_on_reconciled, .arg = r}, err,
+                              errlen)) == NULL)
         goto fail;
     ev_prepare_init(&r->before_sleep, relay_on_before_sleep);
     ev_timer_init(&r->shutdown, relay_on_shutdown_timeout, 0., 0.);
@@ -478,6 +497,7 @@ void relay_shutdown(struct relay *r)
     r->phase = RELAY_DRAINING;
     publisher_drain(r->publisher);
     claimer_stop(r->claimer);
+    reconcile_stop(r->reconcile);
     retention_set_leader(r->retention, false);
     dead_letter_set_leader(r->dead_letter, false);
     wakeup_set_leader(r->wakeup, false);
@@ -519,6 +539,7 @@ void relay_destroy(struct relay *r)
     inflight_destroy(r->rows);
     publisher_destroy(r->publisher);
     claimer_destroy(r->claimer);
+    reconcile_destroy(r->reconcile);
     nats_link_destroy(r->nats);
     fail_log_destroy(r->fail_log);
     outbox_sql_free(&r->sql);
@@ -567,5 +588,8 @@ const struct metrics *relay_metrics(struct relay *r)
     r->metrics.dead_letter_failures_total =
         r->dead_letter != NULL ? dead_letter_failures_total(r->dead_letter) : 0;
     r->metrics.retention_failing = r->retention != NULL && retention_failing(r->retention);
+    r->metrics.republished_total =
+        r->metrics.duplicate_acks_total +
+        (r->reconcile != NULL ? reconcile_unchecked_total(r->reconcile) : 0);
     return &r->metrics;
 }

@@ -16,6 +16,7 @@ static const struct relay_family relay_families[] = {
     {"outbox_relay_failed_total", "counter"},
     {"outbox_relay_dead_total", "counter"},
     {"outbox_relay_duplicate_acks_total", "counter"},
+    {"outbox_relay_republished_total", "counter"},
     {"outbox_relay_pruned_total", "counter"},
     {"outbox_relay_retention_failures_total", "counter"},
     {"outbox_relay_retention_failing", "gauge"},

@@ -89,11 +89,19 @@ START_TEST(test_plans_do_not_depend_on_statistics)
         {"mark_published", "bigint[], bigint[], bigint[]", "'{1,2,3}', '{1,2,3}', '{1,1,1}'"},
         {"mark_failed", "bigint[], text[], bigint[], text[], int[]",
          "'{4,5}', '{failed,dead}', '{100,0}', '{x,y}', '{1,0}'"},
+        {"reconcile_unfinished", "int", "16000"},
+        {"reconcile_marked_max", "int", "8000"},
+        {"reconcile_mark", "bigint[], bigint[]", "'{6,7}', '{6,7}'"},
     };
-    const char *texts[] = {sql.claim, sql.mark_published, sql.mark_failed};
+    const char *texts[] = {sql.claim,
+                           sql.mark_published,
+                           sql.mark_failed,
+                           sql.reconcile_unfinished,
+                           sql.reconcile_marked_max,
+                           sql.reconcile_mark};
     const char *states[] = {"empty, never analyzed", "backlog, never analyzed",
                             "backlog, analyzed"};
-    enum { NSTATEMENTS = 3, NSTATES = 3 };
+    enum { NSTATEMENTS = 6, NSTATES = 3 };
     static char plans[NSTATES][NSTATEMENTS][4096];
 
     for (int s = 0; s < NSTATES; s++) {

@@ -67,9 +67,9 @@ START_TEST(test_every_family_named_and_typed)
         if (strcmp(want[k].type, "histogram") != 0 && strcmp(want[k].name + 13, "build_info") != 0)
             ck_assert_double_eq(prom_sum(&e, want[k].name), 0);
     }
-    /* 20 plain samples, 2 counters by 10 reasons, 4 statement families by 8 kinds, 17 buckets
+    /* 21 plain samples, 2 counters by 10 reasons, 4 statement families by 8 kinds, 17 buckets
      * + sum + count, build_info. */
-    ck_assert_uint_eq(e.nsamples, 20 + 2 * RELAY_REASONS +
+    ck_assert_uint_eq(e.nsamples, 21 + 2 * RELAY_REASONS +
                                       RELAY_STATEMENT_FAMILIES * RELAY_STATEMENT_KINDS +
                                       METRICS_LATENCY_BUCKETS + 1 + 2 + 1);
     /* No process_* families without process figures. */
@@ -153,6 +153,7 @@ START_TEST(test_reasons)
     metrics_dead(&m, PUBLISH_REASONS); /* out of range: other */
     m.dead_rows = 17;
     m.duplicate_acks_total = 9;
+    m.republished_total = 11;
     static struct prom_exposition e;
     render_parse(&m, "0.1.0", &e);
 
@@ -173,6 +174,7 @@ START_TEST(test_reasons)
                 1);
     ck_assert_double_eq(prom_value(&e, "outbox_relay_dead_rows"), 17);
     ck_assert_double_eq(prom_value(&e, "outbox_relay_duplicate_acks_total"), 9);
+    ck_assert_double_eq(prom_value(&e, "outbox_relay_republished_total"), 11);
 }
 END_TEST
 

@@ -53,10 +53,13 @@ struct metrics {
 
     int64_t dead_rows;             /* rows with status 'dead' in the table, sampled */
     uint64_t duplicate_acks_total; /* PubAcks with duplicate=true (already in the stream) */
-    uint64_t pruned_total;         /* published rows deleted by retention */
-    uint64_t takeovers_total;      /* silent leaders whose session this relay ended */
-    bool leader_stalled;           /* standby: the lock holder's session is silent past its lease */
-    double leader_silent_seconds;  /* standby: how long the lock holder's session has been silent */
+    /* Re-publishes of rows an earlier term may have published: duplicate PubAcks, and the
+     * messages a new term's reconciliation could not check (their rows go out again) */
+    uint64_t republished_total;
+    uint64_t pruned_total;        /* published rows deleted by retention */
+    uint64_t takeovers_total;     /* silent leaders whose session this relay ended */
+    bool leader_stalled;          /* standby: the lock holder's session is silent past its lease */
+    double leader_silent_seconds; /* standby: how long the lock holder's session has been silent */
 
     uint64_t retention_failures_total;   /* retention rounds that failed */
     bool retention_failing;              /* the last retention round failed */

@@ -24,6 +24,7 @@
 #include <nats/nats.h>
 
 #include "outbox_relay/nats/nats_bridge.h"
+#include "outbox_relay/nats/stream_read.h"
 #include "outbox_relay/lib/config.h"
 
 struct js_sink;
@@ -83,6 +84,18 @@ enum js_stream_state {
 };
 /* Any thread. why (may be NULL) gets the last error for JS_STREAM_ERROR, else "". */
 enum js_stream_state js_sink_stream_state(struct js_sink *sink, char *why, size_t len);
+
+/*
+ * Asks the worker to read OUTBOX_STREAM's messages after sequence `after`
+ * (stream_read_tail: at most max_msgs and max_bytes, the newest). Loop
+ * thread; returns at once. The answer, echoing tag, arrives as a
+ * NATS_EVENT_STREAM_READ; take it with js_sink_stream_read_take. Asked
+ * again before the worker started, only the last question is answered.
+ */
+void js_sink_read_stream(struct js_sink *sink, uint64_t tag, uint64_t after, size_t max_msgs,
+                         int64_t max_bytes);
+/* The worker's last answer into *out (the caller frees it with stream_read_free); false: none. */
+bool js_sink_stream_read_take(struct js_sink *sink, struct stream_read *out);
 
 /*
  * Publishes *msg asynchronously. On success nats.c owns the message and *msg

@@ -18,12 +18,14 @@
 #include "outbox_relay/lib/stream_spec.h"
 #include "outbox_relay/nats/js_sink.h"
 #include "outbox_relay/nats/nats_bridge.h"
+#include "outbox_relay/nats/stream_read.h"
 
 /* Jobs for the connect worker, as bits: asking twice before it runs is asking once. */
 enum js_work {
     JS_WORK_REOPEN = 1 << 0, /* a new connection in place of one nats.c closed */
     JS_WORK_ENSURE = 1 << 1, /* check the stream, create it when missing */
     JS_WORK_FLUSH = 1 << 2,  /* write what nats.c buffered now (js_sink_flush) */
+    JS_WORK_READ = 1 << 3,   /* read the stream's tail (js_sink_read_stream) */
 };
 
 #define JS_ENSURE_MIN_GAP_MS                                                                       \
@@ -60,6 +62,15 @@ struct js_sink {
     unsigned work;          /* enum js_work bits */
     bool stopping;
     int64_t last_ensure_ms; /* worker only */
+    /* The stream read asked for (under work_mu) and its answer (under read_mu). */
+    struct {
+        uint64_t tag, after;
+        size_t max_msgs;
+        int64_t max_bytes;
+    } read_ask;
+    pthread_mutex_t read_mu;
+    struct stream_read read_answer;
+    bool read_answered;
 
     _Atomic int stream_state; /* enum js_stream_state */
     pthread_mutex_t stream_mu;

@@ -36,6 +36,7 @@ enum nats_event_kind {
     NATS_EVENT_DISCONNECTED, /* the NATS connection dropped; nats.c reconnects */
     NATS_EVENT_CONNECTED,    /* (re)connected */
     NATS_EVENT_CLOSED,       /* for good: at shutdown, or nats.c gave up (credentials refused) */
+    NATS_EVENT_STREAM_READ,  /* js_sink's worker answered a stream read (js_sink_read_stream) */
 };
 
 struct nats_event {

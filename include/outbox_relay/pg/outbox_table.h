@@ -57,6 +57,12 @@ struct outbox_sql {
     /* One row: unfinished count (exact up to OUTBOX_SAMPLE_EXACT, then
      * estimated), any due row (0/1), oldest unfinished age (s), dead count. */
     char *sample;
+    /* Reconciliation (reconcile.h). $1 rows: the first unfinished rows, id and event_id. */
+    char *reconcile_unfinished;
+    /* $1 rows: the highest stream_seq among the $1 latest marked published (0: none). */
+    char *reconcile_marked_max;
+    /* $1 ids, $2 stream sequences: rows found in the stream, marked if still unfinished. */
+    char *reconcile_mark;
 };
 
 /*
