@@ -39,11 +39,15 @@ struct bench_opt opt = {
     .sparse_seconds = 20,
     .cost_producers = {8, 32},
     .ncost = 2,
+    .db_cost_seconds = 15,
+    .db_cost_drain_rows = 100000,
 };
 
 START_TEST(bench_all)
 {
     it_pg_set_durable(opt.fsync);
+    if (opt.pg_stat_statements)
+        it_pg_add_setting("shared_preload_libraries=pg_stat_statements");
     it_start_servers();
     PGconn *conn = it_pg_connect();
     it_pg_exec(conn, "SET client_min_messages = warning");
@@ -52,6 +56,16 @@ START_TEST(bench_all)
     const char *subjects[] = {"bench.>", NULL};
     it_js_add_stream(STREAM, subjects);
 
+    if (opt.pg_stat_statements)
+        it_pg_exec(conn, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
+    if (opt.db_cost_only) {
+        bench_db_cost(conn);
+        bench_conditions(conn, "loadavg_end");
+        PQfinish(conn);
+        bench_write_outputs();
+        it_teardown();
+        return;
+    }
     double j = bench_raw_js();
     double m = bench_raw_pg(conn);
     double limit = 1.0 / (1.0 / j + 1.0 / m);
@@ -71,14 +85,16 @@ START_TEST(bench_all)
         bench_retention(conn, limit);
     /* Issue 11 §2: p99 <= 5 ms at 2,000 rows/s, <= 10 ms at 10,000 rows/s. */
     bench_steady(conn, "steady", opt.steady_rate, opt.producers, opt.steady_seconds, 5.0,
-                 opt.latency_out, true);
+                 opt.latency_out, true, NULL);
     if (opt.fast_seconds > 0)
         bench_steady(conn, "steady_hi", opt.fast_rate, opt.fast_producers, opt.fast_seconds, 10.0,
-                     NULL, false);
+                     NULL, false, NULL);
     /* The commonest outbox: a row now and then, each found through a wake-up or a poll. */
     if (opt.sparse_seconds > 0)
         bench_steady(conn, "steady_sparse", opt.sparse_rate, 2, opt.sparse_seconds, 5.0, NULL,
-                     false);
+                     false, NULL);
+    if (opt.db_cost_seconds > 0)
+        bench_db_cost(conn);
     bench_notify(conn);
     bench_conditions(conn, "loadavg_end");
     PQfinish(conn);
@@ -91,39 +107,46 @@ END_TEST
 
 static void usage(FILE *out)
 {
-    fprintf(out, "Usage: outbox_bench [flags]\n"
-                 "Starts its own PostgreSQL and nats-server, measures raw limits, then the relay.\n"
-                 "  --csv PATH              results (default bench.csv)\n"
-                 "  --latency-out PATH      every steady-load latency in ms, sorted, one a line\n"
-                 "  --payload-bytes N       payload size (256; at least 32)\n"
-                 "  --raw-js-msgs N         J: async publishes (200000)\n"
-                 "  --js-window N           J: nats.c PublishAsync.MaxPending (8000)\n"
-                 "  --raw-pg-rows N         M: rows marked (200000)\n"
-                 "  --mark-batch N          M: rows per UPDATE (1000)\n"
-                 "  --drain-rows N          backlog drained by the relay (200000)\n"
-                 "  --steady-rate N         rows/s in total during the latency run (2000)\n"
-                 "  --steady-seconds N      length of the latency run (30)\n"
-                 "  --producers N           producer connections (8)\n"
-                 "  --notify-seconds N      length of each NOTIFY-cost run (10)\n"
-                 "  --notify-relay on|off   relay running during the NOTIFY-cost runs (on)\n"
-                 "  --idle-seconds N        idle CPU window (10)\n"
-                 "  --fsync on|off          PostgreSQL fsync/full_page_writes (on: the defaults)\n"
-                 "  --relay-env KEY=VALUE   extra relay setting (repeatable)\n"
-                 "  --perf-drain FILE       perf record during the drain into FILE\n"
-                 "  --perf-args ARGS        perf record options (\"-a -g -F 999\"; without -a: the "
-                 "relay only)\n"
-                 "Workload shapes (issues 10 and 11; 0 skips one):\n"
-                 "  --cold-rows N           backlog drained without ANALYZE, and after (100000)\n"
-                 "  --key-rows N            one-key vs no-key drain (20000)\n"
-                 "  --retention-rows N      old published rows pruned during a drain (100000)\n"
-                 "  --big64k-rows N         64 KiB rows: drain vs raw JetStream (2000)\n"
-                 "  --big1m-rows N          1 MB rows: drain vs raw JetStream (300)\n"
-                 "  --fast-rate N           second latency run: rows/s (10000)\n"
-                 "  --fast-producers N      ... producer connections (32)\n"
-                 "  --fast-seconds N        ... length, 0 skips it (30)\n"
-                 "  --sparse-rate N         third latency run, 2 producers: rows/s (20)\n"
-                 "  --sparse-seconds N      ... length, 0 skips it (20)\n"
-                 "  --cost-producers N,M    producer cost at these connection counts (8,32)\n");
+    fprintf(out,
+            "Usage: outbox_bench [flags]\n"
+            "Starts its own PostgreSQL and nats-server, measures raw limits, then the relay.\n"
+            "  --csv PATH              results (default bench.csv)\n"
+            "  --latency-out PATH      every steady-load latency in ms, sorted, one a line\n"
+            "  --payload-bytes N       payload size (256; at least 32)\n"
+            "  --raw-js-msgs N         J: async publishes (200000)\n"
+            "  --js-window N           J: nats.c PublishAsync.MaxPending (8000)\n"
+            "  --raw-pg-rows N         M: rows marked (200000)\n"
+            "  --mark-batch N          M: rows per UPDATE (1000)\n"
+            "  --drain-rows N          backlog drained by the relay (200000)\n"
+            "  --steady-rate N         rows/s in total during the latency run (2000)\n"
+            "  --steady-seconds N      length of the latency run (30)\n"
+            "  --producers N           producer connections (8)\n"
+            "  --notify-seconds N      length of each NOTIFY-cost run (10)\n"
+            "  --notify-relay on|off   relay running during the NOTIFY-cost runs (on)\n"
+            "  --idle-seconds N        idle CPU window (10)\n"
+            "  --fsync on|off          PostgreSQL fsync/full_page_writes (on: the defaults)\n"
+            "  --relay-env KEY=VALUE   extra relay setting (repeatable)\n"
+            "  --perf-drain FILE       perf record during the drain into FILE\n"
+            "  --perf-args ARGS        perf record options (\"-a -g -F 999\"; without -a: the "
+            "relay only)\n"
+            "Workload shapes (issues 10 and 11; 0 skips one):\n"
+            "  --cold-rows N           backlog drained without ANALYZE, and after (100000)\n"
+            "  --key-rows N            one-key vs no-key drain (20000)\n"
+            "  --retention-rows N      old published rows pruned during a drain (100000)\n"
+            "  --big64k-rows N         64 KiB rows: drain vs raw JetStream (2000)\n"
+            "  --big1m-rows N          1 MB rows: drain vs raw JetStream (300)\n"
+            "  --fast-rate N           second latency run: rows/s (10000)\n"
+            "  --fast-producers N      ... producer connections (32)\n"
+            "  --fast-seconds N        ... length, 0 skips it (30)\n"
+            "  --sparse-rate N         third latency run, 2 producers: rows/s (20)\n"
+            "  --sparse-seconds N      ... length, 0 skips it (20)\n"
+            "  --cost-producers N,M    producer cost at these connection counts (8,32)\n"
+            "What relaying costs the database (db_cost; the rates and producers of steady\n"
+            "and steady_hi, 0 --fast-seconds skips 10k):\n"
+            "  --db-cost-seconds N     each steady run, inserts alone and relayed (15; 0 skips)\n"
+            "  --db-cost-drain-rows N  the drain (100000; 0 skips)\n"
+            "  --db-cost-only          run only the db_cost section\n"
+            "  --pg-stat-statements    load pg_stat_statements; print statements per run\n");
 }
 
 static int parse_int(const char *name, const char *value, int min)
@@ -180,6 +203,10 @@ static void parse_flags(int argc, char **argv)
         {"sparse-rate", required_argument, NULL, 'Y'},
         {"sparse-seconds", required_argument, NULL, 'Z'},
         {"cost-producers", required_argument, NULL, 'X'},
+        {"db-cost-seconds", required_argument, NULL, 'D'},
+        {"db-cost-drain-rows", required_argument, NULL, 'E'},
+        {"db-cost-only", no_argument, NULL, 'O'},
+        {"pg-stat-statements", no_argument, NULL, 'U'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -292,6 +319,18 @@ static void parse_flags(int argc, char **argv)
             free(list);
             break;
         }
+        case 'D':
+            opt.db_cost_seconds = parse_int(name, optarg, 0);
+            break;
+        case 'E':
+            opt.db_cost_drain_rows = parse_int(name, optarg, 0);
+            break;
+        case 'O':
+            opt.db_cost_only = true;
+            break;
+        case 'U':
+            opt.pg_stat_statements = true;
+            break;
         case 'h':
             usage(stdout);
             exit(0);

@@ -22,7 +22,7 @@
 #define STAMP_DIGITS                                                                               \
     16 /* created_at in microseconds since the epoch, zero-padded, leads each payload */
 #define MAX_RELAY_ENV 32
-#define MAX_RESULTS   192
+#define MAX_RESULTS   256
 #define MAX_COST_RUNS 4
 
 /* ---- parameters (flags, parsed in bench.c) ---- */
@@ -60,6 +60,10 @@ struct bench_opt {
     int retention_rows; /* old published rows pruned while a backlog of half as many drains */
     int cost_producers[MAX_COST_RUNS]; /* producer cost: connection counts */
     int ncost;
+    int db_cost_seconds;    /* db_cost: each steady run (inserts alone, relayed); 0 skips */
+    int db_cost_drain_rows; /* db_cost: the drain */
+    bool db_cost_only;      /* only the db_cost section */
+    bool pg_stat_statements;
 };
 extern struct bench_opt opt;
 
@@ -72,7 +76,7 @@ void bench_record(const char *section, const char *metric, const char *unit, dou
 void bench_conditions(PGconn *conn, const char *section_suffix);
 /* The table on stdout, the CSV to opt.csv. */
 void bench_write_outputs(void);
-/* qsort order of doubles, and the p-th percentile (0..1) of a sorted array. */
+/* qsort order of doubles, and the nearest-rank p-th percentile (0..100) of a sorted array. */
 int cmp_double(const void *a, const void *b);
 double percentile(const double *sorted, size_t n, double p);
 
@@ -131,6 +135,18 @@ struct stream_wait {
     uint64_t want, seen;
 };
 bool stream_reached(void *arg);
+/*
+ * The relay's PostgreSQL sessions (application_name outbox-relay): their
+ * backends' pids, so that their CPU can be read from /proc before and after.
+ */
+struct relay_sessions {
+    int n;
+    pid_t pid[8];
+};
+void relay_sessions_find(PGconn *conn, struct relay_sessions *rs);
+double relay_sessions_cpu_s(const struct relay_sessions *rs);
+/* Bytes of WAL written so far (the insert position). */
+int64_t wal_bytes(PGconn *conn);
 
 /* ---- the sections ---- */
 
@@ -140,9 +156,22 @@ double bench_raw_js(void);
 double bench_raw_pg(PGconn *conn);
 
 /* bench_load.c: drain, latency under steady load, NOTIFY and producer cost. */
+struct row_times;
+/* Runs n producers for `seconds`, at `rate` rows/s in total (0: unpaced); times may be NULL. */
+int64_t producers_run(int n, const char *tag, const char *subject, double rate, double seconds,
+                      struct row_times *times, double *elapsed);
+/* The producers' PostgreSQL backends' CPU seconds during the last producers_run. */
+extern double producers_pg_cpu_s;
+/* What a steady run cost, for db_cost: totals over the run. */
+struct steady_cost {
+    int64_t rows;
+    double producers_pg_s, relay_pg_s, relay_s, nats_s, wal_b, p50_ms, p99_ms, achieved;
+};
 void bench_drain(PGconn *conn, double limit);
+/* With `cost`: its totals filled in, and nothing recorded. */
 void bench_steady(PGconn *conn, const char *section, int rate, int producers, int seconds,
-                  double p99_goal_ms, const char *latency_out, bool with_idle);
+                  double p99_goal_ms, const char *latency_out, bool with_idle,
+                  struct steady_cost *cost);
 void bench_notify(PGconn *conn);
 
 /* bench_shapes.c: workload shapes: retention, cold backlog, one hot key, big rows. */
@@ -150,5 +179,17 @@ void bench_retention(PGconn *conn, double limit);
 void bench_cold(PGconn *conn, double limit);
 void bench_keyed(PGconn *conn, double limit);
 void bench_big(PGconn *conn, const char *section, int rows, int bytes);
+/* What the planner knows of a backlog when the relay starts on it. */
+enum backlog_stats {
+    STATS_NONE,     /* no ANALYZE since the table was emptied: what every shape drains */
+    STATS_STALE,    /* analyzed when it held only published rows, as a live outbox is */
+    STATS_ANALYZED, /* VACUUM ANALYZE after the inserts: the cold shape's reference only */
+};
+/* A backlog of `rows` pending rows of `bytes` each built while no relay runs (autovacuum off). */
+void backlog_build(PGconn *conn, int rows, int bytes, const char *key_sql,
+                   enum backlog_stats stats);
+
+/* bench_db_cost.c: what relaying costs the database (issue 21). */
+void bench_db_cost(PGconn *conn);
 
 #endif

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 /* ---- PostgreSQL helpers ---- */
 
@@ -127,4 +128,30 @@ bool stream_reached(void *arg)
     struct stream_wait *w = arg;
     w->seen = it_js_stream_msgs(STREAM);
     return w->seen >= w->want;
+}
+
+void relay_sessions_find(PGconn *conn, struct relay_sessions *rs)
+{
+    PGresult *res = it_pg_query(conn, "SELECT pid FROM pg_stat_activity"
+                                      " WHERE application_name = 'outbox-relay'");
+    rs->n = 0;
+    for (int i = 0; i < PQntuples(res) && rs->n < 8; i++)
+        rs->pid[rs->n++] = (pid_t)atoi(PQgetvalue(res, i, 0));
+    PQclear(res);
+}
+
+double relay_sessions_cpu_s(const struct relay_sessions *rs)
+{
+    double total = 0;
+    for (int i = 0; i < rs->n; i++) {
+        double cpu = proc_cpu_s(rs->pid[i], false, NULL);
+        if (cpu > 0)
+            total += cpu;
+    }
+    return total;
+}
+
+int64_t wal_bytes(PGconn *conn)
+{
+    return it_pg_int(conn, "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint");
 }

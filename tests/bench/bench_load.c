@@ -99,9 +99,12 @@ static void *producer_main(void *arg)
     return NULL;
 }
 
+/* The producers' PostgreSQL backends' CPU seconds during the last producers_run. */
+double producers_pg_cpu_s;
+
 /* Runs n producers for `seconds`, at `rate` rows/s in total (0: unpaced). */
-static int64_t producers_run(int n, const char *tag, const char *subject, double rate,
-                             double seconds, struct row_times *times, double *elapsed)
+int64_t producers_run(int n, const char *tag, const char *subject, double rate, double seconds,
+                      struct row_times *times, double *elapsed)
 {
     struct producer *ps = calloc((size_t)n, sizeof *ps);
     ck_assert_ptr_nonnull(ps);
@@ -117,6 +120,9 @@ static int64_t producers_run(int n, const char *tag, const char *subject, double
                       PQresultErrorMessage(res));
         PQclear(res);
     }
+    double backends0 = 0;
+    for (int i = 0; i < n; i++)
+        backends0 += proc_cpu_s(PQbackendPID(ps[i].conn), false, NULL);
     double start = mono_now() + 0.05;
     for (int i = 0; i < n; i++) {
         struct producer *p = &ps[i];
@@ -140,6 +146,9 @@ static int64_t producers_run(int n, const char *tag, const char *subject, double
         commits += ps[i].commits;
     }
     *elapsed = mono_now() - start;
+    producers_pg_cpu_s = -backends0;
+    for (int i = 0; i < n; i++)
+        producers_pg_cpu_s += proc_cpu_s(PQbackendPID(ps[i].conn), false, NULL);
     for (int i = 0; i < n; i++) {
         ck_assert_msg(ps[i].error[0] == '\0', "producer %d: %s", i, ps[i].error);
         PQfinish(ps[i].conn);
@@ -337,7 +346,8 @@ static void idle_wakeups(natsConnection *nc, PGconn *conn)
 /* Nearest-rank percentile of sorted values. */
 
 void bench_steady(PGconn *conn, const char *section, int rate, int producers, int seconds,
-                  double p99_goal_ms, const char *latency_out, bool with_idle)
+                  double p99_goal_ms, const char *latency_out, bool with_idle,
+                  struct steady_cost *cost)
 {
     char subject[48];
     snprintf(subject, sizeof subject, "bench.%s", section);
@@ -382,11 +392,23 @@ void bench_steady(PGconn *conn, const char *section, int rate, int producers, in
     sched_take(relay->pid, &s0);
     struct anon_sampler anon;
     anon_sampler_start(&anon, relay->pid);
+    struct relay_sessions rs;
+    relay_sessions_find(conn, &rs);
+    double relay_pg0 = relay_sessions_cpu_s(&rs);
+    int64_t wal0 = wal_bytes(conn);
     double elapsed;
     int64_t rows = producers_run(producers, section, subject, rate, seconds, &times, &elapsed);
+    double producers_pg = producers_pg_cpu_s;
     int64_t deadline = it_now_ms() + 60000;
     while ((int64_t)consumer_count(&c) < rows && it_now_ms() < deadline)
         sleep_ms(20);
+    if (cost) {
+        /* Every mark written (they commit asynchronously), then the WAL position. */
+        it_pg_wait_int(conn, "SELECT count(*) FROM outbox WHERE status <> 'published'", 0, 60000);
+        cost->wal_b = (double)(wal_bytes(conn) - wal0);
+        cost->relay_pg_s = relay_sessions_cpu_s(&rs) - relay_pg0;
+        cost->producers_pg_s = producers_pg;
+    }
     cpu_split_take(&c1, relay->pid);
     sched_take(relay->pid, &s1);
     double peak_rss = proc_peak_rss_mb(relay->pid);
@@ -412,6 +434,19 @@ void bench_steady(PGconn *conn, const char *section, int rate, int producers, in
                      0);
 
     qsort(c.latency_ms, n, sizeof *c.latency_ms, cmp_double);
+    if (cost) {
+        cost->rows = rows;
+        cost->relay_s = c1.relay - c0.relay;
+        cost->nats_s = c1.nats - c0.nats;
+        cost->p50_ms = percentile(c.latency_ms, n, 50);
+        cost->p99_ms = percentile(c.latency_ms, n, 99);
+        cost->achieved = (double)rows / elapsed;
+        free(times.sent_us);
+        free(times.commit_us);
+        free(times.receipt_us);
+        free(c.latency_ms);
+        return;
+    }
     double sum = 0;
     for (size_t i = 0; i < n; i++)
         sum += c.latency_ms[i];

@@ -7,13 +7,6 @@
 
 /* ---- 6. workload shapes of issues 10 and 11: cold backlog, hot key, big payloads ---- */
 
-/* What the planner knows of a backlog when the relay starts on it. */
-enum backlog_stats {
-    STATS_NONE,     /* no ANALYZE since the table was emptied: what every shape drains */
-    STATS_STALE,    /* analyzed when it held only published rows, as a live outbox is */
-    STATS_ANALYZED, /* VACUUM ANALYZE after the inserts: the cold shape's reference only */
-};
-
 /* `rows` pending rows of `bytes` each, in statements of at most ~64 MB. */
 static void backlog_insert(PGconn *conn, int rows, int bytes, const char *key_sql)
 {
@@ -44,8 +37,7 @@ static void backlog_reset(PGconn *conn)
     it_pg_exec(conn, "ALTER TABLE outbox SET (autovacuum_enabled = false)");
 }
 
-static void backlog_build(PGconn *conn, int rows, int bytes, const char *key_sql,
-                          enum backlog_stats stats)
+void backlog_build(PGconn *conn, int rows, int bytes, const char *key_sql, enum backlog_stats stats)
 {
     backlog_reset(conn);
     if (stats == STATS_STALE) {
