@@ -36,7 +36,7 @@ void metrics_dead(struct metrics *m, enum publish_reason reason)
  * small skew can make a latency negative: count it as 0 rather than lose it.
  * A non-finite value would poison _sum for good, so it is dropped.
  */
-void metrics_observe_latency(struct metrics *m, double seconds)
+void metrics_latency_observe(struct metrics_latency *l, double seconds)
 {
     if (!isfinite(seconds))
         return;
@@ -45,12 +45,17 @@ void metrics_observe_latency(struct metrics *m, double seconds)
     /* Prometheus buckets are "less than or equal": a value on a bound belongs to it. */
     for (size_t k = 0; k < METRICS_LATENCY_BUCKETS; k++) {
         if (seconds <= metrics_latency_bounds[k]) {
-            m->latency_buckets[k]++;
+            l->buckets[k]++;
             break;
         }
     }
-    m->latency_count++; /* past the last bound: only +Inf, which is the count */
-    m->latency_sum += seconds;
+    l->count++; /* past the last bound: only +Inf, which is the count */
+    l->sum += seconds;
+}
+
+void metrics_observe_latency(struct metrics *m, double seconds)
+{
+    metrics_latency_observe(&m->latency, seconds);
 }
 
 /* The shortest %g form that reads back as the same double: "0.001", not "0.00100000000000000002".
@@ -241,17 +246,17 @@ char *metrics_render(const struct metrics *m, const char *version, size_t *len)
     for (size_t k = 0; k < METRICS_LATENCY_BUCKETS; k++) {
         char le[32];
         format_double(le, sizeof(le), metrics_latency_bounds[k]);
-        cumulative += m->latency_buckets[k];
+        cumulative += m->latency.buckets[k];
         sb_printf(&b, "outbox_relay_delivery_latency_seconds_bucket{le=\"%s\"} %" PRIu64 "\n", le,
                   cumulative);
     }
     char sum[32];
-    format_double(sum, sizeof(sum), m->latency_sum);
+    format_double(sum, sizeof(sum), m->latency.sum);
     sb_printf(&b,
               "outbox_relay_delivery_latency_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n"
               "outbox_relay_delivery_latency_seconds_sum %s\n"
               "outbox_relay_delivery_latency_seconds_count %" PRIu64 "\n",
-              m->latency_count, sum, m->latency_count);
+              m->latency.count, sum, m->latency.count);
 
     family(&b, "build_info", "gauge", "Build information; the value is always 1.");
     sb_printf(&b, "outbox_relay_build_info{version=\"");

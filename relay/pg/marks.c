@@ -28,6 +28,7 @@ struct marks {
     struct pg_source *pg;
     struct marks_events events;
     struct mark_batch published, failed;
+    struct mark_counts counts; /* committed outcomes, for the metrics */
 };
 
 static bool mark_list_push(struct mark_list *l, const struct mark *m)
@@ -50,6 +51,17 @@ static void mark_list_free(struct mark_list *l)
         free(l->items[i].error);
     free(l->items);
     memset(l, 0, sizeof(*l));
+}
+
+static void marks_count(struct mark_counts *c, const struct mark *m, bool published)
+{
+    unsigned reason = (unsigned)m->reason < PUBLISH_REASONS ? m->reason : PUBLISH_OTHER;
+    if (published)
+        c->published++;
+    else if (m->dead)
+        c->dead_by_reason[reason]++;
+    else
+        c->failed_by_reason[reason]++;
 }
 
 struct marks *marks_create(struct pg_source *pg, const char *published_sql, const char *failed_sql,
@@ -146,8 +158,10 @@ static void marks_on_done(void *arg, PGresult *res)
         free(done.items);
         return;
     }
-    for (size_t i = 0; i < done.n; i++)
+    for (size_t i = 0; i < done.n; i++) {
+        marks_count(&mk->counts, &done.items[i], b->published);
         mk->events.recorded(mk->events.arg, &done.items[i], b->published);
+    }
     mark_list_free(&done);
     mk->events.batch_done(mk->events.arg, b->published);
 }
@@ -222,4 +236,9 @@ void marks_fence(struct marks *mk)
         if (batches[i]->in_flight)
             batches[i]->fenced = true;
     }
+}
+
+const struct mark_counts *marks_counts(const struct marks *mk)
+{
+    return &mk->counts;
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "outbox_relay/lib/log.h"
+#include "outbox_relay/lib/metrics.h"
 #include "outbox_relay/lib/log_events.h"
 #include "outbox_relay/nats/message.h"
 #include "outbox_relay/nats/pub_chain.h"
@@ -24,7 +25,9 @@ struct publisher {
      * MaxPending, past which every publish would block the loop: reclaimed
      * before that. */
     size_t orphans;
-    double answered_sent_at; /* the latest send time of a publish the server answered */
+    uint64_t duplicate_acks;        /* PubAcks saying the stream already held the message */
+    struct metrics_latency latency; /* created_at → PubAck */
+    double answered_sent_at;        /* the latest send time of a publish the server answered */
     bool draining;
 };
 
@@ -214,6 +217,15 @@ void publisher_on_puback(struct publisher *p, struct nats_event *e)
     }
     if (row->chain.epoch != 0)
         pub_chain_acked(&p->chain, &row->chain, e->duplicate);
+    if (e->duplicate) {
+        /* A re-publish after a crash, or an event_id the application reused:
+         * inside the duplicate window JetStream kept the first message. */
+        p->duplicate_acks++;
+        log_info("duplicate ack: the stream already held this event_id", "{s:I, s:I}", "id",
+                 (json_int_t)row->id, "stream_seq", (json_int_t)e->stream_seq);
+    }
+    if (row->created_at > 0 && e->at >= row->created_at)
+        metrics_latency_observe(&p->latency, e->at - row->created_at);
     struct outbox_row *next = inflight_acked(p->rows, row);
     p->ev.acked(p->ev.arg, row, e->stream_seq, e->at, e->duplicate);
     if (next != NULL && !p->draining)
@@ -339,4 +351,14 @@ size_t publisher_drop_all(struct publisher *p)
 {
     p->orphans += inflight_publishing(p->rows);
     return inflight_drop_all(p->rows);
+}
+
+uint64_t publisher_duplicate_acks(const struct publisher *p)
+{
+    return p->duplicate_acks;
+}
+
+const struct metrics_latency *publisher_latency(const struct publisher *p)
+{
+    return &p->latency;
 }

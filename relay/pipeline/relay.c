@@ -114,15 +114,6 @@ static void relay_on_acked(void *arg, struct outbox_row *row, uint64_t stream_se
                            bool duplicate)
 {
     struct relay *r = arg;
-    if (duplicate) {
-        /* A re-publish after a crash, or an event_id the application reused:
-         * inside the duplicate window JetStream kept the first message. */
-        r->metrics.duplicate_acks_total++;
-        log_info("duplicate ack: the stream already held this event_id", "{s:I, s:I}", "id",
-                 (json_int_t)row->id, "stream_seq", (json_int_t)stream_seq);
-    }
-    if (row->created_at > 0 && at >= row->created_at)
-        metrics_observe_latency(&r->metrics, at - row->created_at);
     if (!marks_add_published(r->marks, row->id, row, stream_seq, at))
         inflight_recorded(r->rows, row); /* published again later; JetStream drops it */
 }
@@ -143,16 +134,13 @@ static void relay_on_recorded(void *arg, const struct mark *m, bool published)
                              r->cfg->dead_holds_key))
         claimer_key_released(r->claimer, row->id);
     if (published) {
-        r->metrics.published_total++;
         if (row->held_key)
             claimer_want(r->claimer, SCAN_SWEEP);
     } else if (m->dead) {
-        metrics_dead(&r->metrics, m->reason);
         log_warn(LOG_MSG_ROW_DEAD, "{s:I, s:i, s:s}", "id", (json_int_t)row->id, "attempts",
                  row->attempts + 1, "error", m->error);
         dead_letter_due(r->dead_letter);
     } else {
-        metrics_failed(&r->metrics, m->reason);
         retry_timer_schedule(&r->retry, m->delay_ms);
     }
     inflight_recorded(r->rows, row);
@@ -574,6 +562,17 @@ const struct metrics *relay_metrics(struct relay *r)
     r->metrics.pg_connected = pg_source_state(r->pg) == PG_READY;
     r->metrics.pg_reconnects_total = pg_source_lost_total(r->pg);
     r->metrics.statements = *pg_source_statement_stats(r->pg);
+    const struct mark_counts *marked = marks_counts(r->marks);
+    r->metrics.published_total = marked->published;
+    r->metrics.failed_total = r->metrics.dead_total = 0;
+    for (int k = 0; k < PUBLISH_REASONS; k++) {
+        r->metrics.failed_by_reason[k] = marked->failed_by_reason[k];
+        r->metrics.dead_by_reason[k] = marked->dead_by_reason[k];
+        r->metrics.failed_total += marked->failed_by_reason[k];
+        r->metrics.dead_total += marked->dead_by_reason[k];
+    }
+    r->metrics.duplicate_acks_total = publisher_duplicate_acks(r->publisher);
+    r->metrics.latency = *publisher_latency(r->publisher);
     r->metrics.nats_connected = nats_link_up(r->nats);
     r->metrics.nats_reconnects_total = nats_link_reconnects(r->nats);
     r->metrics.leader = leader_is(r->leader);

@@ -302,7 +302,7 @@ START_TEST(test_histogram_observations)
     ck_assert_double_eq(cumulative[METRICS_LATENCY_BUCKETS], (double)n);
     ck_assert_double_eq(prom_value(&e, LATENCY "_count"), (double)n);
     ck_assert_double_eq(prom_value(&e, LATENCY "_sum"), sum);
-    ck_assert_uint_eq(m.latency_count, n);
+    ck_assert_uint_eq(m.latency.count, n);
 }
 END_TEST
 

@@ -37,6 +37,16 @@ struct metrics_process {
 };
 
 /* Owned and updated by the loop thread only; rendered on the loop too. */
+/* Delivery latency, created_at → PubAck, in seconds: a histogram. */
+struct metrics_latency {
+    uint64_t buckets[METRICS_LATENCY_BUCKETS]; /* non-cumulative counts */
+    uint64_t count;
+    double sum;
+};
+
+/* Counts one latency (negative, NaN: 0; past the last bound: only +Inf). */
+void metrics_latency_observe(struct metrics_latency *l, double seconds);
+
 struct metrics {
     uint64_t published_total; /* rows marked published (a duplicate ack counts) */
     uint64_t failed_total;    /* publish attempts that failed and were scheduled for retry */
@@ -73,10 +83,7 @@ struct metrics {
     struct metrics_process process;
     struct statement_stats statements; /* the relay's statements by kind (pg_source.c) */
 
-    /* delivery latency: created_at → PubAck, seconds */
-    uint64_t latency_buckets[METRICS_LATENCY_BUCKETS]; /* non-cumulative counts */
-    uint64_t latency_count;
-    double latency_sum;
+    struct metrics_latency latency; /* the publisher's (publisher_latency) */
 };
 
 void metrics_init(struct metrics *m);

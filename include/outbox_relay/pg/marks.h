@@ -69,6 +69,14 @@ void marks_flush(struct marks *mk);
  */
 void marks_fence(struct marks *mk);
 
+/* Outcomes committed so far: the published, failed and dead counters and their reasons. */
+struct mark_counts {
+    uint64_t published;
+    uint64_t failed_by_reason[PUBLISH_REASONS];
+    uint64_t dead_by_reason[PUBLISH_REASONS];
+};
+const struct mark_counts *marks_counts(const struct marks *mk);
+
 /* Outcomes not yet committed: queued or in a running UPDATE. */
 size_t marks_unrecorded(const struct marks *mk);
 

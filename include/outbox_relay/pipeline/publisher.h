@@ -15,6 +15,7 @@
 
 #include "outbox_relay/nats/nats_bridge.h"
 #include "outbox_relay/lib/config.h"
+#include "outbox_relay/lib/metrics.h"
 #include "outbox_relay/pipeline/inflight.h"
 #include "outbox_relay/nats/js_sink.h"
 #include "outbox_relay/lib/publish_reason.h"
@@ -55,6 +56,11 @@ size_t publisher_drop_all(struct publisher *p);
  */
 /* The loop turn is over: send this turn's publishes now when few are in flight. */
 void publisher_turn_done(struct publisher *p);
+
+/* PubAcks that said duplicate, and the delivery latency of every PubAck: the publisher's metrics.
+ */
+uint64_t publisher_duplicate_acks(const struct publisher *p);
+const struct metrics_latency *publisher_latency(const struct publisher *p);
 
 bool publisher_unanswered_since(const struct publisher *p, double sent_at);
 
