@@ -13,6 +13,7 @@
 #include "outbox_relay/lib/config.h"
 #include "outbox_relay/ops/http.h"
 #include "outbox_relay/lib/log.h"
+#include "outbox_relay/lib/log_events.h"
 #include "outbox_relay/ops/probes.h"
 #include "outbox_relay/lib/redact.h"
 #include "outbox_relay/pipeline/relay.h"
@@ -126,10 +127,10 @@ extern char **environ;
 static void warn_unknown_variable(void *arg, const char *name, const char *suggestion)
 {
     if (suggestion != NULL)
-        log_warn("unknown setting ignored", "{s:s, s:s}", "variable", name, "did_you_mean",
+        log_warn(LOG_MSG_UNKNOWN_SETTING, "{s:s, s:s}", "variable", name, "did_you_mean",
                  suggestion);
     else
-        log_warn("unknown setting ignored", "{s:s}", "variable", name);
+        log_warn(LOG_MSG_UNKNOWN_SETTING, "{s:s}", "variable", name);
 }
 
 /* --help and --version answer whatever else is on the line, before any setting is checked. */

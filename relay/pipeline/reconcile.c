@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "outbox_relay/lib/log.h"
+#include "outbox_relay/lib/log_events.h"
 #include "outbox_relay/lib/util.h"
 
 /* Unfinished rows read per term, in multiples of OUTBOX_MAX_INFLIGHT: an earlier term's rows in
@@ -287,8 +288,8 @@ void reconcile_on_stream_read(struct reconcile *rc)
     if (!r.ok) {
         /* NATS lost, or the stream's leader changing: nothing is published until it reads. */
         if (!rc->said_failure)
-            log_warn("reconciliation: reading the stream failed; trying again", "{s:s, s:s}",
-                     "stream", rc->cfg->stream, "error", r.error);
+            log_warn(LOG_MSG_RECONCILE_READ_FAILED, "{s:s, s:s}", "stream", rc->cfg->stream,
+                     "error", r.error);
         rc->said_failure = true;
         stream_read_free(&r);
         rc->term++;

@@ -236,7 +236,7 @@ static bool listing_waits_on_lock(void *arg)
 
 static bool read_failed(void *arg)
 {
-    return it_relay_log_contains(arg, "reading the stream failed");
+    return it_relay_logged(arg, LOG_MSG_RECONCILE_READ_FAILED);
 }
 
 /* NATS stops answering while the new leader reconciles: it publishes nothing until it has read

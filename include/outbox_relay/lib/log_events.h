@@ -38,4 +38,10 @@
     "another writer stores messages in OUTBOX_STREAM: publishing one row per ordering_key at a "   \
     "time from now on (OUTBOX_PIPELINE needs the relay to be the stream's only writer)"
 
+/* Reconciliation on a new term */
+#define LOG_MSG_RECONCILE_READ_FAILED "reconciliation: reading the stream failed; trying again"
+
+/* Settings */
+#define LOG_MSG_UNKNOWN_SETTING "unknown setting ignored"
+
 #endif
