@@ -143,7 +143,8 @@ static void reconcile_on_unfinished(void *arg, PGresult *res)
         rc->rows[rc->nrows++] = (struct pending_row){.id = strtoll(PQgetvalue(res, i, 0), NULL, 10),
                                                      .event_id = event_id};
     }
-    qsort(rc->rows, rc->nrows, sizeof(*rc->rows), pending_row_cmp);
+    if (rc->nrows > 1) /* qsort's array may not be NULL, even empty */
+        qsort(rc->rows, rc->nrows, sizeof(*rc->rows), pending_row_cmp);
     rc->listed = true;
 }
 
