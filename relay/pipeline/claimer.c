@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "outbox_relay/lib/log.h"
+#include "outbox_relay/lib/util.h"
 #include "outbox_relay/nats/cloudevents.h"
 #include "outbox_relay/nats/message.h"
 #include "outbox_relay/pg/outbox_table.h"
@@ -197,15 +198,12 @@ static char *claimer_held_above(const struct claimer *c, int64_t from)
     size_t n = inflight_ids_above(c->rows, from, ids, CLAIM_SKIP_MAX);
     if (n > CLAIM_SKIP_MAX)
         n = 0;
-    char *text = malloc(n * 21 + 3), *p = text;
-    if (text == NULL)
-        return NULL;
-    *p++ = '{';
+    struct strbuf b = {0};
+    sb_putc(&b, '{');
     for (size_t i = 0; i < n; i++)
-        p += sprintf(p, i ? ",%" PRId64 : "%" PRId64, ids[i]);
-    *p++ = '}';
-    *p = '\0';
-    return text;
+        sb_printf(&b, i ? ",%" PRId64 : "%" PRId64, ids[i]);
+    sb_putc(&b, '}');
+    return sb_take(&b);
 }
 
 void claimer_run(struct claimer *c, double now)

@@ -91,12 +91,13 @@ size_t inflight_count(const struct inflight *t)
 size_t inflight_ids_above(const struct inflight *t, int64_t above, int64_t *ids, size_t max)
 {
     size_t n = 0;
-    for (const struct outbox_row *row = t->all; row != NULL; row = row->all_next)
-        if (row->id > above) {
-            if (n < max)
-                ids[n] = row->id;
-            n++;
-        }
+    for (const struct outbox_row *row = t->all; row != NULL; row = row->all_next) {
+        if (row->id <= above)
+            continue;
+        if (n == max)
+            return max + 1; /* the caller only needs to know there are more */
+        ids[n++] = row->id;
+    }
     return n;
 }
 

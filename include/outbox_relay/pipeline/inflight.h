@@ -68,8 +68,8 @@ size_t inflight_publishing(const struct inflight *t);
 /* Payload and header bytes of every held row, whatever its state. */
 int64_t inflight_bytes(const struct inflight *t);
 struct outbox_row *inflight_find(const struct inflight *t, int64_t id);
-/* Up to max ids of held rows above `above`, in no order; returns how many
- * there are (more than max: ids holds only max of them). */
+/* Up to max ids of held rows above `above`, in no order; returns how many,
+ * or max + 1 when there are more (the walk stops there). */
 size_t inflight_ids_above(const struct inflight *t, int64_t above, int64_t *ids, size_t max);
 
 /* True unless an earlier row of its key is held (publishing, or failed and holding the key). */
