@@ -16,6 +16,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 /* ---- nats-server ---- */
 
 static const char *it_nats_binary(void)
@@ -473,6 +475,47 @@ bool it_js_stream_leader(const char *name, char *buf, size_t len)
         snprintf(buf, len, "%s", si->Cluster->Leader);
     jsStreamInfo_Destroy(si);
     return found;
+}
+
+struct it_stream_leader {
+    const char *stream;
+    const char *old; /* NULL: any leader will do */
+    char name[128];
+};
+
+static bool it_stream_led(void *arg)
+{
+    struct it_stream_leader *l = arg;
+    return it_js_stream_leader(l->stream, l->name, sizeof l->name) &&
+           (l->old == NULL || strcmp(l->name, l->old) != 0);
+}
+
+void it_js_stream_step_down(const char *stream, char *old, size_t len)
+{
+    struct it_stream_leader l = {.stream = stream};
+    ck_assert_msg(it_wait_until(it_stream_led, &l, 10000), "stream %s has no leader", stream);
+    snprintf(old, len, "%s", l.name);
+    char subject[256];
+    snprintf(subject, sizeof subject, "$JS.API.STREAM.LEADER.STEPDOWN.%s", stream);
+    natsMsg *reply = NULL;
+    natsStatus s = natsConnection_RequestString(&reply, it_nats_conn(), subject, "", 5000);
+    ck_assert_msg(s == NATS_OK, "stepdown request: %s", natsStatus_GetText(s));
+    json_error_t jerr;
+    json_t *doc =
+        json_loadb(natsMsg_GetData(reply), (size_t)natsMsg_GetDataLength(reply), 0, &jerr);
+    ck_assert_msg(doc != NULL && json_is_true(json_object_get(doc, "success")),
+                  "stepdown of %s refused: %.*s", stream, natsMsg_GetDataLength(reply),
+                  natsMsg_GetData(reply));
+    json_decref(doc);
+    natsMsg_Destroy(reply);
+}
+
+void it_js_stream_wait_new_leader(const char *stream, const char *old)
+{
+    struct it_stream_leader l = {.stream = stream, .old = old};
+    ck_assert_msg(it_wait_until(it_stream_led, &l, 15000),
+                  "stream %s still led by %s 15 s after its stepdown", stream, old);
+    fprintf(stderr, "leader of %s: %s -> %s\n", stream, old, l.name);
 }
 
 int it_js_stream_replicas(const char *name)

@@ -79,6 +79,13 @@ void it_js_add_stream_replicas(const char *name, const char *const *subjects, in
 /* The server_name of the stream's cluster leader into buf; false if no leader answers (1 s). */
 bool it_js_stream_leader(const char *name, char *buf, size_t len);
 
+/* Asks the stream's leader ($JS.API.STREAM.LEADER.STEPDOWN) to step down; the reply must say
+ * success. The leader it asked into old. */
+void it_js_stream_step_down(const char *stream, char *old, size_t len);
+
+/* Waits (15 s) until a node other than old leads the stream. */
+void it_js_stream_wait_new_leader(const char *stream, const char *old);
+
 /* The stream's configured replicas; fails the test if it is missing. */
 int it_js_stream_replicas(const char *name);
 

@@ -88,8 +88,8 @@ START_TEST(test_check_alias_gives_the_same_result)
     free(by_late_alias);
 
     /* A finding: both exit 1. */
-    const char *missing[] = {"OUTBOX_STREAM=IT_NO_SUCH_STREAM", "OUTBOX_STREAM_SUBJECTS=it.nosuch.>",
-                             NULL};
+    const char *missing[] = {"OUTBOX_STREAM=IT_NO_SUCH_STREAM",
+                             "OUTBOX_STREAM_SUBJECTS=it.nosuch.>", NULL};
     ck_assert_int_eq(it_relay_run(missing, command, 30000, NULL), 1);
     ck_assert_int_eq(it_relay_run(missing, alias, 30000, NULL), 1);
 }

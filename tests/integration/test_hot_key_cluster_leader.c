@@ -1,10 +1,9 @@
-/* A hot key through stream leader changes (issue 11 §3): every row on one ordering_key, an R3
+/* A hot key through stream leader changes: every row on one ordering_key, an R3
  * stream on a 3-node cluster whose leader steps down mid-drain, each time with a backlog in
  * flight; the stream holds each row once, in id order. Run twice like test_hot_key_order_faults:
  * one publish per key (no OUTBOX_STREAM), and pipelined (OUTBOX_STREAM set: the publishes of the
  * key chained with Nats-Expected-Last-Msg-Id). */
 #include <check.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,55 +29,6 @@ static void insert_wave(PGconn *conn, int rows)
                " SELECT 'it.hot.' || (g %% 3), 'hot', convert_to(g::text, 'UTF8')"
                " FROM generate_series(1, %d) g",
                rows);
-}
-
-struct leader {
-    char name[128];
-};
-
-static bool has_leader(void *arg)
-{
-    struct leader *l = arg;
-    return it_js_stream_leader(STREAM, l->name, sizeof l->name);
-}
-
-struct new_leader {
-    const char *old;
-    char name[128];
-};
-
-static bool leader_changed(void *arg)
-{
-    struct new_leader *l = arg;
-    return it_js_stream_leader(STREAM, l->name, sizeof l->name) && strcmp(l->name, l->old) != 0;
-}
-
-/* Asks the stream's leader (named in `old`) to step down ($JS.API.STREAM.LEADER.STEPDOWN); the
- * reply must say success. */
-static void step_down(struct leader *old)
-{
-    ck_assert_msg(it_wait_until(has_leader, old, 10000), "stream %s has no leader", STREAM);
-    natsMsg *reply = NULL;
-    natsStatus s = natsConnection_RequestString(&reply, it_nats_conn(),
-                                                "$JS.API.STREAM.LEADER.STEPDOWN." STREAM, "", 5000);
-    ck_assert_msg(s == NATS_OK, "stepdown request: %s", natsStatus_GetText(s));
-    json_error_t jerr;
-    json_t *doc =
-        json_loadb(natsMsg_GetData(reply), (size_t)natsMsg_GetDataLength(reply), 0, &jerr);
-    ck_assert_msg(doc != NULL && json_is_true(json_object_get(doc, "success")),
-                  "stepdown of %s refused: %.*s", STREAM, natsMsg_GetDataLength(reply),
-                  natsMsg_GetData(reply));
-    json_decref(doc);
-    natsMsg_Destroy(reply);
-}
-
-/* Waits until a node other than `old` leads the stream. */
-static void wait_new_leader(const struct leader *old)
-{
-    struct new_leader after = {.old = old->name};
-    ck_assert_msg(it_wait_until(leader_changed, &after, 15000),
-                  "stream %s still led by %s 15 s after its stepdown", STREAM, old->name);
-    fprintf(stderr, "leader of %s: %s -> %s\n", STREAM, old->name, after.name);
 }
 
 START_TEST(test_hot_key_order_survives_stream_leader_changes)
@@ -135,11 +85,11 @@ START_TEST(test_hot_key_order_survives_stream_leader_changes)
         insert_wave(tail, WAVE_TAIL);
         total += wave + WAVE_TAIL;
         it_pg_wait_progress(conn, 50, 30000, "before a leader change");
-        struct leader old;
-        step_down(&old);
+        char old[128];
+        it_js_stream_step_down(STREAM, old, sizeof old);
         at[k] = it_pg_published(conn);
         int64_t changed_ms = it_now_ms();
-        wait_new_leader(&old);
+        it_js_stream_wait_new_leader(STREAM, old);
         it_pg_exec(tail, "COMMIT");
         /* The drain goes on under the new leader. */
         ck_assert_int_eq(it_pg_wait_published(conn, total, 30000), total);

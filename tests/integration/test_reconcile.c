@@ -2,7 +2,6 @@
  * duplicate window, through kills, a kill during the reconciliation and a stream leader change;
  * with another writer, every re-publish is counted and nothing is lost. */
 #include <check.h>
-#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -157,16 +156,18 @@ END_TEST
 
 struct stuck {
     PGconn *conn;
+    const char *query; /* a LIKE pattern of the relay's statement */
 };
 
-/* A relay session's UPDATE waits on the test's row lock. */
-static bool update_waits_on_lock(void *arg)
+/* One of the relay's statements (s->query) waits on a lock the test holds. */
+static bool relay_waits_on_lock(void *arg)
 {
     struct stuck *s = arg;
     return it_pg_int(s->conn,
                      "SELECT count(*) FROM pg_stat_activity"
                      " WHERE application_name = 'outbox-relay' AND wait_event_type = 'Lock'"
-                     "   AND query LIKE 'UPDATE%%'") == 1;
+                     "   AND query LIKE '%s'",
+                     s->query) == 1;
 }
 
 /* The lowest unfinished row whose message is in the stream: the next term finds it there. */
@@ -203,8 +204,8 @@ START_TEST(test_killed_during_reconciliation)
                (long long)locked);
     uint64_t before = it_js_stream_msgs(STREAM);
     relay = it_relay_start(relay_env, NULL);
-    struct stuck s = {.conn = conn};
-    ck_assert_msg(it_wait_until(update_waits_on_lock, &s, 30000),
+    struct stuck s = {.conn = conn, .query = "UPDATE%"};
+    ck_assert_msg(it_wait_until(relay_waits_on_lock, &s, 30000),
                   "the new leader never wrote to the locked row");
     uint64_t during = it_js_stream_msgs(STREAM);
     it_relay_signal(relay, SIGKILL);
@@ -223,16 +224,6 @@ START_TEST(test_killed_during_reconciliation)
     PQfinish(conn);
 }
 END_TEST
-
-/* The new leader's read of the unfinished rows waits on the test's table lock. */
-static bool listing_waits_on_lock(void *arg)
-{
-    struct stuck *s = arg;
-    return it_pg_int(s->conn,
-                     "SELECT count(*) FROM pg_stat_activity"
-                     " WHERE application_name = 'outbox-relay' AND wait_event_type = 'Lock'"
-                     "   AND query LIKE 'SELECT id, event_id%%'") == 1;
-}
 
 static bool read_failed(void *arg)
 {
@@ -258,8 +249,8 @@ START_TEST(test_nats_lost_during_reconciliation)
     PGconn *blocker = it_pg_connect();
     it_pg_exec(blocker, "BEGIN; LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE");
     relay = it_relay_start(env, NULL);
-    struct stuck s = {.conn = conn};
-    ck_assert_msg(it_wait_until(listing_waits_on_lock, &s, 30000),
+    struct stuck s = {.conn = conn, .query = "SELECT id, event_id%"};
+    ck_assert_msg(it_wait_until(relay_waits_on_lock, &s, 30000),
                   "the new leader never read the unfinished rows");
     it_nats_pause();
     it_pg_exec(blocker, "COMMIT");
@@ -274,41 +265,11 @@ START_TEST(test_nats_lost_during_reconciliation)
 }
 END_TEST
 
-struct leader {
-    char name[128];
-    const char *old;
-};
-
-static bool has_leader(void *arg)
-{
-    struct leader *l = arg;
-    return it_js_stream_leader(STREAM, l->name, sizeof l->name);
-}
-
-static bool leader_changed(void *arg)
-{
-    struct leader *l = arg;
-    return it_js_stream_leader(STREAM, l->name, sizeof l->name) && strcmp(l->name, l->old) != 0;
-}
-
 static void step_down(void)
 {
-    struct leader old = {.old = NULL};
-    ck_assert_msg(it_wait_until(has_leader, &old, 10000), "stream %s has no leader", STREAM);
-    natsMsg *reply = NULL;
-    natsStatus s = natsConnection_RequestString(&reply, it_nats_conn(),
-                                                "$JS.API.STREAM.LEADER.STEPDOWN." STREAM, "", 5000);
-    ck_assert_msg(s == NATS_OK, "stepdown request: %s", natsStatus_GetText(s));
-    json_error_t jerr;
-    json_t *doc =
-        json_loadb(natsMsg_GetData(reply), (size_t)natsMsg_GetDataLength(reply), 0, &jerr);
-    ck_assert_msg(doc != NULL && json_is_true(json_object_get(doc, "success")),
-                  "stepdown refused: %.*s", natsMsg_GetDataLength(reply), natsMsg_GetData(reply));
-    json_decref(doc);
-    natsMsg_Destroy(reply);
-    struct leader now = {.old = old.name};
-    ck_assert_msg(it_wait_until(leader_changed, &now, 15000), "no new stream leader");
-    fprintf(stderr, "stream leader %s -> %s\n", old.name, now.name);
+    char old[128];
+    it_js_stream_step_down(STREAM, old, sizeof old);
+    it_js_stream_wait_new_leader(STREAM, old);
 }
 
 /* An R3 stream whose leader steps down as the new relay reconciles: once per row, in order. */
