@@ -1,4 +1,4 @@
-/* Batched marks: outcomes queued per loop turn and written with one UPDATE per kind. */
+/* Batched marks: outcomes gathered and written with one UPDATE per kind. */
 #include "outbox_relay/pg/marks.h"
 
 #include <inttypes.h>
@@ -24,11 +24,20 @@ struct mark_batch {
     bool fenced; /* the running UPDATE's rows were dropped: report nothing of it */
 };
 
+/* A gathered published batch goes at once from this many rows: well under
+ * the claim's list of held rows to skip, so a gathering batch never makes
+ * claims read rows the relay already holds. */
+#define MARKS_GATHER_ROWS 128
+
 struct marks {
+    struct ev_loop *loop;
     struct pg_source *pg;
     struct marks_events events;
     struct mark_batch published, failed;
     struct mark_counts counts; /* committed outcomes, for the metrics */
+    double gather_s;           /* how long published outcomes may wait for company */
+    double published_due;      /* ev_now by which the queued published batch goes */
+    ev_timer gather;           /* wakes the loop when that time comes */
 };
 
 static bool mark_list_push(struct mark_list *l, const struct mark *m)
@@ -64,16 +73,29 @@ static void marks_count(struct mark_counts *c, const struct mark *m, bool publis
         c->failed_by_reason[reason]++;
 }
 
-struct marks *marks_create(struct pg_source *pg, const char *published_sql, const char *failed_sql,
-                           struct marks_events events, char *err, size_t errlen)
+/* Nothing to do here: the loop turn it causes flushes (marks_flush, from
+ * the caller's once-a-turn hook, which knows whether writing is allowed). */
+static void marks_on_gathered(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
+}
+
+struct marks *marks_create(struct ev_loop *loop, struct pg_source *pg, const char *published_sql,
+                           const char *failed_sql, int gather_ms, struct marks_events events,
+                           char *err, size_t errlen)
 {
     struct marks *mk = calloc(1, sizeof(*mk));
     if (mk == NULL) {
         snprintf(err, errlen, "marks: out of memory");
         return NULL;
     }
+    mk->loop = loop;
     mk->pg = pg;
     mk->events = events;
+    mk->gather_s = gather_ms / 1000.0;
+    ev_init(&mk->gather, marks_on_gathered);
     mk->published = (struct mark_batch){.owner = mk, .published = true, .sql = published_sql};
     mk->failed = (struct mark_batch){.owner = mk, .published = false, .sql = failed_sql};
     pg_source_statement_kind(pg, published_sql, STATEMENT_MARK);
@@ -85,6 +107,7 @@ void marks_destroy(struct marks *mk)
 {
     if (mk == NULL)
         return;
+    ev_timer_stop(mk->loop, &mk->gather);
     struct mark_batch *batches[] = {&mk->published, &mk->failed};
     for (int i = 0; i < 2; i++) {
         mark_list_free(&batches[i]->queued);
@@ -94,9 +117,14 @@ void marks_destroy(struct marks *mk)
 }
 
 bool marks_add_published(struct marks *mk, int64_t id, struct outbox_row *row, uint64_t stream_seq,
-                         double acked_at)
+                         double acked_at, bool awaited)
 {
     struct mark m = {.id = id, .row = row, .stream_seq = stream_seq, .acked_at = acked_at};
+    double now = ev_now(mk->loop);
+    if (mk->published.queued.n == 0)
+        mk->published_due = now + mk->gather_s;
+    if (awaited)
+        mk->published_due = now;
     return mark_list_push(&mk->published.queued, &m);
 }
 
@@ -148,7 +176,9 @@ static void marks_on_done(void *arg, PGresult *res)
 
     if (failed) {
         /* Not recorded, and the rows are still held: the outcomes stay
-         * known, so queue them again for the next connection. */
+         * known, so queue them again for the next connection, due at once. */
+        if (b->published)
+            mk->published_due = 0;
         for (size_t i = 0; i < done.n; i++) {
             if (!mark_list_push(&b->queued, &done.items[i])) {
                 free(done.items[i].error);
@@ -222,14 +252,31 @@ static void marks_send(struct mark_batch *b)
     b->in_flight = true;
 }
 
-void marks_flush(struct marks *mk)
+/*
+ * Published outcomes wait for company: the rows are already on the stream
+ * (consumers have them), so recording them a little later costs no
+ * latency, and one UPDATE for many rows costs the database far less per row
+ * than one per PubAck. They go at once when they are many, when someone
+ * waits on one of them (`awaited`, `now`), or after the gathering time.
+ * Failures go at once: they are rare and schedule retries.
+ */
+void marks_flush(struct marks *mk, bool now)
 {
-    marks_send(&mk->published);
+    struct mark_batch *p = &mk->published;
+    double wait = mk->published_due - ev_now(mk->loop);
+    if (now || p->queued.n >= MARKS_GATHER_ROWS || wait <= 0) {
+        ev_timer_stop(mk->loop, &mk->gather);
+        marks_send(p);
+    } else if (p->queued.n > 0 && !p->in_flight && !ev_is_active(&mk->gather)) {
+        ev_timer_set(&mk->gather, wait, 0.);
+        ev_timer_start(mk->loop, &mk->gather);
+    }
     marks_send(&mk->failed);
 }
 
 void marks_fence(struct marks *mk)
 {
+    ev_timer_stop(mk->loop, &mk->gather);
     struct mark_batch *batches[] = {&mk->published, &mk->failed};
     for (int i = 0; i < 2; i++) {
         mark_list_free(&batches[i]->queued);

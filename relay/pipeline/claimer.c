@@ -206,14 +206,20 @@ static char *claimer_held_above(const struct claimer *c, int64_t from)
     return sb_take(&b);
 }
 
+bool claimer_needs_room(const struct claimer *c)
+{
+    size_t room = (size_t)c->cfg->max_inflight - inflight_count(c->rows);
+    int64_t room_bytes = (int64_t)c->cfg->max_inflight_bytes - inflight_bytes(c->rows);
+    return room < (size_t)c->cfg->batch_size || room_bytes <= 0;
+}
+
 void claimer_run(struct claimer *c, double now)
 {
     if (c->running || !c->ev.may_claim(c->ev.arg))
         return;
-    size_t room = (size_t)c->cfg->max_inflight - inflight_count(c->rows);
-    int64_t room_bytes = (int64_t)c->cfg->max_inflight_bytes - inflight_bytes(c->rows);
-    if (room < (size_t)c->cfg->batch_size || room_bytes <= 0)
+    if (claimer_needs_room(c))
         return; /* backpressure: wait for acks and marks to free room */
+    int64_t room_bytes = (int64_t)c->cfg->max_inflight_bytes - inflight_bytes(c->rows);
     int64_t from;
     if (!scan_next_page(&c->scan, now, &from))
         return;

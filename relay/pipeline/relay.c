@@ -114,7 +114,7 @@ static void relay_on_acked(void *arg, struct outbox_row *row, uint64_t stream_se
                            bool duplicate)
 {
     struct relay *r = arg;
-    if (!marks_add_published(r->marks, row->id, row, stream_seq, at))
+    if (!marks_add_published(r->marks, row->id, row, stream_seq, at, row->held_key))
         inflight_recorded(r->rows, row); /* published again later; JetStream drops it */
 }
 
@@ -202,9 +202,11 @@ static void relay_on_before_sleep(struct ev_loop *loop, ev_prepare *w, int reven
     publisher_turn_done(r->publisher);
     if (pg_source_state(r->pg) != PG_READY)
         return;
-    /* Only a leader writes outcomes: a deposed one's die with it. */
-    if (leader_is(r->leader) || r->phase == RELAY_DRAINING)
-        marks_flush(r->marks);
+    /* Only a leader writes outcomes: a deposed one's die with it. Gathered
+     * outcomes go at once when the claims wait for the room they hold. */
+    bool draining = r->phase == RELAY_DRAINING;
+    if (leader_is(r->leader) || draining)
+        marks_flush(r->marks, draining || claimer_needs_room(r->claimer));
     claimer_run(r->claimer, ev_now(loop));
 }
 
@@ -264,7 +266,7 @@ static void relay_on_nats_lost(void *arg)
     struct relay *r = arg;
     if (!leader_is(r->leader))
         return;
-    marks_flush(r->marks);
+    marks_flush(r->marks, true);
     leader_resign(r->leader, LOG_REASON_NATS_LOST);
 }
 
@@ -414,8 +416,8 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
         (r->rows = inflight_create((size_t)cfg->max_inflight, err, errlen)) == NULL ||
         (r->bridge = nats_bridge_create(loop, relay_on_nats_events, r, err, errlen)) == NULL ||
         (r->pg = pg_source_create(loop, cfg, pg_events, err, errlen)) == NULL ||
-        (r->marks = marks_create(r->pg, r->sql.mark_published, r->sql.mark_failed, mark_events, err,
-                                 errlen)) == NULL ||
+        (r->marks = marks_create(loop, r->pg, r->sql.mark_published, r->sql.mark_failed,
+                                 cfg->mark_gather_ms, mark_events, err, errlen)) == NULL ||
         (r->leader = leader_create(loop, cfg, r->pg, leader_events, err, errlen)) == NULL ||
         (r->sample = table_sample_create(loop, cfg, r->pg, r->sql.sample, relay_on_sampled, r, err,
                                          errlen)) == NULL ||

@@ -228,6 +228,16 @@ void it_js_add_stream(const char *name, const char *const *subjects)
     jsStreamInfo_Destroy(si);
 }
 
+void it_js_update_stream_subjects(const char *name, const char *const *subjects)
+{
+    jsStreamConfig cfg;
+    it_stream_config(&cfg, name, subjects, 1);
+    jsErrCode jerr = 0;
+    natsStatus s = js_UpdateStream(NULL, it_js(), &cfg, NULL, &jerr);
+    ck_assert_msg(s == NATS_OK, "update stream %s: %s (%d)", name, natsStatus_GetText(s),
+                  (int)jerr);
+}
+
 jsStreamInfo *it_js_stream_info(const char *name, natsStatus *status)
 {
     jsStreamInfo *si = NULL;

@@ -44,6 +44,9 @@ jsCtx *it_js(void);
 /* Creates a file-storage stream over `subjects` (NULL-terminated). */
 void it_js_add_stream(const char *name, const char *const *subjects);
 
+/* Points an existing stream at other `subjects` (NULL-terminated). */
+void it_js_update_stream_subjects(const char *name, const char *const *subjects);
+
 /* Messages currently in the stream (stream info State.Msgs); fails the test if it is missing. */
 uint64_t it_js_stream_msgs(const char *name);
 bool it_js_stream_exists(const char *name);

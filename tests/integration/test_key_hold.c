@@ -36,23 +36,6 @@ static void insert_rows(PGconn *conn)
                      L_ROWS);
 }
 
-/* Points the stream at `subjects` (NULL-terminated): how "the stream appears" for K's head. */
-static void stream_subjects(const char *const *subjects)
-{
-    jsStreamConfig cfg;
-    jsStreamConfig_Init(&cfg);
-    int n = 0;
-    while (subjects[n])
-        n++;
-    cfg.Name = STREAM;
-    cfg.Subjects = (const char **)subjects;
-    cfg.SubjectsLen = n;
-    cfg.Storage = js_FileStorage;
-    jsErrCode jerr = 0;
-    natsStatus s = js_UpdateStream(NULL, it_js(), &cfg, NULL, &jerr);
-    ck_assert_msg(s == NATS_OK, "update stream: %s (%d)", natsStatus_GetText(s), (int)jerr);
-}
-
 static void stream_flow_only(void)
 {
     const char *subjects[] = {"it.hold.flow.>", NULL};
@@ -61,8 +44,9 @@ static void stream_flow_only(void)
 
 static void stream_add_late(void)
 {
+    /* How "the stream appears" for K's head. */
     const char *subjects[] = {"it.hold.flow.>", "it.hold.late.>", NULL};
-    stream_subjects(subjects);
+    it_js_update_stream_subjects(STREAM, subjects);
 }
 
 /* All of `key`'s published rows in the stream once, at their stream_seq, in id order. */

@@ -27,6 +27,7 @@ struct relay_config {
     int max_inflight_bytes;    /* payload + header bytes held by the relay */
     int poll_interval_ms;      /* fallback scan when no notification arrives */
     int tail_poll_us;          /* while rows flow, the pause between tail looks; 0: adaptive */
+    int mark_gather_ms;        /* how long published outcomes wait to be recorded together */
     int publish_timeout_ms;    /* PubAck wait per message */
     int retry_base_ms;         /* backoff for the first retry */
     int retry_max_ms;          /* backoff cap */

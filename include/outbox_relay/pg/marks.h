@@ -1,6 +1,7 @@
 /*
  * Batched marks: each row's outcome written to the table, one UPDATE per
- * outcome kind per loop turn.
+ * outcome kind. Published outcomes are gathered for up to
+ * OUTBOX_MARK_GATHER_MS (see marks_flush); failures go at the next turn.
  *
  * Owns the outcomes from the moment the pipeline knows them until their
  * UPDATE commits; then hands each back through `recorded`. A mark query
@@ -48,19 +49,24 @@ struct marks_events {
 
 struct marks;
 
-struct marks *marks_create(struct pg_source *pg, const char *published_sql, const char *failed_sql,
-                           struct marks_events events, char *err, size_t errlen);
+struct marks *marks_create(struct ev_loop *loop, struct pg_source *pg, const char *published_sql,
+                           const char *failed_sql, int gather_ms, struct marks_events events,
+                           char *err, size_t errlen);
 void marks_destroy(struct marks *mk);
 
-/* Queue an outcome (false: out of memory, nothing queued). */
+/* Queue an outcome (false: out of memory, nothing queued). `awaited`: the
+ * table holds later rows of its key until this one is recorded, so its
+ * batch goes at the next flush instead of gathering. */
 bool marks_add_published(struct marks *mk, int64_t id, struct outbox_row *row, uint64_t stream_seq,
-                         double acked_at);
+                         double acked_at, bool awaited);
 bool marks_add_failed(struct marks *mk, int64_t id, struct outbox_row *row, bool dead,
                       int64_t delay_ms, bool not_an_attempt, const char *error,
                       enum publish_reason reason);
 
-/* Sends each kind's queued outcomes, unless that kind's UPDATE is running. */
-void marks_flush(struct marks *mk);
+/* Sends each kind's queued outcomes that are due, unless that kind's UPDATE
+ * is running; `now`: the published ones too, gathered or not (draining, a
+ * resignation, or a pipeline that waits for room). */
+void marks_flush(struct marks *mk, bool now);
 
 /*
  * Leadership ended: forget every outcome not yet sent, and report nothing

@@ -49,6 +49,8 @@ void claimer_destroy(struct claimer *c);
 void claimer_want(struct claimer *c, enum scan_reason why);
 /* Claims the next page if one is wanted, none is running and both budgets have room. */
 void claimer_run(struct claimer *c, double now);
+/* Backpressure: the rows or bytes held leave less room than a claim needs. */
+bool claimer_needs_room(const struct claimer *c);
 /* A poll tick (wakeup_events.scan): a tail pass, or a sweep while few rows are held. */
 void claimer_on_poll(void *arg, bool sweep);
 /* Due rows may lie below the cursor (a retry came due): a sweep. arg: the claimer. */
