@@ -55,14 +55,19 @@ static void with_pg_stat_statements(void)
     PQfinish(conn);
 }
 
-static struct it_relay *start_relay(void)
+static struct it_relay *start_relay_with(const char *extra)
 {
     const char *subjects[] = {"it.wal.>", NULL};
     it_js_add_stream(STREAM, subjects);
-    const char *env[] = {"OUTBOX_METRICS_INTERVAL_MS=100", NULL};
+    const char *env[] = {"OUTBOX_METRICS_INTERVAL_MS=100", extra, NULL};
     struct it_relay *relay = it_relay_start_http(env, NULL);
     ck_assert(it_wait_metric(relay->http_port, "outbox_relay_leader", 1, 10000));
     return relay;
+}
+
+static struct it_relay *start_relay(void)
+{
+    return start_relay_with(NULL);
 }
 
 /* Rows one INSERT at a time, then every one published (marked) so far. */
@@ -157,6 +162,24 @@ START_TEST(test_mark_wal_exported_and_growing)
 }
 END_TEST
 
+/* A relay role with the example grants only: pg_stat_statements shows it its own statements. */
+START_TEST(test_unprivileged_role_reads_its_own)
+{
+    PGconn *conn = it_pg_connect();
+    it_pg_exec(conn, "CREATE ROLE wal_relay LOGIN IN ROLE outbox_relay");
+    char url[256];
+    snprintf(url, sizeof url, "OUTBOX_PG_URL=postgresql://wal_relay@127.0.0.1:%d/%s", it_pg_port(),
+             PQdb(conn));
+    struct it_relay *relay = start_relay_with(url);
+    relay_rows(conn, 1, ROWS);
+    mark_wal_after(relay->http_port, 0);
+    ck_assert_int_eq(logged_times(relay, LOG_MSG_STATEMENT_WAL_UNAVAILABLE), 0);
+    ck_assert_int_eq(logged_times(relay, LOG_MSG_STATEMENT_WAL_FAILED), 0);
+    it_relay_stop(relay);
+    PQfinish(conn);
+}
+END_TEST
+
 struct samples_wait {
     int port;
     double want;
@@ -227,6 +250,7 @@ int main(void)
     TCase *with = it_tcase(suite, "with_pg_stat_statements", with_pg_stat_statements, 120);
     tcase_add_test(with, test_statements_carry_their_kind);
     tcase_add_test(with, test_mark_wal_exported_and_growing);
+    tcase_add_test(with, test_unprivileged_role_reads_its_own);
     tcase_add_test(with, test_failing_read_disturbs_nothing);
     TCase *without = it_tcase(suite, "without_pg_stat_statements", it_start_servers, 120);
     tcase_add_test(without, test_without_extension_absent);
