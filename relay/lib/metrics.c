@@ -237,6 +237,19 @@ char *metrics_render(const struct metrics *m, const char *version, size_t *len)
     family(&b, "pg_statement_rows_total", "counter",
            "Rows the statements returned (claim, sample) or changed (mark, retention), by kind.");
     by_kind(&b, "pg_statement_rows_total", m->statements.rows, NULL);
+    if (m->wal.known) {
+        /* Server figures, counters as pg_stat_statements keeps them: its reset (or an entry
+         * evicted) lowers them, which rate() reads as a counter reset. */
+        family(&b, "pg_wal_bytes_total", "counter",
+               "WAL bytes the relay's statements wrote, by kind, from pg_stat_statements on the "
+               "server (every relay session on the database; pg_stat_statements_reset() lowers "
+               "it). Absent without pg_stat_statements.");
+        by_kind(&b, "pg_wal_bytes_total", m->wal.bytes, NULL);
+        family(&b, "pg_wal_statements_total", "counter",
+               "Executions pg_stat_statements counted with those WAL bytes, by kind (the same "
+               "entries, the same resets).");
+        by_kind(&b, "pg_wal_statements_total", m->wal.calls, NULL);
+    }
     gauge_int(&b, "pg_connected", m->pg_connected ? 1 : 0, "1 when PostgreSQL is connected.");
     gauge_int(&b, "nats_connected", m->nats_connected ? 1 : 0, "1 when NATS is connected.");
 

@@ -13,7 +13,7 @@
 #include "outbox_relay/pg/pg_connect.h"
 #include "outbox_relay/lib/util.h"
 
-#define PG_MAX_STATEMENTS 16
+#define PG_MAX_STATEMENTS 32
 #define PG_MAX_KINDS      24
 
 /* While the outbox table is missing: warn once, then again at this interval. */
@@ -67,6 +67,8 @@ struct pg_source {
     char *check_sql;
     char *listen_sql;
     char *deadline_sql; /* the server's statement_timeout: the same deadline */
+
+    struct strbuf labeled; /* the text being sent, behind its label (pg_labeled) */
 
     char table_missing[384]; /* why the table is not usable; "" once it is */
     double table_warned_at;  /* last warning about it; 0: none since it was found */
@@ -424,6 +426,20 @@ static void pg_on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* ---- queries ---- */
 
+/*
+ * The statement's text behind a comment naming its kind. PostgreSQL keeps
+ * the comment in pg_stat_activity and in the text pg_stat_statements stores,
+ * so a DBA can tell the relay's statements from the application's, and
+ * statement_wal.c finds the relay's own figures by it. Only a PREPARE or an
+ * unprepared statement carries text; an execution by name carries none.
+ */
+static const char *pg_labeled(struct pg_source *src, const struct pg_query *q)
+{
+    src->labeled.n = 0;
+    sb_printf(&src->labeled, PG_STATEMENT_LABEL_FMT "%s", statement_kind_name(q->kind), q->sql);
+    return src->labeled.oom || src->labeled.s == NULL ? q->sql : src->labeled.s;
+}
+
 static void pg_send_next(struct pg_source *src)
 {
     if (src->running || src->head == NULL || src->conn == NULL)
@@ -436,13 +452,13 @@ static void pg_send_next(struct pg_source *src)
     int sent;
     if (q->stmt >= 0 && !src->prepared[q->stmt]) {
         /* Prepare first; pg_complete then sends the execution. */
-        sent = PQsendPrepare(src->conn, name, q->sql, q->nparams, NULL);
+        sent = PQsendPrepare(src->conn, name, pg_labeled(src, q), q->nparams, NULL);
         src->preparing = true;
     } else if (q->stmt >= 0) {
         sent = PQsendQueryPrepared(src->conn, name, q->nparams, (const char *const *)q->params,
                                    NULL, NULL, q->binary ? 1 : 0);
     } else {
-        sent = PQsendQueryParams(src->conn, q->sql, q->nparams, NULL,
+        sent = PQsendQueryParams(src->conn, pg_labeled(src, q), q->nparams, NULL,
                                  (const char *const *)q->params, NULL, NULL, q->binary ? 1 : 0);
     }
     if (!sent) {
@@ -666,6 +682,7 @@ void pg_source_destroy(struct pg_source *src)
     free(src->check_sql);
     free(src->listen_sql);
     free(src->deadline_sql);
+    sb_free(&src->labeled);
     free(src);
 }
 

@@ -28,6 +28,7 @@
 #include "outbox_relay/pg/retention.h"
 #include "outbox_relay/pipeline/retry_timer.h"
 #include "outbox_relay/pipeline/stall_watch.h"
+#include "outbox_relay/pg/statement_wal.h"
 #include "outbox_relay/pg/table_sample.h"
 #include "outbox_relay/lib/util.h"
 #include "outbox_relay/pg/wakeup.h"
@@ -56,6 +57,7 @@ struct relay {
     struct retry_timer retry;
     struct retry_policy retry_policy; /* outcome.h: retry or dead */
     struct table_sample *sample;      /* unfinished and dead rows, oldest age */
+    struct statement_wal *wal;        /* the WAL of the relay's statements, where measurable */
     struct retention *retention;      /* the leader prunes old published rows */
     struct dead_letter *dead_letter;  /* the leader publishes dead rows to their subject */
     struct metrics metrics;
@@ -421,6 +423,7 @@ struct relay *relay_create(struct ev_loop *loop, const struct relay_config *cfg,
         (r->leader = leader_create(loop, cfg, r->pg, leader_events, err, errlen)) == NULL ||
         (r->sample = table_sample_create(loop, cfg, r->pg, r->sql.sample, relay_on_sampled, r, err,
                                          errlen)) == NULL ||
+        (r->wal = statement_wal_create(loop, cfg, r->pg, err, errlen)) == NULL ||
         (r->retention = retention_create(loop, cfg, r->pg, err, errlen)) == NULL ||
         (r->js = js_sink_create(cfg, r->bridge, err, errlen)) == NULL)
         goto fail;
@@ -472,6 +475,7 @@ void relay_start(struct relay *r)
 {
     ev_prepare_start(r->loop, &r->before_sleep);
     table_sample_start(r->sample);
+    statement_wal_start(r->wal);
     publisher_start(r->publisher);
     pg_source_start(r->pg);
     nats_link_start(r->nats);
@@ -522,6 +526,7 @@ void relay_destroy(struct relay *r)
     leader_destroy(r->leader);
     wakeup_destroy(r->wakeup);
     table_sample_destroy(r->sample);
+    statement_wal_destroy(r->wal);
     retention_destroy(r->retention);
     dead_letter_destroy(r->dead_letter);
     nats_bridge_destroy(r->bridge);
@@ -564,6 +569,7 @@ const struct metrics *relay_metrics(struct relay *r)
     r->metrics.pg_connected = pg_source_state(r->pg) == PG_READY;
     r->metrics.pg_reconnects_total = pg_source_lost_total(r->pg);
     r->metrics.statements = *pg_source_statement_stats(r->pg);
+    r->metrics.wal = *statement_wal_figures(r->wal);
     const struct mark_counts *marked = marks_counts(r->marks);
     r->metrics.published_total = marked->published;
     r->metrics.failed_total = r->metrics.dead_total = 0;

@@ -46,7 +46,7 @@ static bool in_flight_unmarked(void *arg)
            it_pg_int(s->conn,
                      "SELECT count(*) FROM pg_stat_activity"
                      " WHERE application_name = 'outbox-relay' AND wait_event_type = 'Lock'"
-                     "   AND query LIKE 'UPDATE%%'") == 1;
+                     "   AND query LIKE '/* outbox-relay %% */ UPDATE%%'") == 1;
 }
 
 static bool standing_by(void *arg)

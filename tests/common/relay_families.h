@@ -62,6 +62,11 @@ static const char *const relay_statement_kinds[] = {"other",  "claim",  "mark", 
                                                     "wakeup", "sample", "retention", "dead_letter"};
 #define RELAY_STATEMENT_KINDS (sizeof relay_statement_kinds / sizeof relay_statement_kinds[0])
 
+/* The WAL of the relay's statements by kind: only where pg_stat_statements can be read. */
+static const char *const relay_wal_families[] = {"outbox_relay_pg_wal_bytes_total",
+                                                 "outbox_relay_pg_wal_statements_total"};
+#define RELAY_WAL_FAMILIES (sizeof relay_wal_families / sizeof relay_wal_families[0])
+
 /* The process_* families a scrape adds (read from /proc/self; not in a bare render). */
 static const struct relay_family process_families[] = {
     {"process_cpu_seconds_total", "counter"},

@@ -27,7 +27,7 @@ static bool stuck_between_ack_and_mark(void *arg)
     struct frozen *f = arg;
     if (it_pg_int(f->conn, "SELECT count(*) FROM pg_stat_activity"
                            " WHERE application_name = 'outbox-relay' AND wait_event_type = 'Lock'"
-                           "   AND query LIKE 'UPDATE%%'") != 1)
+                           "   AND query LIKE '/* outbox-relay %% */ UPDATE%%'") != 1)
         return false;
     f->marked = it_pg_int(f->conn, "SELECT count(*) FROM outbox WHERE status = 'published'");
     f->in_stream = it_js_stream_msgs(STREAM);

@@ -204,7 +204,7 @@ START_TEST(test_killed_during_reconciliation)
                (long long)locked);
     uint64_t before = it_js_stream_msgs(STREAM);
     relay = it_relay_start(relay_env, NULL);
-    struct stuck s = {.conn = conn, .query = "UPDATE%"};
+    struct stuck s = {.conn = conn, .query = "/* outbox-relay % */ UPDATE%"};
     ck_assert_msg(it_wait_until(relay_waits_on_lock, &s, 30000),
                   "the new leader never wrote to the locked row");
     uint64_t during = it_js_stream_msgs(STREAM);
@@ -249,7 +249,7 @@ START_TEST(test_nats_lost_during_reconciliation)
     PGconn *blocker = it_pg_connect();
     it_pg_exec(blocker, "BEGIN; LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE");
     relay = it_relay_start(env, NULL);
-    struct stuck s = {.conn = conn, .query = "SELECT id, event_id%"};
+    struct stuck s = {.conn = conn, .query = "/* outbox-relay % */ SELECT id, event_id%"};
     ck_assert_msg(it_wait_until(relay_waits_on_lock, &s, 30000),
                   "the new leader never read the unfinished rows");
     it_nats_pause();

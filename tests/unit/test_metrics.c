@@ -78,6 +78,38 @@ START_TEST(test_every_family_named_and_typed)
 }
 END_TEST
 
+/* The server's WAL figures: two counters by kind once read, absent before (and while failing). */
+START_TEST(test_wal_families_only_when_known)
+{
+    struct metrics m;
+    metrics_init(&m);
+    m.wal.bytes[STATEMENT_MARK] = 12345;
+    m.wal.calls[STATEMENT_MARK] = 7;
+    static struct prom_exposition e;
+    render_parse(&m, "0.1.0", &e);
+    for (size_t k = 0; k < RELAY_WAL_FAMILIES; k++)
+        ck_assert_ptr_null(prom_family_find(&e, relay_wal_families[k]));
+
+    m.wal.known = true;
+    render_parse(&m, "0.1.0", &e);
+    ck_assert_uint_eq(e.nfamilies, RELAY_FAMILIES + RELAY_WAL_FAMILIES);
+    for (size_t k = 0; k < RELAY_WAL_FAMILIES; k++) {
+        struct prom_family *f = prom_family_find(&e, relay_wal_families[k]);
+        ck_assert_ptr_nonnull(f);
+        ck_assert_str_eq(f->type, "counter");
+        for (size_t i = 0; i < RELAY_STATEMENT_KINDS; i++)
+            prom_sample_get(&e, relay_wal_families[k], "kind", relay_statement_kinds[i]);
+    }
+    ck_assert_str_eq(
+        prom_sample_get(&e, "outbox_relay_pg_wal_bytes_total", "kind", "mark")->value_text,
+        "12345");
+    ck_assert_str_eq(
+        prom_sample_get(&e, "outbox_relay_pg_wal_statements_total", "kind", "mark")->value_text,
+        "7");
+    ck_assert_double_eq(prom_sum(&e, "outbox_relay_pg_wal_bytes_total"), 12345);
+}
+END_TEST
+
 START_TEST(test_values_rendered)
 {
     struct metrics m;
@@ -386,6 +418,7 @@ int main(void)
     TCase *tc = tcase_create("render");
     tcase_add_test(tc, test_every_family_named_and_typed);
     tcase_add_test(tc, test_values_rendered);
+    tcase_add_test(tc, test_wal_families_only_when_known);
     tcase_add_test(tc, test_reasons);
     tcase_add_test(tc, test_process_families);
     tcase_add_test(tc, test_number_formats);

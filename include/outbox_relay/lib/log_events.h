@@ -14,6 +14,10 @@
 #define LOG_MSG_TABLE_WAITING      "waiting for the outbox table"
 #define LOG_MSG_TABLE_FOUND        "outbox table found"
 
+/* WAL per statement kind, read from pg_stat_statements (statement_wal.c) */
+#define LOG_MSG_STATEMENT_WAL_UNAVAILABLE "WAL per statement unavailable"
+#define LOG_MSG_STATEMENT_WAL_FAILED      "reading WAL per statement from pg_stat_statements failed"
+
 /* The "reason" of a lost PostgreSQL session whose connect or query outran its deadline:
  * "connect" or "query", then the deadline in ms. */
 #define LOG_REASON_PG_DEADLINE_FMT "%s did not finish within %d ms"

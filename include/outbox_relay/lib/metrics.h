@@ -82,6 +82,7 @@ struct metrics {
     uint64_t dead_by_reason[PUBLISH_REASONS];
     struct metrics_process process;
     struct statement_stats statements; /* the relay's statements by kind (pg_source.c) */
+    struct wal_figures wal;            /* their WAL in pg_stat_statements; rendered when .known */
 
     struct metrics_latency latency; /* the publisher's (publisher_latency) */
 };

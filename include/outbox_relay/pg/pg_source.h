@@ -74,6 +74,15 @@ bool pg_source_query(struct pg_source *src, const char *sql, int nparams, char *
                      bool binary, pg_result_fn fn, void *arg);
 
 /*
+ * The SQL comment in front of every statement text the relay sends, naming
+ * its kind (statement_kind_name), so a mark reads "outbox-relay mark" in a
+ * comment before its UPDATE. It shows in pg_stat_activity and in the text
+ * pg_stat_statements keeps.
+ */
+#define PG_STATEMENT_LABEL_FMT "/* outbox-relay %s */ "
+#define PG_STATEMENT_LABEL     "/* outbox-relay "
+
+/*
  * Names the kind of a statement text (by address, as pg_source_query
  * takes it), for its counts and times; unnamed texts count as "other".
  */
