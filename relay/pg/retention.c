@@ -60,12 +60,11 @@ char *retention_build_sql(const struct relay_config *cfg)
      * Deletes the old published rows of the window, one result row each,
      * with the window's summary. The ids go to the delete as an array, so it
      * finds them by the primary key (a join here was planned as a hash join
-     * over a sequential scan of the whole table). The summary is a CTE
-     * of its own: computed once, not again for each row deleted. The outer
-     * tests are
-     * rechecked on rows changed meanwhile. Nothing but the primary key is
-     * read: an index on published_at would cost every published mark an
-     * index entry (its status change is never a HOT update).
+     * over a sequential scan of the whole table). The summary is a CTE of
+     * its own: computed once, not again for each row deleted. The outer
+     * tests are rechecked on rows changed meanwhile. Nothing but the primary
+     * key is read: an index on published_at would cost every published mark
+     * an index entry (its status change is never a HOT update).
      */
     char *sql = str_printf(
         "WITH w AS MATERIALIZED (" WINDOW_SQL "), "
@@ -126,7 +125,8 @@ static void retention_failed(struct retention *r, PGresult *res)
 
 static void retention_query(struct retention *r, const char *sql, pg_result_fn fn);
 
-/* The last round failed, or never ran: the next one comes at the interval. */
+/* Whether the statement answered; if not (an error, or the connection lost), the next round
+ * comes at the interval. */
 static bool retention_answered(struct retention *r, PGresult *res)
 {
     r->running = false;
@@ -186,8 +186,8 @@ static void retention_on_result(void *arg, PGresult *res)
     if (n == 0) {
         /*
          * Nothing deleted, so no summary came with the rows: asked apart,
-         * in a statement of its own kind, so that retention's rows stay the
-         * rows it deleted.
+         * in a statement not named as retention's (it counts as "other"),
+         * so that retention's statement rows stay the rows it deleted.
          */
         retention_query(r, r->probe_sql, retention_on_probe);
         return;
@@ -199,12 +199,12 @@ static void retention_on_result(void *arg, PGresult *res)
 
 static void retention_query(struct retention *r, const char *sql, pg_result_fn fn)
 {
-    char *params[3] = {NULL, NULL, NULL};
-    if (asprintf(&params[0], "%lld", (long long)r->cfg->retention_s) < 0 ||
-        asprintf(&params[1], "%d", r->cfg->retention_batch) < 0 ||
-        asprintf(&params[2], "%lld", (long long)r->cursor) < 0) {
-        free(params[0]); /* out of memory: the next round */
-        free(params[1]);
+    char *params[3] = {str_printf("%lld", (long long)r->cfg->retention_s),
+                       str_printf("%d", r->cfg->retention_batch),
+                       str_printf("%lld", (long long)r->cursor)};
+    if (params[0] == NULL || params[1] == NULL || params[2] == NULL) {
+        for (int i = 0; i < 3; i++) /* out of memory: the next round */
+            free(params[i]);
         retention_arm(r, r->cfg->retention_interval_ms / 1000.0);
         return;
     }
