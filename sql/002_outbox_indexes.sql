@@ -12,10 +12,10 @@ CREATE INDEX IF NOT EXISTS outbox_held_keys_idx
     ON outbox (ordering_key, id)
     WHERE status IN ('failed', 'dead') AND ordering_key IS NOT NULL;
 
--- Pruning finds old published rows without a sequential scan.
-CREATE INDEX IF NOT EXISTS outbox_published_at_idx
-    ON outbox (published_at)
-    WHERE status = 'published';
+-- No index names published rows (sql/008): a row's published mark changes
+-- its status, which the partial indexes' predicates name, so the mark is
+-- never a HOT update and writes an entry in every index the new row version
+-- belongs to. Retention and reconciliation walk the primary key instead.
 
 -- Per-key order under concurrent producers: a claim asks, for each keyed
 -- row, for the nearest earlier unfinished row of its key (one backward probe).

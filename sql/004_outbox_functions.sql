@@ -54,6 +54,10 @@ $$;
 
 -- Delete published rows older than the given age. Returns how many.
 --   SELECT outbox_prune_published(interval '7 days');
+-- One statement that reads the whole table (no index names published rows:
+-- see sql/002) and holds its deleted rows until it commits: for a one-off
+-- clean-up. The relay's retention (OUTBOX_RETENTION) prunes in small
+-- windows of ids instead.
 CREATE OR REPLACE FUNCTION outbox_prune_published(p_older_than interval)
 RETURNS bigint
 LANGUAGE plpgsql AS $$

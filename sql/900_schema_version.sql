@@ -2,4 +2,4 @@
 -- table already at this version and the relay checks it at start. Raise the
 -- number with every change to sql/ (and keep this file last).
 
-COMMENT ON TABLE outbox IS 'Transactional outbox relayed to NATS JetStream by outbox-relay; schema version 4';
+COMMENT ON TABLE outbox IS 'Transactional outbox relayed to NATS JetStream by outbox-relay; schema version 5';

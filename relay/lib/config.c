@@ -148,9 +148,11 @@ static const struct setting settings[] = {
      "the leader deletes published rows older than this (e.g. 36h, 7d); 0 keeps them forever. "
      "Dead rows are never deleted"},
     {"OUTBOX_RETENTION_BATCH", "retention-batch", INT(retention_batch), "2000", 1, 100000,
-     "rows deleted per retention statement"},
+     "rows per retention window: each statement looks at this many rows by id and deletes the "
+     "old published ones among them"},
     {"OUTBOX_RETENTION_INTERVAL_MS", "retention-interval-ms", INT(retention_interval_ms), "60000",
-     100, DAY_MS, "how often retention looks for old rows (full batches follow each other faster)"},
+     100, DAY_MS,
+     "how often a retention pass starts from the lowest id (its windows follow each other faster)"},
 
     {"OUTBOX_PIPELINE", "pipeline", STR(pipeline), "auto", 0, 0,
      "auto: publish many rows of one ordering_key at once, fenced by Nats-Expected-Last-Msg-Id, "

@@ -224,10 +224,19 @@ bool outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg,
      * A new term's reconciliation (reconcile.h). The unfinished rows an
      * earlier term may have published, lowest ids first: claims walk them in
      * id order, so its rows in flight are among the first of them. The
-     * highest stream sequence marked, read where the latest marks are (the
-     * published_at index, backwards, at most $1 rows): never above the true
-     * highest, so the stream range read from it holds every message an
-     * earlier term stored but did not mark. The rows found in the stream,
+     * highest stream sequence marked, read where the latest marks are, by
+     * the primary key backwards: the top $1 rows of the table (the latest
+     * marks when nothing waits), and the 2 x $1 rows up to the last of the
+     * first $1 unfinished rows (the latest marks when a backlog waits above
+     * them: they sit among and below the rows a term had in flight, and at
+     * most $1 of those rows are unfinished). A maximum over published rows
+     * is never above the true highest, so the stream range read from it
+     * holds every message an earlier term stored but did not mark. It may
+     * come out lower (a row retried late, at a low id; more than $1 rows
+     * waiting for their retries below a backlog): the range read is then
+     * longer, within the read's budgets, its excess counted unchecked. No
+     * index on published_at: it would cost every published mark an index
+     * entry. The rows found in the stream,
      * marked by id, only while still unfinished: a test the planner cannot
      * match to a partial index, so the join goes through the primary key
      * (as the marks do, for the same reason), whatever the statistics.
@@ -237,9 +246,12 @@ bool outbox_sql_build(struct outbox_sql *sql, const struct relay_config *cfg,
              "LIMIT $1::int",
              t);
     sql_text(&sql->reconcile_marked_max,
-             "SELECT coalesce(max(s.stream_seq), 0) FROM (SELECT stream_seq FROM %s "
-             "WHERE status = 'published' ORDER BY published_at DESC LIMIT $1::int) AS s",
-             t);
+             "SELECT coalesce(max(s.stream_seq), 0) FROM ("
+             "(SELECT status, stream_seq FROM %s ORDER BY id DESC LIMIT $1::int) UNION ALL "
+             "(SELECT status, stream_seq FROM %s WHERE id <= (SELECT max(u.id) FROM (SELECT id "
+             "FROM %s WHERE status IN ('pending', 'failed') ORDER BY id LIMIT $1::int) AS u) "
+             "ORDER BY id DESC LIMIT 2 * $1::int)) AS s WHERE s.status = 'published'",
+             t, t, t);
     sql_text(&sql->reconcile_mark,
              "UPDATE %s AS o SET status = 'published', published_at = clock_timestamp(), "
              "stream_seq = v.seq, attempts = o.attempts + 1, next_attempt_at = NULL "

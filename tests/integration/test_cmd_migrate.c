@@ -62,7 +62,7 @@ START_TEST(test_migrate_custom_names_then_relay_then_noop)
                      0);
     ck_assert_int_eq(it_pg_int(c, "SELECT count(*) FROM pg_indexes WHERE schemaname = 'shop'"
                                   " AND indexname LIKE 'events\\_%%'"),
-                     7); /* pkey + 6 */
+                     6); /* pkey + 5 */
     ck_assert_int_eq(it_pg_int(c, "SELECT count(*) FROM pg_proc WHERE pronamespace ="
                                   " 'shop'::regnamespace AND proname LIKE 'events\\_%%'"),
                      5);
@@ -158,11 +158,47 @@ START_TEST(test_schema_version_check)
 }
 END_TEST
 
+/* A table made at schema version 4, with its index on published_at, rows in it: migrate drops the
+ * index (every published mark wrote an entry in it), keeps the rows, records version 5. */
+START_TEST(test_version_4_table_carried_forward)
+{
+    PGconn *c = it_pg_connect();
+    struct relay_config cfg = {.table = "outbox", .channel = "outbox"};
+    char msg[256];
+    it_pg_exec(c, "CREATE INDEX outbox_published_at_idx ON outbox (published_at)"
+                  " WHERE status = 'published'");
+    it_pg_exec(c, "COMMENT ON TABLE outbox IS 'Transactional outbox relayed to NATS JetStream by"
+                  " outbox-relay; schema version 4'");
+    it_pg_exec(c, "INSERT INTO outbox (subject, status, published_at, stream_seq)"
+                  " SELECT 'it.migrate.v4', 'published', now(), g FROM generate_series(1, 10) g");
+    ck_assert_int_eq(migrate_check_version(c, &cfg, msg, sizeof(msg)), MIGRATE_OLDER);
+
+    json_t *doc = NULL;
+    const char *args[] = {"migrate", "--json", NULL};
+    ck_assert_int_eq(it_relay_cmd(NULL, args, &doc, NULL), 0);
+    ck_assert(json_is_true(json_object_get(doc, "changed")));
+    ck_assert_str_eq(json_string_value(json_object_get(doc, "before")), "older");
+    ck_assert_int_eq(json_integer_value(json_object_get(doc, "version_before")), 4);
+    ck_assert_int_eq(json_integer_value(json_object_get(doc, "version")), 5);
+    json_decref(doc);
+
+    ck_assert_int_eq(it_pg_int(c, "SELECT count(*) FROM pg_indexes WHERE tablename = 'outbox'"
+                                  " AND indexname = 'outbox_published_at_idx'"),
+                     0);
+    ck_assert_int_eq(it_pg_int(c, "SELECT count(*) FROM outbox WHERE subject = 'it.migrate.v4'"),
+                     10);
+    ck_assert_int_eq(migrate_check_version(c, &cfg, msg, sizeof(msg)), MIGRATE_CURRENT);
+    ck_assert_int_eq(migrate_schema_version(), 5);
+    PQfinish(c);
+}
+END_TEST
+
 int main(void)
 {
     Suite *suite = suite_create("cmd_migrate");
     TCase *tc = it_tcase(suite, "cmd_migrate", it_start_servers, 120);
     tcase_add_test(tc, test_migrate_custom_names_then_relay_then_noop);
     tcase_add_test(tc, test_schema_version_check);
+    tcase_add_test(tc, test_version_4_table_carried_forward);
     return run_suite(suite);
 }

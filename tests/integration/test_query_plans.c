@@ -199,6 +199,64 @@ START_TEST(test_sample_cost_is_bounded)
 }
 END_TEST
 
+/* The highest stream sequence marked, as reconciliation reads it (at most `marks` rows). */
+static int64_t marked_max(PGconn *conn, int marks, double *read)
+{
+    it_pg_exec(conn, "DEALLOCATE ALL");
+    it_pg_exec(conn, "PREPARE marked_max(int) AS %s", sql.reconcile_marked_max);
+    int64_t max = it_pg_int(conn, "EXECUTE marked_max(%d)", marks);
+    PGresult *res =
+        it_pg_query(conn, "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE marked_max(%d)", marks);
+    json_error_t jerr;
+    json_t *doc = json_loads(PQgetvalue(res, 0, 0), 0, &jerr);
+    PQclear(res);
+    ck_assert_msg(doc != NULL, "EXPLAIN output: %s", jerr.text);
+    *read = most_rows_read(json_object_get(json_array_get(doc, 0), "Plan"), "outbox_pkey");
+    json_decref(doc);
+    return max;
+}
+
+/* The highest sequence marked, read by the primary key, is found with nothing waiting and below a
+ * backlog far larger than the rows it reads (without an index on published_at), in bounded
+ * reads. */
+START_TEST(test_marked_max_found_by_the_primary_key)
+{
+    enum { MARKS = 200, PUBLISHED = 5000, WAITING = 30 };
+    load_config();
+    PGconn *conn = it_pg_connect();
+    PQclear(it_pg_query(conn, "%s", outbox_session_sql));
+    /* Published in id order, a few rows waiting for a retry among them. */
+    it_pg_exec(conn,
+               "INSERT INTO outbox (subject, status, published_at, stream_seq)"
+               " SELECT 'it.plans', 'published', now(), g FROM generate_series(1, %d) g",
+               PUBLISHED);
+    it_pg_exec(conn,
+               "UPDATE outbox SET status = 'failed', stream_seq = NULL, published_at = NULL"
+               " WHERE id %% 100 = 0 AND id <= %d",
+               WAITING * 100);
+    int64_t top = it_pg_int(conn, "SELECT max(stream_seq) FROM outbox");
+    double read = 0;
+    ck_assert_int_eq(marked_max(conn, MARKS, &read), top);
+    /* A backlog above the last mark, far more rows than the statement reads. */
+    it_pg_exec(conn,
+               "INSERT INTO outbox (subject, payload) SELECT 'it.plans', 'x'"
+               " FROM generate_series(1, %d)",
+               BACKLOG);
+    ck_assert_int_eq(marked_max(conn, MARKS, &read), top);
+    ck_assert_msg(read <= 2 * MARKS, "the statement read %.0f rows of the primary key", read);
+    /* Never above the true highest: the rows a term had in flight, some marked. */
+    it_pg_exec(conn,
+               "UPDATE outbox SET status = 'published', stream_seq = %lld + id %% 7, published_at ="
+               " now() WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' ORDER BY id"
+               " LIMIT 50) AND id %% 2 = 0",
+               (long long)top);
+    top = it_pg_int(conn, "SELECT max(stream_seq) FROM outbox");
+    ck_assert_int_eq(marked_max(conn, MARKS, &read), top);
+    PQfinish(conn);
+    config_free(&cfg);
+}
+END_TEST
+
 static void setup_pg(void)
 {
     it_setup();
@@ -211,5 +269,6 @@ int main(void)
     TCase *tc = it_tcase(suite, "plans", setup_pg, 120);
     tcase_add_test(tc, test_plans_do_not_depend_on_statistics);
     tcase_add_test(tc, test_sample_cost_is_bounded);
+    tcase_add_test(tc, test_marked_max_found_by_the_primary_key);
     return run_suite(suite);
 }

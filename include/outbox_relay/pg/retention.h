@@ -1,6 +1,6 @@
 /*
  * Retention: the leader deletes published rows older than OUTBOX_RETENTION in
- * small batches on its own connection, between the relay's queries.
+ * small windows of ids on its own connection, between the relay's queries.
  */
 #ifndef OUTBOX_RELAY_RETENTION_H
 #define OUTBOX_RELAY_RETENTION_H
@@ -42,13 +42,26 @@ uint64_t retention_failures_total(const struct retention *r);
 bool retention_failing(const struct retention *r);
 
 /*
+ * Rounds walk the table by the primary key in windows of
+ * OUTBOX_RETENTION_BATCH rows from a cursor, deleting the published rows of
+ * each window older than OUTBOX_RETENTION. A pass goes on (a window every
+ * 200 ms) to the end of the table or to a window holding a row created
+ * after the cutoff; the next pass starts from the lowest id at the next
+ * interval, so rows below the cursor published meanwhile go then. Dead and
+ * unfinished rows are never deleted and do not end a pass.
+ *
  * The statement (for a prepared statement it lives as long as r): $1 = age
- * in seconds, $2 = batch size. Returns the rows deleted as its command tag.
+ * in seconds, $2 = window rows, $3 = the cursor (the window's ids are above
+ * it). One result row per row deleted: its id, then the window's summary
+ * (its last id, its rows, whether a row in it was created after the
+ * cutoff). A window that deleted nothing returns no row; the probe (same
+ * parameters) returns its summary alone, in one row.
  */
 const char *retention_sql(const struct retention *r);
 
-/* The statement for cfg's table, malloc'ed (tests and the bench run it directly); NULL when out
- * of memory. */
+/* The statements for cfg's table, malloc'ed (tests and the bench run them directly); NULL when
+ * out of memory. */
 char *retention_build_sql(const struct relay_config *cfg);
+char *retention_build_probe_sql(const struct relay_config *cfg);
 
 #endif

@@ -1,0 +1,11 @@
+-- The partial index on published_at of published rows is gone: every
+-- published mark wrote an entry in it (see sql/002), and retention and
+-- reconciliation now walk the primary key. Re-applying this file is a no-op.
+--
+-- `outbox-relay migrate` runs in one transaction, so this is a plain DROP
+-- INDEX: it takes the table's ACCESS EXCLUSIVE lock for a moment (after the
+-- transactions in progress on the table end; migrate's --lock-timeout-ms
+-- bounds the wait). To take no such lock, drop it beforehand outside a
+-- transaction, and this file finds nothing to do:
+--   DROP INDEX CONCURRENTLY IF EXISTS outbox_published_at_idx;
+DROP INDEX IF EXISTS outbox_published_at_idx;
