@@ -63,6 +63,10 @@ START_TEST(test_migrate_custom_names_then_relay_then_noop)
     ck_assert_int_eq(it_pg_int(c, "SELECT count(*) FROM pg_indexes WHERE schemaname = 'shop'"
                                   " AND indexname LIKE 'events\\_%%'"),
                      6); /* pkey + 5 */
+    ck_assert_int_eq(it_pg_int(c,
+                               "SELECT count(*) FROM pg_class WHERE oid = 'shop.events'::regclass"
+                               " AND 'fillfactor=50' = ANY (reloptions)"),
+                     1);
     ck_assert_int_eq(it_pg_int(c, "SELECT count(*) FROM pg_proc WHERE pronamespace ="
                                   " 'shop'::regnamespace AND proname LIKE 'events\\_%%'"),
                      5);
@@ -159,7 +163,8 @@ START_TEST(test_schema_version_check)
 END_TEST
 
 /* A table made at schema version 4, with its index on published_at, rows in it: migrate drops the
- * index (every published mark wrote an entry in it), keeps the rows, records version 5. */
+ * index (every published mark wrote an entry in it), leaves half of each new page to the marks
+ * (fillfactor 50), keeps the rows, records version 5. */
 START_TEST(test_version_4_table_carried_forward)
 {
     PGconn *c = it_pg_connect();
@@ -187,6 +192,9 @@ START_TEST(test_version_4_table_carried_forward)
                      0);
     ck_assert_int_eq(it_pg_int(c, "SELECT count(*) FROM outbox WHERE subject = 'it.migrate.v4'"),
                      10);
+    ck_assert_int_eq(it_pg_int(c, "SELECT count(*) FROM pg_class WHERE oid = 'outbox'::regclass"
+                                  " AND 'fillfactor=50' = ANY (reloptions)"),
+                     1);
     ck_assert_int_eq(migrate_check_version(c, &cfg, msg, sizeof(msg)), MIGRATE_CURRENT);
     ck_assert_int_eq(migrate_schema_version(), 5);
     PQfinish(c);
