@@ -209,3 +209,21 @@ int64_t it_http_slowest_ms(int port, const char *const *paths, int duration_ms, 
     }
     return slowest;
 }
+
+void it_scrape_metrics(int port, struct it_scrape *s)
+{
+    struct it_http r;
+    int status = it_http_get(port, "/metrics", 5000, &r);
+    ck_assert_msg(status == 200, "GET /metrics: %d", status);
+    prom_parse(r.body, r.body_len, &s->e);
+    free(s->text);
+    s->text = r.body;
+    r.body = NULL;
+    it_http_free(&r);
+}
+
+double it_scraped(const struct it_scrape *s, const char *family, const char *label,
+                  const char *value)
+{
+    return prom_sample_get(&s->e, family, label, value)->value;
+}

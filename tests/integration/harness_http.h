@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "prom_text.h"
+
 /* ---- HTTP client for the relay's probes and metrics (127.0.0.1 only) ---- */
 
 struct it_http {
@@ -43,6 +45,17 @@ double it_metric_reason(int port, const char *family, const char *reason);
 
 /* Waits until it_metric(port, name) == want; true if it does. */
 bool it_wait_metric(int port, const char *name, double want, int timeout_ms);
+
+/* One GET /metrics, parsed strictly (prom_text.h); the samples point into `text`. */
+struct it_scrape {
+    struct prom_exposition e;
+    char *text;
+};
+/* Scrapes into *s, freeing the text of its previous scrape. */
+void it_scrape_metrics(int port, struct it_scrape *s);
+/* The value of `family`'s sample whose label `label` is `value` (the test fails without one). */
+double it_scraped(const struct it_scrape *s, const char *family, const char *label,
+                  const char *value);
 
 /*
  * GETs each of `paths` (NULL-terminated) from 127.0.0.1:port in turn, a

@@ -33,12 +33,10 @@ static struct it_relay *start_relay(const char *const *env)
 
 static double mark_statements(int port)
 {
-    struct it_http r;
-    ck_assert_int_eq(it_http_get(port, "/metrics", 5000, &r), 200);
-    struct prom_exposition e;
-    prom_parse(r.body, r.body_len, &e);
-    double v = prom_sample_get(&e, "outbox_relay_pg_statements_total", "kind", "mark")->value;
-    it_http_free(&r);
+    struct it_scrape s = {0};
+    it_scrape_metrics(port, &s);
+    double v = it_scraped(&s, "outbox_relay_pg_statements_total", "kind", "mark");
+    free(s.text);
     return v;
 }
 

@@ -13,25 +13,17 @@
 #define ROWS   120 /* relayed, one INSERT each while the relay runs */
 #define OLD    20  /* published rows a week old: retention prunes them */
 
-static struct prom_exposition scraped;
-static char *scraped_text; /* the samples point into it */
+static struct it_scrape scraped;
 
 static void scrape(int port)
 {
-    struct it_http r;
-    int status = it_http_get(port, "/metrics", 5000, &r);
-    ck_assert_msg(status == 200, "GET /metrics: %d", status);
-    prom_parse(r.body, r.body_len, &scraped);
-    free(scraped_text);
-    scraped_text = r.body;
-    r.body = NULL;
-    it_http_free(&r);
+    it_scrape_metrics(port, &scraped);
 }
 
 /* One family's sample for one kind, from the last scrape. */
 static double by_kind(const char *family, const char *kind)
 {
-    return prom_sample_get(&scraped, family, "kind", kind)->value;
+    return prom_sample_get(&scraped.e, family, "kind", kind)->value;
 }
 
 struct kind_wait {

@@ -21,29 +21,21 @@
 #define WAL_BYTES "outbox_relay_pg_wal_bytes_total"
 #define WAL_CALLS "outbox_relay_pg_wal_statements_total"
 
-static struct prom_exposition scraped;
-static char *scraped_text; /* the samples point into it */
+static struct it_scrape scraped;
 
 static void scrape(int port)
 {
-    struct it_http r;
-    int status = it_http_get(port, "/metrics", 5000, &r);
-    ck_assert_msg(status == 200, "GET /metrics: %d", status);
-    prom_parse(r.body, r.body_len, &scraped);
-    free(scraped_text);
-    scraped_text = r.body;
-    r.body = NULL;
-    it_http_free(&r);
+    it_scrape_metrics(port, &scraped);
 }
 
 static bool has_family(const char *name)
 {
-    return prom_family_find(&scraped, name) != NULL;
+    return prom_family_find(&scraped.e, name) != NULL;
 }
 
 static double by_kind(const char *family, const char *kind)
 {
-    return prom_sample_get(&scraped, family, "kind", kind)->value;
+    return prom_sample_get(&scraped.e, family, "kind", kind)->value;
 }
 
 static void with_pg_stat_statements(void)
