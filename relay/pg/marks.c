@@ -25,8 +25,8 @@ struct mark_batch {
 };
 
 /* A gathered published batch goes at once from this many rows: well under
- * the claim's list of held rows to skip, so a gathering batch never makes
- * claims read rows the relay already holds. */
+ * the 256 held rows a claim can be told to skip, so rows waiting only for
+ * their mark do not by themselves make claims read held rows again. */
 #define MARKS_GATHER_ROWS 128
 
 struct marks {
