@@ -64,53 +64,48 @@ static void it_pg_migrate(void)
     free(files);
 }
 
+/*
+ * A postmaster over `data` on `port`, on loopback and the test's socket
+ * directory, with `extra` settings (NULL-terminated) after the common ones.
+ * fsync=off and full_page_writes=off unless `durable`, for speed: the tests
+ * crash the relay and restart PostgreSQL cleanly, never the operating
+ * system, so durability against power loss is not what they measure.
+ */
+static pid_t it_postmaster_spawn(const char *data, int port, const char *log_path, bool durable,
+                                 const char *const *extra)
+{
+    char port_arg[16], sockdir[PATH_MAX + 32];
+    snprintf(port_arg, sizeof port_arg, "%d", port);
+    snprintf(sockdir, sizeof sockdir, "unix_socket_directories=%s", it.dir);
+    const char *common[] = {
+        "listen_addresses=127.0.0.1", sockdir, durable ? "fsync=on" : "fsync=off",
+        durable ? "full_page_writes=on" : "full_page_writes=off", "max_connections=50"};
+    enum { COMMON = sizeof common / sizeof common[0], MAX_EXTRA = IT_PG_MAX_SETTINGS + 2 };
+    const char *argv[5 + 2 * (COMMON + MAX_EXTRA) + 1] = {PG_BIN "/postgres", "-D", data, "-p",
+                                                          port_arg};
+    size_t argc = 5;
+    for (size_t k = 0; k < COMMON; k++) {
+        argv[argc++] = "-c";
+        argv[argc++] = common[k];
+    }
+    for (size_t k = 0; extra[k] != NULL; k++) {
+        ck_assert_msg(k < MAX_EXTRA, "too many PostgreSQL settings");
+        argv[argc++] = "-c";
+        argv[argc++] = extra[k];
+    }
+    argv[argc] = NULL;
+    return it_spawn(argv, NULL, log_path, true, SIGQUIT);
+}
+
 /* Starts the postmaster on it.pg_port over `data` and waits until it accepts connections. */
 static void it_pg_spawn(const char *data)
 {
-    char log_path[PATH_MAX], port[16];
+    char log_path[PATH_MAX];
     snprintf(log_path, sizeof log_path, "%s/postgres.log", it.dir);
-    snprintf(port, sizeof port, "%d", it.pg_port);
-    char sockdir[PATH_MAX + 32];
-    snprintf(sockdir, sizeof sockdir, "unix_socket_directories=%s", it.dir);
-    /*
-     * fsync=off and full_page_writes=off for speed: the tests crash the
-     * relay and restart PostgreSQL cleanly, never the operating system, so
-     * durability against power loss is not what they measure.
-     */
-    const char *argv[] = {PG_BIN "/postgres",
-                          "-D",
-                          data,
-                          "-p",
-                          port,
-                          "-c",
-                          "listen_addresses=127.0.0.1",
-                          "-c",
-                          sockdir,
-                          "-c",
-                          it_pg_durable ? "fsync=on" : "fsync=off",
-                          "-c",
-                          it_pg_durable ? "full_page_writes=on" : "full_page_writes=off",
-                          "-c",
-                          "max_connections=50",
-                          "-c",
-                          "max_wal_size=1GB",
-                          NULL,
-                          NULL,
-                          NULL,
-                          NULL,
-                          NULL,
-                          NULL,
-                          NULL,
-                          NULL,
-                          NULL};
-    size_t argc = 0;
-    while (argv[argc] != NULL)
-        argc++;
-    for (int k = 0; k < it_pg_nsettings; k++) {
-        argv[argc++] = "-c";
-        argv[argc++] = it_pg_settings[k];
-    }
-    it.pg_pid = it_spawn(argv, NULL, log_path, true, SIGQUIT);
+    const char *extra[IT_PG_MAX_SETTINGS + 2] = {"max_wal_size=1GB"};
+    for (int k = 0; k < it_pg_nsettings; k++)
+        extra[k + 1] = it_pg_settings[k];
+    it.pg_pid = it_postmaster_spawn(data, it.pg_port, log_path, it_pg_durable, extra);
     int64_t deadline = it_now_ms() + 30000;
     while (!it_pg_ready(NULL)) {
         int st;
@@ -510,7 +505,7 @@ void it_pg_replica_start(bool synchronous)
 {
     ck_assert_msg(it.pg_pid > 0, "start the primary before its replica");
     ck_assert_msg(it_replica.pid == 0, "one replica per test");
-    char data[PATH_MAX], log_path[PATH_MAX], port[16], primary_port[16];
+    char data[PATH_MAX], log_path[PATH_MAX], primary_port[16];
     snprintf(data, sizeof data, "%s/pgreplica", it.dir);
     snprintf(log_path, sizeof log_path, "%s/replica.log", it.dir);
     snprintf(primary_port, sizeof primary_port, "%d", it.pg_port);
@@ -539,29 +534,9 @@ void it_pg_replica_start(bool synchronous)
     it_replica.owner = getpid();
     snprintf(it_replica.url, sizeof it_replica.url, "postgresql://postgres@127.0.0.1:%d/%s",
              it_replica.port, IT_DB);
-    snprintf(port, sizeof port, "%d", it_replica.port);
-    char sockdir[PATH_MAX + 32];
-    snprintf(sockdir, sizeof sockdir, "unix_socket_directories=%s", it.dir);
     /* The replica never waits for a standby of its own, promoted or not. */
-    const char *argv[] = {PG_BIN "/postgres",
-                          "-D",
-                          data,
-                          "-p",
-                          port,
-                          "-c",
-                          "listen_addresses=127.0.0.1",
-                          "-c",
-                          sockdir,
-                          "-c",
-                          "fsync=off",
-                          "-c",
-                          "full_page_writes=off",
-                          "-c",
-                          "max_connections=50",
-                          "-c",
-                          "synchronous_standby_names=",
-                          NULL};
-    it_replica.pid = it_spawn(argv, NULL, log_path, true, SIGQUIT);
+    const char *extra[] = {"synchronous_standby_names=", NULL};
+    it_replica.pid = it_postmaster_spawn(data, it_replica.port, log_path, false, extra);
     if (!it_wait_until(it_replica_ready, NULL, 30000)) {
         it_dump_tail("replica log", log_path, 40);
         ck_abort_msg("replica not ready on port %d within 30 s", it_replica.port);
