@@ -30,6 +30,7 @@ int64_t wall_now_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+/* The harness keeps its own sleep to itself: tests wait for conditions; the bench paces. */
 void sleep_ms(int ms)
 {
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
@@ -103,21 +104,8 @@ void sched_take(pid_t pid, struct sched_take *t)
 /* A "Name:   N kB" line of /proc/<pid>/status in MB, or -1. */
 static double proc_status_mb(pid_t pid, const char *name)
 {
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    double mb = -1;
-    size_t len = strlen(name);
-    while (fgets(line, sizeof line, f)) {
-        long kb;
-        if (strncmp(line, name, len) == 0 && line[len] == ':' &&
-            sscanf(line + len + 1, "%ld kB", &kb) == 1)
-            mb = kb / 1024.0;
-    }
-    fclose(f);
-    return mb;
+    long kb = it_proc_status_kb(pid, name);
+    return kb < 0 ? -1 : kb / 1024.0;
 }
 
 /* Peak resident set (VmHWM) in MB: shared library pages included. */
