@@ -15,5 +15,22 @@
 --
 -- Only pages filled from now on follow it; rows already in the table keep
 -- their pages. The lock it takes (SHARE UPDATE EXCLUSIVE) blocks no insert.
+-- A partitioned table has no pages of its own and takes no fillfactor: each
+-- of its partitions gets it instead (a partition created later needs
+-- `WITH (fillfactor = 50)`). The table is found through its row type, as a
+-- name in quotes here would be rewritten for another table by `migrate`.
 -- Re-applying this file is a no-op.
-ALTER TABLE outbox SET (fillfactor = 50);
+DO $$
+DECLARE
+    tbl regclass := (SELECT typrelid FROM pg_type WHERE oid = pg_typeof(NULL::outbox));
+    part regclass;
+BEGIN
+    IF (SELECT relkind FROM pg_class WHERE oid = tbl) = 'p' THEN
+        FOR part IN SELECT relid FROM pg_partition_tree(tbl) WHERE isleaf LOOP
+            EXECUTE format('ALTER TABLE %s SET (fillfactor = 50)', part);
+        END LOOP;
+    ELSE
+        ALTER TABLE outbox SET (fillfactor = 50);
+    END IF;
+END
+$$;
