@@ -7,9 +7,10 @@
  * trigger notifies only while the relay sleeps: the relay holds a session
  * advisory lock (class OUTBOX_SLEEP_CLASS, key the table's oid) while it
  * sleeps, and the trigger tests it with pg_try_advisory_xact_lock_shared.
- * An awake relay polls its tail instead: at once after a pass that found
- * rows, every WAKEUP_HOT_POLL_US for WAKEUP_HOT_MS after that (a timerfd:
- * libev's epoll timers wait at least 1 ms), every 1 ms until
+ * An awake relay polls its tail instead: WAKEUP_HOT_POLL_US after a pass
+ * that found rows (a page that came full is followed at once, in the pass),
+ * every WAKEUP_HOT_POLL_US for WAKEUP_HOT_MS after that (a timerfd:
+ * libev's epoll timers wait whole milliseconds), every 1 ms until
  * WAKEUP_EAGER_MS, and then, if it holds no rows, it goes to sleep again.
  * While rows are still in flight, or a producer's open transaction keeps it
  * from sleeping, it looks again after pauses that double up to
@@ -44,7 +45,7 @@
 #include "outbox_relay/pg/outbox_table.h"
 #include "outbox_relay/pg/pg_source.h"
 
-#define WAKEUP_HOT_MS      2   /* after rows, empty passes repeat every ... */
+#define WAKEUP_HOT_MS      2   /* after rows, passes repeat every ... */
 #define WAKEUP_HOT_POLL_US 500 /* ... 500 us this long, */
 #define WAKEUP_EAGER_MS    10  /* then every 1 ms this long, then sleep if idle */
 #define WAKEUP_POLL_MAX_MS 50  /* a relay that cannot sleep looks at its tail this often */
