@@ -1,4 +1,5 @@
 /* outbox-relay: the command line, wiring and signals. The work happens in the core library. */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,10 +81,31 @@ static void log_startup(const struct relay_config *cfg)
              "max_inflight", cfg->max_inflight);
 }
 
+/*
+ * libev's answer to a failed system call is abort(), and if this returns it
+ * goes on with what the call did not create. It fails when the relay starts
+ * with too few file descriptors (ulimit -n, systemd's LimitNOFILE) for its
+ * signal pipe: a bad setting, so exit 2 with the cause, like the others.
+ */
+static void on_libev_error(const char *what)
+{
+    const char *cause = strerror(errno);
+    log_error("cannot start", "{s:s, s:s}", "error", what, "cause", cause);
+    fprintf(stderr, "outbox-relay: %s: %s (the open-files limit: ulimit -n, LimitNOFILE)\n", what,
+            cause);
+    exit(2);
+}
+
 static int run(const struct relay_config *cfg)
 {
     char err[512];
+    ev_set_syserr_cb(on_libev_error);
     struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
+    if (loop == NULL) {
+        log_error("cannot start", "{s:s}", "error", "no event loop backend (libev)");
+        fprintf(stderr, "outbox-relay: no event loop backend (libev)\n");
+        return 2;
+    }
     struct relay *relay = relay_create(loop, cfg, err, sizeof(err));
     if (relay == NULL) {
         log_error("cannot start", "{s:s}", "error", err);

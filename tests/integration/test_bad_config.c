@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "harness.h"
 #include "run_suite.h"
@@ -86,6 +87,39 @@ START_TEST(test_malformed_pg_url)
     ck_assert_msg(strstr(output, "s3cret-pw") == NULL, "the password is in the output:\n%s",
                   output);
     free(output);
+}
+END_TEST
+
+/*
+ * Too few file descriptors (ulimit -n, systemd's LimitNOFILE) is a bad setting
+ * like any other: the relay exits 2 and says which resource ran out. At 4
+ * descriptors libev's signal pipe is the one that fails (libev aborted the
+ * relay), at 5 the wake-up timer; from 6 a relay without servers starts.
+ */
+START_TEST(test_too_few_open_files)
+{
+    char wrapper[512], real[256];
+    snprintf(real, sizeof real, "%s", it_relay_binary());
+    snprintf(wrapper, sizeof wrapper, "%s/relay-ulimit.sh", it_dir());
+    for (int limit = 4; limit <= 5; limit++) {
+        FILE *f = fopen(wrapper, "w");
+        ck_assert_ptr_nonnull(f);
+        fprintf(f, "#!/bin/sh\nulimit -n %d || exit 99\nexec '%s' \"$@\"\n", limit, real);
+        ck_assert_int_eq(fclose(f), 0);
+        ck_assert_int_eq(chmod(wrapper, 0755), 0);
+        setenv("IT_RELAY_BINARY", wrapper, 1);
+        /* A sanitized relay: LeakSanitizer needs a descriptor of its own at
+         * exit (/proc/self/task) and fails without one; leaks are not what
+         * this test is about. Ignored by a plain build. */
+        const char *env[] = {pg_nowhere, nats_nowhere,
+                             "ASAN_OPTIONS=detect_leaks=0:halt_on_error=1", NULL};
+        char *output = NULL;
+        int code = it_relay_run(env, NULL, DEADLINE_MS, &output);
+        unsetenv("IT_RELAY_BINARY");
+        ck_assert_msg(code == 2, "ulimit -n %d: exit code %d, want 2:\n%s", limit, code, output);
+        assert_mentions(output, "Too many open files");
+        free(output);
+    }
 }
 END_TEST
 
@@ -180,6 +214,7 @@ int main(void)
     tcase_add_test(offline, test_non_numeric_batch_size);
     tcase_add_test(offline, test_malformed_pg_url);
     tcase_add_test(offline, test_typos_name_what_was_meant);
+    tcase_add_test(offline, test_too_few_open_files);
 
     TCase *servers = it_tcase(suite, "servers", it_start_servers, 120);
     tcase_add_test(servers, test_check_missing_table);
