@@ -69,9 +69,10 @@ static const struct setting settings[] = {
     {"OUTBOX_POLL_INTERVAL_MS", "poll-interval-ms", INT(poll_interval_ms), "1000", 10, DAY_MS,
      "fallback scan interval when no notification arrives"},
     {"OUTBOX_TAIL_POLL_US", "tail-poll-us", INT(tail_poll_us), "0", 0, 1000000,
-     "while rows flow, the pause between looks at the table's tail (microseconds); 0: at once "
-     "after rows, then every 500 us (the lowest latency). Longer pauses make fuller claims and "
-     "marks: less PostgreSQL and relay CPU per row, for about half the pause in latency"},
+     "while rows flow, the pause between looks at the table's tail (microseconds); 0: 500 us "
+     "after rows and every 500 us for 2 ms, then every 1 ms (the lowest latency). Longer pauses "
+     "make fuller claims and marks: less PostgreSQL and relay CPU per row, for about half the "
+     "pause in latency"},
     {"OUTBOX_MARK_GATHER_MS", "mark-gather-ms", INT(mark_gather_ms), "10", 0, 60000,
      "how long published rows wait to be marked together (milliseconds). Consumers have them "
      "already, so this costs no latency; one UPDATE for many rows costs the database far less "
