@@ -408,12 +408,17 @@ static bool it_pg_published_reached(void *arg)
     return w->last >= w->want;
 }
 
-void it_pg_wait_progress(PGconn *conn, int64_t more, int timeout_ms, const char *what)
+void it_pg_wait_published_reach(PGconn *conn, int64_t want, int timeout_ms, const char *what)
 {
-    struct it_pg_wait w = {.conn = conn, .want = it_pg_published(conn) + more, .last = -1};
+    struct it_pg_wait w = {.conn = conn, .want = want, .last = -1};
     ck_assert_msg(it_wait_until(it_pg_published_reached, &w, timeout_ms),
                   "no progress %s: %lld rows published, waited for %lld", what, (long long)w.last,
                   (long long)w.want);
+}
+
+void it_pg_wait_progress(PGconn *conn, int64_t more, int timeout_ms, const char *what)
+{
+    it_pg_wait_published_reach(conn, it_pg_published(conn) + more, timeout_ms, what);
 }
 
 void it_pg_record_marks(PGconn *conn)

@@ -77,6 +77,9 @@ int64_t it_pg_wait_published(PGconn *conn, int64_t want, int timeout_ms);
 /* Waits until `more` rows beyond those published now are published; fails the test (naming
  * `what`) past the deadline. */
 void it_pg_wait_progress(PGconn *conn, int64_t more, int timeout_ms, const char *what);
+/* Waits until at least `want` rows are published (more may be by then); fails the test
+ * (naming `what`) at the deadline. */
+void it_pg_wait_published_reach(PGconn *conn, int64_t want, int timeout_ms, const char *what);
 
 /*
  * From now on every UPDATE of an outbox row, as the relay committed it, is
