@@ -18,6 +18,8 @@
 
 #define JS_OUTAGE_FIRST_LOG_MS 5000  /* a quick restart of the server is not worth a line */
 #define JS_OUTAGE_LOG_EVERY_MS 30000 /* then a reminder, not a flood */
+/* The longest a write to the server may wait for room in the socket (the loop's longest stall). */
+#define JS_WRITE_DEADLINE_MS 500
 
 double js_sink_wall_now(void)
 {
@@ -132,6 +134,14 @@ static int js_build_options(struct js_sink *sink, char *err, size_t errlen)
     /* Not natsOptions_SetSendAsap: it speeds up a lone publish but slows bulk
      * asynchronous publishing. The relay flushes itself when it keeps up with its
      * producers, and gets both (docs/performance.md). */
+    /* Without a write deadline nats.c's socket blocks, and a publish into
+     * a server that stopped reading (frozen, partitioned with TCP still up)
+     * waits in send() on the loop thread once nats.c's 32 KiB buffer is
+     * full: no probe answered, no lease renewed until the pings give up
+     * (15 s). With one, the write fails after JS_WRITE_DEADLINE_MS and
+     * nats.c closes the socket and reconnects; the rows in flight are
+     * failed by the connection, without an attempt (publish_error.c). */
+    natsOptions_SetWriteDeadline(o, JS_WRITE_DEADLINE_MS);
     natsOptions_SetPingInterval(o, 5000);
     natsOptions_SetMaxPingsOut(o, 3);
     /* Publishes made while reconnecting are buffered by nats.c and sent on
