@@ -80,7 +80,8 @@ static void wakeup_back_off(struct wakeup *w)
 /* The next look in `us` microseconds (a timerfd: see hot_poll). */
 static void wakeup_arm_us(struct wakeup *w, long us)
 {
-    struct itimerspec when = {.it_value = {.tv_sec = us / 1000000, .tv_nsec = us % 1000000 * 1000L}};
+    struct itimerspec when = {
+        .it_value = {.tv_sec = us / 1000000, .tv_nsec = us % 1000000 * 1000L}};
     ev_timer_stop(w->loop, &w->poll);
     timerfd_settime(w->hot_fd, 0, &when, NULL);
     w->hot_armed = true;
